@@ -1,0 +1,31 @@
+"""vaebench: train beta-VAE grids, score disentanglement, rank runs with DuckDB.
+
+Public API (importing this module stays light: no torch/jax import)::
+
+    import vaebench
+    records = vaebench.run_grid(models=["beta_vae"], betas=[1, 4, 8], steps=300)
+    table = vaebench.leaderboard(metric="mig")      # pyarrow.Table
+    table.to_pandas()
+
+Plugins mark their hook implementations with :data:`hookimpl`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+__version__ = "0.1.0"
+
+hookimpl = pluggy.HookimplMarker("vaebench")
+
+__all__ = ["__version__", "hookimpl", "run_grid", "leaderboard", "show", "plan_grid"]
+
+
+def __getattr__(name: str) -> Any:  # lazy: keep `import vaebench` cheap
+    if name in ("run_grid", "leaderboard", "show", "plan_grid"):
+        from vaebench import api
+
+        return getattr(api, name)
+    raise AttributeError(name)

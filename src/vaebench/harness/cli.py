@@ -1,0 +1,394 @@
+"""The ``vaebench`` command line: a thin layer over :mod:`vaebench.api`.
+
+Exit codes: 0 ok, 1 a check failed, 2 bad usage or input (one line on stderr).
+Heavy modules (torch, pyarrow, duckdb) are imported inside the commands, so
+``vaebench --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="vaebench",
+    help="Train β-VAE-family grids, score disentanglement, and rank runs with DuckDB.\n\n"
+    "Example:  vaebench run --model beta_vae --betas 1,4,8  &&  vaebench leaderboard",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+REGISTRY_HELP = "Registry directory holding one Parquet record per run."
+DEFAULT_REGISTRY = "./vaebench-results"
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _manager(warn: bool = True):
+    from vaebench.plugins.manager import get_manager, warn_failed_plugins
+
+    manager = get_manager()
+    if warn:
+        warn_failed_plugins(manager)
+    return manager
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+# ---------------------------------------------------------------- run
+RUN_DEFAULTS: dict[str, Any] = {
+    "model": "beta_vae",
+    "seeds": "0",
+    "latent_dim": "10",
+    "steps": "1500",
+    "batch_size": "64",
+    "lr": "5e-4",
+    "dataset": "dsprites",
+    "backend": "torch",
+    "architecture": "conv",
+    "device": "auto",
+    "amp": "off",
+    "registry": DEFAULT_REGISTRY,
+    "eval_samples": 10_000,
+}
+
+#: config-file key -> (RunSpec axis, type) for the numeric grid axes.
+GRID_OPTIONS = {
+    "betas": ("beta", float),
+    "capacities": ("capacity", float),
+    "gamma": ("gamma", float),
+    "capacity_steps": ("capacity_steps", int),
+    "seeds": ("seed", int),
+    "latent_dim": ("latent_dim", int),
+    "steps": ("steps", int),
+    "batch_size": ("batch_size", int),
+    "lr": ("lr", float),
+}
+CONFIG_KEYS = set(RUN_DEFAULTS) | set(GRID_OPTIONS) | {
+    "dataset_path", "metrics", "compile", "threads", "resume",
+}
+
+
+def _load_config(path: Path) -> dict[str, Any]:
+    import tomllib
+
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        fail(f"config file {path} not found")
+    except tomllib.TOMLDecodeError as exc:
+        fail(f"config file {path} is not valid TOML: {exc}")
+    data = data.get("run", data)  # accept a [run] table or top-level keys
+    data = {k.replace("-", "_"): v for k, v in data.items()}
+    for alias, key in (("models", "model"), ("datasets", "dataset"), ("gammas", "gamma"), ("latent_dims", "latent_dim")):
+        if alias in data:
+            data[key] = data.pop(alias)
+    unknown = sorted(set(data) - CONFIG_KEYS)
+    if unknown:
+        fail(f"config file {path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(CONFIG_KEYS))})")
+    return data
+
+
+def _names(value: Any) -> list[str]:
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    return [str(v).strip() for v in items if str(v).strip()]
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "  vaebench run --model beta_vae --betas 1,4,8\n\n"
+    "  vaebench run --model beta_vae_capacity --capacities 5,25 --gamma 100,1000 --seeds 0,1,2\n\n"
+    "  vaebench run --config grid.toml --resume",
+)
+def run(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name(s), comma-separated. [default: beta_vae]"),
+    betas: Optional[str] = typer.Option(None, "--betas", "--beta", help="β values, e.g. 1,4,8 (grid axis)."),
+    capacities: Optional[str] = typer.Option(None, "--capacities", help="C_max values in nats (beta_vae_capacity)."),
+    gamma: Optional[str] = typer.Option(None, "--gamma", help="γ values (beta_vae_capacity)."),
+    capacity_steps: Optional[str] = typer.Option(None, "--capacity-steps", help="Steps to ramp C from 0 to C_max. [default: --steps]"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", "--seed", help="Seeds. [default: 0]"),
+    latent_dim: Optional[str] = typer.Option(None, "--latent-dim", help="Latent dimensions. [default: 10]"),
+    steps: Optional[str] = typer.Option(None, "--steps", help="Training steps. [default: 1500]"),
+    batch_size: Optional[str] = typer.Option(None, "--batch-size", help="Batch size. [default: 64]"),
+    lr: Optional[str] = typer.Option(None, "--lr", help="Adam learning rate. [default: 5e-4]"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset name(s). [default: dsprites]"),
+    dataset_path: Optional[str] = typer.Option(None, "--dataset-path", help="Local data file (e.g. the dSprites .npz); default: rendered."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="torch (jax when installed). [default: torch]"),
+    architecture: Optional[str] = typer.Option(None, "--architecture", help="conv (Burgess et al.) or mlp. [default: conv]"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N. [default: auto]"),
+    amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision: off | bf16 | fp16 (CUDA). [default: off]"),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the training step (falls back to eager)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for training. [default: all cores]"),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Metrics to compute. [default: all the dataset supports]"),
+    eval_samples: Optional[int] = typer.Option(None, "--eval-samples", help="Held-out observations scored per run. [default: 10000]"),
+    registry: Optional[str] = typer.Option(None, "--registry", help=REGISTRY_HELP + f" [default: {DEFAULT_REGISTRY}]"),
+    resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Skip grid points already recorded (ok or diverged)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with the same options (command line wins)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the planned runs and exit."),
+    as_json: bool = typer.Option(False, "--json", help="Print the records as JSON instead of tables."),
+) -> None:
+    """Train one model per grid point, score it and record it.
+
+    Every list-valued option is a grid axis; the grid is their product. Each point
+    has a stable run id (a hash of its spec), so --resume skips what is recorded.
+    """
+    given = {k: v for k, v in locals().items() if v is not None and k not in ("config", "dry_run", "as_json")}
+    opts: dict[str, Any] = dict(RUN_DEFAULTS)
+    if config is not None:
+        opts.update(_load_config(config))
+    opts.update(given)
+
+    from vaebench.harness.plan import PlanError, parse_list
+    from vaebench.harness.plan import plan_grid as plan
+    from vaebench.plugins.manager import UnknownSpecError
+
+    manager = _manager()
+    try:
+        axes = {axis: parse_list(opts[key], "--" + key.replace("_", "-"), kind)
+                for key, (axis, kind) in GRID_OPTIONS.items() if opts.get(key) is not None}
+        specs = plan(
+            manager, _names(opts["model"]), axes, datasets=_names(opts["dataset"]), backends=_names(opts["backend"]),
+            architectures=_names(opts["architecture"]), dataset_path=opts.get("dataset_path"),
+        )
+        from vaebench.plugins.backends import BACKENDS
+
+        for b in {s.backend for s in specs}:
+            if b not in BACKENDS:
+                raise PlanError(f"unknown backend {b!r} (available: {', '.join(sorted(BACKENDS))})")
+        metric_names = _names(opts["metrics"]) if opts.get("metrics") else None
+        if metric_names:
+            for name in metric_names:
+                manager.metric(name)
+        for arch in {s.architecture for s in specs}:
+            if arch not in ("conv", "mlp"):
+                raise PlanError(f"unknown architecture {arch!r} (available: conv, mlp)")
+    except (PlanError, UnknownSpecError) as exc:
+        fail(str(exc))
+
+    if dry_run:
+        if as_json:
+            _print_json([{"run_id": s.run_id, **json.loads(s.to_json())} for s in specs])
+        else:
+            for s in specs:
+                console.print(f"{s.run_id}  {s.label()}  steps={s.steps} latent_dim={s.latent_dim}")
+        return
+
+    from vaebench.harness.runner import metrics_for, run_grid
+    from vaebench.plugins.backends.base import ExecutionOptions
+    from vaebench.plugins.datasets.base import DatasetError
+    from vaebench.registry.store import RegistryError, check_writable
+
+    try:
+        for ds in {s.dataset for s in specs}:
+            metrics_for(manager, manager.dataset(ds), metric_names)
+    except ValueError as exc:
+        fail(str(exc))
+    try:
+        check_writable(opts["registry"])
+    except RegistryError as exc:
+        fail(str(exc))
+    execution = ExecutionOptions(
+        device=str(opts["device"]), amp=str(opts["amp"]), compile=bool(opts.get("compile") or False),
+        threads=opts.get("threads"), eval_samples=int(opts["eval_samples"]),
+    )
+    try:
+        from vaebench.plugins.backends import get_backend
+
+        for b in {s.backend for s in specs}:
+            get_backend(b).resolve_device(execution.device)
+    except ImportError as exc:
+        fail(f"backend not installed: {exc} (pip install 'vaebench[jax]')")
+    except ValueError as exc:
+        fail(str(exc))
+
+    from vaebench.harness.progress import RichReporter, summary_table
+
+    reporter = RichReporter(err_console)
+    err_console.print(f"[bold]{len(specs)} run(s)[/] → {opts['registry']}")
+    try:
+        result = run_grid(specs, manager, opts["registry"], execution, metric_names,
+                          resume=bool(opts.get("resume") or False), reporter=reporter)
+    except (DatasetError, RegistryError) as exc:
+        fail(str(exc))
+    if as_json:
+        _print_json(result.records)
+    elif result.records:
+        console.print(summary_table(result.records, title=f"{len(result.records)} run(s)"))
+    if result.skipped:
+        err_console.print(f"{len(result.skipped)} run(s) already recorded, skipped (--resume)")
+
+
+# ---------------------------------------------------------------- leaderboard
+@app.command(
+    epilog="Examples:\n\n  vaebench leaderboard\n\n  vaebench leaderboard --metric reconstruction --by model,beta --json",
+)
+def leaderboard(
+    metric: str = typer.Option("mig", "--metric", help="Metric key to rank by (see `vaebench list metrics`)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Only runs on this dataset."),
+    model: Optional[str] = typer.Option(None, "--model", help="Only runs of this model."),
+    by: Optional[str] = typer.Option(None, "--by", help="Columns to group by, e.g. model,beta. [default: the run config minus seed]"),
+    registry: str = typer.Option(DEFAULT_REGISTRY, "--registry", help=REGISTRY_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON rows."),
+) -> None:
+    """Rank runs by a metric, aggregated over seeds (mean, std, n), with DuckDB."""
+    from vaebench.api import metric_direction
+    from vaebench.registry import query
+    from vaebench.registry.schema import GROUPABLE_COLUMNS
+
+    manager = _manager()
+    if not Path(registry).exists():
+        fail(f"registry {registry} does not exist (run `vaebench run` first or pass --registry)")
+    by_cols = _names(by) if by else None
+    if by_cols:
+        bad = [c for c in by_cols if c not in GROUPABLE_COLUMNS]
+        if bad:
+            fail(f"--by: unknown column {bad[0]!r} (choose from {', '.join(GROUPABLE_COLUMNS)})")
+    con, skipped = query.open_runs(registry)
+    known = set(query.metric_keys(con)) | set(manager.specs["metrics"])
+    con.close()
+    if metric not in known:
+        fail(f"--metric: unknown metric {metric!r} (known: {', '.join(sorted(known))})")
+    direction = metric_direction(metric)
+    kwargs: dict[str, Any] = {"dataset": dataset, "model": model, "descending": direction != "lower"}
+    if by_cols:
+        kwargs["by"] = by_cols
+    result = query.leaderboard(registry, metric, **kwargs)
+    for path, reason in result.skipped:
+        err_console.print(f"[yellow]warning:[/] skipped unreadable record {path}: {reason}", highlight=False)
+    rows = result.table.to_pylist()
+    if as_json:
+        _print_json(rows)
+        return
+    arrow = {"higher": "↑ higher is better", "lower": "↓ lower is better"}.get(direction, "")
+    table = Table(title=f"leaderboard: {metric} {arrow}")
+    cols = result.table.column_names
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("model", "dataset", "dataset_variant", "backend", "architecture") else "right")
+    for row in rows:
+        table.add_row(*[_fmt(row[c]) for c in cols])
+    console.print(table)
+    if not rows:
+        err_console.print("no runs recorded yet")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+# ---------------------------------------------------------------- show
+@app.command(epilog="Example:\n\n  vaebench show 3fa2c1")
+def show(
+    run_id: str = typer.Argument(..., metavar="RUN", help="Run id or a unique prefix of one."),
+    registry: str = typer.Option(DEFAULT_REGISTRY, "--registry", help=REGISTRY_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the record as JSON."),
+) -> None:
+    """Print one run's record."""
+    from vaebench.registry.store import RegistryError, read_record
+
+    try:
+        record = read_record(registry, run_id)
+    except RegistryError as exc:
+        fail(str(exc))
+    if as_json:
+        _print_json(record)
+        return
+    table = Table(title=f"run {record['run_id']}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key, value in record.items():
+        if key in ("metrics", "history", "metric_params", "spec_json", "environment", "kl_per_dim", "artifacts"):
+            continue
+        table.add_row(key, _fmt(value))
+    for key, value in sorted((record.get("metrics") or {}).items()):
+        table.add_row(f"metrics.{key}", _fmt(value))
+    if record.get("kl_per_dim"):
+        table.add_row("kl_per_dim", " ".join(f"{v:.2f}" for v in record["kl_per_dim"]))
+    for key, value in sorted((record.get("environment") or {}).items()):
+        table.add_row(f"env.{key}", value)
+    for key, value in sorted((record.get("artifacts") or {}).items()):
+        table.add_row(f"artifact.{key}", value)
+    console.print(table)
+
+
+# ---------------------------------------------------------------- plugins / list
+@app.command()
+def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List every plugin: package, version, status and what it registered."""
+    manager = _manager(warn=False)
+    rows = [
+        {"name": p.name, "package": p.package, "version": p.version, "status": p.status, "error": p.error,
+         "registered": p.registered}
+        for p in manager.plugins
+    ]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title="plugins (entry-point group 'vaebench')")
+    for col in ("plugin", "package", "version", "status", "registered"):
+        table.add_column(col)
+    for r in rows:
+        status = "[green]ok[/]" if r["status"] == "ok" else f"[red]error[/]: {r['error']}"
+        reg = "; ".join(f"{k}: {', '.join(v)}" for k, v in r["registered"].items() if v) or "-"
+        table.add_row(r["name"], r["package"], r["version"], status, reg)
+    console.print(table)
+
+
+@app.command("list", epilog="Examples:\n\n  vaebench list models\n\n  vaebench list metrics --json")
+def list_specs(
+    kind: str = typer.Argument(..., metavar="KIND", help="models | metrics | datasets"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List the registered models, metrics or datasets with a one-line description."""
+    manager = _manager()
+    if kind not in manager.specs:
+        fail(f"unknown kind {kind!r} (use models, metrics or datasets)")
+    rows = []
+    for name, spec in sorted(manager.specs[kind].items()):
+        row = {"name": name, "plugin": manager.owner(kind, name), "description": spec.description}
+        if kind == "models":
+            row["backends"] = sorted(spec.backends)
+            row["hyperparameters"] = list(spec.hyperparameters)
+        if kind == "metrics":
+            row["direction"] = spec.direction
+            row["needs"] = sorted(spec.needs)
+        rows.append(row)
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title=kind)
+    cols = [c for c in rows[0]] if rows else ["name", "plugin", "description"]
+    for col in cols:
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*[", ".join(v) if isinstance(v, list) else str(v) for v in r.values()])
+    console.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Rich output for long work: a progress bar per run and a summary table."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from vaebench.harness.plan import RunSpec
+
+
+class RichReporter:
+    """One progress bar per run (step, loss, KL, images/s), then a line with its outcome."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._progress: Progress | None = None
+        self._task: Any = None
+        self._spec: RunSpec | None = None
+
+    def start_run(self, spec: RunSpec, index: int, total: int) -> None:
+        self._spec = spec
+        self._progress = Progress(
+            TextColumn(f"[bold]{index + 1}/{total}[/] {spec.label()}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task("train", total=spec.steps, stats="")
+
+    def progress(self, step: int, values: dict[str, float]) -> None:
+        if self._progress is None:
+            return
+        stats = (
+            f"loss {values['loss']:.1f}  recon {values['recon']:.1f}  KL {values['kl']:.2f}  "
+            f"{values['images_per_second']:.0f} img/s"
+        )
+        self._progress.update(self._task, completed=step, stats=stats)
+
+    def phase(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, stats=text)
+
+    def end_run(self, record: dict[str, Any]) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        status = record["status"]
+        colour = {"ok": "green", "diverged": "yellow", "failed": "red"}.get(status, "white")
+        label = self._spec.label() if self._spec else record["run_id"]
+        metrics = record.get("metrics") or {}
+        extra = "  ".join(f"{k} {metrics[k]:.3f}" for k in ("mig", "kl", "reconstruction") if k in metrics)
+        ips = record.get("images_per_second")
+        speed = f"  {ips:.0f} img/s" if ips else ""
+        err = f"  ({record['error']})" if record.get("error") else ""
+        self.console.print(f"[{colour}]{status:8}[/] {record['run_id']}  {label}  {extra}{speed}{err}")
+
+    def skipped(self, spec: RunSpec, status: str) -> None:
+        self.console.print(f"[dim]skipped  {spec.run_id}  {spec.label()}  (already recorded: {status})[/]")
+
+
+def summary_table(records: Sequence[dict[str, Any]], title: str = "runs") -> Table:
+    table = Table(title=title)
+    for col in ("run", "model", "β", "C", "seed", "status", "recon", "KL", "MIG", "img/s", "train s"):
+        table.add_column(col, justify="right" if col not in ("run", "model", "status") else "left")
+    for r in records:
+        m = r.get("metrics") or {}
+
+        def num(v: Any, fmt: str = ".3f") -> str:
+            return "-" if v is None else format(v, fmt)
+
+        table.add_row(
+            r["run_id"][:10], r["model"], num(r.get("beta"), "g"), num(r.get("capacity"), "g"), str(r["seed"]),
+            r["status"], num(m.get("reconstruction"), ".1f"), num(m.get("kl"), ".2f"), num(m.get("mig")),
+            num(r.get("images_per_second"), ".0f"), num(r.get("train_seconds"), ".1f"),
+        )
+    return table

@@ -1,0 +1,226 @@
+"""Train, score and record RunSpecs, one after another.
+
+A run ends in exactly one record: ``ok`` (trained and scored), ``diverged``
+(non-finite loss; the grid goes on) or ``failed`` (an exception, kept as one
+line; the grid goes on). A metric that raises is noted in ``metric_params`` and
+the run stays ``ok``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from vaebench.harness.environment import environment
+from vaebench.harness.plan import RunSpec
+from vaebench.plugins.backends import get_backend
+from vaebench.plugins.backends.base import DeviceInfo, ExecutionOptions
+from vaebench.plugins.manager import PluginManager
+from vaebench.plugins.metrics.context import EvaluationContext
+from vaebench.plugins.metrics.posterior import kl_per_dim
+from vaebench.plugins.specs import DatasetSpec, MetricResult, MetricSpec
+from vaebench.registry import store
+
+#: The held-out evaluation set is the same for every run (fixed seed), so runs
+#: differ only by what they learned, not by which observations they were scored on.
+EVAL_SEED = 20_180_402
+
+
+class Reporter(Protocol):
+    def start_run(self, spec: RunSpec, index: int, total: int) -> None: ...
+    def progress(self, step: int, values: dict[str, float]) -> None: ...
+    def phase(self, text: str) -> None: ...
+    def end_run(self, record: dict[str, Any]) -> None: ...
+    def skipped(self, spec: RunSpec, status: str) -> None: ...
+
+
+class SilentReporter:
+    def start_run(self, spec: RunSpec, index: int, total: int) -> None: ...
+    def progress(self, step: int, values: dict[str, float]) -> None: ...
+    def phase(self, text: str) -> None: ...
+    def end_run(self, record: dict[str, Any]) -> None: ...
+    def skipped(self, spec: RunSpec, status: str) -> None: ...
+
+
+@dataclass
+class GridResult:
+    records: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[RunSpec] = field(default_factory=list)
+
+
+def metrics_for(manager: PluginManager, dataset: DatasetSpec, names: Sequence[str] | None) -> list[MetricSpec]:
+    """The metrics to compute: those named (each must suit the dataset), else all the dataset supports."""
+    def supported(m: MetricSpec) -> bool:
+        return (("factors" not in m.needs) or dataset.has_factors) and (("sampler" not in m.needs) or dataset.has_sampler)
+
+    if names is None:
+        return [m for m in manager.specs["metrics"].values() if supported(m)]
+    chosen = [manager.metric(n) for n in names]
+    for m in chosen:
+        if not supported(m):
+            raise ValueError(f"metric {m.name!r} needs {', '.join(sorted(m.needs))}, which dataset {dataset.name!r} lacks")
+    return chosen
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+
+
+def base_record(spec: RunSpec, dataset: Any, device: DeviceInfo, execution: ExecutionOptions) -> dict[str, Any]:
+    return {
+        "run_id": spec.run_id,
+        "model": spec.model,
+        "backend": spec.backend,
+        "dataset": spec.dataset,
+        "dataset_variant": getattr(dataset, "variant", None),
+        "dataset_digest": dataset.digest() if dataset is not None else None,
+        "architecture": spec.architecture,
+        "beta": spec.beta,
+        "capacity": spec.capacity,
+        "gamma": spec.gamma,
+        "capacity_steps": spec.capacity_steps,
+        "latent_dim": spec.latent_dim,
+        "seed": spec.seed,
+        "steps": spec.steps,
+        "batch_size": spec.batch_size,
+        "lr": spec.lr,
+        "spec_json": spec.to_json(),
+        "device": device.device,
+        "device_name": device.name,
+        "threads": execution.threads,
+        "environment": environment(),
+    }
+
+
+def evaluate(
+    trained: Any, spec: RunSpec, dataset: Any, metric_specs: Sequence[MetricSpec], execution: ExecutionOptions,
+    options: dict[str, dict[str, Any]] | None = None,
+) -> tuple[dict[str, float], dict[str, Any], np.ndarray]:
+    """Encode a held-out set once and run every metric on it.
+
+    Returns ``(metric values, metric params by metric name, KL per dimension (D,))``.
+    """
+    images, factors = dataset.sample(execution.eval_samples, np.random.default_rng(EVAL_SEED))
+    means, logvars, errors = trained.evaluate(images)
+    ctx = EvaluationContext(
+        means=means, logvars=logvars, recon_errors=errors, factors=factors,
+        factor_names=tuple(dataset.factor_names), factor_sizes=tuple(dataset.factor_sizes),
+        dataset=dataset, encode=trained.encode, seed=spec.seed, options=options or {},
+    )
+    values: dict[str, float] = {}
+    params: dict[str, Any] = {"_eval": {"n": int(len(images)), "eval_seed": EVAL_SEED}}
+    for m in metric_specs:
+        try:
+            result = m.function()(ctx)
+            if not isinstance(result, MetricResult):
+                result = MetricResult(dict(result))
+            values.update({k: float(v) for k, v in result.values.items()})
+            params[m.name] = result.params
+        except Exception as exc:  # noqa: BLE001 - one broken metric must not lose the run
+            params[m.name] = {"error": _one_line(exc)}
+    return values, params, kl_per_dim(means, logvars)
+
+
+def run_one(
+    spec: RunSpec,
+    manager: PluginManager,
+    registry: str,
+    execution: ExecutionOptions,
+    metric_names: Sequence[str] | None = None,
+    reporter: Reporter | None = None,
+    dataset: Any = None,
+    metric_options: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Train, score and record one run; returns the record as written."""
+    reporter = reporter or SilentReporter()
+    backend = get_backend(spec.backend)
+    device = backend.resolve_device(execution.device)
+    started = _now()
+    dataset_spec = manager.dataset(spec.dataset)
+    if dataset is None:
+        dataset = dataset_spec.loader()(path=spec.dataset_path)
+    metric_specs = metrics_for(manager, dataset_spec, metric_names)
+    execution.notes.clear()
+    record = base_record(spec, dataset, device, execution)
+    record["started_at"] = started
+    try:
+        trained = backend.train(spec, dataset, execution, on_progress=reporter.progress)
+        record.update(
+            amp=trained.amp, compiled=trained.compiled, steps_done=trained.steps_done,
+            train_seconds=trained.train_seconds, final_loss=trained.final_loss, history=trained.history,
+        )
+        if trained.train_seconds > 0:
+            ips = trained.steps_done * spec.batch_size / trained.train_seconds
+            record["images_per_second"] = ips
+            size = math.prod(dataset.factor_sizes) if dataset.factor_sizes else None
+            record["seconds_per_epoch"] = size / ips if size else None
+        if trained.diverged:
+            record["status"] = "diverged"
+            record["error"] = f"non-finite loss at step {trained.steps_done}"
+        else:
+            reporter.phase("evaluating")
+            t0 = time.perf_counter()
+            values, params, per_dim = evaluate(trained, spec, dataset, metric_specs, execution, metric_options)
+            record["eval_seconds"] = time.perf_counter() - t0
+            record.update(status="ok", metrics=values, metric_params=json.dumps(params), kl_per_dim=per_dim.tolist())
+            record["artifacts"] = trained.save(str(store.artifact_dir(registry, spec.run_id)))
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failed run is recorded, the grid goes on
+        record["status"] = "failed"
+        record["error"] = _one_line(exc)
+    if execution.notes:
+        note = "; ".join(execution.notes)
+        record["error"] = f"{record['error']}; {note}" if record.get("error") else note
+    record["finished_at"] = _now()
+    store.write_record(registry, record)
+    reporter.end_run(record)
+    return record
+
+
+def run_grid(
+    specs: Sequence[RunSpec],
+    manager: PluginManager,
+    registry: str,
+    execution: ExecutionOptions,
+    metric_names: Sequence[str] | None = None,
+    resume: bool = False,
+    reporter: Reporter | None = None,
+    metric_options: dict[str, dict[str, Any]] | None = None,
+) -> GridResult:
+    """Run every spec in order. With ``resume``, specs already recorded as ``ok`` or
+    ``diverged`` are skipped (``failed`` ones are retried)."""
+    from vaebench.registry.query import recorded_status
+
+    reporter = reporter or SilentReporter()
+    result = GridResult()
+    done = recorded_status(registry) if resume else {}
+    datasets: dict[tuple[str, str | None], Any] = {}
+    todo = []
+    for spec in specs:
+        status = done.get(spec.run_id)
+        if status in ("ok", "diverged"):
+            result.skipped.append(spec)
+            reporter.skipped(spec, status)
+        else:
+            todo.append(spec)
+    for index, spec in enumerate(todo):
+        key = (spec.dataset, spec.dataset_path)
+        if key not in datasets:
+            datasets[key] = manager.dataset(spec.dataset).loader()(path=spec.dataset_path)
+        reporter.start_run(spec, index, len(todo))
+        result.records.append(
+            run_one(spec, manager, registry, execution, metric_names, reporter, datasets[key], metric_options)
+        )
+    return result

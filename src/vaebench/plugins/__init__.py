@@ -1,0 +1,1 @@
+"""Everything pluggable: hookspecs, the plugin manager and the built-in plugins."""

@@ -1,0 +1,24 @@
+"""Training backends. A backend turns a RunSpec and a dataset into a trained model.
+
+Interface (see ``docs/architecture.md``): a backend class with
+``name``, ``resolve_device(device: str) -> DeviceInfo`` and
+``train(spec, dataset, execution, on_progress) -> TrainedModel``. Backends are
+named here by import path and imported only when a run asks for them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vaebench.plugins.specs import load_object
+
+BACKENDS: dict[str, str] = {
+    "torch": "vaebench.plugins.backends.torch.backend:TorchBackend",
+}
+
+
+def get_backend(name: str) -> Any:
+    if name not in BACKENDS:
+        have = ", ".join(sorted(BACKENDS))
+        raise KeyError(f"unknown backend {name!r} (available: {have})")
+    return load_object(BACKENDS[name])()

@@ -1,0 +1,78 @@
+"""What every backend shares: execution options, device info, the trained-model protocol."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+#: ``on_progress(step, values)`` is called every few steps with ``loss``, ``recon``,
+#: ``kl``, ``images_per_second`` (floats).
+ProgressCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class ExecutionOptions:
+    """How to execute a run (not part of the run's identity).
+
+    ``device``: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``. ``amp``: ``off`` |
+    ``bf16`` | ``fp16`` (fp16 only on CUDA; falls back to off elsewhere).
+    ``compile``: ``torch.compile`` / ``jit`` the training step, falling back to
+    eager if compilation fails. ``threads``: intra-op CPU threads (default: all
+    cores). ``eval_samples``: held-out observations encoded for the metrics.
+    """
+
+    device: str = "auto"
+    amp: str = "off"
+    compile: bool = False
+    threads: int | None = None
+    eval_samples: int = 10_000
+    progress_every: int = 10
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DeviceInfo:
+    device: str  # e.g. "cpu", "cuda:0"
+    name: str  # e.g. "NVIDIA H100 80GB HBM3" or the CPU model
+
+
+class TrainedModel(Protocol):
+    """A trained model as the evaluator and the registry see it."""
+
+    history: list[dict[str, float]]
+    steps_done: int
+    diverged: bool
+    train_seconds: float
+    final_loss: float
+    amp: str
+    compiled: bool
+
+    def evaluate(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Images ``(N, H, W, C)`` in [0, 1] -> posterior means ``(N, D)``,
+        log-variances ``(N, D)`` and reconstruction NLL ``(N,)`` nats (decoded from the mean)."""
+        ...
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """Images ``(N, H, W, C)`` -> posterior means ``(N, D)``."""
+        ...
+
+    def save(self, directory: str) -> dict[str, str]:
+        """Write a checkpoint (safetensors + JSON config); returns artifact name -> path."""
+        ...
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+

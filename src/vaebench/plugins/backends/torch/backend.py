@@ -1,0 +1,239 @@
+"""The torch backend: device selection, the training loop, batched evaluation, checkpoints.
+
+The loop is written by hand because it is the product's own: it renders batches
+on the fly from the dataset, checks for divergence, reports progress and keeps a
+compact loss history, at no cost over a plain PyTorch loop (see benchmarks/).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import torch
+
+from vaebench.plugins.backends.base import DeviceInfo, ExecutionOptions, ProgressCallback, cpu_name
+
+#: Loss history keeps at most this many points per run.
+HISTORY_POINTS = 200
+EVAL_BATCH = 500
+
+
+class DeviceError(ValueError):
+    """A device that does not exist here; one line for the user."""
+
+
+def resolve_device(device: str) -> DeviceInfo:
+    """``auto`` -> ``cuda:0`` when CUDA is available, else ``cpu``; validates ``cuda:N``."""
+    device = device.strip().lower()
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return DeviceInfo("cpu", cpu_name())
+    if device == "gpu":
+        device = "cuda"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {device!r} asked for, but torch sees no CUDA device here (use --device cpu or auto)")
+        index = 0
+        if ":" in device:
+            try:
+                index = int(device.split(":", 1)[1])
+            except ValueError:
+                raise DeviceError(f"bad device {device!r}: expected cuda:N") from None
+        if not 0 <= index < torch.cuda.device_count():
+            raise DeviceError(f"device cuda:{index} does not exist ({torch.cuda.device_count()} CUDA devices)")
+        return DeviceInfo(f"cuda:{index}", torch.cuda.get_device_name(index))
+    raise DeviceError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)")
+
+
+def _autocast(device: str, amp: str) -> contextlib.AbstractContextManager[Any]:
+    if amp == "off":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.split(":")[0], dtype=dtype)
+
+
+def _effective_amp(device: str, amp: str, notes: list[str]) -> str:
+    if amp not in ("off", "bf16", "fp16"):
+        raise DeviceError(f"unknown AMP mode {amp!r} (use off, bf16 or fp16)")
+    if amp == "fp16" and not device.startswith("cuda"):
+        notes.append("fp16 AMP needs CUDA; trained in float32")
+        return "off"
+    if amp == "bf16" and device.startswith("cuda") and not torch.cuda.is_bf16_supported():
+        notes.append("this GPU has no bf16; trained in float32")
+        return "off"
+    return amp
+
+
+class TrainedTorchModel:
+    """A trained torch model with its training record (see ``backends.base.TrainedModel``)."""
+
+    def __init__(self, model: torch.nn.Module, spec: Any, device: str, amp: str, compiled: bool) -> None:
+        self.model = model
+        self.spec = spec
+        self.device = device
+        self.amp = amp
+        self.compiled = compiled
+        self.history: list[dict[str, float]] = []
+        self.steps_done = 0
+        self.diverged = False
+        self.train_seconds = 0.0
+        self.final_loss = math.nan
+
+    def _batches(self, images: np.ndarray):
+        for start in range(0, len(images), EVAL_BATCH):
+            chunk = images[start : start + EVAL_BATCH]
+            yield torch.from_numpy(np.ascontiguousarray(chunk.transpose(0, 3, 1, 2))).to(self.device)
+
+    @torch.inference_mode()
+    def evaluate(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        self.model.eval()
+        mus, logvars, errors = [], [], []
+        for x in self._batches(images):
+            mu, logvar = self.model.encode(x)
+            logits = self.model.decode(mu)
+            errors.append(self.model.recon_errors(x, logits.float()).cpu())
+            mus.append(mu.float().cpu())
+            logvars.append(logvar.float().cpu())
+        return (torch.cat(mus).numpy(), torch.cat(logvars).numpy(), torch.cat(errors).numpy())
+
+    @torch.inference_mode()
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        self.model.eval()
+        return torch.cat([self.model.encode(x)[0].float().cpu() for x in self._batches(images)]).numpy()
+
+    @torch.inference_mode()
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """Latents ``(N, D)`` -> Bernoulli means ``(N, H, W, C)`` in [0, 1]."""
+        self.model.eval()
+        logits = self.model.decode(torch.as_tensor(z, dtype=torch.float32, device=self.device))
+        return torch.sigmoid(logits.float()).permute(0, 2, 3, 1).cpu().numpy()
+
+    def save(self, directory: str) -> dict[str, str]:
+        from safetensors.torch import save_file
+
+        os.makedirs(directory, exist_ok=True)
+        weights = os.path.join(directory, "model.safetensors")
+        config = os.path.join(directory, "config.json")
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        save_file(state, weights, metadata={"format": "pt", "run_id": self.spec.run_id})
+        with open(config, "w") as fh:
+            json.dump({"spec": asdict(self.spec), "backend": "torch", "latent_dim": self.model.latent_dim}, fh, indent=2)
+        return {"checkpoint": weights, "config": config}
+
+
+class TorchBackend:
+    name = "torch"
+
+    def resolve_device(self, device: str) -> DeviceInfo:
+        return resolve_device(device)
+
+    def build(self, spec: Any, image_shape: tuple[int, int, int]) -> torch.nn.Module:
+        from vaebench.plugins.manager import get_manager
+
+        return get_manager().model(spec.model).factory("torch")(spec, image_shape)
+
+    def train(
+        self,
+        spec: Any,
+        dataset: Any,
+        execution: ExecutionOptions,
+        on_progress: ProgressCallback | None = None,
+        model: torch.nn.Module | None = None,
+    ) -> TrainedTorchModel:
+        """Train ``spec`` on ``dataset`` with Adam; stops early (``diverged``) on a non-finite loss."""
+        info = resolve_device(execution.device)
+        device = info.device
+        if execution.threads:
+            torch.set_num_threads(execution.threads)
+        amp = _effective_amp(device, execution.amp, execution.notes)
+        torch.manual_seed(spec.seed)
+        rng = np.random.default_rng(spec.seed)
+        if model is None:
+            model = self.build(spec, dataset.image_shape)
+        model = model.to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
+        scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
+        step_fn = model.loss_terms
+        compiled = False
+        if execution.compile:
+            try:
+                step_fn = torch.compile(model.loss_terms)
+                compiled = True
+            except Exception as exc:  # noqa: BLE001 - compile is an optimisation, never a failure
+                execution.notes.append(f"torch.compile unavailable ({type(exc).__name__}); trained eagerly")
+        trained = TrainedTorchModel(model, spec, device, amp, compiled)
+        history_every = max(1, spec.steps // HISTORY_POINTS)
+        report_every = max(1, execution.progress_every)
+        model.train()
+        start = time.perf_counter()
+        for step in range(1, spec.steps + 1):
+            images, _ = dataset.sample(spec.batch_size, rng)
+            x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device, non_blocking=True)
+            try:
+                with _autocast(device, amp):
+                    terms = step_fn(x, step)
+            except Exception as exc:  # noqa: BLE001 - a failed compile surfaces at the first call
+                if not compiled or step != 1:
+                    raise
+                execution.notes.append(f"torch.compile failed at the first step ({type(exc).__name__}); trained eagerly")
+                step_fn, compiled, trained.compiled = model.loss_terms, False, False
+                with _autocast(device, amp):
+                    terms = step_fn(x, step)
+            loss = terms["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            last = step == spec.steps
+            if step % history_every == 0 or step % report_every == 0 or last:
+                values = {k: float(terms[k].detach()) for k in ("loss", "recon", "kl")}
+                trained.steps_done = step
+                if not all(math.isfinite(v) for v in values.values()):
+                    trained.diverged = True
+                    trained.final_loss = values["loss"]
+                    trained.history.append({"step": step, **values, "capacity": terms["capacity"]})
+                    break
+                if step % history_every == 0 or last:
+                    trained.history.append({"step": step, **values, "capacity": terms["capacity"]})
+                trained.final_loss = values["loss"]
+                if on_progress is not None and (step % report_every == 0 or last):
+                    elapsed = time.perf_counter() - start
+                    on_progress(step, {**values, "images_per_second": step * spec.batch_size / elapsed})
+        if device.startswith("cuda"):
+            torch.cuda.synchronize(device)
+        trained.train_seconds = time.perf_counter() - start
+        return trained
+
+
+def load_checkpoint(directory: str) -> TrainedTorchModel:
+    """Rebuild a trained model from ``model.safetensors`` + ``config.json`` (no pickle)."""
+    from safetensors.torch import load_file
+
+    from vaebench.harness.plan import RunSpec
+
+    with open(os.path.join(directory, "config.json")) as fh:
+        config = json.load(fh)
+    spec = RunSpec.from_dict(config["spec"])
+    from vaebench.plugins.manager import get_manager
+
+    dataset_spec = get_manager().dataset(spec.dataset)
+    dataset = dataset_spec.loader()(path=spec.dataset_path)
+    backend = TorchBackend()
+    model = backend.build(spec, dataset.image_shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.load_state_dict(load_file(os.path.join(directory, "model.safetensors")))
+    return TrainedTorchModel(model, spec, "cpu", "off", False)

@@ -1,0 +1,1 @@
+"""Built-in datasets. Each module registers nothing itself; ``plugins.builtin`` does."""

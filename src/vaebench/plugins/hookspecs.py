@@ -1,0 +1,36 @@
+"""The plugin contract: three small hooks, each handed a ``register`` callable.
+
+A plugin module (named under the ``vaebench`` entry-point group) implements any
+of these with ``@vaebench.hookimpl``::
+
+    @vaebench.hookimpl
+    def vaebench_register_metrics(register):
+        register(MetricSpec(name="my_metric", description="...", compute="my_pkg.m:compute"))
+
+The hook shapes never change; new capabilities arrive as new hooks.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pluggy
+
+from vaebench.plugins.specs import DatasetSpec, MetricSpec, ModelSpec
+
+hookspec = pluggy.HookspecMarker("vaebench")
+
+
+@hookspec
+def vaebench_register_models(register: Callable[[ModelSpec], None]) -> None:
+    """Register model specs by calling ``register(ModelSpec(...))``."""
+
+
+@hookspec
+def vaebench_register_metrics(register: Callable[[MetricSpec], None]) -> None:
+    """Register metric specs by calling ``register(MetricSpec(...))``."""
+
+
+@hookspec
+def vaebench_register_datasets(register: Callable[[DatasetSpec], None]) -> None:
+    """Register dataset specs by calling ``register(DatasetSpec(...))``."""

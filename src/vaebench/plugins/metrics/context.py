@@ -1,0 +1,43 @@
+"""What the evaluator hands every metric: one trained model's view of held-out data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+
+@dataclass
+class EvaluationContext:
+    """Everything a metric may read; which parts it needs is declared in its spec.
+
+    Attributes:
+        means: posterior means ``(N, D)`` of ``N`` held-out observations.
+        logvars: posterior log-variances ``(N, D)``.
+        recon_errors: per-image reconstruction negative log-likelihood ``(N,)`` in
+            nats (Bernoulli: BCE summed over pixels).
+        factors: integer factor indices ``(N, K)`` of the same observations, or
+            ``None`` for a dataset without factors.
+        factor_names: ``K`` names matching the columns of ``factors``.
+        factor_sizes: ``K`` numbers of values per factor.
+        dataset: the dataset object (renders observations for chosen factors
+            when its spec says ``has_sampler``).
+        encode: images ``(M, H, W, C)`` float in [0, 1] -> posterior means ``(M, D)``.
+        seed: the seed metrics must use for any randomness.
+        options: per-run metric options (``{"mig": {"bins": 20}}``), from the CLI.
+    """
+
+    means: np.ndarray
+    logvars: np.ndarray
+    recon_errors: np.ndarray
+    factors: np.ndarray | None = None
+    factor_names: tuple[str, ...] = ()
+    factor_sizes: tuple[int, ...] = ()
+    dataset: Any = None
+    encode: Callable[[np.ndarray], np.ndarray] | None = None
+    seed: int = 0
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def options_for(self, metric: str) -> dict[str, Any]:
+        return dict(self.options.get(metric, {}))

@@ -1,0 +1,108 @@
+"""What a plugin registers: model, metric and dataset specs.
+
+Specs are plain data. Anything heavy (torch, jax, scikit-learn) is named by an
+import path ``"package.module:attribute"`` and imported only when used, so that
+listing plugins or printing ``--help`` never pays for a framework import.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+#: "none" for a quantity that is reported but not better either way (KL, active dims).
+Direction = Literal["higher", "lower", "none"]
+
+#: What a metric can ask the evaluator for.
+#: ``encodings``: posterior means/log-variances ``(N, D)`` and reconstruction errors
+#: ``(N,)`` of held-out observations; ``factors``: their integer factor indices
+#: ``(N, K)``; ``sampler``: a dataset that renders observations for chosen factor
+#: values plus an ``encode`` function (Higgins / FactorVAE metrics).
+Need = Literal["encodings", "factors", "sampler"]
+
+
+def load_object(path: str) -> Any:
+    """Import ``"package.module:attr"`` and return the attribute."""
+    module_name, _, attr = path.partition(":")
+    if not attr:
+        raise ValueError(f"import path {path!r} must look like 'package.module:attribute'")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _resolve(target: str | Callable[..., Any]) -> Callable[..., Any]:
+    return load_object(target) if isinstance(target, str) else target
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model family, e.g. ``beta_vae``.
+
+    ``backends`` maps a backend name (``"torch"``, ``"jax"``) to a factory
+    ``factory(spec: RunSpec, image_shape: tuple[int, int, int]) -> model``; the
+    model object implements that backend's model protocol (see
+    ``vaebench.plugins.backends``). ``hyperparameters`` names the RunSpec fields
+    the objective reads (``beta``, ``capacity``, ``gamma``, ``capacity_steps``);
+    the others are normalised away so that two grid points differing only in an
+    unused value are the same run.
+    """
+
+    name: str
+    description: str
+    backends: dict[str, str | Callable[..., Any]]
+    hyperparameters: tuple[str, ...] = ()
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    def factory(self, backend: str) -> Callable[..., Any]:
+        if backend not in self.backends:
+            have = ", ".join(sorted(self.backends)) or "none"
+            raise KeyError(f"model {self.name!r} has no {backend!r} backend (has: {have})")
+        return _resolve(self.backends[backend])
+
+
+@dataclass
+class MetricResult:
+    """Named floats plus the estimator parameters that produced them.
+
+    ``values`` keys are full record keys: the headline value is stored under the
+    metric's own name (``"mig"``), extras under dotted names (``"mig.gap.posX"``).
+    ``params`` (JSON-serialisable) are recorded beside the values, so a number is
+    never separated from the sample size, bin count or seed that produced it.
+    """
+
+    values: dict[str, float]
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A metric. ``compute(ctx: EvaluationContext) -> MetricResult | dict[str, float]``."""
+
+    name: str
+    description: str
+    compute: str | Callable[..., Any]
+    direction: Direction = "higher"
+    needs: frozenset[str] = frozenset({"encodings"})
+    #: One-line reference, e.g. "Chen et al. 2018, arXiv:1802.04942".
+    reference: str = ""
+
+    def function(self) -> Callable[..., Any]:
+        return _resolve(self.compute)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset. ``load(**options) -> FactorDataset`` (see ``plugins.datasets.base``)."""
+
+    name: str
+    description: str
+    load: str | Callable[..., Any]
+    #: True when the dataset can render an observation for any chosen factor values.
+    has_sampler: bool = False
+    has_factors: bool = True
+
+    def loader(self) -> Callable[..., Any]:
+        return _resolve(self.load)

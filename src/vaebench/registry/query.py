@@ -1,0 +1,318 @@
+"""Query the registry with DuckDB.
+
+:func:`open_runs` gives an in-memory DuckDB connection with a view ``runs``
+over every record file. The view always has every ``RECORD_SCHEMA`` column
+(an empty typed table is unioned in by name), plus any column a newer writer
+added: files are read with ``union_by_name`` so a column present in only some
+files is kept (NULL elsewhere) rather than silently dropped.
+
+Corrupt files do not break queries: when DuckDB refuses the whole set, each
+file is checked on its own and the view is built over the good ones; the bad
+ones are reported as ``(path, one-line reason)``.
+
+User-given *values* (metric key, dataset, model) reach SQL only as bound
+parameters. User-given *column names* (``by``) cannot be parameters, so they
+are checked against ``GROUPABLE_COLUMNS`` and then quoted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vaebench.registry.schema import GROUPABLE_COLUMNS, RECORD_SCHEMA
+from vaebench.registry.store import RegistryError, read_record, run_files
+
+__all__ = [
+    "DEFAULT_BY",
+    "LeaderboardResult",
+    "leaderboard",
+    "metric_keys",
+    "open_runs",
+    "recorded_status",
+    "show",
+]
+
+DEFAULT_BY: tuple[str, ...] = (
+    "model",
+    "dataset",
+    "dataset_variant",
+    "beta",
+    "capacity",
+    "gamma",
+    "latent_dim",
+)
+
+_EMPTY_TABLE = "_vaebench_empty_runs"
+_FILES_VIEW = "_vaebench_run_files"
+
+Skipped = list[tuple[Path, str]]
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """First line of an exception message, whitespace-collapsed and truncated."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = " ".join(text.split())
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _quote_ident(name: str) -> str:
+    """Quote an SQL identifier (names are validated before they get here)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _to_arrow(rel: duckdb.DuckDBPyRelation) -> pa.Table:
+    """Materialise a relation as an Arrow table (duckdb 1.x and 2.x).
+
+    duckdb 2.0: ``DuckDBPyRelation.arrow()`` returns a RecordBatchReader, and
+    the connection no longer has ``fetch_arrow_table``; ``to_arrow_table`` is
+    the spelling that returns a Table on both (it exists on 1.4+).
+    """
+    to_table = getattr(rel, "to_arrow_table", None)
+    if to_table is None:  # pragma: no cover - older duckdb
+        to_table = rel.fetch_arrow_table
+    return to_table()
+
+
+def _build_view(con: duckdb.DuckDBPyConnection, files: Sequence[Path]) -> None:
+    """(Re)create the ``runs`` view over ``files``; raises duckdb.Error on a bad set.
+
+    The file list goes through the relation API (``con.read_parquet(list)``)
+    because DuckDB cannot bind a prepared parameter inside CREATE VIEW;
+    DuckDB then writes the paths into the view's SQL as properly quoted string
+    literals itself.
+    """
+    con.sql("DROP VIEW IF EXISTS runs")
+    con.sql(f"DROP VIEW IF EXISTS {_FILES_VIEW}")
+    if files:
+        paths = [os.path.abspath(p) for p in files]
+        con.read_parquet(paths, union_by_name=True).create_view(_FILES_VIEW, replace=True)
+        con.sql(
+            f"CREATE VIEW runs AS SELECT * FROM {_EMPTY_TABLE} "
+            f"UNION ALL BY NAME SELECT * FROM {_FILES_VIEW}"
+        )
+        # Binding is lazy for views: make DuckDB resolve the union now.
+        con.sql("SELECT * FROM runs LIMIT 0").fetchall()
+    else:
+        con.sql(f"CREATE VIEW runs AS SELECT * FROM {_EMPTY_TABLE}")
+
+
+def _pyarrow_problem(path: Path) -> str | None:
+    """Why pyarrow cannot read ``path`` as a record file, or None if it can."""
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # noqa: BLE001 - any failure means "skip this file"
+        return _one_line(exc)
+    if table.num_rows != 1:
+        return f"expected one row, found {table.num_rows}"
+    return None
+
+
+def _duckdb_problem(con: duckdb.DuckDBPyConnection, path: Path) -> str | None:
+    """Why DuckDB cannot union ``path`` with the record schema, or None."""
+    try:
+        rel = con.read_parquet([os.path.abspath(path)], union_by_name=True)
+        rel.create_view("_vaebench_probe", replace=True)
+        con.sql(
+            f"SELECT * FROM {_EMPTY_TABLE} UNION ALL BY NAME SELECT * FROM _vaebench_probe"
+        ).fetchall()
+    except duckdb.Error as exc:
+        return _one_line(exc)
+    finally:
+        con.sql("DROP VIEW IF EXISTS _vaebench_probe")
+    return None
+
+
+def open_runs(
+    root: str | os.PathLike[str], *, validate: bool = False
+) -> tuple[duckdb.DuckDBPyConnection, Skipped]:
+    """Open an in-memory DuckDB connection with a view ``runs`` over all records.
+
+    Returns ``(connection, skipped)`` where ``skipped`` lists the files left out
+    as ``(path, one-line reason)``. The fast path hands the whole file set to
+    DuckDB; if DuckDB raises (a corrupt file among good ones), or when
+    ``validate`` is true, every file is read with pyarrow first (and, if DuckDB
+    still refuses the set, probed with DuckDB one by one) and the view is built
+    over the good files only. An empty registry gives an empty ``runs`` view
+    with the ``RECORD_SCHEMA`` columns. The caller closes the connection.
+    """
+    files = run_files(root)
+    con = duckdb.connect(":memory:")
+    try:
+        con.from_arrow(RECORD_SCHEMA.empty_table()).to_table(_EMPTY_TABLE)
+        if not validate:
+            try:
+                _build_view(con, files)
+                return con, []
+            except duckdb.Error:
+                pass
+
+        skipped: Skipped = []
+        good: list[Path] = []
+        for path in files:
+            problem = _pyarrow_problem(path)
+            if problem is None:
+                good.append(path)
+            else:
+                skipped.append((path, problem))
+        try:
+            _build_view(con, good)
+        except duckdb.Error:
+            still_good: list[Path] = []
+            for path in good:
+                problem = _duckdb_problem(con, path)
+                if problem is None:
+                    still_good.append(path)
+                else:
+                    skipped.append((path, problem))
+            try:
+                _build_view(con, still_good)
+            except duckdb.Error as exc:
+                raise RegistryError(
+                    f"cannot query registry {root}: {_one_line(exc)}"
+                ) from exc
+        skipped.sort(key=lambda item: item[0])
+        return con, skipped
+    except BaseException:
+        con.close()
+        raise
+
+
+def metric_keys(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Distinct metric keys present in the ``runs`` view, sorted."""
+    rows = con.sql(
+        "SELECT DISTINCT k FROM (SELECT unnest(map_keys(metrics)) AS k FROM runs) "
+        "WHERE k IS NOT NULL ORDER BY k"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+@dataclass
+class LeaderboardResult:
+    """A leaderboard: ``table`` (one row per group) and ``skipped`` bad files."""
+
+    table: pa.Table
+    skipped: Skipped = field(default_factory=list)
+
+
+def _check_by(by: Sequence[str] | str) -> list[str]:
+    """Validate group-by column names against ``GROUPABLE_COLUMNS``."""
+    if isinstance(by, str):
+        by = (by,)
+    out: list[str] = []
+    for name in by:
+        if not isinstance(name, str) or name not in GROUPABLE_COLUMNS:
+            raise ValueError(
+                f"unknown column {name!r}; choose from {', '.join(GROUPABLE_COLUMNS)}"
+            )
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def _leaderboard_sql(by: Sequence[str], descending: bool) -> str:
+    """Build the leaderboard SQL. Only validated identifiers are interpolated."""
+    cols = [_quote_ident(c) for c in by]
+    select_by = "".join(f"{c}, " for c in cols)
+    group_by = f"GROUP BY {', '.join(cols)}" if cols else ""
+    order = "DESC" if descending else "ASC"
+    order_by = ", ".join([f"mean {order} NULLS LAST"] + [f"{c} ASC NULLS LAST" for c in cols])
+    return f"""
+        WITH r AS (
+            SELECT {select_by}status, seed,
+                   CASE WHEN status = 'ok' THEN element_at(metrics, ?)[1] END AS v
+            FROM runs
+            WHERE (CAST(? AS VARCHAR) IS NULL OR dataset = ?)
+              AND (CAST(? AS VARCHAR) IS NULL OR model = ?)
+        )
+        SELECT {select_by}
+               avg(v) FILTER (WHERE isfinite(v)) AS mean,
+               stddev_samp(v) FILTER (WHERE isfinite(v)) AS std,
+               count(v) FILTER (WHERE isfinite(v)) AS n,
+               count(*) FILTER (WHERE status IN ('diverged', 'failed')) AS n_diverged,
+               coalesce(list(seed ORDER BY seed) FILTER (WHERE seed IS NOT NULL),
+                        []::BIGINT[]) AS seeds
+        FROM r
+        {group_by}
+        HAVING count(*) > 0
+        ORDER BY {order_by}
+    """
+
+
+def leaderboard(
+    root: str | os.PathLike[str],
+    metric: str = "mig",
+    by: Sequence[str] = DEFAULT_BY,
+    dataset: str | None = None,
+    model: str | None = None,
+    descending: bool = True,
+) -> LeaderboardResult:
+    """Rank groups of runs by the mean of one metric.
+
+    Columns: the ``by`` columns, ``mean``, ``std`` (sample std, ddof=1; NULL
+    when fewer than two values), ``n`` (ok runs with a finite value of the
+    metric), ``n_diverged`` (diverged or failed runs in the group) and
+    ``seeds`` (sorted seeds of every run in the group, any status). Only
+    ``status = 'ok'`` runs contribute to mean/std/n; a NaN/inf metric value
+    counts as missing. A group whose runs all lack the metric still appears,
+    with ``mean`` NULL and ``n`` 0, ranked last. Rows are ordered by ``mean``
+    (descending unless ``descending=False``, NULLs last), then by the ``by``
+    columns. ``dataset`` / ``model`` filter exactly.
+
+    Raises ``ValueError`` for a ``by`` column not in ``GROUPABLE_COLUMNS``.
+    """
+    cols = _check_by(by)
+    if not isinstance(metric, str):
+        raise ValueError(f"metric must be a string, not {type(metric).__name__}")
+    for name, value in (("dataset", dataset), ("model", model)):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{name} must be a string or None, not {type(value).__name__}")
+    sql = _leaderboard_sql(cols, descending)
+    params: list[Any] = [metric, dataset, dataset, model, model]
+
+    con, skipped = open_runs(root)
+    try:
+        try:
+            table = _to_arrow(con.sql(sql, params=params))
+        except duckdb.Error:
+            # A file whose footer is fine but whose data is not only fails when
+            # scanned: validate every file and try once more.
+            con.close()
+            con, skipped = open_runs(root, validate=True)
+            table = _to_arrow(con.sql(sql, params=params))
+    finally:
+        con.close()
+    return LeaderboardResult(table=table, skipped=skipped)
+
+
+def show(root: str | os.PathLike[str], run_id_or_prefix: str) -> dict[str, Any]:
+    """The full record of one run (full id or unique prefix); see ``read_record``."""
+    return read_record(root, run_id_or_prefix)
+
+
+def recorded_status(root: str | os.PathLike[str]) -> dict[str, str]:
+    """Map run_id -> status for every readable record; corrupt files are skipped.
+
+    Used by ``--resume``: ``ok`` and ``diverged`` runs are done, ``failed``
+    ones are retried.
+    """
+    sql = "SELECT run_id, status FROM runs WHERE run_id IS NOT NULL ORDER BY run_id"
+    con, _ = open_runs(root)
+    try:
+        try:
+            rows = con.sql(sql).fetchall()
+        except duckdb.Error:
+            con.close()
+            con, _ = open_runs(root, validate=True)
+            rows = con.sql(sql).fetchall()
+    finally:
+        con.close()
+    return {run_id: status for run_id, status in rows}

@@ -1,0 +1,99 @@
+"""The run record: one row per run, one Parquet file per row.
+
+Typed columns hold what every run has; ``metrics`` is a map of metric key ->
+value so a new metric plugin needs no schema change. ``metric_params`` (JSON)
+holds the estimator parameters that produced each metric (sample size, bins,
+seed, ...). Bump ``SCHEMA_VERSION`` when a column changes meaning; adding a
+column is backwards compatible because readers use ``union_by_name``.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+#: Status values. ``ok``: trained and scored. ``diverged``: the loss became
+#: NaN/inf; the record keeps the step it happened at. ``failed``: an exception
+#: ended the run; ``error`` holds its one-line message.
+STATUSES = ("ok", "diverged", "failed")
+
+HISTORY_TYPE = pa.list_(
+    pa.struct(
+        [
+            ("step", pa.int64()),
+            ("loss", pa.float64()),
+            ("recon", pa.float64()),
+            ("kl", pa.float64()),
+            ("capacity", pa.float64()),
+        ]
+    )
+)
+
+RECORD_SCHEMA = pa.schema(
+    [
+        ("schema_version", pa.int32()),
+        ("run_id", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("started_at", pa.timestamp("us", tz="UTC")),
+        ("finished_at", pa.timestamp("us", tz="UTC")),
+        # --- the run spec (what was asked for) ---
+        ("model", pa.string()),
+        ("backend", pa.string()),
+        ("dataset", pa.string()),
+        ("dataset_variant", pa.string()),
+        ("dataset_digest", pa.string()),
+        ("architecture", pa.string()),
+        ("beta", pa.float64()),
+        ("capacity", pa.float64()),
+        ("gamma", pa.float64()),
+        ("capacity_steps", pa.int64()),
+        ("latent_dim", pa.int64()),
+        ("seed", pa.int64()),
+        ("steps", pa.int64()),
+        ("batch_size", pa.int64()),
+        ("lr", pa.float64()),
+        ("spec_json", pa.string()),
+        # --- how it was executed ---
+        ("device", pa.string()),
+        ("device_name", pa.string()),
+        ("amp", pa.string()),
+        ("compiled", pa.bool_()),
+        ("threads", pa.int64()),
+        # --- what it cost ---
+        ("steps_done", pa.int64()),
+        ("train_seconds", pa.float64()),
+        ("eval_seconds", pa.float64()),
+        ("images_per_second", pa.float64()),
+        ("seconds_per_epoch", pa.float64()),
+        # --- what it scored ---
+        ("final_loss", pa.float64()),
+        ("metrics", pa.map_(pa.string(), pa.float64())),
+        ("metric_params", pa.string()),
+        ("kl_per_dim", pa.list_(pa.float64())),
+        ("history", HISTORY_TYPE),
+        ("artifacts", pa.map_(pa.string(), pa.string())),
+        ("environment", pa.map_(pa.string(), pa.string())),
+    ]
+)
+
+#: Columns a leaderboard may group by (identifiers cannot be SQL parameters, so
+#: user-named columns are checked against this list, never interpolated raw).
+GROUPABLE_COLUMNS = (
+    "model",
+    "backend",
+    "dataset",
+    "dataset_variant",
+    "architecture",
+    "beta",
+    "capacity",
+    "gamma",
+    "capacity_steps",
+    "latent_dim",
+    "steps",
+    "batch_size",
+    "lr",
+    "device",
+    "seed",
+)

@@ -1,0 +1,38 @@
+"""Shared fixtures: a CLI runner and tiny run budgets that still train for real."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from vaebench.harness.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Tiny but real: trains the conv β-VAE for a few dozen steps and scores 500 observations.
+TINY = ["--steps", "30", "--batch-size", "16", "--eval-samples", "500", "--device", "cpu", "--threads", "1"]
+
+
+@pytest.fixture
+def cli():
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke
+
+
+def run_vaebench(*args: str, env_extra: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the installed console entry in a fresh interpreter (real entry-point discovery)."""
+    env = dict(os.environ)
+    env.update(env_extra or {})
+    code = "import sys; from vaebench.harness.cli import main; sys.argv[0] = 'vaebench'; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600
+    )
