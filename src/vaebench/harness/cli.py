@@ -25,8 +25,9 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (files, CI logs) gets room for a leaderboard rather than Rich's 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 REGISTRY_HELP = "Registry directory holding one Parquet record per run."
 DEFAULT_REGISTRY = "./vaebench-results"
@@ -160,7 +161,7 @@ def run(
 
     manager = _manager()
     try:
-        axes = {axis: parse_list(opts[key], "--" + key.replace("_", "-"), kind)
+        axes = {axis: parse_list(opts[key], "--" + key.replace("_", "-"), kind, axis)
                 for key, (axis, kind) in GRID_OPTIONS.items() if opts.get(key) is not None}
         specs = plan(
             manager, _names(opts["model"]), axes, datasets=_names(opts["dataset"]), backends=_names(opts["backend"]),
@@ -178,6 +179,8 @@ def run(
         for arch in {s.architecture for s in specs}:
             if arch not in ("conv", "mlp"):
                 raise PlanError(f"unknown architecture {arch!r} (available: conv, mlp)")
+        if opts["amp"] not in ("off", "bf16", "fp16"):
+            raise PlanError(f"--amp: unknown AMP mode {opts['amp']!r} (use off, bf16 or fp16)")
     except (PlanError, UnknownSpecError) as exc:
         fail(str(exc))
 
@@ -232,6 +235,10 @@ def run(
         console.print(summary_table(result.records, title=f"{len(result.records)} run(s)"))
     if result.skipped:
         err_console.print(f"{len(result.skipped)} run(s) already recorded, skipped (--resume)")
+    failed = [r for r in result.records if r["status"] == "failed"]
+    if failed:
+        err_console.print(f"[red]{len(failed)} run(s) failed[/]; their records hold the error (vaebench show RUN)")
+        raise typer.Exit(1)
 
 
 # ---------------------------------------------------------------- leaderboard
@@ -277,9 +284,12 @@ def leaderboard(
         return
     arrow = {"higher": "↑ higher is better", "lower": "↓ lower is better"}.get(direction, "")
     table = Table(title=f"leaderboard: {metric} {arrow}")
-    cols = result.table.column_names
+    # Columns that no run sets (e.g. capacity in a β grid) only take width from people.
+    cols = [c for c in result.table.column_names if c in ("mean", "std", "n") or any(r[c] is not None for r in rows)]
+    headers = {"dataset_variant": "variant", "latent_dim": "D", "n_diverged": "diverged", "capacity": "C"}
     for col in cols:
-        table.add_column(col, justify="left" if col in ("model", "dataset", "dataset_variant", "backend", "architecture") else "right")
+        left = col in ("model", "dataset", "dataset_variant", "backend", "architecture")
+        table.add_column(headers.get(col, col), justify="left" if left else "right", overflow="fold")
     for row in rows:
         table.add_row(*[_fmt(row[c]) for c in cols])
     console.print(table)

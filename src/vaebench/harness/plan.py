@@ -87,8 +87,11 @@ AXES: dict[str, tuple[type, float, bool]] = {
 }
 
 
-def parse_list(text: str | Sequence[Any] | int | float, option: str, kind: type) -> list[Any]:
-    """``"1,4,8"`` -> ``[1.0, 4.0, 8.0]``; a bad item gives one clear line naming the option."""
+def parse_list(text: str | Sequence[Any] | int | float, option: str, kind: type, axis: str | None = None) -> list[Any]:
+    """``"1,4,8"`` -> ``[1.0, 4.0, 8.0]``; a bad item gives one clear line naming the option.
+
+    With ``axis`` (a RunSpec field), values are also checked against that axis's range.
+    """
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         items: list[Any] = [text]
     elif isinstance(text, str):
@@ -109,10 +112,12 @@ def parse_list(text: str | Sequence[Any] | int | float, option: str, kind: type)
         if kind is float and value != value:
             raise PlanError(f"{option}: NaN is not allowed")
         out.append(value)
+    if axis is not None:
+        check_range(option, axis, out)
     return out
 
 
-def _check_range(option: str, field_name: str, values: Iterable[Any]) -> None:
+def check_range(option: str, field_name: str, values: Iterable[Any]) -> None:
     _, minimum, inclusive = AXES[field_name]
     for v in values:
         if v < minimum or (not inclusive and v == minimum):
@@ -139,7 +144,7 @@ def plan_grid(
     for name, values in axes.items():
         if name not in AXES:
             raise PlanError(f"unknown grid axis {name!r}")
-        _check_range(name, name, values)
+        check_range(name, name, values)
     if not models:
         raise PlanError("no model given (try --model beta_vae)")
     specs_by_model = {m: manager.model(m) for m in models}
