@@ -81,7 +81,7 @@ class PluginManager:
             info = PluginInfo(name=ep.name, package=package, version=version)
             try:
                 module = ep.load()
-            except Exception as exc:  # noqa: BLE001 - any import failure must be isolated
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - any import failure must be isolated
                 info.status, info.error = "error", f"import failed: {_one_line(exc)}"
                 self.plugins.append(info)
                 continue
@@ -94,8 +94,8 @@ class PluginManager:
         return info
 
     def _register(self, plugin: object, info: PluginInfo) -> None:
-        if any(p.name == info.name and p.status == "ok" for p in self.plugins):
-            other = next(p for p in self.plugins if p.name == info.name)
+        other = next((p for p in self.plugins if p.name == info.name and p.status == "ok"), None)
+        if other is not None:
             info.status = "error"
             info.error = f"plugin name {info.name!r} already used by package {other.package}"
             self.plugins.append(info)
