@@ -154,6 +154,11 @@ class TorchBackend:
         device = info.device
         if execution.threads:
             torch.set_num_threads(execution.threads)
+        if device == "cpu":
+            # Denormal floats appear in the weights/activations of these VAEs after ~1k
+            # steps and make CPU convolutions up to 20x slower (measured: 1,200 -> 69
+            # images/s at beta = 1); flushing them to zero costs nothing in accuracy.
+            torch.set_flush_denormal(True)
         amp = _effective_amp(device, execution.amp, execution.notes)
         torch.manual_seed(spec.seed)
         rng = np.random.default_rng(spec.seed)

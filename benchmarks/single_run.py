@@ -1,0 +1,59 @@
+"""Harness tax on one run: `vaebench run` (progress bar and recording on) vs the plain loop.
+
+    python benchmarks/single_run.py --steps 400 --repeats 3
+
+Alternates the baseline loop (benchmarks/baseline_loop.py) and a one-point
+`vaebench run` in the same process, same model, batch 64 and thread count, and
+prints training images/s for each and their ratio (vaebench / baseline; ≥ 1.0
+means no tax). vaebench's figure is the record's `images_per_second`: training
+only (data rendering included), evaluation excluded; the baseline excludes its
+data preparation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+
+import torch
+from typer.testing import CliRunner
+
+import baseline_loop
+from vaebench.harness.cli import app
+
+
+def vaebench_images_per_second(steps: int, threads: int) -> float:
+    import json
+
+    with tempfile.TemporaryDirectory() as registry:
+        result = CliRunner().invoke(
+            app,
+            ["run", "--model", "beta_vae", "--betas", "4", "--steps", str(steps), "--device", "cpu",
+             "--threads", str(threads), "--eval-samples", "500", "--metrics", "kl", "--registry", registry, "--json"],
+            catch_exceptions=False,
+        )
+        (record,) = json.loads(result.stdout)
+        return record["images_per_second"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    threads = torch.get_num_threads()
+    data = baseline_loop.make_data()
+    base, ours = [], []
+    for _ in range(args.repeats):
+        base.append(baseline_loop.train(args.steps, data=data))
+        ours.append(vaebench_images_per_second(args.steps, threads))
+    b, o = statistics.median(base), statistics.median(ours)
+    print(f"threads={threads} steps={args.steps} repeats={args.repeats}")
+    print(f"baseline loop   {b:8.0f} images/s  (runs: {', '.join(f'{v:.0f}' for v in base)})")
+    print(f"vaebench run    {o:8.0f} images/s  (runs: {', '.join(f'{v:.0f}' for v in ours)})")
+    print(f"ratio vaebench/baseline: {o / b:.2f}")
+
+
+if __name__ == "__main__":
+    main()
