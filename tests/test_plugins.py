@@ -140,7 +140,7 @@ def test_list_gives_name_and_one_line_description(kind):
         assert _by_name(rows)["beta_vae"]["backends"] == ["torch"]
     if kind == "metrics":
         assert _by_name(rows)["mig"]["direction"] == "higher"
-        assert _by_name(rows)["mig"]["needs"] == ["encodings", "factors"]
+        assert _by_name(rows)["mig"]["needs"] == ["factors", "latents"]
 
 
 def test_list_unknown_kind_exits_2_with_one_line_error(cli):

@@ -20,11 +20,11 @@ __version__ = "0.1.0"
 
 hookimpl = pluggy.HookimplMarker("vaebench")
 
-__all__ = ["__version__", "hookimpl", "run_grid", "leaderboard", "show", "plan_grid"]
+__all__ = ["__version__", "hookimpl", "run_grid", "leaderboard", "show", "plan_grid", "evaluate_latents"]
 
 
 def __getattr__(name: str) -> Any:  # lazy: keep `import vaebench` cheap
-    if name in ("run_grid", "leaderboard", "show", "plan_grid"):
+    if name in ("run_grid", "leaderboard", "show", "plan_grid", "evaluate_latents"):
         from vaebench import api
 
         return getattr(api, name)

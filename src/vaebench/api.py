@@ -4,6 +4,7 @@
     result = vaebench.run_grid(models=["beta_vae"], betas=[1, 4, 8], seeds=[0, 1], steps=1500)
     table = vaebench.leaderboard(metric="mig", by=["model", "beta"])   # pyarrow.Table
     df = table.to_pandas()
+    scores = vaebench.evaluate_latents(latents, factors, metrics=["mig", "sap"])  # any framework's codes
 """
 
 from __future__ import annotations
@@ -119,3 +120,76 @@ def metric_direction(key: str) -> str:
     head = key.split(".", 1)[0]
     spec = specs.get(key) or specs.get(head)
     return spec.direction if spec is not None else "higher"
+
+
+#: What a representation computed elsewhere provides: latent codes and their factors.
+LATENT_NEEDS = frozenset({"latents", "factors"})
+
+
+def evaluate_latents(
+    latents: Any,
+    factors: Any,
+    metrics: Sequence[str] | None = None,
+    *,
+    factor_names: Sequence[str] | None = None,
+    train_fraction: float | None = None,
+    seed: int = 0,
+    options: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Score representations computed anywhere (any framework) against known factors.
+
+    Args:
+        latents: ``(N, D)`` floats, e.g. encoder means.
+        factors: ``(N, K)`` integer factor indices of the same observations.
+        metrics: metric names whose needs are only latents + factors (default: every
+            such metric marked default, e.g. mig, sap, modularity, explicitness, irs).
+        factor_names: ``K`` names (default ``factor0..``).
+        train_fraction: for metrics with a train/test split, the first fraction of
+            rows trains (default: each metric's reference 2/3).
+        seed: seed for any randomness in the estimators.
+        options: per-metric estimator options, e.g. ``{"mig": {"bins": 30}}``.
+
+    Returns ``{"metrics": {key: value}, "params": {metric: estimator params},
+    "errors": {metric: one-line message}}``. Raises ``ValueError`` (one line) for
+    inputs no metric can use: not 2-D, different N, NaN/inf, non-integer factors.
+    """
+    import numpy as np
+
+    from vaebench.harness.runner import score
+    from vaebench.plugins.manager import get_manager
+    from vaebench.plugins.metrics.context import EvaluationContext
+
+    z = np.asarray(latents)
+    f = np.asarray(factors)
+    if z.ndim != 2 or f.ndim != 2:
+        raise ValueError(f"latents must be (N, D) and factors (N, K); got shapes {z.shape} and {f.shape}")
+    if len(z) != len(f):
+        raise ValueError(f"latents have {len(z)} rows but factors have {len(f)}; they must describe the same observations")
+    if not np.issubdtype(z.dtype, np.number) or not np.all(np.isfinite(z)):
+        raise ValueError("latents must be finite numbers (found NaN or inf)")
+    if not np.issubdtype(f.dtype, np.number) or not np.all(np.isfinite(f)) or not np.all(f == np.round(f)):
+        raise ValueError("factors must be integer indices (found non-integer values)")
+    f = f.astype(np.int64)
+    names = tuple(factor_names) if factor_names is not None else tuple(f"factor{k}" for k in range(f.shape[1]))
+    if len(names) != f.shape[1]:
+        raise ValueError(f"{len(names)} factor names given for {f.shape[1]} factor columns")
+    if train_fraction is not None and not 0.0 < train_fraction < 1.0:
+        raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
+
+    manager = get_manager()
+    if metrics is None:
+        specs = [m for m in manager.specs["metrics"].values() if m.default and m.needs <= LATENT_NEEDS]
+    else:
+        specs = [manager.metric(name) for name in metrics]
+        for m in specs:
+            if not m.needs <= LATENT_NEEDS:
+                extra = ", ".join(sorted(m.needs - LATENT_NEEDS))
+                raise ValueError(f"metric {m.name!r} needs {extra}, which latents and factors alone do not provide")
+    sizes = tuple(int(v) for v in (f.max(axis=0) + 1)) if len(f) else ()
+    ctx = EvaluationContext(
+        means=z, logvars=np.zeros_like(z, dtype=np.float64), recon_errors=np.zeros(len(z)), factors=f,
+        factor_names=names, factor_sizes=sizes, seed=seed, options=options or {}, train_fraction=train_fraction,
+    )
+    values, params = score(ctx, specs)
+    errors = {name: p.pop("error") for name, p in params.items() if "error" in p}
+    return {"metrics": values, "params": {k: v for k, v in params.items() if k not in errors}, "errors": errors}

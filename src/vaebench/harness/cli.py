@@ -136,7 +136,7 @@ def run(
     amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision: off | bf16 | fp16 (CUDA). [default: off]"),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the training step (falls back to eager)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for training. [default: all cores]"),
-    metrics: Optional[str] = typer.Option(None, "--metrics", help="Metrics to compute. [default: all the dataset supports]"),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Metrics to compute, or 'all'. [default: every metric marked default that the dataset supports; see `vaebench list metrics`]"),
     eval_samples: Optional[int] = typer.Option(None, "--eval-samples", help="Held-out observations scored per run. [default: 10000]"),
     registry: Optional[str] = typer.Option(None, "--registry", help=REGISTRY_HELP + f" [default: {DEFAULT_REGISTRY}]"),
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Skip grid points already recorded (ok or diverged)."),
@@ -173,7 +173,7 @@ def run(
             if b not in BACKENDS:
                 raise PlanError(f"unknown backend {b!r} (available: {', '.join(sorted(BACKENDS))})")
         metric_names = _names(opts["metrics"]) if opts.get("metrics") else None
-        if metric_names:
+        if metric_names and metric_names != ["all"]:
             for name in metric_names:
                 manager.metric(name)
         for arch in {s.architecture for s in specs}:
@@ -342,6 +342,52 @@ def show(
     console.print(table)
 
 
+# ---------------------------------------------------------------- evaluate-latents
+@app.command(
+    "evaluate-latents",
+    epilog="Examples:\n\n"
+    "  vaebench evaluate-latents z.npy factors.npy --metrics mig,sap,dci\n\n"
+    "  vaebench evaluate-latents codes.parquet factors.parquet --train-fraction 0.8 --json",
+)
+def evaluate_latents(
+    latents: Path = typer.Argument(..., help="Latent codes (N, D): .npy, .npz (key 'latents') or .parquet."),
+    factors: Path = typer.Argument(..., help="Factor indices (N, K) integers: .npy, .npz (key 'factors') or .parquet."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Metrics, comma-separated. [default: the default latent-only ones]"),
+    train_fraction: Optional[float] = typer.Option(None, "--train-fraction", help="Rows (the first ones) that train split-based metrics. [default: 2/3]"),
+    factor_names: Optional[str] = typer.Option(None, "--factor-names", help="Names of the K factor columns, comma-separated."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the estimators."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Score representations computed elsewhere (any framework) against known factors."""
+    from vaebench.api import evaluate_latents as _evaluate
+    from vaebench.harness.arrays import load_matrix
+    from vaebench.plugins.manager import UnknownSpecError
+
+    _manager()
+    try:
+        z, _ = load_matrix(latents, "latents")
+        f, columns = load_matrix(factors, "factors")
+        names = _names(factor_names) if factor_names else columns
+        result = _evaluate(z, f, _names(metrics) if metrics else None, factor_names=names,
+                           train_fraction=train_fraction, seed=seed)
+    except (ValueError, UnknownSpecError) as exc:
+        fail(str(exc))
+    if as_json:
+        _print_json({"n": int(len(z)), "latent_dim": int(z.shape[1]), **result})
+    elif result["metrics"]:
+        table = Table(title=f"{latents.name}: N = {len(z)}, D = {z.shape[1]}, K = {f.shape[1]}")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for key, value in result["metrics"].items():
+            table.add_row(key, f"{value:.4f}")
+        console.print(table)
+    for name, message in result["errors"].items():
+        text = message if message.startswith(f"{name}:") else f"{name}: {message}"
+        err_console.print(f"[bold red]error:[/] {text}", highlight=False, soft_wrap=True)
+    if result["errors"]:
+        raise typer.Exit(2)
+
+
 # ---------------------------------------------------------------- plugins / list
 @app.command()
 def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
@@ -383,6 +429,7 @@ def list_specs(
         if kind == "metrics":
             row["direction"] = spec.direction
             row["needs"] = sorted(spec.needs)
+            row["default"] = spec.default
         rows.append(row)
     if as_json:
         _print_json(rows)

@@ -55,11 +55,14 @@ class GridResult:
 
 
 def metrics_for(manager: PluginManager, dataset: DatasetSpec, names: Sequence[str] | None) -> list[MetricSpec]:
-    """The metrics to compute: those named (each must suit the dataset), else all the dataset supports."""
+    """The metrics to compute: those named (each must suit the dataset); ``["all"]``: every
+    metric the dataset supports; ``None``: the default ones (``MetricSpec.default``) it supports."""
     def supported(m: MetricSpec) -> bool:
         return (("factors" not in m.needs) or dataset.has_factors) and (("sampler" not in m.needs) or dataset.has_sampler)
 
     if names is None:
+        return [m for m in manager.specs["metrics"].values() if m.default and supported(m)]
+    if list(names) == ["all"]:
         return [m for m in manager.specs["metrics"].values() if supported(m)]
     chosen = [manager.metric(n) for n in names]
     for m in chosen:
@@ -73,8 +76,10 @@ def _now() -> datetime:
 
 
 def _one_line(exc: BaseException) -> str:
+    """First line of the message; the exception type is kept unless it is an input error."""
     lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+    text = lines[0] if lines else ""
+    return text if type(exc) is ValueError and text else f"{type(exc).__name__}: {text}"
 
 
 def base_record(spec: RunSpec, dataset: Any, device: DeviceInfo, execution: ExecutionOptions) -> dict[str, Any]:
@@ -103,6 +108,26 @@ def base_record(spec: RunSpec, dataset: Any, device: DeviceInfo, execution: Exec
     }
 
 
+def score(ctx: EvaluationContext, metric_specs: Sequence[MetricSpec]) -> tuple[dict[str, float], dict[str, Any]]:
+    """Run each metric on ``ctx``: ``(values by key, params by metric name)``.
+
+    A metric that raises is recorded as ``params[name] = {"error": one line}``;
+    the others still run.
+    """
+    values: dict[str, float] = {}
+    params: dict[str, Any] = {}
+    for m in metric_specs:
+        try:
+            result = m.function()(ctx)
+            if not isinstance(result, MetricResult):
+                result = MetricResult(dict(result))
+            values.update({k: float(v) for k, v in result.values.items()})
+            params[m.name] = result.params
+        except Exception as exc:  # noqa: BLE001 - one broken metric must not lose the run
+            params[m.name] = {"error": _one_line(exc)}
+    return values, params
+
+
 def evaluate(
     trained: Any, spec: RunSpec, dataset: Any, metric_specs: Sequence[MetricSpec], execution: ExecutionOptions,
     options: dict[str, dict[str, Any]] | None = None,
@@ -118,17 +143,8 @@ def evaluate(
         factor_names=tuple(dataset.factor_names), factor_sizes=tuple(dataset.factor_sizes),
         dataset=dataset, encode=trained.encode, seed=spec.seed, options=options or {},
     )
-    values: dict[str, float] = {}
-    params: dict[str, Any] = {"_eval": {"n": int(len(images)), "eval_seed": EVAL_SEED}}
-    for m in metric_specs:
-        try:
-            result = m.function()(ctx)
-            if not isinstance(result, MetricResult):
-                result = MetricResult(dict(result))
-            values.update({k: float(v) for k, v in result.values.items()})
-            params[m.name] = result.params
-        except Exception as exc:  # noqa: BLE001 - one broken metric must not lose the run
-            params[m.name] = {"error": _one_line(exc)}
+    values, params = score(ctx, metric_specs)
+    params["_eval"] = {"n": int(len(images)), "eval_seed": EVAL_SEED}
     return values, params, kl_per_dim(means, logvars)
 
 

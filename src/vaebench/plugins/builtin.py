@@ -40,12 +40,14 @@ def vaebench_register_metrics(register):
         description="Mean reconstruction NLL per image (nats), decoded from the posterior mean.",
         compute=f"{posterior}:reconstruction",
         direction="lower",
+        needs=frozenset({"posterior"}),
     ))
     register(MetricSpec(
         name="kl",
         description="KL(q(z|x) || p(z)) summed over dimensions, mean over images (nats).",
         compute=f"{posterior}:kl",
         direction="none",
+        needs=frozenset({"posterior"}),
     ))
     register(MetricSpec(
         name="active_dims",
@@ -58,8 +60,59 @@ def vaebench_register_metrics(register):
         description="Mutual Information Gap (Chen et al. 2018), disentanglement_lib estimator.",
         compute="vaebench.plugins.metrics.mig:compute",
         direction="higher",
-        needs=frozenset({"encodings", "factors"}),
+        needs=frozenset({"latents", "factors"}),
         reference="Chen et al. 2018, arXiv:1802.04942",
+    ))
+    _M = "vaebench.plugins.metrics"
+    latent_only = frozenset({"latents", "factors"})
+    sampler = frozenset({"latents", "factors", "sampler"})
+    register(MetricSpec(
+        name="sap",
+        description="SAP (Kumar et al. 2018): one-code LinearSVC(C=0.01, balanced) accuracy gap; sap.continuous: squared-correlation gap.",
+        compute=f"{_M}.sap:compute", direction="higher", needs=latent_only,
+        reference="Kumar et al. 2018, arXiv:1711.00848",
+    ))
+    register(MetricSpec(
+        name="dci",
+        description="DCI disentanglement (Eastwood & Williams 2018), GradientBoostingClassifier importances; + completeness, informativeness.",
+        compute=f"{_M}.dci:compute", direction="higher", needs=latent_only,
+        reference="Eastwood & Williams 2018, ICLR", default=False,
+    ))
+    register(MetricSpec(
+        name="dci_fast",
+        description="Cheap DCI for monitoring (25 boosting stages, <= 2,000 fit rows); never comparable with dci.",
+        compute=f"{_M}.dci:compute_fast", direction="higher", needs=latent_only,
+        reference="Eastwood & Williams 2018, ICLR", default=False,
+    ))
+    register(MetricSpec(
+        name="modularity",
+        description="Modularity (Ridgeway & Mozer 2018) from the plug-in MI of 20-bin codes vs factors.",
+        compute=f"{_M}.modularity:compute_modularity", direction="higher", needs=latent_only,
+        reference="Ridgeway & Mozer 2018, arXiv:1802.05312",
+    ))
+    register(MetricSpec(
+        name="explicitness",
+        description="Explicitness (Ridgeway & Mozer 2018): one-vs-rest logistic-regression ROC AUC on test rows.",
+        compute=f"{_M}.modularity:compute_explicitness", direction="higher", needs=latent_only,
+        reference="Ridgeway & Mozer 2018, arXiv:1802.05312",
+    ))
+    register(MetricSpec(
+        name="irs",
+        description="Interventional Robustness Score (Suter et al. 2019), diff_quantile 0.99.",
+        compute=f"{_M}.irs:compute", direction="higher", needs=latent_only,
+        reference="Suter et al. 2019, arXiv:1811.00007",
+    ))
+    register(MetricSpec(
+        name="beta_vae_metric",
+        description="Higgins et al. 2017 metric: accuracy predicting the fixed factor from mean |z1 - z2| over 64 pairs.",
+        compute=f"{_M}.beta_vae_metric:compute", direction="higher", needs=sampler,
+        reference="Higgins et al. 2017, ICLR", default=False,
+    ))
+    register(MetricSpec(
+        name="factor_vae_metric",
+        description="FactorVAE metric (Kim & Mnih 2018): majority-vote accuracy of the argmin normalised variance.",
+        compute=f"{_M}.factor_vae_metric:compute", direction="higher", needs=sampler,
+        reference="Kim & Mnih 2018, arXiv:1802.05983", default=False,
     ))
 
 

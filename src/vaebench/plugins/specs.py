@@ -15,11 +15,13 @@ from typing import Any, Callable, Literal
 Direction = Literal["higher", "lower", "none"]
 
 #: What a metric can ask the evaluator for.
-#: ``encodings``: posterior means/log-variances ``(N, D)`` and reconstruction errors
-#: ``(N,)`` of held-out observations; ``factors``: their integer factor indices
-#: ``(N, K)``; ``sampler``: a dataset that renders observations for chosen factor
-#: values plus an ``encode`` function (Higgins / FactorVAE metrics).
-Need = Literal["encodings", "factors", "sampler"]
+#: ``latents``: posterior means ``(N, D)`` of held-out observations (all that
+#: representations computed elsewhere provide: ``vaebench evaluate-latents``);
+#: ``posterior``: also log-variances ``(N, D)`` and reconstruction errors ``(N,)``
+#: (only a model trained here has them); ``factors``: the observations' integer
+#: factor indices ``(N, K)``; ``sampler``: a dataset that renders observations for
+#: chosen factor values plus an ``encode`` function (Higgins / FactorVAE metrics).
+Need = Literal["latents", "posterior", "factors", "sampler"]
 
 
 def load_object(path: str) -> Any:
@@ -85,9 +87,13 @@ class MetricSpec:
     description: str
     compute: str | Callable[..., Any]
     direction: Direction = "higher"
-    needs: frozenset[str] = frozenset({"encodings"})
+    needs: frozenset[str] = frozenset({"latents"})
     #: One-line reference, e.g. "Chen et al. 2018, arXiv:1802.04942".
     reference: str = ""
+    #: Computed when ``--metrics`` is not given. Metrics whose reference estimator
+    #: costs minutes per model on a CPU (DCI's gradient boosting, the sampler-based
+    #: Higgins / FactorVAE metrics) are opt-in: ``--metrics dci`` or ``--metrics all``.
+    default: bool = True
 
     def function(self) -> Callable[..., Any]:
         return _resolve(self.compute)

@@ -52,11 +52,24 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from vaebench.plugins.metrics.context import EvaluationContext
+from vaebench.plugins.metrics.inputs import int_option, profile_option, read_options, sklearn_version
 from vaebench.plugins.metrics.modularity import LOGISTIC_PARAMS, logistic_ovr
-from vaebench.plugins.metrics.sap import int_option, profile_option, read_options, sklearn_version
 from vaebench.plugins.specs import MetricResult
 
-__all__ = ["PROFILES", "beta_vae_metric", "compute", "encode_factors", "pair_features"]
+__all__ = [
+    "DEFAULT_ENCODE_BATCH",
+    "PROFILES",
+    "Encoder",
+    "beta_vae_metric",
+    "chunked_reduce",
+    "compute",
+    "encode_factors",
+    "fixable_factors",
+    "pair_features",
+    "sample_factors",
+    "sampler_from_context",
+    "sampler_options",
+]
 
 PROFILES: dict[str, dict[str, int]] = {
     "reference": {"num_train": 10_000, "num_eval": 5_000, "batch_size": 64},

@@ -26,6 +26,9 @@ class EvaluationContext:
         encode: images ``(M, H, W, C)`` float in [0, 1] -> posterior means ``(M, D)``.
         seed: the seed metrics must use for any randomness.
         options: per-run metric options (``{"mig": {"bins": 20}}``), from the CLI.
+        train_fraction: for metrics that fit a classifier on a train split (SAP, DCI,
+            explicitness), the fraction of rows (the first ones) that train; ``None``
+            keeps each metric's reference default (2/3: 10,000 train / 5,000 test).
     """
 
     means: np.ndarray
@@ -38,6 +41,7 @@ class EvaluationContext:
     encode: Callable[[np.ndarray], np.ndarray] | None = None
     seed: int = 0
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    train_fraction: float | None = None
 
     def options_for(self, metric: str) -> dict[str, Any]:
         return dict(self.options.get(metric, {}))

@@ -62,7 +62,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from vaebench.plugins.metrics.context import EvaluationContext
-from vaebench.plugins.metrics.sap import (
+from vaebench.plugins.metrics.inputs import (
     DEFAULT_TRAIN_FRACTION,
     check_codes_and_factors,
     context_rows,
@@ -334,7 +334,7 @@ def _compute(ctx: EvaluationContext, fast: bool) -> MetricResult:
         **latent_only_parsers(metric),
     }
     defaults: dict[str, Any] = {
-        "train_fraction": DEFAULT_TRAIN_FRACTION,
+        "train_fraction": ctx.train_fraction or DEFAULT_TRAIN_FRACTION,
         "n_jobs": -1,
         "profile": "reference",
     }

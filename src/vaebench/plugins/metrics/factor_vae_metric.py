@@ -16,21 +16,27 @@ accuracy: ``factor_vae_metric`` on ``num_eval`` fresh points,
 
 Estimator: disentanglement_lib's ``factor_vae.py`` (Locatello et al. 2019,
 arXiv:1811.12359) with its study defaults: ``batch_size = 64``,
-``num_train = 10,000``, ``num_eval = 5,000``, ``num_variance_estimate = 10,000``;
-variances with ``ddof = 1`` (global and per batch); the fixed factor takes the
-batch's first row's value; the argmin is over the active codes of
-``local_var / global_var``; ties in the majority vote go to the lowest factor
-index (``np.argmax``); a code without training votes predicts factor 0; if no
-code is active both accuracies are 0.
+``num_train = 10,000``, ``num_eval = 5,000``, ``num_variance_estimate = 10,000``,
+``prune_threshold = 0.05``; variances with ``ddof = 1`` (global and per batch);
+codes with global std ``< prune_threshold`` (collapsed to the prior) are pruned;
+the fixed factor takes the batch's first row's value; the argmin is over the
+active codes of ``local_var / global_var``; ties in the majority vote go to the
+lowest factor index (``np.argmax``); a code without training votes predicts
+factor 0; if no code is active both accuracies are 0.
+
+``prune_threshold = 0.05`` is the reference study default: disentanglement_lib's
+``_prune_dims(variances, threshold=0.)`` is gin-configurable, and the study's
+``config/unsupervised_study_v1/metric_configs/factor_vae_metric.gin`` (and the
+bindings of its tests and benchmarks) sets ``prune_dims.threshold = 0.05``; the
+function's own default ``0`` (keep every code) is what a call without that
+configuration gets, available here as ``prune_threshold=0``.
 
 Departures from disentanglement_lib, stated because they can change a value:
 
-* pruning: codes with global std ``< prune_threshold = 0.05`` are pruned, as
-  specified for this harness. disentanglement_lib's ``_prune_dims(variances,
-  threshold=0.)`` is called with its default threshold ``0``, i.e. it keeps every
-  code; pass ``prune_threshold=0`` for that behaviour (a code with *zero*
-  variance is dropped even then: disentanglement_lib would divide 0 by 0 and
-  ``np.argmin`` would pick that NaN code every time);
+* a code with *zero* global variance is pruned whatever ``prune_threshold`` is
+  (with ``prune_threshold=0`` disentanglement_lib would keep it, divide 0 by 0,
+  and ``np.argmin`` would pick that NaN code every time; at 0.05 it is pruned
+  there too);
 * ``num_active_dims`` is the number of codes kept; disentanglement_lib reports
   ``len(active_dims)`` of a boolean mask, i.e. always ``D``;
 * votes are recorded against the code's own index (disentanglement_lib records
@@ -65,7 +71,7 @@ from vaebench.plugins.metrics.beta_vae_metric import (
     sampler_options,
 )
 from vaebench.plugins.metrics.context import EvaluationContext
-from vaebench.plugins.metrics.sap import float_option, int_option, sklearn_version
+from vaebench.plugins.metrics.inputs import float_option, int_option, sklearn_version
 from vaebench.plugins.specs import MetricResult
 
 __all__ = ["PROFILES", "compute", "factor_vae_metric", "fixed_factor_votes", "majority_vote"]
@@ -146,7 +152,8 @@ def factor_vae_metric(
         num_train / num_eval: points (batches) for the vote table / scoring.
         batch_size: observations per point (>= 2: variances use ``ddof=1``).
         num_variance_estimate: observations for the global variances (>= 2).
-        prune_threshold: codes with global std below it are pruned.
+        prune_threshold: codes with global std below it are pruned (the study's
+            ``prune_dims.threshold = 0.05``; ``0`` keeps every code of nonzero variance).
         seed: seeds the sampling.
         encode_batch: about this many images per ``encode`` call.
         factor_sizes: override ``dataset.factor_sizes``.

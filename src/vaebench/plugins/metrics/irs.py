@@ -44,7 +44,7 @@ import numpy as np
 
 from vaebench.plugins.metrics.context import EvaluationContext
 from vaebench.plugins.metrics.information import discretize
-from vaebench.plugins.metrics.sap import (
+from vaebench.plugins.metrics.inputs import (
     check_codes_and_factors,
     context_rows,
     float_option,

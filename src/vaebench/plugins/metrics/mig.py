@@ -38,45 +38,31 @@ Consequences of this definition, worth knowing when reading a number:
 
 Departures from disentanglement_lib, neither of which changes a defined value: a
 constant factor (entropy 0; its gap is 0/0) is left out of the mean and listed in
-``excluded_factors`` instead of turning MIG into NaN, and inputs are validated.
+``excluded_factors`` instead of turning MIG into NaN, and inputs are validated
+(the shared checks of ``inputs.py``).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Sequence
 
 import numpy as np
 
 from vaebench.plugins.metrics.context import EvaluationContext
 from vaebench.plugins.metrics.information import discretize, entropy, mutual_information_matrix
+from vaebench.plugins.metrics.inputs import (
+    check_codes_and_factors,
+    int_option,
+    read_options,
+    require_factors,
+)
 from vaebench.plugins.specs import MetricResult
 
-__all__ = ["ESTIMATOR", "compute", "mutual_info_gap"]
+__all__ = ["DEFAULT_BINS", "ESTIMATOR", "compute", "mutual_info_gap"]
 
 ESTIMATOR = "plug-in discrete MI, equal-width bins (disentanglement_lib)"
 DEFAULT_BINS = 20
-
-
-def _check_bins(bins: Any) -> int:
-    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 2:
-        raise ValueError(f"mig: bins must be an integer >= 2, got {bins!r}")
-    return int(bins)
-
-
-def _as_integer_factors(factors: np.ndarray) -> np.ndarray:
-    if np.issubdtype(factors.dtype, np.integer):
-        return factors
-    if factors.dtype == np.bool_:
-        return factors.astype(np.int64)
-    if np.issubdtype(factors.dtype, np.floating):
-        finite = np.isfinite(factors)
-        if finite.all() and np.array_equal(factors, np.round(factors)):
-            return factors.astype(np.int64)
-        raise ValueError(
-            "mig: factors must be integer factor indices, got non-integer values "
-            f"(dtype {factors.dtype})"
-        )
-    raise ValueError(f"mig: factors must be integer factor indices, got dtype {factors.dtype}")
 
 
 def mutual_info_gap(
@@ -106,42 +92,22 @@ def mutual_info_gap(
         ValueError: on malformed input (shapes, N mismatch, NaN/inf latents, D < 2,
             non-integer factors, bad names or bins) or when every factor is constant.
     """
+    metric = "mig"
+    _, v, names = check_codes_and_factors(
+        latents,
+        factors,
+        metric,
+        min_codes=2,
+        min_codes_reason="the gap compares the top two",
+        factor_names=factor_names,
+    )
+    bins = int_option(metric, "bins", bins, minimum=2)
+    # Discretize the codes as given, not the float64 copy the check returns: the
+    # bin edges are computed in the codes' own floating dtype (as np.histogram
+    # does in disentanglement_lib), so float32 codes must stay float32.
     z = np.asarray(latents)
-    v = np.asarray(factors)
-    if z.ndim != 2:
-        raise ValueError(f"mig: latents must be a 2-D (N, D) array, got shape {z.shape}")
-    if v.ndim != 2:
-        raise ValueError(f"mig: factors must be a 2-D (N, K) array, got shape {v.shape}")
-    n, d_count = z.shape
+    n = z.shape[0]
     k_count = v.shape[1]
-    if v.shape[0] != n:
-        raise ValueError(
-            f"mig: latents and factors must describe the same samples, got N={n} latents "
-            f"and N={v.shape[0]} factor rows"
-        )
-    if n == 0:
-        raise ValueError("mig: need at least one sample, got N=0")
-    if k_count == 0:
-        raise ValueError("mig: factors has no columns (K=0)")
-    if not (np.issubdtype(z.dtype, np.integer) or np.issubdtype(z.dtype, np.floating)):
-        raise ValueError(f"mig: latents must be real numbers, got dtype {z.dtype}")
-    if not np.isfinite(z).all():
-        bad = int(np.count_nonzero(~np.isfinite(z)))
-        raise ValueError(f"mig: latents contain {bad} NaN/inf value(s); MIG needs finite codes")
-    if d_count < 2:
-        raise ValueError(
-            f"mig: need at least 2 latent codes (the gap compares the top two), got D={d_count}"
-        )
-    v = _as_integer_factors(v)
-    bins = _check_bins(bins)
-    if factor_names is None:
-        names = [f"factor{k}" for k in range(k_count)]
-    else:
-        names = [str(name) for name in factor_names]
-        if len(names) != k_count:
-            raise ValueError(f"mig: got {len(names)} factor names for K={k_count} factors")
-        if len(set(names)) != k_count:
-            raise ValueError(f"mig: factor names must be distinct, got {names}")
 
     codes = discretize(z, bins)
     mi = mutual_information_matrix(codes, v)  # (D, K)
@@ -175,18 +141,14 @@ def compute(ctx: EvaluationContext) -> MetricResult:
 
     Reads option ``bins`` (default 20) from ``ctx.options_for("mig")``.
     """
-    if ctx.factors is None:
-        raise ValueError("mig: needs ground-truth factors, but this dataset provides none")
-    options = ctx.options_for("mig")
-    unknown = sorted(set(options) - {"bins"})
-    if unknown:
-        raise ValueError(f"mig: unknown option(s) {unknown}; known: ['bins']")
-    bins = options.get("bins", DEFAULT_BINS)
-    if isinstance(bins, str):
-        try:
-            bins = int(bins.strip())
-        except ValueError:
-            raise ValueError(f"mig: bins must be an integer >= 2, got {bins!r}") from None
+    metric = "mig"
+    factors = require_factors(ctx, metric)
+    opts = read_options(
+        metric,
+        ctx.options_for(metric),
+        {"bins": partial(int_option, minimum=2)},
+        {"bins": DEFAULT_BINS},
+    )
     return mutual_info_gap(
-        ctx.means, ctx.factors, bins=bins, factor_names=tuple(ctx.factor_names) or None
+        ctx.means, factors, bins=opts["bins"], factor_names=tuple(ctx.factor_names) or None
     )

@@ -63,7 +63,7 @@ import numpy as np
 
 from vaebench.plugins.metrics.context import EvaluationContext
 from vaebench.plugins.metrics.information import discretize, mutual_information_matrix
-from vaebench.plugins.metrics.sap import (
+from vaebench.plugins.metrics.inputs import (
     DEFAULT_TRAIN_FRACTION,
     check_codes_and_factors,
     context_rows,
@@ -79,6 +79,7 @@ from vaebench.plugins.metrics.sap import (
 from vaebench.plugins.specs import MetricResult
 
 __all__ = [
+    "LOGISTIC_PARAMS",
     "compute_explicitness",
     "compute_modularity",
     "explicitness",
@@ -341,7 +342,7 @@ def compute_explicitness(ctx: EvaluationContext) -> MetricResult:
         metric,
         ctx.options_for(metric),
         parsers,
-        {"train_fraction": DEFAULT_TRAIN_FRACTION, "n_jobs": -1, "profile": "reference"},
+        {"train_fraction": ctx.train_fraction or DEFAULT_TRAIN_FRACTION, "n_jobs": -1, "profile": "reference"},
     )
     means, factors = context_rows(ctx, metric, opts["profile"], opts["max_samples"])
     result = explicitness(

@@ -42,10 +42,8 @@ Departures from disentanglement_lib, none of which changes a defined value:
 * a factor that is constant on the training rows (no classifier can be fitted,
   ``var(v_k) = 0``) is left out of both means and listed in ``excluded_factors``
   instead of raising / producing NaN;
-* inputs are validated (one-line ``ValueError``).
-
-This module also holds the small validation / option helpers that the other
-latent-only disentanglement metrics (``dci``, ``modularity``, ``irs``) share.
+* inputs are validated (one-line ``ValueError``; the shared checks of
+  ``inputs.py``).
 """
 
 from __future__ import annotations
@@ -53,16 +51,27 @@ from __future__ import annotations
 import math
 import warnings
 from functools import partial
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from vaebench.plugins.metrics.context import EvaluationContext
+from vaebench.plugins.metrics.inputs import (
+    DEFAULT_TRAIN_FRACTION,
+    check_codes_and_factors,
+    context_rows,
+    float_option,
+    latent_only_parsers,
+    n_jobs_option,
+    read_options,
+    sklearn_version,
+    train_rows,
+    varying_columns,
+)
 from vaebench.plugins.specs import MetricResult
 
 __all__ = [
     "DEFAULT_C",
-    "DEFAULT_TRAIN_FRACTION",
     "average_top_two_gap",
     "compute",
     "sap_score",
@@ -71,228 +80,9 @@ __all__ = [
 ]
 
 DEFAULT_C = 0.01
-DEFAULT_TRAIN_FRACTION = 2.0 / 3.0
 SVC_MAX_ITER = 1000
-#: Rows kept by the ``"fast"`` profile of the latent-only metrics (first rows).
-FAST_MAX_SAMPLES = 5000
-PROFILES = ("reference", "fast")
 
 
-# ============================================================ shared helpers
-def sklearn_version() -> str:
-    import sklearn
-
-    return str(sklearn.__version__)
-
-
-def as_integer_factors(factors: np.ndarray, metric: str) -> np.ndarray:
-    """Integer ``(N, K)`` factor indices; whole-valued floats and bools accepted."""
-    if np.issubdtype(factors.dtype, np.integer):
-        return factors.astype(np.int64, copy=False)
-    if factors.dtype == np.bool_:
-        return factors.astype(np.int64)
-    if np.issubdtype(factors.dtype, np.floating):
-        if np.isfinite(factors).all() and np.array_equal(factors, np.round(factors)):
-            return factors.astype(np.int64)
-        raise ValueError(
-            f"{metric}: factors must be integer factor indices, got non-integer values "
-            f"(dtype {factors.dtype})"
-        )
-    raise ValueError(f"{metric}: factors must be integer factor indices, got dtype {factors.dtype}")
-
-
-def check_codes(latents: Any, metric: str, *, min_codes: int = 1, what: str = "latents") -> np.ndarray:
-    """Validate a real ``(N, D)`` array of finite codes; return it as float64."""
-    z = np.asarray(latents)
-    if z.ndim != 2:
-        raise ValueError(f"{metric}: {what} must be a 2-D (N, D) array, got shape {z.shape}")
-    if z.shape[0] == 0:
-        raise ValueError(f"{metric}: need at least one sample, got N=0")
-    if z.dtype == np.bool_ or not (
-        np.issubdtype(z.dtype, np.integer) or np.issubdtype(z.dtype, np.floating)
-    ):
-        raise ValueError(f"{metric}: {what} must be real numbers, got dtype {z.dtype}")
-    if not np.isfinite(z).all():
-        bad = int(np.count_nonzero(~np.isfinite(z)))
-        raise ValueError(f"{metric}: {what} contain {bad} NaN/inf value(s); codes must be finite")
-    if z.shape[1] < min_codes:
-        raise ValueError(f"{metric}: need at least {min_codes} latent codes, got D={z.shape[1]}")
-    return z.astype(np.float64, copy=False)
-
-
-def check_codes_and_factors(
-    latents: Any,
-    factors: Any,
-    metric: str,
-    *,
-    min_codes: int = 1,
-    factor_names: Sequence[str] | None = None,
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Validate ``(N, D)`` codes against ``(N, K)`` factors of the same samples.
-
-    Returns ``(latents float64, factors int64, K factor names)``.
-    """
-    v = np.asarray(factors)
-    if np.asarray(latents).ndim != 2:
-        raise ValueError(
-            f"{metric}: latents must be a 2-D (N, D) array, got shape {np.asarray(latents).shape}"
-        )
-    if v.ndim != 2:
-        raise ValueError(f"{metric}: factors must be a 2-D (N, K) array, got shape {v.shape}")
-    n = np.asarray(latents).shape[0]
-    if v.shape[0] != n:
-        raise ValueError(
-            f"{metric}: latents and factors must describe the same samples, got N={n} latents "
-            f"and N={v.shape[0]} factor rows"
-        )
-    z = check_codes(latents, metric, min_codes=min_codes)
-    if v.shape[1] == 0:
-        raise ValueError(f"{metric}: factors has no columns (K=0)")
-    v = as_integer_factors(v, metric)
-    k_count = v.shape[1]
-    if factor_names is None:
-        names = [f"factor{k}" for k in range(k_count)]
-    else:
-        names = [str(name) for name in factor_names]
-        if len(names) != k_count:
-            raise ValueError(f"{metric}: got {len(names)} factor names for K={k_count} factors")
-        if len(set(names)) != k_count:
-            raise ValueError(f"{metric}: factor names must be distinct, got {names}")
-    return z, v, names
-
-
-def varying_columns(values: np.ndarray) -> np.ndarray:
-    """``(C,)`` bool: which columns of an ``(N, C)`` array take more than one value."""
-    return np.any(values != values[:1], axis=0)
-
-
-def train_rows(n: int, train_fraction: float, metric: str) -> int:
-    """Number of leading rows that train: ``round(train_fraction * n)``, both splits non-empty."""
-    n_train = int(round(train_fraction * n))
-    if n_train < 2 or n - n_train < 1:
-        raise ValueError(
-            f"{metric}: train_fraction={train_fraction} of N={n} rows leaves {n_train} training "
-            f"and {n - n_train} test rows; need >= 2 and >= 1"
-        )
-    return n_train
-
-
-def rows_for_profile(n: int, profile: str, max_samples: int | None) -> int:
-    """Rows a latent-only metric uses: all, or the first ``max_samples`` (``"fast"``: 5,000)."""
-    if max_samples is None and profile == "fast":
-        max_samples = FAST_MAX_SAMPLES
-    return n if max_samples is None else min(n, max_samples)
-
-
-def int_option(metric: str, name: str, value: Any, *, minimum: int | None = None) -> int:
-    if isinstance(value, str):
-        try:
-            value = int(value.strip())
-        except ValueError:
-            raise ValueError(f"{metric}: {name} must be an integer, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{metric}: {name} must be an integer, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{metric}: {name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def n_jobs_option(metric: str, name: str, value: Any) -> int:
-    value = int_option(metric, name, value)
-    if value == 0:
-        raise ValueError(f"{metric}: n_jobs must be a non-zero integer (-1: all cores), got 0")
-    return value
-
-
-def optional_int_option(metric: str, name: str, value: Any, *, minimum: int) -> int | None:
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "all")):
-        return None
-    return int_option(metric, name, value, minimum=minimum)
-
-
-def float_option(
-    metric: str,
-    name: str,
-    value: Any,
-    *,
-    low: float,
-    high: float,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> float:
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            raise ValueError(f"{metric}: {name} must be a number, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{metric}: {name} must be a number, got {value!r}")
-    value = float(value)
-    ok = math.isfinite(value) or (high == math.inf and value == math.inf and not high_open)
-    ok = ok and (value > low if low_open else value >= low)
-    ok = ok and (value < high if high_open else value <= high)
-    if not ok:
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{metric}: {name} must lie in {interval}, got {value!r}")
-    return value
-
-
-def profile_option(metric: str, name: str, value: Any) -> str:
-    if not isinstance(value, str) or value.strip().lower() not in PROFILES:
-        raise ValueError(f"{metric}: {name} must be one of {list(PROFILES)}, got {value!r}")
-    return value.strip().lower()
-
-
-def read_options(
-    metric: str,
-    options: Mapping[str, Any],
-    parsers: Mapping[str, Callable[[str, str, Any], Any]],
-    defaults: Mapping[str, Any],
-) -> dict[str, Any]:
-    """Check option names and values: ``parsers[name](metric, name, value)``.
-
-    Every option in ``defaults`` is returned (defaults are not re-validated);
-    options without a default (``None`` allowed) come back as given or ``None``.
-    """
-    unknown = sorted(set(options) - set(parsers))
-    if unknown:
-        raise ValueError(f"{metric}: unknown option(s) {unknown}; known: {sorted(parsers)}")
-    out = {name: defaults.get(name) for name in parsers}
-    for name, value in options.items():
-        out[name] = parsers[name](metric, name, value)
-    return out
-
-
-def latent_only_parsers(metric: str) -> dict[str, Callable[[str, str, Any], Any]]:
-    """Options every latent-only metric accepts: ``profile`` and ``max_samples``."""
-    return {
-        "profile": profile_option,
-        "max_samples": partial(optional_int_option, minimum=2),
-    }
-
-
-def context_rows(
-    ctx: EvaluationContext, metric: str, profile: str, max_samples: int | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(means, factors)`` of the context, checked to match, cut to the profile's rows."""
-    if ctx.factors is None:
-        raise ValueError(f"{metric}: needs ground-truth factors, but this dataset provides none")
-    means = np.asarray(ctx.means)
-    factors = np.asarray(ctx.factors)
-    if means.ndim != 2:
-        raise ValueError(f"{metric}: latents must be a 2-D (N, D) array, got shape {means.shape}")
-    if factors.ndim != 2:
-        raise ValueError(f"{metric}: factors must be a 2-D (N, K) array, got shape {factors.shape}")
-    if factors.shape[0] != means.shape[0]:
-        raise ValueError(
-            f"{metric}: latents and factors must describe the same samples, got "
-            f"N={means.shape[0]} latents and N={factors.shape[0]} factor rows"
-        )
-    rows = rows_for_profile(means.shape[0], profile, max_samples)
-    return means[:rows], factors[:rows]
-
-
-# ============================================================ SAP
 def score_matrix_continuous(latents: np.ndarray, factors: np.ndarray) -> np.ndarray:
     """``(D, K)`` squared Pearson correlations of every code with every factor.
 
@@ -468,7 +258,7 @@ def compute(ctx: EvaluationContext) -> MetricResult:
         metric,
         ctx.options_for(metric),
         parsers,
-        {"train_fraction": DEFAULT_TRAIN_FRACTION, "n_jobs": -1, "profile": "reference"},
+        {"train_fraction": ctx.train_fraction or DEFAULT_TRAIN_FRACTION, "n_jobs": -1, "profile": "reference"},
     )
     means, factors = context_rows(ctx, metric, opts["profile"], opts["max_samples"])
     result = sap_score(
