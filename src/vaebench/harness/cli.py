@@ -8,13 +8,23 @@ Heavy modules (torch, pyarrow, duckdb) are imported inside the commands, so
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import Any, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from vaebench.harness.output import (
+    DEFAULT_REGISTRY,
+    REGISTRY_HELP,
+    console,
+    err_console,
+    fail,
+    fmt as _fmt,
+    manager as _manager,
+    names as _names,
+    print_json as _print_json,
+)
 
 app = typer.Typer(
     name="vaebench",
@@ -25,30 +35,6 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
 )
-# Piped output (files, CI logs) gets room for a leaderboard rather than Rich's 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
-
-REGISTRY_HELP = "Registry directory holding one Parquet record per run."
-DEFAULT_REGISTRY = "./vaebench-results"
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def _manager(warn: bool = True):
-    from vaebench.plugins.manager import get_manager, warn_failed_plugins
-
-    manager = get_manager()
-    if warn:
-        warn_failed_plugins(manager)
-    return manager
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 # ---------------------------------------------------------------- run
@@ -56,7 +42,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "model": "beta_vae",
     "seeds": "0",
     "latent_dim": "10",
-    "steps": "2000",
+    "steps": "3000",
     "batch_size": "64",
     "lr": "5e-4",
     "dataset": "dsprites",
@@ -106,11 +92,6 @@ def _load_config(path: Path) -> dict[str, Any]:
     return data
 
 
-def _names(value: Any) -> list[str]:
-    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
-    return [str(v).strip() for v in items if str(v).strip()]
-
-
 @app.command(
     epilog="Examples:\n\n"
     "  vaebench run --model beta_vae --betas 1,4,8\n\n"
@@ -125,7 +106,7 @@ def run(
     capacity_steps: Optional[str] = typer.Option(None, "--capacity-steps", help="Steps to ramp C from 0 to C_max. [default: --steps]"),
     seeds: Optional[str] = typer.Option(None, "--seeds", "--seed", help="Seeds. [default: 0]"),
     latent_dim: Optional[str] = typer.Option(None, "--latent-dim", help="Latent dimensions. [default: 10]"),
-    steps: Optional[str] = typer.Option(None, "--steps", help="Training steps. [default: 2000]"),
+    steps: Optional[str] = typer.Option(None, "--steps", help="Training steps. [default: 3000]"),
     batch_size: Optional[str] = typer.Option(None, "--batch-size", help="Batch size. [default: 64]"),
     lr: Optional[str] = typer.Option(None, "--lr", help="Adam learning rate. [default: 5e-4]"),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset name(s). [default: dsprites]"),
@@ -295,16 +276,6 @@ def leaderboard(
     console.print(table)
     if not rows:
         err_console.print("no runs recorded yet")
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, list):
-        return ",".join(str(v) for v in value)
-    return str(value)
 
 
 # ---------------------------------------------------------------- show

@@ -46,7 +46,7 @@ class RunSpec:
     capacity_steps: int | None = None
     latent_dim: int = 10
     seed: int = 0
-    steps: int = 2000
+    steps: int = 3000
     batch_size: int = 64
     lr: float = 5e-4
 

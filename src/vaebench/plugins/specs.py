@@ -20,8 +20,11 @@ Direction = Literal["higher", "lower", "none"]
 #: ``posterior``: also log-variances ``(N, D)`` and reconstruction errors ``(N,)``
 #: (only a model trained here has them); ``factors``: the observations' integer
 #: factor indices ``(N, K)``; ``sampler``: a dataset that renders observations for
-#: chosen factor values plus an ``encode`` function (Higgins / FactorVAE metrics).
-Need = Literal["latents", "posterior", "factors", "sampler"]
+#: chosen factor values plus an ``encode`` function (Higgins / FactorVAE metrics);
+#: ``reconstructions``: held-out images and their reconstructions (SSIM, PSNR, LPIPS);
+#: ``generator``: a ``decode`` function for samples from the prior, plus real images
+#: from the dataset (FID-style metrics).
+Need = Literal["latents", "posterior", "factors", "sampler", "reconstructions", "generator"]
 
 
 def load_object(path: str) -> Any:

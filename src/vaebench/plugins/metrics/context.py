@@ -26,6 +26,12 @@ class EvaluationContext:
         encode: images ``(M, H, W, C)`` float in [0, 1] -> posterior means ``(M, D)``.
         seed: the seed metrics must use for any randomness.
         options: per-run metric options (``{"mig": {"bins": 20}}``), from the CLI.
+        images: the held-out observations ``(N, H, W, C)`` float32 in [0, 1] (metrics
+            that need ``reconstructions``), else ``None``.
+        reconstructions: ``(N, H, W, C)`` in [0, 1]: the decoder's Bernoulli means for
+            the posterior means of ``images``.
+        decode: latents ``(M, D)`` -> images ``(M, H, W, C)`` in [0, 1] (metrics that
+            need ``generator``: samples from the prior are ``decode(N(0, I) draws)``).
         train_fraction: for metrics that fit a classifier on a train split (SAP, DCI,
             explicitness), the fraction of rows (the first ones) that train; ``None``
             keeps each metric's reference default (2/3: 10,000 train / 5,000 test).
@@ -41,6 +47,9 @@ class EvaluationContext:
     encode: Callable[[np.ndarray], np.ndarray] | None = None
     seed: int = 0
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    images: np.ndarray | None = None
+    reconstructions: np.ndarray | None = None
+    decode: Callable[[np.ndarray], np.ndarray] | None = None
     train_fraction: float | None = None
 
     def options_for(self, metric: str) -> dict[str, Any]:

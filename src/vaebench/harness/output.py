@@ -1,0 +1,54 @@
+"""What every CLI command shares: consoles, the one-line error exit, JSON output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+
+# Piped output (files, CI logs) gets room for a leaderboard rather than Rich's 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+REGISTRY_HELP = "Registry directory holding one Parquet record per run."
+DEFAULT_REGISTRY = "./vaebench-results"
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print ``error: message`` on stderr (one line) and exit with ``code`` (2: bad usage/input)."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def manager(warn: bool = True):
+    """The plugin manager; one stderr warning line per plugin that failed to load."""
+    from vaebench.plugins.manager import get_manager, warn_failed_plugins
+
+    m = get_manager()
+    if warn:
+        warn_failed_plugins(m)
+    return m
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def names(value: Any) -> list[str]:
+    """``"a, b"`` or ``["a", "b"]`` -> ``["a", "b"]``."""
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    return [str(v).strip() for v in items if str(v).strip()]
+
+
+def fmt(value: Any) -> str:
+    """A table cell: ``-`` for missing, 4 significant digits for floats."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
