@@ -213,3 +213,10 @@ def test_python_api_runs_a_grid(tmp_path):
     assert record["status"] == "ok" and set(record["metrics"]) >= {"mig", "kl"}
     again = vaebench.run_grid("beta_vae", betas=[2.0], steps=10, batch_sizes=8, registry=str(tmp_path), resume=True)
     assert again.records == [] and len(again.skipped) == 1
+
+
+def test_help_shows_examples_and_defaults(cli):
+    out = cli("run", "--help")
+    assert out.exit_code == 0
+    assert "vaebench run --model beta_vae --betas 1,4,8" in out.stdout
+    assert "[default: beta_vae]" in out.stdout and "[default: 3000]" in out.stdout

@@ -137,11 +137,15 @@ def evaluate(
     Returns ``(metric values, metric params by metric name, KL per dimension (D,))``.
     """
     images, factors = dataset.sample(execution.eval_samples, np.random.default_rng(EVAL_SEED))
-    means, logvars, errors = trained.evaluate(images)
+    needs = set().union(*(m.needs for m in metric_specs)) if metric_specs else set()
+    want_recons = "reconstructions" in needs
+    means, logvars, errors, *recons = trained.evaluate(images, reconstructions=want_recons)
     ctx = EvaluationContext(
         means=means, logvars=logvars, recon_errors=errors, factors=factors,
         factor_names=tuple(dataset.factor_names), factor_sizes=tuple(dataset.factor_sizes),
         dataset=dataset, encode=trained.encode, seed=spec.seed, options=options or {},
+        images=images if want_recons else None, reconstructions=recons[0] if want_recons else None,
+        decode=trained.decode if "generator" in needs else None,
     )
     values, params = score(ctx, metric_specs)
     params["_eval"] = {"n": int(len(images)), "eval_seed": EVAL_SEED}

@@ -51,9 +51,14 @@ class TrainedModel(Protocol):
     amp: str
     compiled: bool
 
-    def evaluate(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def evaluate(self, images: np.ndarray, reconstructions: bool = False) -> tuple[np.ndarray, ...]:
         """Images ``(N, H, W, C)`` in [0, 1] -> posterior means ``(N, D)``,
-        log-variances ``(N, D)`` and reconstruction NLL ``(N,)`` nats (decoded from the mean)."""
+        log-variances ``(N, D)`` and reconstruction NLL ``(N,)`` nats (decoded from the mean),
+        and with ``reconstructions`` also the decoded Bernoulli means ``(N, H, W, C)``."""
+        ...
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        """Latents ``(M, D)`` -> Bernoulli means ``(M, H, W, C)`` in [0, 1]."""
         ...
 
     def encode(self, images: np.ndarray) -> np.ndarray:

@@ -94,16 +94,20 @@ class TrainedTorchModel:
             yield torch.from_numpy(np.ascontiguousarray(chunk.transpose(0, 3, 1, 2))).to(self.device)
 
     @torch.inference_mode()
-    def evaluate(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def evaluate(self, images: np.ndarray, reconstructions: bool = False) -> tuple[np.ndarray, ...]:
+        """``(means, logvars, recon NLL)``, plus the reconstructions ``(N, H, W, C)`` when asked."""
         self.model.eval()
-        mus, logvars, errors = [], [], []
+        mus, logvars, errors, recons = [], [], [], []
         for x in self._batches(images):
             mu, logvar = self.model.encode(x)
-            logits = self.model.decode(mu)
-            errors.append(self.model.recon_errors(x, logits.float()).cpu())
+            logits = self.model.decode(mu).float()
+            errors.append(self.model.recon_errors(x, logits).cpu())
             mus.append(mu.float().cpu())
             logvars.append(logvar.float().cpu())
-        return (torch.cat(mus).numpy(), torch.cat(logvars).numpy(), torch.cat(errors).numpy())
+            if reconstructions:
+                recons.append(torch.sigmoid(logits).permute(0, 2, 3, 1).cpu())
+        out = (torch.cat(mus).numpy(), torch.cat(logvars).numpy(), torch.cat(errors).numpy())
+        return out + (torch.cat(recons).numpy(),) if reconstructions else out
 
     @torch.inference_mode()
     def encode(self, images: np.ndarray) -> np.ndarray:
