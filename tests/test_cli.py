@@ -215,8 +215,12 @@ def test_python_api_runs_a_grid(tmp_path):
     assert again.records == [] and len(again.skipped) == 1
 
 
-def test_help_shows_examples_and_defaults(cli):
-    out = cli("run", "--help")
+def test_help_shows_examples_and_defaults():
+    from typer.testing import CliRunner
+
+    from vaebench.harness.cli import app
+
+    out = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
     assert out.exit_code == 0
     assert "vaebench run --model beta_vae --betas 1,4,8" in out.stdout
     assert "[default: beta_vae]" in out.stdout and "[default: 3000]" in out.stdout

@@ -254,9 +254,8 @@ class LabelledImages:
         for s in range(0, r.size, _BATCH):
             batch = self._images[r[s : s + _BATCH]].astype(np.float32)
             batch *= self._scale
-            up = self._upscale(batch)
-            np.clip(up, 0.0, 1.0, out=up)  # guard float rounding; weights are convex
-            out[s : s + _BATCH, :, :, 0] = up
+            # Clip guards float rounding only: the interpolation weights are convex.
+            out[s : s + _BATCH, :, :, 0] = np.clip(self._upscale(batch), 0.0, 1.0)
         return out
 
     # -- protocol ------------------------------------------------------------

@@ -190,8 +190,10 @@ def _reconstruction_pair(ctx: EvaluationContext, metric: str) -> tuple[np.ndarra
     )
     images = np.asarray(ctx.images)
     recons = np.asarray(ctx.reconstructions)
-    n = min(opts["n"], images.shape[0] if images.ndim else 0)
-    return images[:n], recons[:n], opts["n"]
+    n = opts["n"]
+    if images.ndim >= 1 and recons.ndim >= 1:
+        images, recons = images[:n], recons[:n]
+    return images, recons, n
 
 
 def compute_ssim(ctx: EvaluationContext) -> MetricResult:
