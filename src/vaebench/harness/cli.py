@@ -414,6 +414,11 @@ def list_specs(
     console.print(table)
 
 
+from vaebench.harness import results_cli  # noqa: E402 - query, compare, check
+
+results_cli.register(app)
+
+
 def main() -> None:
     app()
 

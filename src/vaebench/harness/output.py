@@ -8,6 +8,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 # Piped output (files, CI logs) gets room for a leaderboard rather than Rich's 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -19,7 +20,7 @@ DEFAULT_REGISTRY = "./vaebench-results"
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``error: message`` on stderr (one line) and exit with ``code`` (2: bad usage/input)."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -1,0 +1,283 @@
+"""Results commands: ``vaebench query``, ``vaebench compare``, ``vaebench check``.
+
+``register(app)`` adds them to a Typer app (``vaebench.harness.cli`` calls it).
+Exit codes as everywhere: 0 ok, 1 a check failed (``check``: a target failed or
+could not be evaluated), 2 bad usage or input (one line on stderr).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.markup import escape
+
+from vaebench.harness.output import (
+    DEFAULT_REGISTRY,
+    REGISTRY_HELP,
+    console,
+    err_console,
+    fail,
+    fmt,
+    names,
+    print_json,
+)
+
+__all__ = ["check", "compare", "query", "register"]
+
+SELECTION_HELP = (
+    "key=value pairs (model, dataset, beta, seed, status, ...; comma-separated, ANDed) "
+    "or run ids / unique prefixes, e.g. 'model=beta_vae,beta=4' or '3fa2c1'."
+)
+
+
+def _need_registry(registry: str) -> None:
+    if not Path(registry).is_dir():
+        fail(f"registry {registry} does not exist (run `vaebench run` first or pass --registry)")
+
+
+def _warn_skipped(skipped: list[tuple[Path, str]]) -> None:
+    for path, reason in skipped:
+        err_console.print(f"[yellow]warning:[/] skipped unreadable record {escape(f'{path}: {reason}')}", highlight=False)
+
+
+def _open(registry: str):
+    from vaebench.registry.readonly import open_readonly
+    from vaebench.registry.store import RegistryError
+
+    _need_registry(registry)
+    try:
+        con, skipped = open_readonly(registry)
+    except RegistryError as exc:
+        fail(str(exc))
+    _warn_skipped(skipped)
+    return con
+
+
+def _selection(text: Optional[str], option: str):
+    from vaebench.registry.selection import Selection
+
+    try:
+        return Selection.parse(text)
+    except ValueError as exc:
+        fail(f"{option}: {exc}")
+
+
+# ---------------------------------------------------------------- query
+def query(
+    sql: str = typer.Argument(..., metavar="SQL", help="One SELECT statement over the table `runs`."),
+    registry: str = typer.Option(DEFAULT_REGISTRY, "--registry", help=REGISTRY_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON rows."),
+) -> None:
+    """Run read-only SQL (DuckDB) over the runs table: one row per run, every record column.
+
+    Only a single SELECT is accepted, and it runs on a locked connection that
+    cannot read, write or attach files, or install extensions. Metrics are a
+    map: element_at(metrics, 'mig')[1], or metrics['mig'].
+    """
+    from vaebench.registry.readonly import check_select, run_select
+    from vaebench.registry.store import RegistryError
+
+    try:
+        check_select(sql)
+    except ValueError as exc:
+        fail(str(exc))
+    _need_registry(registry)
+    try:
+        table, skipped = run_select(registry, sql)
+    except (ValueError, RegistryError) as exc:
+        fail(str(exc))
+    _warn_skipped(skipped)
+    rows = table.to_pylist(maps_as_pydicts="lossy")
+    if as_json:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    out = Table(title=f"{len(rows)} row(s)")
+    for col in table.column_names:
+        out.add_column(escape(col), overflow="fold")
+    for row in rows:
+        out.add_row(*[_cell(v) for v in row.values()])
+    console.print(out)
+
+
+def _cell(value: Any) -> str:
+    """A table cell, markup-escaped (record values are data, not Rich markup)."""
+    if isinstance(value, dict):
+        text = ", ".join(f"{k}={fmt(v)}" for k, v in value.items()) or "{}"
+    elif isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+        text = f"({len(value)} items)"
+    else:
+        text = fmt(value)
+    return escape(text)
+
+
+# ---------------------------------------------------------------- compare
+def compare(
+    a: str = typer.Argument(..., metavar="A", help="The reference runs: " + SELECTION_HELP),
+    b: str = typer.Argument(..., metavar="B", help="The runs compared with A (same syntax)."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Metric keys to show, comma-separated. [default: all]"),
+    registry: str = typer.Option(DEFAULT_REGISTRY, "--registry", help=REGISTRY_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Compare two runs or two groups of runs: config side by side, metric means and B − A.
+
+    Config rows that differ are highlighted. Metrics are means over the ok runs
+    of each side (n shown); the delta B − A is green when B is better by the
+    metric's declared direction, red when worse, plain for direction "none".
+    """
+    from vaebench.harness.compare import compare as _compare
+
+    sel_a = _selection(a, "A")
+    sel_b = _selection(b, "B")
+    con = _open(registry)
+    try:
+        result = _compare(con, sel_a, sel_b, names(metrics) if metrics else None)
+    except ValueError as exc:
+        fail(str(exc))
+    finally:
+        con.close()
+    if as_json:
+        print_json(result)
+        return
+    from rich.table import Table
+
+    def runs_cell(side: dict[str, Any]) -> str:
+        text = f"{side['n_ok']} ok"
+        for k in ("diverged", "failed"):
+            if side[f"n_{k}"]:
+                text += f", {side[f'n_{k}']} {k}"
+        return text
+
+    table = Table(title=escape(f"A: {result['a']['selection']}   vs   B: {result['b']['selection']}"))
+    table.add_column("", style="bold")
+    table.add_column("A", justify="right", overflow="fold")
+    table.add_column("B", justify="right", overflow="fold")
+    table.add_column("Δ B − A", justify="right")
+    table.add_row("runs", runs_cell(result["a"]), runs_cell(result["b"]), "")
+    for row in result["config"]:
+        style = "bold yellow" if row["differs"] else "dim"
+        table.add_row(row["column"], _cell(row["a"]), _cell(row["b"]), "≠" if row["differs"] else "", style=style)
+    table.add_section()
+    arrows = {"higher": " ↑", "lower": " ↓"}
+    for row in result["metrics"]:
+        def side(s: dict[str, Any]) -> str:
+            return "-" if s["mean"] is None else f"{fmt(s['mean'])} (n={s['n']})"
+
+        delta = "-" if row["delta"] is None else f"{row['delta']:+.4g}"
+        color = {"better": "green", "worse": "red"}.get(row["better"] or "")
+        table.add_row(
+            escape(row["metric"]) + arrows.get(row["direction"], ""), side(row["a"]), side(row["b"]),
+            f"[{color}]{delta}[/]" if color else delta,
+        )
+    console.print(table)
+
+
+# ---------------------------------------------------------------- check
+def check(
+    targets: Path = typer.Option(..., "--targets", help="TOML file of \\[\\[target]] tables (see --help)."),
+    runs: Optional[str] = typer.Option(None, "--runs", help="Current runs, ANDed with each target's select: " + SELECTION_HELP),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="Baseline runs for max_regression (same syntax)."),
+    baseline_registry: Optional[str] = typer.Option(
+        None, "--baseline-registry", help="Registry holding the baseline runs (e.g. main's results). [default: --registry]"
+    ),
+    registry: str = typer.Option(DEFAULT_REGISTRY, "--registry", help=REGISTRY_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per target."),
+) -> None:
+    """Check runs against targets; exit 1 when any target fails (for CI).
+
+    Each target selects runs (ok runs aggregate; diverged/failed are counted),
+    aggregates a metric over seeds (mean or median) and checks an absolute
+    threshold in the metric's declared direction and/or a max_regression
+    against the --baseline runs. A regression counts only when it exceeds
+    max_regression AND is significant by Welch's t-test (one-sided toward
+    worse, alpha 0.05); otherwise the verdict is "changed, not significant".
+
+    Exit 0: every target passes (or changed, not significant). Exit 1: a target
+    fails, or cannot be evaluated ("error: ..." — too few runs, metric missing,
+    incomparable datasets or estimator settings: never a silent pass).
+    Exit 2: usage errors (bad TOML, unknown metric or select key).
+    """
+    from vaebench.harness import targets as tg
+
+    from vaebench.registry.selection import Selection
+
+    current = _selection(runs, "--runs")
+    base = _selection(baseline, "--baseline") if baseline is not None else None
+    if base is None and baseline_registry is not None:
+        base = Selection()
+    try:
+        parsed = tg.load_targets(targets, baseline=base is not None)
+    except tg.TargetsError as exc:
+        fail(str(exc))
+    con = _open(registry)
+    base_con = _open(baseline_registry) if baseline_registry is not None else None
+    try:
+        results = tg.check_targets(con, parsed, current, base, base_con)
+    except ValueError as exc:
+        fail(str(exc))
+    finally:
+        con.close()
+        if base_con is not None:
+            base_con.close()
+    code = tg.exit_code(results)
+    if as_json:
+        print_json([r.to_dict() for r in results])
+        raise typer.Exit(code)
+    from rich.table import Table
+
+    table = Table(title=escape(f"targets: {targets.name}" + (f"  (runs: {current})" if not current.empty else "")))
+    for col, justify in (("target", "left"), ("metric", "left"), ("value", "right"),
+                         ("threshold / baseline", "right"), ("verdict", "left"), ("n runs", "right"), ("detail", "left")):
+        table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for r in results:
+        arrow = {"higher": " ↑", "lower": " ↓"}.get(r.direction, "")
+        value = "-" if r.value is None else f"{r.value:.4g} ({r.aggregate})" + (f" {r.tier}" if r.tier else "")
+        ref: list[str] = []
+        if r.threshold is not None:
+            ref.append(f"{'≥' if r.direction == 'higher' else '≤'} {r.threshold:g}")
+        if r.baseline is not None:
+            ref.append(f"base {r.baseline:.4g} (n={r.baseline_n}), at most {r.max_regression} worse")
+        n = str(r.n) + "".join(f", {c} {k}" for k, c in (("diverged", r.n_diverged), ("failed", r.n_failed)) if c)
+        color = "green" if r.verdict == "pass" else "yellow" if r.passed else "red"
+        table.add_row(escape(r.name), escape(r.metric) + arrow, value, escape("; ".join(ref) or "-"),
+                      f"[{color}]{escape(r.verdict)}[/]", n, "" if r.verdict.startswith("error") else escape(r.detail))
+    console.print(table)
+    if any(r.p_value is not None for r in results):
+        err_console.print(f"regressions: {tg.TEST_NAME}; they count only when larger than max_regression and p < alpha")
+    bad = sum(not r.passed for r in results)
+    if bad:
+        err_console.print(f"[red]{bad} of {len(results)} target(s) not met[/]")
+    raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``query``, ``compare`` and ``check`` to ``app``."""
+    app.command(
+        "query",
+        epilog="Examples:\n\n"
+        "  vaebench query \"SELECT model, count(*) AS n FROM runs GROUP BY model\"\n\n"
+        "  vaebench query \"SELECT run_id, beta, metrics['mig'] AS mig FROM runs WHERE status = 'ok' ORDER BY mig DESC\" --json",
+    )(query)
+    app.command(
+        "compare",
+        epilog="Examples:\n\n"
+        "  vaebench compare 3fa2c1 9b0e44\n\n"
+        "  vaebench compare model=beta_vae,beta=1 model=beta_vae,beta=4 --metrics mig,reconstruction",
+    )(compare)
+    app.command(
+        "check",
+        epilog="Example targets.toml:\n\n"
+        "  \\[\\[target]]\n\n"
+        "  name = \"beta4 MIG\"\n\n"
+        "  select = { model = \"beta_vae\", beta = 4, dataset = \"dsprites\" }\n\n"
+        "  metric = \"mig\"            # aggregate = \"mean\" | \"median\"; min_runs = 3\n\n"
+        "  threshold = 0.3           # mig is higher-is-better: passes when >= 0.3\n\n"
+        "  max_regression = \"5%\"     # or 0.02; checked against --baseline\n\n"
+        "Examples:\n\n"
+        "  vaebench check --targets targets.toml\n\n"
+        "  vaebench check --targets targets.toml --runs steps=3000 --baseline steps=1500 --json\n\n"
+        "  vaebench check --targets targets.toml --baseline-registry main-results",
+    )(check)
