@@ -260,13 +260,19 @@ def leaderboard(
     for path, reason in result.skipped:
         err_console.print(f"[yellow]warning:[/] skipped unreadable record {path}: {reason}", highlight=False)
     rows = result.table.to_pylist()
+    from vaebench.harness.targets import DEFAULT_TIERS, tier
+
+    if metric in DEFAULT_TIERS:  # the tiers multi-β benchmark suites report
+        for row in rows:
+            row["tier"] = tier(metric, row["mean"])
     if as_json:
         _print_json(rows)
         return
     arrow = {"higher": "↑ higher is better", "lower": "↓ lower is better"}.get(direction, "")
     table = Table(title=f"leaderboard: {metric} {arrow}")
     # Columns that no run sets (e.g. capacity in a β grid) only take width from people.
-    cols = [c for c in result.table.column_names if c in ("mean", "std", "n") or any(r[c] is not None for r in rows)]
+    cols = [c for c in (rows[0] if rows else result.table.column_names)
+            if c in ("mean", "std", "n") or any(r[c] is not None for r in rows)]
     headers = {"dataset_variant": "variant", "latent_dim": "D", "n_diverged": "diverged", "capacity": "C"}
     for col in cols:
         left = col in ("model", "dataset", "dataset_variant", "backend", "architecture")
