@@ -55,7 +55,8 @@ def test_grid_writes_one_record_per_point(grid):
         assert disk["steps_done"] == 30 and disk["images_per_second"] > 0 and disk["train_seconds"] > 0
         assert disk["seconds_per_epoch"] == pytest.approx(737_280 / disk["images_per_second"])
         m = disk["metrics"]
-        assert set(m) >= {"mig", "kl", "reconstruction", "active_dims"}
+        assert set(m) >= {"mig", "kl", "reconstruction", "active_dims", "sap", "modularity", "ssim", "psnr"}
+        assert 0.0 <= m["ssim"] <= 1.0 and m["psnr"] > 0
         assert 0.0 <= m["mig"] <= 1.0
         assert len(disk["kl_per_dim"]) == 10 and math.isclose(sum(disk["kl_per_dim"]), m["kl"], rel_tol=1e-9)
         params = json.loads(disk["metric_params"])

@@ -192,15 +192,17 @@ def test_kid_matches_loop_and_separates():
     d = 16
     f1 = rng.standard_normal((300, d))
     f2 = rng.standard_normal((400, d))
-    mean, std = kernel_inception_distance(f1, f2, subsets=20, subset_size=100, seed=3)
     ref_mean, ref_std = _kid_loop(f1, f2, 20, 100, 3)
-    assert mean == pytest.approx(ref_mean, abs=1e-10) and std == pytest.approx(ref_std, abs=1e-10)
+    for method in ("auto", "subsets", "full"):
+        mean, std = kernel_inception_distance(f1, f2, subsets=20, subset_size=100, seed=3, method=method)
+        assert mean == pytest.approx(ref_mean, abs=1e-10) and std == pytest.approx(ref_std, abs=1e-10)
     assert abs(mean) < 3 * std  # equal distributions: unbiased estimate ~ 0
     shifted, shifted_std = kernel_inception_distance(f1, f2 + 0.5, subsets=20, subset_size=100, seed=3)
     assert shifted > 0.1 and shifted > 5 * shifted_std
     # subset size is capped at the smaller set
-    mean_small, _ = kernel_inception_distance(f1[:50], f2, subsets=5, subset_size=1000, seed=0)
-    assert mean_small == pytest.approx(_kid_loop(f1[:50], f2, 5, 1000, 0)[0], abs=1e-10)
+    for method in ("subsets", "full"):
+        small = kernel_inception_distance(f1[:50], f2, subsets=5, subset_size=1000, seed=0, method=method)
+        assert small == pytest.approx(_kid_loop(f1[:50], f2, 5, 1000, 0), abs=1e-10)
     with pytest.raises(ValueError, match="feature dimensions differ"):
         kernel_inception_distance(f1, f2[:, :3])
 

@@ -563,14 +563,15 @@ def test_welch_and_regression_helpers() -> None:
 
 
 def test_tiers() -> None:
+    # Shipped by the metric plugins: MIG > 0.3 good, > 0.5 excellent; SSIM > 0.9 / 0.8 / 0.7.
     assert tg.tier("mig", 0.55) == "excellent"
     assert tg.tier("mig", 0.4) == "good"
     assert tg.tier("mig", 0.3) is None  # strictly greater than the bound
-    assert tg.tier("fd_domain", 10.0) == "excellent" and tg.tier("fd_domain", 60.0) is None
+    assert tg.tier("ssim", 0.85) == "good" and tg.tier("ssim", 0.75) == "acceptable" and tg.tier("ssim", 0.6) is None
     assert tg.tier("sap", 0.9) is None and tg.tier("mig", float("nan")) is None and tg.tier("mig", None) is None
-    for spec in tg.DEFAULT_TIERS.values():
-        bounds = list(spec["tiers"].values())
-        assert bounds == sorted(bounds, reverse=spec["direction"] == "higher")  # best first
+    lower = {"fid": {"direction": "lower", "tiers": {"excellent": 30.0, "good": 50.0, "acceptable": 100.0}}}
+    assert tg.tier("fid", 20.0, lower) == "excellent" and tg.tier("fid", 70.0, lower) == "acceptable"
+    assert tg.tier("fid", 120.0, lower) is None
 
 
 def test_register_adds_commands_with_examples(app: typer.Typer) -> None:

@@ -260,9 +260,9 @@ def leaderboard(
     for path, reason in result.skipped:
         err_console.print(f"[yellow]warning:[/] skipped unreadable record {path}: {reason}", highlight=False)
     rows = result.table.to_pylist()
-    from vaebench.harness.targets import DEFAULT_TIERS, tier
+    from vaebench.harness.targets import tier
 
-    if metric in DEFAULT_TIERS:  # the tiers multi-β benchmark suites report
+    if manager.specs["metrics"].get(metric) is not None and manager.metric(metric).tiers:
         for row in rows:
             row["tier"] = tier(metric, row["mean"])
     if as_json:

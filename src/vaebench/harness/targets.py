@@ -64,7 +64,6 @@ from vaebench.registry.selection import Selection, check_prefixes, fetch_runs
 
 __all__ = [
     "ALPHA",
-    "DEFAULT_TIERS",
     "ESTIMATOR_KEYS",
     "PASSING",
     "TEST_NAME",
@@ -101,26 +100,20 @@ ESTIMATOR_KEYS: tuple[str, ...] = (
     "continuous_score", "standardise", "epsilon",
 )
 
-#: Quality tiers per metric key: ``direction`` and ``tiers`` (name -> bound),
-#: best first. A value reaches a tier when it is strictly better than the bound
-#: (``> bound`` for higher, ``< bound`` for lower is better). Starting points
-#: from the literature (Chen et al. 2018; Kim & Mnih 2018; Locatello et al.
-#: 2019) on dSprites-like data; ``fd_domain`` bounds are placeholders on the
-#: usual FID scale until that metric's plugin fixes its own.
-DEFAULT_TIERS: dict[str, dict[str, Any]] = {
-    "mig": {"direction": "higher", "tiers": {"excellent": 0.5, "good": 0.3}},
-    "factor_vae_metric": {"direction": "higher", "tiers": {"excellent": 0.85, "good": 0.7}},
-    "beta_vae_metric": {"direction": "higher", "tiers": {"excellent": 0.95, "good": 0.8}},
-    "fd_domain": {"direction": "lower", "tiers": {"excellent": 20.0, "good": 50.0}},
-}
-
-
 def tier(metric: str, value: float | None, tiers: Mapping[str, Mapping[str, Any]] | None = None) -> str | None:
     """The best tier ``value`` of ``metric`` reaches (``"excellent"``, ``"good"``), or None.
 
-    None too for a metric without tiers and for a missing or non-finite value.
+    Tiers come from the metric plugin (``MetricSpec.tiers``, best first) unless
+    ``tiers`` maps metric -> ``{"direction": ..., "tiers": {name: bound}}``. None for a
+    metric without tiers and for a missing or non-finite value.
     """
-    spec = (DEFAULT_TIERS if tiers is None else tiers).get(metric)
+    if tiers is not None:
+        spec = tiers.get(metric)
+    else:
+        from vaebench.plugins.manager import get_manager
+
+        plugin = get_manager().specs["metrics"].get(metric)
+        spec = {"direction": plugin.direction, "tiers": dict(plugin.tiers)} if plugin and plugin.tiers else None
     if spec is None or value is None or not math.isfinite(value):
         return None
     higher = spec.get("direction", "higher") == "higher"

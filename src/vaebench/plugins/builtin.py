@@ -62,6 +62,7 @@ def vaebench_register_metrics(register):
         direction="higher",
         needs=frozenset({"latents", "factors"}),
         reference="Chen et al. 2018, arXiv:1802.04942",
+        tiers=(("excellent", 0.5), ("good", 0.3)),
     ))
     _M = "vaebench.plugins.metrics"
     latent_only = frozenset({"latents", "factors"})
@@ -113,6 +114,32 @@ def vaebench_register_metrics(register):
         description="FactorVAE metric (Kim & Mnih 2018): majority-vote accuracy of the argmin normalised variance.",
         compute=f"{_M}.factor_vae_metric:compute", direction="higher", needs=sampler,
         reference="Kim & Mnih 2018, arXiv:1802.05983", default=False,
+    ))
+    recon = frozenset({"reconstructions"})
+    generator = frozenset({"generator"})
+    register(MetricSpec(
+        name="ssim",
+        description="SSIM (Wang et al. 2004): 11x11 Gaussian window σ 1.5, K1 .01, K2 .03, valid windows; per image, mean over 1,000.",
+        compute=f"{_M}.image_quality:compute_ssim", direction="higher", needs=recon,
+        reference="Wang et al. 2004, IEEE TIP 13(4)",
+        tiers=(("excellent", 0.9), ("good", 0.8), ("acceptable", 0.7)),
+    ))
+    register(MetricSpec(
+        name="psnr",
+        description="PSNR (dB, data range 1) per image, capped at 100 dB, mean over 1,000 reconstructions.",
+        compute=f"{_M}.image_quality:compute_psnr", direction="higher", needs=recon,
+    ))
+    register(MetricSpec(
+        name="fd_domain",
+        description="Fréchet distance, prior samples vs real images, in a locally trained dSprites factor-net's features (not FID).",
+        compute=f"{_M}.domain_features:compute_fd_domain", direction="lower", needs=generator,
+        reference="Heusel et al. 2017, arXiv:1706.08500", default=False,
+    ))
+    register(MetricSpec(
+        name="kd_domain",
+        description="KID (unbiased cubic-kernel MMD², 100 subsets), prior samples vs real images, domain factor-net features.",
+        compute=f"{_M}.domain_features:compute_kd_domain", direction="lower", needs=generator,
+        reference="Bińkowski et al. 2018, arXiv:1801.01401", default=False,
     ))
 
 

@@ -97,6 +97,10 @@ class MetricSpec:
     #: costs minutes per model on a CPU (DCI's gradient boosting, the sampler-based
     #: Higgins / FactorVAE metrics) are opt-in: ``--metrics dci`` or ``--metrics all``.
     default: bool = True
+    #: Quality tiers, best first: ``(("excellent", 0.5), ("good", 0.3))``. A value
+    #: reaches a tier when it is strictly better than the bound in ``direction``;
+    #: leaderboards and ``vaebench check`` show the tier reached.
+    tiers: tuple[tuple[str, float], ...] = ()
 
     def function(self) -> Callable[..., Any]:
         return _resolve(self.compute)

@@ -36,7 +36,12 @@ clean-fid), reported as the mean and the population standard deviation
     MMD^2_u = sum_{i != j} (k(x_i, x_j) + k(y_i, y_j)) / (m (m - 1)) - 2 sum_{i, j} k(x_i, y_j) / m^2.
 
 Unbiased: its expectation is 0 for equal distributions, so single subsets can be
-negative.
+negative. Subset indices come from ``np.random.default_rng(seed)``
+(:func:`kid_subset_indices`). Computation is vectorized and float64; when the
+sets are not much larger than a subset (the usual case) the kernel matrices of
+the whole sets are built once and each subset's sums are read off with
+indicator vectors, instead of building ``3 x subsets`` subset matrices (same
+values up to rounding, ~15x faster at 2 x 2,000 rows).
 """
 
 from __future__ import annotations

@@ -71,8 +71,9 @@ K2 = 0.03
 DATA_RANGE = 1.0
 PSNR_MAX_DB = 100.0
 DEFAULT_N = 1000
-#: Images (times channels) filtered at once: bounds the float64 working set (~40 MB at 64x64).
-_CHUNK = 256
+#: Pixels (planes x H x W) filtered at once: keeps the float64 working set (5 statistics
+#: plus filter buffers, ~3 MB) in cache, ~3x faster than large batches.
+_CHUNK_PIXELS = 1 << 16
 _REDUCTION = "per image (mean over channels), then averaged over images"
 
 
@@ -116,12 +117,14 @@ def _filter_valid(x: np.ndarray, g: np.ndarray) -> np.ndarray:
     r = g.size
     h = x.shape[-2] - r + 1
     w = x.shape[-1] - r + 1
-    rows = g[0] * x[..., 0:h, :]
+    rows = np.multiply(x[..., 0:h, :], g[0])
+    tmp = np.empty_like(rows)
     for k in range(1, r):
-        rows += g[k] * x[..., k : k + h, :]
-    out = g[0] * rows[..., 0:w]
+        rows += np.multiply(x[..., k : k + h, :], g[k], out=tmp)
+    out = np.multiply(rows[..., 0:w], g[0])
+    tmp = tmp[..., 0:w]
     for k in range(1, r):
-        out += g[k] * rows[..., k : k + w]
+        out += np.multiply(rows[..., k : k + w], g[k], out=tmp)
     return out
 
 
@@ -154,8 +157,9 @@ def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     xp = np.moveaxis(x, -1, 1).reshape(n * c, h, w)
     yp = np.moveaxis(y, -1, 1).reshape(n * c, h, w)
     per_plane = np.empty(n * c, dtype=np.float64)
-    for start in range(0, n * c, _CHUNK):
-        stop = min(start + _CHUNK, n * c)
+    chunk = max(1, _CHUNK_PIXELS // (h * w))
+    for start in range(0, n * c, chunk):
+        stop = min(start + chunk, n * c)
         per_plane[start:stop] = _ssim_planes(
             xp[start:stop].astype(np.float64), yp[start:stop].astype(np.float64), g, c1, c2
         )
