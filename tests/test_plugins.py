@@ -120,7 +120,7 @@ def test_builtin_plugin_comes_from_vaebench_own_entry_point():
     assert (b["package"], b["version"], b["status"], b["error"]) == ("vaebench", vaebench.__version__, "ok", "")
     assert b["registered"]["models"] == BUILTIN_MODELS
     assert BUILTIN_METRICS <= set(b["registered"]["metrics"])
-    assert b["registered"]["datasets"] == ["dsprites"]
+    assert b["registered"]["datasets"] == ["dsprites", "mnist", "digits", "shapes3d"]
 
 
 @pytest.mark.parametrize("kind", ["models", "metrics", "datasets"])

@@ -151,3 +151,21 @@ def vaebench_register_datasets(register):
         load="vaebench.plugins.datasets.dsprites:load_dsprites",
         has_sampler=True,
     ))
+    register(DatasetSpec(
+        name="mnist",
+        description="MNIST (LeCun et al.): IDX files resized to 64×64 grayscale, factor: digit; --dataset-path DIR (train) or DIR/t10k-images-idx3-ubyte.gz (test).",
+        load="vaebench.plugins.datasets.mnist:load_mnist",
+        has_sampler=False,
+    ))
+    register(DatasetSpec(
+        name="digits",
+        description="scikit-learn 8×8 handwritten digits (1,797), upscaled to 64×64, factor: digit; bundled, no download.",
+        load="vaebench.plugins.datasets.digits:load_digits",
+        has_sampler=False,
+    ))
+    register(DatasetSpec(
+        name="shapes3d",
+        description="3D Shapes (Burgess & Kim 2018): 64×64 RGB, 6 factors; read lazily from 3dshapes.h5 (needs h5py).",
+        load="vaebench.plugins.datasets.shapes3d:load_shapes3d",
+        has_sampler=True,
+    ))

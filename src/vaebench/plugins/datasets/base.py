@@ -6,7 +6,7 @@ Images are ``(N, H, W, C)`` float32 in [0, 1]; factors are integer indices
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -43,3 +43,60 @@ class FactorDataset(Protocol):
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``(images (n, H, W, C) float32, factors (n, K) int64)``."""
         ...
+
+
+# --- helpers for datasets whose factors form a full grid -------------------
+
+
+def check_factors(factors: Any, sizes: tuple[int, ...]) -> np.ndarray:
+    """Validate ``(N, K)`` integer factor indices against ``sizes``; return int64 ``(N, K)``."""
+    try:
+        arr = np.asarray(factors)
+    except Exception as exc:  # pragma: no cover - exotic inputs
+        raise DatasetError(f"factors must be an (N, {len(sizes)}) integer array: {exc}") from None
+    k = len(sizes)
+    if arr.ndim != 2 or arr.shape[1] != k:
+        raise DatasetError(f"factors must have shape (N, {k}), got {arr.shape}")
+    if arr.dtype.kind == "f":
+        if arr.size and not np.all(np.isfinite(arr) & (arr == np.round(arr))):
+            raise DatasetError("factors must be integer indices, got non-integral floats")
+    elif arr.dtype.kind not in "iu":
+        raise DatasetError(f"factors must be integer indices, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64, copy=False)
+    if arr.size:
+        lo = arr.min(axis=0)
+        hi = arr.max(axis=0)
+        bad = np.nonzero((lo < 0) | (hi >= np.asarray(sizes)))[0]
+        if bad.size:
+            j = int(bad[0])
+            raise DatasetError(
+                f"factor column {j} has index range [{lo[j]}, {hi[j]}] outside [0, {sizes[j] - 1}]"
+            )
+    return arr
+
+
+def sample_factor_grid(n: int, rng: np.random.Generator, sizes: tuple[int, ...]) -> np.ndarray:
+    """``n`` rows ``(n, K)`` int64, each factor uniform and independent over its ``sizes``."""
+    if n < 0:
+        raise DatasetError(f"n must be >= 0, got {n}")
+    return rng.integers(0, np.asarray(sizes, dtype=np.int64), size=(int(n), len(sizes)), dtype=np.int64)
+
+
+def flat_index(factors: Any, sizes: tuple[int, ...]) -> np.ndarray:
+    """Row-major flat index ``(N,)`` of factor rows ``(N, K)`` in the grid ``sizes``."""
+    f = check_factors(factors, sizes)
+    if f.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.ravel_multi_index(tuple(f.T), sizes).astype(np.int64, copy=False)
+
+
+def grid_factors(index: Any, sizes: tuple[int, ...]) -> np.ndarray:
+    """Inverse of :func:`flat_index`: ``(N,)`` -> ``(N, K)`` int64."""
+    idx = np.asarray(index)
+    if idx.dtype.kind not in "iu":
+        raise DatasetError(f"index must be integer, got dtype {idx.dtype}")
+    idx = idx.reshape(-1).astype(np.int64, copy=False)
+    total = int(np.prod(sizes))
+    if idx.size and (idx.min() < 0 or idx.max() >= total):
+        raise DatasetError(f"flat index out of range [0, {total - 1}]")
+    return np.stack(np.unravel_index(idx, sizes), axis=1).astype(np.int64, copy=False)

@@ -55,11 +55,17 @@ import hashlib
 import json
 import os
 import zipfile
-from typing import Any
 
 import numpy as np
 
-from vaebench.plugins.datasets.base import DatasetError, FactorDataset
+from vaebench.plugins.datasets.base import (
+    DatasetError,
+    FactorDataset,
+    check_factors,
+    flat_index,
+    grid_factors,
+    sample_factor_grid,
+)
 
 __all__ = [
     "FACTOR_NAMES",
@@ -96,57 +102,6 @@ def _missing_file_message(path: str) -> str:
         f"{NPZ_URL} and pass its local path as the dataset option (--dataset-path PATH), "
         "or omit the path to use the procedural renderer"
     )
-
-
-def _as_factor_array(factors: Any, sizes: tuple[int, ...]) -> np.ndarray:
-    """Validate ``(N, K)`` integer factor indices against ``sizes``; return int64 ``(N, K)``."""
-    try:
-        arr = np.asarray(factors)
-    except Exception as exc:  # pragma: no cover - exotic inputs
-        raise DatasetError(f"factors must be an (N, {len(sizes)}) integer array: {exc}") from None
-    k = len(sizes)
-    if arr.ndim != 2 or arr.shape[1] != k:
-        raise DatasetError(f"factors must have shape (N, {k}), got {arr.shape}")
-    if arr.dtype.kind == "f":
-        if arr.size and not np.all(np.isfinite(arr) & (arr == np.round(arr))):
-            raise DatasetError("factors must be integer indices, got non-integral floats")
-    elif arr.dtype.kind not in "iu":
-        raise DatasetError(f"factors must be integer indices, got dtype {arr.dtype}")
-    arr = arr.astype(np.int64, copy=False)
-    if arr.size:
-        lo = arr.min(axis=0)
-        hi = arr.max(axis=0)
-        bad = np.nonzero((lo < 0) | (hi >= np.asarray(sizes)))[0]
-        if bad.size:
-            j = int(bad[0])
-            raise DatasetError(
-                f"factor column {j} has index range [{lo[j]}, {hi[j]}] outside [0, {sizes[j] - 1}]"
-            )
-    return arr
-
-
-def _sample_factors(n: int, rng: np.random.Generator, sizes: tuple[int, ...]) -> np.ndarray:
-    if n < 0:
-        raise DatasetError(f"n must be >= 0, got {n}")
-    return rng.integers(0, np.asarray(sizes, dtype=np.int64), size=(int(n), len(sizes)), dtype=np.int64)
-
-
-def _index_of(factors: Any, sizes: tuple[int, ...]) -> np.ndarray:
-    f = _as_factor_array(factors, sizes)
-    if f.shape[0] == 0:
-        return np.zeros(0, dtype=np.int64)
-    return np.ravel_multi_index(tuple(f.T), sizes).astype(np.int64, copy=False)
-
-
-def _factors_of(index: Any, sizes: tuple[int, ...]) -> np.ndarray:
-    idx = np.asarray(index)
-    if idx.dtype.kind not in "iu":
-        raise DatasetError(f"index must be integer, got dtype {idx.dtype}")
-    idx = idx.reshape(-1).astype(np.int64, copy=False)
-    total = int(np.prod(sizes))
-    if idx.size and (idx.min() < 0 or idx.max() >= total):
-        raise DatasetError(f"flat index out of range [0, {total - 1}]")
-    return np.stack(np.unravel_index(idx, sizes), axis=1).astype(np.int64, copy=False)
 
 
 # --- procedural renderer ----------------------------------------------------
@@ -264,7 +219,7 @@ class ProceduralDSprites:
 
     def observations_uint8(self, factors: np.ndarray) -> np.ndarray:
         """Factor indices ``(N, 5)`` int -> images ``(N, 64, 64, 1)`` uint8 in {0, 1}."""
-        f = _as_factor_array(factors, FACTOR_SIZES)
+        f = check_factors(factors, FACTOR_SIZES)
         if self._windows is None:
             self._build()
         assert self._windows is not None
@@ -279,7 +234,7 @@ class ProceduralDSprites:
 
     def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``(n, 5)`` int64 factor indices, each factor uniform and independent."""
-        return _sample_factors(n, rng, FACTOR_SIZES)
+        return sample_factor_grid(n, rng, FACTOR_SIZES)
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``(images (n, 64, 64, 1) float32, factors (n, 5) int64)``; depends only on ``rng``."""
@@ -288,11 +243,11 @@ class ProceduralDSprites:
 
     def index_of(self, factors: np.ndarray) -> np.ndarray:
         """Factor indices ``(N, 5)`` -> flat row-major grid index ``(N,)`` int64."""
-        return _index_of(factors, FACTOR_SIZES)
+        return flat_index(factors, FACTOR_SIZES)
 
     def factors_of(self, index: np.ndarray) -> np.ndarray:
         """Flat grid index ``(N,)`` (or scalar) -> factor indices ``(N, 5)`` int64."""
-        return _factors_of(index, FACTOR_SIZES)
+        return grid_factors(index, FACTOR_SIZES)
 
     def __repr__(self) -> str:
         return f"ProceduralDSprites(variant={self.variant!r})"
@@ -401,7 +356,7 @@ class NpzDSprites:
         return self._digest
 
     def _rows(self, factors: np.ndarray) -> np.ndarray:
-        flat = _index_of(factors, self.factor_sizes)
+        flat = flat_index(factors, self.factor_sizes)
         return flat if self._lookup is None else self._lookup[flat]
 
     def observations_uint8(self, factors: np.ndarray) -> np.ndarray:
@@ -419,7 +374,7 @@ class NpzDSprites:
 
     def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``(n, 5)`` int64 factor indices, each factor uniform and independent."""
-        return _sample_factors(n, rng, self.factor_sizes)
+        return sample_factor_grid(n, rng, self.factor_sizes)
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``(images (n, H, W, 1) float32, factors (n, 5) int64)``; depends only on ``rng``."""
@@ -428,11 +383,11 @@ class NpzDSprites:
 
     def index_of(self, factors: np.ndarray) -> np.ndarray:
         """Factor indices ``(N, 5)`` -> flat row-major grid index ``(N,)`` int64."""
-        return _index_of(factors, self.factor_sizes)
+        return flat_index(factors, self.factor_sizes)
 
     def factors_of(self, index: np.ndarray) -> np.ndarray:
         """Flat grid index ``(N,)`` (or scalar) -> factor indices ``(N, 5)`` int64."""
-        return _factors_of(index, self.factor_sizes)
+        return grid_factors(index, self.factor_sizes)
 
     def __repr__(self) -> str:
         return f"NpzDSprites({self.path!r}, factor_sizes={self.factor_sizes})"

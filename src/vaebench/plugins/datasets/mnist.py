@@ -67,8 +67,7 @@ from typing import Any
 
 import numpy as np
 
-from vaebench.plugins.datasets.base import DatasetError, FactorDataset
-from vaebench.plugins.datasets.dsprites import _as_factor_array, _sample_factors
+from vaebench.plugins.datasets.base import DatasetError, FactorDataset, check_factors, sample_factor_grid
 
 __all__ = [
     "FILENAMES",
@@ -261,7 +260,7 @@ class LabelledImages:
     # -- protocol ------------------------------------------------------------
     def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``(n, 1)`` int64 labels, uniform over 0..9."""
-        return _sample_factors(n, rng, self.factor_sizes)
+        return sample_factor_grid(n, rng, self.factor_sizes)
 
     def sample_rows(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``(n,)`` int64 row indices drawn uniformly with replacement."""
@@ -280,7 +279,7 @@ class LabelledImages:
         The generator is seeded from the sha256 of the requested ``(N, 1)``
         int64 labels, so equal requests give equal rows.
         """
-        f = _as_factor_array(factors, self.factor_sizes)
+        f = check_factors(factors, self.factor_sizes)
         lab = f[:, 0]
         if lab.size == 0:
             return np.zeros(0, dtype=np.int64)

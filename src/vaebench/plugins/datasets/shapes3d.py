@@ -42,8 +42,14 @@ from typing import Any
 
 import numpy as np
 
-from vaebench.plugins.datasets.base import DatasetError, FactorDataset
-from vaebench.plugins.datasets.dsprites import _as_factor_array, _factors_of, _index_of, _sample_factors
+from vaebench.plugins.datasets.base import (
+    DatasetError,
+    FactorDataset,
+    check_factors,
+    flat_index,
+    grid_factors,
+    sample_factor_grid,
+)
 
 __all__ = ["FACTOR_NAMES", "FACTOR_SIZES", "H5_FILENAME", "H5_URL", "Shapes3D", "load_shapes3d"]
 
@@ -177,7 +183,7 @@ class Shapes3D:
 
     # -- reads -------------------------------------------------------------------
     def _rows(self, factors: np.ndarray) -> np.ndarray:
-        flat = _index_of(factors, self.factor_sizes)
+        flat = flat_index(factors, self.factor_sizes)
         return flat if self._lookup is None else self._lookup[flat]
 
     def read_rows(self, rows: Any) -> np.ndarray:
@@ -212,7 +218,7 @@ class Shapes3D:
 
     def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``(n, 6)`` int64 factor indices, each factor uniform and independent."""
-        return _sample_factors(n, rng, self.factor_sizes)
+        return sample_factor_grid(n, rng, self.factor_sizes)
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``(images (n, H, W, 3) float32, factors (n, 6) int64)``; depends only on ``rng``."""
@@ -221,15 +227,15 @@ class Shapes3D:
 
     def index_of(self, factors: np.ndarray) -> np.ndarray:
         """Factor indices ``(N, 6)`` -> flat row-major grid index ``(N,)`` int64."""
-        return _index_of(factors, self.factor_sizes)
+        return flat_index(factors, self.factor_sizes)
 
     def factors_of(self, index: np.ndarray) -> np.ndarray:
         """Flat grid index ``(N,)`` (or scalar) -> factor indices ``(N, 6)`` int64."""
-        return _factors_of(index, self.factor_sizes)
+        return grid_factors(index, self.factor_sizes)
 
     def factor_array(self, factors: np.ndarray) -> np.ndarray:
         """Validate factor indices ``(N, 6)`` and return them as int64."""
-        return _as_factor_array(factors, self.factor_sizes)
+        return check_factors(factors, self.factor_sizes)
 
     def digest(self) -> str:
         """First 16 hex chars of the sha256 of the file's bytes (streamed, cached)."""

@@ -307,7 +307,7 @@ class TrainedJaxModel:
 def flat_state(model: nnx.Module) -> dict[str, np.ndarray]:
     """Every variable of ``model`` as ``{"dotted.path": array}``."""
     return {
-        ".".join(str(p) for p in path): np.ascontiguousarray(np.asarray(node.value))
+        ".".join(str(p) for p in path): np.ascontiguousarray(np.asarray(node.get_value()))
         for path, node in nnx.iter_graph(model)
         if isinstance(node, nnx.Variable)
     }
@@ -320,9 +320,9 @@ def load_flat_state(model: nnx.Module, arrays: dict[str, np.ndarray]) -> None:
             name = ".".join(str(p) for p in path)
             if name not in arrays:
                 raise ValueError(f"checkpoint has no variable {name!r}")
-            if tuple(arrays[name].shape) != tuple(node.value.shape):
-                raise ValueError(f"checkpoint variable {name!r} has shape {arrays[name].shape}, model {node.value.shape}")
-            node.value = jnp.asarray(arrays[name])
+            if tuple(arrays[name].shape) != tuple(node.get_value().shape):
+                raise ValueError(f"checkpoint variable {name!r} has shape {arrays[name].shape}, model {node.get_value().shape}")
+            node.set_value(jnp.asarray(arrays[name]))
 
 
 class JaxBackend:
@@ -352,8 +352,8 @@ class JaxBackend:
         ``nnx.Rngs(spec.seed)``.
         """
         info, jax_device = _resolve(execution.device)
-        if execution.threads:
-            execution.notes.append("the JAX backend does not apply --threads (XLA sizes its own CPU thread pool)")
+        if info.device == "cpu" and execution.threads and execution.threads < (os.cpu_count() or 1):
+            execution.notes.append(f"the JAX backend ignores --threads {execution.threads} (XLA uses all CPU cores)")
         amp = _effective_amp(info.device, execution.amp, execution.notes)
         rng = np.random.default_rng(spec.seed)
         with jax.default_device(jax_device):
@@ -401,6 +401,8 @@ class JaxBackend:
             jax.block_until_ready(params)
             trained.train_seconds = time.perf_counter() - start
         nnx.update(model, params)
+        if amp == "bf16":
+            _set_compute_dtype(model, None)  # evaluate in float32, as the torch backend does
         return trained
 
 

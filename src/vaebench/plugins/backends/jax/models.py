@@ -206,5 +206,5 @@ def _assign(layer: nnx.Module, kernel: np.ndarray, bias: np.ndarray) -> None:
             f"shape mismatch copying torch weights: kernel {kernel.shape} -> {layer.kernel.shape}, "
             f"bias {bias.shape} -> {layer.bias.shape}"
         )
-    layer.kernel.value = jnp.asarray(np.ascontiguousarray(kernel))
-    layer.bias.value = jnp.asarray(np.ascontiguousarray(bias))
+    layer.kernel.set_value(jnp.asarray(np.ascontiguousarray(kernel)))
+    layer.bias.set_value(jnp.asarray(np.ascontiguousarray(bias)))
