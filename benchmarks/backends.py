@@ -7,8 +7,10 @@ architecture, batch 64, Adam 5e-4, procedural dSprites rendered on the fly)
 through its own ``Backend.train``, exactly as ``vaebench run`` does: first a
 short warm-up run (torch: thread pools and allocator; JAX: the jit compilation,
 whose time is reported separately), then ``--steps`` timed steps. Backends
-alternate ``--repeats`` times and the median images/s is reported, with the
-ratio JAX / torch (> 1: JAX is faster). Images/s is ``steps · 64 /
+alternate ``--repeats`` times, each run in a fresh interpreter (XLA's CPU
+threads keep spinning after a JAX step and would slow torch in the same
+process), and the median images/s is reported, with the ratio JAX / torch
+(> 1: JAX is faster). Images/s is ``steps · 64 /
 train_seconds``; ``train_seconds`` excludes compilation for JAX and includes
 data rendering for both.
 
@@ -20,9 +22,11 @@ Needs ``pip install 'vaebench[jax]'``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
-import time
+import subprocess
+import sys
 
 import numpy as np
 
@@ -54,43 +58,65 @@ def run(name: str, steps: int, batch_size: int, data, threads: int | None) -> tu
     return steps * batch_size / trained.train_seconds, getattr(trained, "compile_seconds", 0.0)
 
 
+def worker(name: str, args: argparse.Namespace) -> None:
+    """One backend in this process: warm-up run, then one timed run; prints one JSON line."""
+    data = ProceduralDSprites()
+    data.sample(1, np.random.default_rng(0))  # render the sprite bank once, untimed
+    _, compile_seconds = run(name, args.warmup, args.batch_size, data, args.threads)
+    ips, _ = run(name, args.steps, args.batch_size, data, args.threads)
+    if name == "torch":
+        import torch
+
+        version, threads = torch.__version__, torch.get_num_threads()
+    else:
+        import jax
+
+        version, threads = jax.__version__, None
+    print(json.dumps({"backend": name, "images_per_second": ips, "compile_seconds": compile_seconds,
+                      "version": version, "threads": threads}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200, help="timed steps per run")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed warm-up steps per backend")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed warm-up steps per run")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all cores)")
+    parser.add_argument("--worker", choices=("torch", "jax"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args)
+        return
 
-    import jax
-    import torch
-
-    data = ProceduralDSprites()
-    data.sample(1, np.random.default_rng(0))  # render the sprite bank once, untimed
-    compile_seconds = {}
-    t0 = time.perf_counter()
-    for name in ("torch", "jax"):
-        _, compile_seconds[name] = run(name, args.warmup, args.batch_size, data, args.threads)
-    print(f"warm-up ({args.warmup} steps each) done in {time.perf_counter() - t0:.1f} s")
-
-    ips: dict[str, list[float]] = {"torch": [], "jax": []}
+    # Each measurement runs in a fresh interpreter: XLA's CPU thread pool keeps spinning
+    # after a JAX step and slows torch in the same process several-fold.
+    results: dict[str, list[dict]] = {"torch": [], "jax": []}
+    forwarded = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--batch-size", str(args.batch_size)]
+    if args.threads:
+        forwarded += ["--threads", str(args.threads)]
     for r in range(args.repeats):
         for name in ("torch", "jax"):
-            value, _ = run(name, args.steps, args.batch_size, data, args.threads)
-            ips[name].append(value)
-            print(f"  repeat {r + 1}: {name:5s} {value:8.1f} images/s")
+            out = subprocess.run([sys.executable, __file__, "--worker", name, *forwarded],
+                                 capture_output=True, text=True, check=True)
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            results[name].append(result)
+            print(f"  repeat {r + 1}: {name:5s} {result['images_per_second']:8.1f} images/s"
+                  f"  (compile {result['compile_seconds']:.2f} s)", flush=True)
 
-    med = {k: statistics.median(v) for k, v in ips.items()}
+    med = {k: statistics.median(x["images_per_second"] for x in v) for k, v in results.items()}
+    comp = statistics.median(x["compile_seconds"] for x in results["jax"])
+    torch_info, jax_info = results["torch"][0], results["jax"][0]
     print()
-    print(f"CPU: {cpu_name()}; os.cpu_count() = {os.cpu_count()}; load average {os.getloadavg()[0]:.2f}")
-    print(f"torch {torch.__version__} ({torch.get_num_threads()} threads); jax {jax.__version__}")
-    print(f"conv β-VAE, batch {args.batch_size}, {args.steps} timed steps, median of {args.repeats}")
+    print(f"CPU: {cpu_name()}; load average {os.getloadavg()[0]:.2f} (1 min) at the end")
+    print(f"torch {torch_info['version']} ({torch_info['threads']} threads); jax {jax_info['version']} (XLA: all cores)")
+    print(f"conv β-VAE (β = 4), batch {args.batch_size}, {args.steps} timed steps after {args.warmup} warm-up, "
+          f"median of {args.repeats} fresh processes per backend")
     print()
-    print(f"{'backend':8s} {'images/s':>10s} {'s/step':>8s} {'compile s':>10s} {'vs torch':>9s}")
+    print(f"{'backend':8s} {'images/s':>10s} {'ms/step':>8s} {'jit compile s':>14s} {'vs torch':>9s}")
     for name in ("torch", "jax"):
-        comp = f"{compile_seconds[name]:10.2f}" if name == "jax" else f"{'-':>10s}"
-        print(f"{name:8s} {med[name]:10.1f} {args.batch_size / med[name]:8.4f} {comp} {med[name] / med['torch']:8.2f}x")
+        c = f"{comp:14.2f}" if name == "jax" else f"{'-':>14s}"
+        print(f"{name:8s} {med[name]:10.1f} {1000 * args.batch_size / med[name]:8.1f} {c} {med[name] / med['torch']:8.2f}x")
 
 
 if __name__ == "__main__":

@@ -365,6 +365,93 @@ def evaluate_latents(
         raise typer.Exit(2)
 
 
+# ---------------------------------------------------------------- traverse / samples
+def _trained_from_record(run_id: str, registry: str):
+    from vaebench.plugins.backends import load_trained
+    from vaebench.registry.store import RegistryError, read_record
+
+    try:
+        record = read_record(registry, run_id)
+    except RegistryError as exc:
+        fail(str(exc))
+    checkpoint = (record.get("artifacts") or {}).get("checkpoint")
+    if not checkpoint or not Path(checkpoint).exists():
+        fail(f"run {record['run_id']} has no checkpoint on disk ({checkpoint or 'not recorded'}); it was {record['status']}")
+    try:
+        return record, load_trained(record["backend"], str(Path(checkpoint).parent))
+    except Exception as exc:  # noqa: BLE001 - a checkpoint from elsewhere may be anything
+        fail(f"cannot load the checkpoint of run {record['run_id']}: {exc}")
+
+
+def _float_pair(text: str, option: str) -> tuple[float, float]:
+    from vaebench.harness.plan import PlanError, parse_list
+
+    try:
+        values = parse_list(text, option, float)
+    except PlanError as exc:
+        fail(str(exc))
+    if len(values) != 2 or values[0] >= values[1]:
+        fail(f"{option}: expected LOW,HIGH with LOW < HIGH, got {text!r}")
+    return values[0], values[1]
+
+
+@app.command(epilog="Examples:\n\n  vaebench traverse 3fa2c1\n\n  vaebench traverse 3fa2c1 --dims 0,3 --range -2,2 --out figs/")
+def traverse(
+    run_id: str = typer.Argument(..., metavar="RUN", help="Run id or a unique prefix of one."),
+    dims: Optional[str] = typer.Option(None, "--dims", help="Latent dimensions to sweep. \\[default: all, sorted by KL]"),
+    value_range: str = typer.Option("-3,3", "--range", help="Sweep range around the base code, LOW,HIGH."),
+    steps: int = typer.Option(10, "--steps", min=2, help="Images per row."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output directory. \\[default: the run's artifact directory]"),
+    registry: str = typer.Option(DEFAULT_REGISTRY, "--registry", help=REGISTRY_HELP),
+) -> None:
+    """Regenerate a run's latent traversal (PNG + GIF) from its saved checkpoint."""
+    import numpy as np
+
+    from vaebench.harness.figures import most_informative_factor, write_traversal
+    from vaebench.harness.plan import PlanError, parse_list
+    from vaebench.harness.runner import EVAL_SEED
+
+    low_high = _float_pair(value_range, "--range")
+    record, model = _trained_from_record(run_id, registry)
+    kl = record.get("kl_per_dim") or []
+    chosen = None
+    if dims:
+        try:
+            chosen = parse_list(dims, "--dims", int)
+        except PlanError as exc:
+            fail(str(exc))
+        bad = [d for d in chosen if not 0 <= d < len(kl)]
+        if bad:
+            fail(f"--dims: {bad[0]} is not a latent dimension (0..{len(kl) - 1})")
+    manager = _manager()
+    dataset = manager.dataset(record["dataset"]).loader()(path=json.loads(record["spec_json"]).get("dataset_path"))
+    images, _ = dataset.sample(1, np.random.default_rng(EVAL_SEED))
+    params = json.loads(record.get("metric_params") or "{}")
+    factor_of_dim = most_informative_factor(params.get("mig", {}).get("mi_matrix"), dataset.factor_names)
+    directory = str(out) if out else str(Path(record["artifacts"]["checkpoint"]).parent)
+    paths = write_traversal(model, model.encode(images)[0], kl, directory, dims=chosen, value_range=low_high,
+                            steps=steps, factor_of_dim=factor_of_dim, title=f"run {record['run_id'][:10]}")
+    for path in paths.values():
+        console.print(path)
+
+
+@app.command(epilog="Example:\n\n  vaebench samples 3fa2c1 --n 100")
+def samples(
+    run_id: str = typer.Argument(..., metavar="RUN", help="Run id or a unique prefix of one."),
+    n: int = typer.Option(64, "--n", min=1, max=1024, help="Number of samples."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the prior draws."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output directory. \\[default: the run's artifact directory]"),
+    registry: str = typer.Option(DEFAULT_REGISTRY, "--registry", help=REGISTRY_HELP),
+) -> None:
+    """Decode samples from the prior of a run's saved checkpoint into a PNG grid."""
+    from vaebench.harness.figures import write_samples
+
+    record, model = _trained_from_record(run_id, registry)
+    directory = str(out) if out else str(Path(record["artifacts"]["checkpoint"]).parent)
+    for path in write_samples(model, int(record["latent_dim"]), directory, n=n, seed=seed).values():
+        console.print(path)
+
+
 # ---------------------------------------------------------------- plugins / list
 @app.command()
 def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:

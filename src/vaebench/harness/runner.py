@@ -152,6 +152,20 @@ def evaluate(
     return values, params, kl_per_dim(means, logvars)
 
 
+def _figures(trained: Any, dataset: Any, spec: RunSpec, kl: np.ndarray, params: dict[str, Any], out_dir: str,
+             execution: ExecutionOptions) -> dict[str, str]:
+    """The run's images; a failure here is noted, never a failed run."""
+    from vaebench.harness.figures import write_run_figures
+
+    try:
+        images, _ = dataset.sample(10, np.random.default_rng(EVAL_SEED))
+        mi = params.get("mig", {}).get("mi_matrix")
+        return write_run_figures(trained, images, kl.tolist(), out_dir, mi, tuple(dataset.factor_names), seed=spec.seed)
+    except Exception as exc:  # noqa: BLE001
+        execution.notes.append(f"figures not written ({_one_line(exc)})")
+        return {}
+
+
 def run_one(
     spec: RunSpec,
     manager: PluginManager,
@@ -194,7 +208,11 @@ def run_one(
             values, params, per_dim = evaluate(trained, spec, dataset, metric_specs, execution, metric_options)
             record["eval_seconds"] = time.perf_counter() - t0
             record.update(status="ok", metrics=values, metric_params=json.dumps(params), kl_per_dim=per_dim.tolist())
-            record["artifacts"] = trained.save(str(store.artifact_dir(registry, spec.run_id)))
+            out_dir = str(store.artifact_dir(registry, spec.run_id))
+            record["artifacts"] = trained.save(out_dir)
+            if execution.figures:
+                reporter.phase("figures")
+                record["artifacts"].update(_figures(trained, dataset, spec, per_dim, params, out_dir, execution))
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - a failed run is recorded, the grid goes on

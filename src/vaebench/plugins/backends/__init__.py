@@ -22,3 +22,13 @@ def get_backend(name: str) -> Any:
         have = ", ".join(sorted(BACKENDS))
         raise KeyError(f"unknown backend {name!r} (available: {have})")
     return load_object(BACKENDS[name])()
+
+
+def load_trained(name: str, directory: str) -> Any:
+    """Rebuild a trained model from a checkpoint directory written by backend ``name``'s
+    ``save`` (safetensors + JSON); each backend module provides ``load_checkpoint(directory)``."""
+    if name not in BACKENDS:
+        have = ", ".join(sorted(BACKENDS))
+        raise KeyError(f"unknown backend {name!r} (available: {have})")
+    module = BACKENDS[name].split(":", 1)[0]
+    return load_object(f"{module}:load_checkpoint")(directory)

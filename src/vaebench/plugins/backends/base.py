@@ -23,6 +23,7 @@ class ExecutionOptions:
     ``compile``: ``torch.compile`` / ``jit`` the training step, falling back to
     eager if compilation fails. ``threads``: intra-op CPU threads (default: all
     cores). ``eval_samples``: held-out observations encoded for the metrics.
+    ``figures``: write each run's traversal / reconstruction / sample images.
     """
 
     device: str = "auto"
@@ -31,6 +32,8 @@ class ExecutionOptions:
     threads: int | None = None
     eval_samples: int = 10_000
     progress_every: int = 10
+    #: Write the traversal grid (PNG + GIF), reconstructions and samples of each run.
+    figures: bool = True
     notes: list[str] = field(default_factory=list)
 
 

@@ -160,7 +160,10 @@ def loss_and_grads(
         return (recon, kl), kl_per_dim
 
     (recon, kl), pullback, _ = jax.vjp(terms, params, has_aux=True)
-    objective_fn = nnx.merge(graphdef, params, others).objective  # reads only static attributes
+    # The objective reads only static attributes; merge with shapes, not tracers, so the
+    # callback (kept by the compiled step) holds no tracer.
+    shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), (params, others))
+    objective_fn = nnx.merge(graphdef, *shapes).objective
     out = jax.pure_callback(
         partial(objective_partials, objective_fn), jax.ShapeDtypeStruct((3,), jnp.float32), recon, kl, step
     )
@@ -172,7 +175,7 @@ def _train_step(
     graphdef: Any, params: Any, others: Any, opt_state: Any, x: jax.Array, key: jax.Array, step: jax.Array,
     lr: jax.Array,
 ) -> tuple[Any, Any, dict[str, jax.Array]]:
-    latent_dim = nnx.merge(graphdef, params, others).latent_dim
+    latent_dim = nnx.merge(graphdef, params, others).latent_dim  # static
     eps = jax.random.normal(jax.random.fold_in(key, step), (x.shape[0], latent_dim), jnp.float32)
     grads, values = loss_and_grads(graphdef, params, others, x, eps, step)
     updates, opt_state = optax.adam(lr).update(grads, opt_state, params)
