@@ -26,6 +26,7 @@ from vaebench.plugins.metrics.context import EvaluationContext
 from vaebench.plugins.metrics.posterior import kl_per_dim
 from vaebench.plugins.specs import DatasetSpec, MetricResult, MetricSpec
 from vaebench.registry import store
+from vaebench.registry.schema import RECORD_SCHEMA, SCHEMA_VERSION
 
 #: The held-out evaluation set is the same for every run (fixed seed), so runs
 #: differ only by what they learned, not by which observations they were scored on.
@@ -176,7 +177,7 @@ def run_one(
     dataset: Any = None,
     metric_options: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Train, score and record one run; returns the record as written."""
+    """Train, score and record one run; returns the record as written (every schema column)."""
     reporter = reporter or SilentReporter()
     backend = get_backend(spec.backend)
     device = backend.resolve_device(execution.device)
@@ -223,6 +224,7 @@ def run_one(
         record["error"] = f"{record['error']}; {note}" if record.get("error") else note
     record["finished_at"] = _now()
     store.write_record(registry, record)
+    record = {name: record.get(name) for name in RECORD_SCHEMA.names} | {"schema_version": SCHEMA_VERSION}
     reporter.end_run(record)
     return record
 
