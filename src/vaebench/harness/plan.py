@@ -4,6 +4,10 @@ The grid is the Cartesian product of every list given. A model reads only the
 hyperparameters its spec names (``beta_vae`` reads β; ``beta_vae_capacity``
 reads C, γ and the ramp length); the others are set to ``None`` before hashing,
 so two grid points that differ only in a value the model ignores are one run.
+
+Fields added after the first recorded runs (:data:`LATER_FIELDS`: the model zoo's
+hyperparameters and the β schedule) are left out of the canonical JSON while they
+are ``None``, so every spec that does not use them keeps the run id it always had.
 """
 
 from __future__ import annotations
@@ -17,7 +21,24 @@ from typing import Any, Iterable, Sequence
 from vaebench.plugins.manager import PluginManager
 
 #: Fields of a RunSpec that only some models read.
-MODEL_HYPERPARAMETERS = ("beta", "capacity", "gamma", "capacity_steps")
+MODEL_HYPERPARAMETERS = (
+    "beta", "capacity", "gamma", "capacity_steps",
+    # β schedule (models that read β: beta_vae, cvae, beta_tcvae)
+    "beta_schedule", "beta_start", "beta_warmup_steps", "beta_cycles",
+    # cvae
+    "condition",
+    # vq_vae
+    "codebook_size", "codebook_dim", "commitment", "codebook_update", "dead_code_steps",
+    # dip_vae
+    "dip_type", "lambda_od", "lambda_d",
+)
+
+#: RunSpec fields added after runs were first recorded: omitted from the canonical
+#: JSON (and so from the run id) while ``None``.
+LATER_FIELDS = frozenset(MODEL_HYPERPARAMETERS[4:])
+
+#: The β schedule's fields (see ``objectives.beta_at``); read by every model that reads β.
+BETA_SCHEDULE_FIELDS = ("beta_schedule", "beta_start", "beta_warmup_steps", "beta_cycles")
 
 
 class PlanError(ValueError):
@@ -33,6 +54,18 @@ class RunSpec:
     from 0 (default: all ``steps``); ``lr`` is Adam's learning rate.
     Execution details (device, AMP, compile, threads) are not part of a spec:
     the same spec on a GPU or a CPU is the same experiment.
+
+    The model zoo's fields (``None`` unless the model reads them):
+
+    - β schedule (``objectives.beta_at``): ``beta_schedule`` ``constant`` (stored as
+      ``None``) | ``linear`` (β_start -> β over ``beta_warmup_steps``, default all
+      ``steps``) | ``cyclical`` (Fu et al. 2019: ``beta_cycles`` cycles, default 4,
+      each ramping β_start -> β over its first half); ``beta_start`` default 0.
+    - ``condition``: the factor cvae conditions on (default: the dataset's first).
+    - ``codebook_size`` K, ``codebook_dim``, ``commitment`` β of VQ-VAE,
+      ``codebook_update`` ``loss`` | ``ema`` (decay 0.99), ``dead_code_steps``
+      (reset a code unused for that many steps; 0 = never).
+    - ``dip_type`` ``i`` | ``ii``, ``lambda_od``, ``lambda_d`` of DIP-VAE.
     """
 
     model: str
@@ -49,6 +82,19 @@ class RunSpec:
     steps: int = 3000
     batch_size: int = 64
     lr: float = 5e-4
+    beta_schedule: str | None = None
+    beta_start: float | None = None
+    beta_warmup_steps: int | None = None
+    beta_cycles: int | None = None
+    condition: str | None = None
+    codebook_size: int | None = None
+    codebook_dim: int | None = None
+    commitment: float | None = None
+    codebook_update: str | None = None
+    dead_code_steps: int | None = None
+    dip_type: str | None = None
+    lambda_od: float | None = None
+    lambda_d: float | None = None
 
     @property
     def run_id(self) -> str:
@@ -56,7 +102,9 @@ class RunSpec:
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        """Canonical JSON (sorted keys); :data:`LATER_FIELDS` are left out while ``None``."""
+        data = {k: v for k, v in asdict(self).items() if not (v is None and k in LATER_FIELDS)}
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunSpec":
@@ -67,18 +115,34 @@ class RunSpec:
         parts = [self.model]
         for name in MODEL_HYPERPARAMETERS:
             value = getattr(self, name)
-            if value is not None and name != "capacity_steps":
-                parts.append(f"{name}={value:g}")
+            if value is not None and name not in ("capacity_steps", "beta_warmup_steps", "beta_start", "beta_cycles"):
+                parts.append(f"{name}={value:g}" if isinstance(value, (int, float)) else f"{name}={value}")
         parts.append(f"seed={self.seed}")
         return " ".join(parts)
 
 
-#: Grid axes: RunSpec field -> (python type, minimum, minimum inclusive?).
-AXES: dict[str, tuple[type, float, bool]] = {
+#: Grid axes: RunSpec field -> (python type, minimum, minimum inclusive?); for a
+#: ``str`` axis the minimum is ``None`` and :data:`CHOICES` lists the allowed values
+#: where there is a fixed set (``condition`` is checked against the dataset when the
+#: model is built).
+AXES: dict[str, tuple[type, float | None, bool]] = {
     "beta": (float, 0.0, True),
     "capacity": (float, 0.0, True),
     "gamma": (float, 0.0, False),
     "capacity_steps": (int, 0, True),
+    "beta_schedule": (str, None, True),
+    "beta_start": (float, 0.0, True),
+    "beta_warmup_steps": (int, 0, True),
+    "beta_cycles": (int, 1, True),
+    "condition": (str, None, True),
+    "codebook_size": (int, 1, True),
+    "codebook_dim": (int, 1, True),
+    "commitment": (float, 0.0, True),
+    "codebook_update": (str, None, True),
+    "dead_code_steps": (int, 0, True),
+    "dip_type": (str, None, True),
+    "lambda_od": (float, 0.0, True),
+    "lambda_d": (float, 0.0, True),
     "latent_dim": (int, 1, True),
     "seed": (int, 0, True),
     "steps": (int, 1, True),
@@ -117,8 +181,24 @@ def parse_list(text: str | Sequence[Any] | int | float, option: str, kind: type,
     return out
 
 
+#: Allowed values of the ``str`` axes that have a fixed set.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "beta_schedule": ("constant", "linear", "cyclical"),
+    "codebook_update": ("loss", "ema"),
+    "dip_type": ("i", "ii"),
+}
+
+
 def check_range(option: str, field_name: str, values: Iterable[Any]) -> None:
-    _, minimum, inclusive = AXES[field_name]
+    kind, minimum, inclusive = AXES[field_name]
+    if kind is str:
+        allowed = CHOICES.get(field_name)
+        for v in values:
+            if not isinstance(v, str) or not v:
+                raise PlanError(f"{option}: {v!r} is not a name")
+            if allowed is not None and v not in allowed:
+                raise PlanError(f"{option}: {v!r} is not one of {', '.join(allowed)}")
+        return
     for v in values:
         if v < minimum or (not inclusive and v == minimum):
             bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
@@ -155,7 +235,7 @@ def plan_grid(
             if b not in mspec.backends:
                 raise PlanError(f"model {m!r} has no {b!r} backend (has: {', '.join(sorted(mspec.backends))})")
     for hp in MODEL_HYPERPARAMETERS:
-        if hp in axes and not any(hp in s.hyperparameters for s in specs_by_model.values()):
+        if hp in axes and not any(hp in fields_read(s.hyperparameters) for s in specs_by_model.values()):
             raise PlanError(f"no selected model reads {hp!r} (models: {', '.join(models)})")
 
     plan: list[RunSpec] = []
@@ -174,8 +254,26 @@ def plan_grid(
     return plan
 
 
+def fields_read(hyperparameters: Sequence[str]) -> tuple[str, ...]:
+    """The RunSpec fields a model with these ``ModelSpec.hyperparameters`` reads: a model
+    that reads β also reads the β schedule."""
+    out = tuple(hyperparameters)
+    if "beta" in out:
+        out += tuple(f for f in BETA_SCHEDULE_FIELDS if f not in out)
+    return out
+
+
 def normalise(spec: RunSpec, reads: Sequence[str], defaults: dict[str, Any], given: dict[str, Any]) -> RunSpec:
-    """Keep the hyperparameters the model reads (given value, else its default), clear the rest."""
+    """Keep the hyperparameters the model reads (given value, else its default), clear the rest.
+
+    The β schedule has one canonical form per meaning: ``constant`` is stored as
+    ``None`` with its other fields ``None`` (so β-VAE runs keep their ids); ``linear``
+    keeps ``beta_start`` (default 0) and ``beta_warmup_steps`` (default ``steps``);
+    ``cyclical`` keeps ``beta_start`` (default 0) and ``beta_cycles`` (default 4).
+    DIP-VAE's ``lambda_d`` defaults to disentanglement_lib's study ratio:
+    10·λ_od for type ``i``, λ_od for type ``ii``.
+    """
+    reads = fields_read(reads)
     updates: dict[str, Any] = {}
     for hp in MODEL_HYPERPARAMETERS:
         if hp not in reads:
@@ -186,7 +284,24 @@ def normalise(spec: RunSpec, reads: Sequence[str], defaults: dict[str, Any], giv
             updates[hp] = spec.steps  # ramp over the whole budget unless told otherwise
         else:
             updates[hp] = defaults.get(hp)
-    for hp in ("beta", "capacity", "gamma"):
+    schedule = updates.get("beta_schedule")
+    if schedule in (None, "constant"):
+        updates.update(dict.fromkeys(BETA_SCHEDULE_FIELDS))
+    else:
+        if updates.get("beta_start") is None:
+            updates["beta_start"] = 0.0
+        if schedule == "linear":
+            updates["beta_cycles"] = None
+            if updates.get("beta_warmup_steps") is None:
+                updates["beta_warmup_steps"] = spec.steps
+        else:  # cyclical
+            updates["beta_warmup_steps"] = None
+            if updates.get("beta_cycles") is None:
+                updates["beta_cycles"] = 4
+    if "lambda_d" in reads and updates.get("lambda_d") is None and updates.get("lambda_od") is not None:
+        factor = 10.0 if updates.get("dip_type", "i") == "i" else 1.0
+        updates["lambda_d"] = factor * float(updates["lambda_od"])
+    for hp in ("beta", "capacity", "gamma", "beta_start", "commitment", "lambda_od", "lambda_d"):
         if updates.get(hp) is not None:
             updates[hp] = float(updates[hp])
     return replace(spec, **updates)

@@ -30,6 +30,47 @@ def vaebench_register_models(register):
         hyperparameters=("capacity", "gamma", "capacity_steps"),
         defaults={"capacity": 25.0, "gamma": 1000.0, "capacity_steps": None},
     ))
+    # The model zoo. A model reading β also reads the β schedule (beta_schedule,
+    # beta_start, beta_warmup_steps, beta_cycles: harness.plan.fields_read).
+    register(ModelSpec(
+        name="cvae",
+        description="Conditional VAE (Sohn et al. 2015): encoder and decoder see the one-hot of a factor "
+                    "(--condition, default the dataset's first); recon + β·KL.",
+        backends={"torch": f"{_TORCH}:build_cvae"},
+        hyperparameters=("beta", "condition"),
+        defaults={"beta": 1.0, "condition": None},
+    ))
+    register(ModelSpec(
+        name="beta_tcvae",
+        description="β-TCVAE (Chen et al. 2018): recon + MI + β·TC + dim-wise KL, minibatch weighted sampling.",
+        backends={"torch": f"{_TORCH}:build_beta_tcvae"},
+        hyperparameters=("beta",),
+        defaults={"beta": 6.0},
+    ))
+    register(ModelSpec(
+        name="factor_vae",
+        description="FactorVAE (Kim & Mnih 2018): recon + KL + γ·TC, TC by a 6×1000 discriminator (density ratio).",
+        backends={"torch": f"{_TORCH}:build_factor_vae"},
+        hyperparameters=("gamma",),
+        defaults={"gamma": 40.0},
+    ))
+    register(ModelSpec(
+        name="dip_vae",
+        description="DIP-VAE (Kumar et al. 2018), type i or ii: recon + KL + λ_od·off-diag² + λ_d·(diag − 1)² of the "
+                    "latent covariance; λ_d defaults to 10·λ_od (i) or λ_od (ii), as disentanglement_lib's study.",
+        backends={"torch": f"{_TORCH}:build_dip_vae"},
+        hyperparameters=("dip_type", "lambda_od", "lambda_d"),
+        defaults={"dip_type": "i", "lambda_od": 10.0, "lambda_d": None},
+    ))
+    register(ModelSpec(
+        name="vq_vae",
+        description="VQ-VAE (van den Oord et al. 2017): latent_dim slots quantised to a shared codebook "
+                    "(K 512, dim 8), straight-through, commitment 0.25; optional EMA codebook and dead-code reset.",
+        backends={"torch": f"{_TORCH}:build_vq_vae"},
+        hyperparameters=("codebook_size", "codebook_dim", "commitment", "codebook_update", "dead_code_steps"),
+        defaults={"codebook_size": 512, "codebook_dim": 8, "commitment": 0.25, "codebook_update": "loss",
+                  "dead_code_steps": 0},
+    ))
 
 
 @hookimpl

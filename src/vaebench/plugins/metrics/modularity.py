@@ -155,7 +155,10 @@ def modularity(
     z, v, names = check_codes_and_factors(latents, factors, metric, factor_names=factor_names)
     bins = int_option(metric, "bins", bins, minimum=2)
     used_names, excluded = _split_names(names, varying_columns(v), metric, z.shape[0])
-    mi = mutual_information_matrix(discretize(z, bins), v[:, varying_columns(v)])
+    # Discretize the codes as given (as mig.py does), not the float64 copy: the bin
+    # edges are computed in the codes' own floating dtype, as np.histogram does in
+    # disentanglement_lib; float64 edges put the odd float32 value in another bin.
+    mi = mutual_information_matrix(discretize(np.asarray(latents), bins), v[:, varying_columns(v)])
     score, per_code = modularity_from_mi(mi)
     params: dict[str, Any] = {
         "n": int(z.shape[0]),

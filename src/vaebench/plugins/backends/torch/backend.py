@@ -8,6 +8,7 @@ compact loss history, at no cost over a plain PyTorch loop (see benchmarks/).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import os
@@ -73,52 +74,104 @@ def _effective_amp(device: str, amp: str, notes: list[str]) -> str:
     return amp
 
 
-class TrainedTorchModel:
-    """A trained torch model with its training record (see ``backends.base.TrainedModel``)."""
+def _factor_tensor(factors: np.ndarray | None, device: str) -> torch.Tensor | None:
+    return None if factors is None else torch.from_numpy(np.ascontiguousarray(factors, dtype=np.int64)).to(device)
 
-    def __init__(self, model: torch.nn.Module, spec: Any, device: str, amp: str, compiled: bool) -> None:
+
+class TrainedTorchModel:
+    """A trained torch model with its training record (see ``backends.base.TrainedModel``).
+
+    ``signals``: per history point, ``{"step": ..., name: value}`` for the training
+    signals the model reports (``loss_terms``'s ``signals``: the scheduled β, the TC
+    estimate, codebook perplexity, discriminator loss, ...); written next to the
+    checkpoint as ``signals.json`` (artifact ``signals``). ``notes`` is the run's notes
+    list: the posterior-collapse check of :meth:`evaluate` adds its line there.
+
+    A model that reads factors (``needs_factors``) takes them as ``factors`` ``(N, K)``
+    in :meth:`evaluate`, :meth:`encode` and :meth:`decode`; without them, encoding
+    infers them (``model.infer_factors``) and decoding uses the model's default.
+    """
+
+    def __init__(
+        self, model: torch.nn.Module, spec: Any, device: str, amp: str, compiled: bool,
+        notes: list[str] | None = None,
+    ) -> None:
         self.model = model
         self.spec = spec
         self.device = device
         self.amp = amp
         self.compiled = compiled
         self.history: list[dict[str, float]] = []
+        self.signals: list[dict[str, float]] = []
+        self.notes: list[str] = notes if notes is not None else []
         self.steps_done = 0
         self.diverged = False
         self.train_seconds = 0.0
         self.final_loss = math.nan
 
-    def _batches(self, images: np.ndarray):
+    @property
+    def _conditional(self) -> bool:
+        return bool(getattr(self.model, "needs_factors", False))
+
+    def _batches(self, images: np.ndarray, factors: np.ndarray | None = None):
         for start in range(0, len(images), EVAL_BATCH):
             chunk = images[start : start + EVAL_BATCH]
-            yield torch.from_numpy(np.ascontiguousarray(chunk.transpose(0, 3, 1, 2))).to(self.device)
+            x = torch.from_numpy(np.ascontiguousarray(chunk.transpose(0, 3, 1, 2))).to(self.device)
+            f = None if factors is None else _factor_tensor(factors[start : start + EVAL_BATCH], self.device)
+            yield x, f
+
+    def _encode(self, x: torch.Tensor, f: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(mu, logvar, factors used)``; a conditional model infers missing factors."""
+        if not self._conditional:
+            mu, logvar = self.model.encode(x)
+            return mu, logvar, None
+        if f is None:
+            f = self.model.infer_factors(x)
+        mu, logvar = self.model.encode(x, factors=f)
+        return mu, logvar, f
+
+    def _decode(self, z: torch.Tensor, f: torch.Tensor | None) -> torch.Tensor:
+        return self.model.decode(z, factors=f) if self._conditional else self.model.decode(z)
 
     @torch.inference_mode()
-    def evaluate(self, images: np.ndarray, reconstructions: bool = False) -> tuple[np.ndarray, ...]:
-        """``(means, logvars, recon NLL)``, plus the reconstructions ``(N, H, W, C)`` when asked."""
+    def evaluate(
+        self, images: np.ndarray, reconstructions: bool = False, factors: np.ndarray | None = None
+    ) -> tuple[np.ndarray, ...]:
+        """``(means, logvars, recon NLL)``, plus the reconstructions ``(N, H, W, C)`` when asked.
+
+        Also checks the held-out posterior for collapse (no active dimension, or
+        KL < 0.01 nats) and notes it; skipped for models without a Gaussian posterior.
+        """
         self.model.eval()
         mus, logvars, errors, recons = [], [], [], []
-        for x in self._batches(images):
-            mu, logvar = self.model.encode(x)
-            logits = self.model.decode(mu).float()
+        for x, f in self._batches(images, factors):
+            mu, logvar, f = self._encode(x, f)
+            logits = self._decode(mu, f).float()
             errors.append(self.model.recon_errors(x, logits).cpu())
             mus.append(mu.float().cpu())
             logvars.append(logvar.float().cpu())
             if reconstructions:
                 recons.append(torch.sigmoid(logits).permute(0, 2, 3, 1).cpu())
         out = (torch.cat(mus).numpy(), torch.cat(logvars).numpy(), torch.cat(errors).numpy())
+        if getattr(self.model, "gaussian_posterior", True):
+            from vaebench.plugins.models.diagnostics import posterior_collapse_note
+
+            note = posterior_collapse_note(out[0], out[1])
+            if note and note not in self.notes:
+                self.notes.append(note)
         return out + (torch.cat(recons).numpy(),) if reconstructions else out
 
     @torch.inference_mode()
-    def encode(self, images: np.ndarray) -> np.ndarray:
+    def encode(self, images: np.ndarray, factors: np.ndarray | None = None) -> np.ndarray:
         self.model.eval()
-        return torch.cat([self.model.encode(x)[0].float().cpu() for x in self._batches(images)]).numpy()
+        return torch.cat([self._encode(x, f)[0].float().cpu() for x, f in self._batches(images, factors)]).numpy()
 
     @torch.inference_mode()
-    def decode(self, z: np.ndarray) -> np.ndarray:
+    def decode(self, z: np.ndarray, factors: np.ndarray | None = None) -> np.ndarray:
         """Latents ``(N, D)`` -> Bernoulli means ``(N, H, W, C)`` in [0, 1]."""
         self.model.eval()
-        logits = self.model.decode(torch.as_tensor(z, dtype=torch.float32, device=self.device))
+        zt = torch.as_tensor(z, dtype=torch.float32, device=self.device)
+        logits = self._decode(zt, _factor_tensor(factors, self.device))
         return torch.sigmoid(logits.float()).permute(0, 2, 3, 1).cpu().numpy()
 
     def save(self, directory: str) -> dict[str, str]:
@@ -131,7 +184,24 @@ class TrainedTorchModel:
         save_file(state, weights, metadata={"format": "pt", "run_id": self.spec.run_id})
         with open(config, "w") as fh:
             json.dump({"spec": asdict(self.spec), "backend": "torch", "latent_dim": self.model.latent_dim}, fh, indent=2)
-        return {"checkpoint": weights, "config": config}
+        artifacts = {"checkpoint": weights, "config": config}
+        if self.signals:
+            path = os.path.join(directory, "signals.json")
+            with open(path, "w") as fh:
+                json.dump({"history": self.signals}, fh, indent=1)
+            artifacts["signals"] = path
+        return artifacts
+
+
+def _takes_dataset(factory: Any) -> bool:
+    try:
+        return "dataset" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _scalar(value: Any) -> float:
+    return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
 
 
 class TorchBackend:
@@ -140,10 +210,14 @@ class TorchBackend:
     def resolve_device(self, device: str) -> DeviceInfo:
         return resolve_device(device)
 
-    def build(self, spec: Any, image_shape: tuple[int, int, int]) -> torch.nn.Module:
+    def build(self, spec: Any, image_shape: tuple[int, int, int], dataset: Any = None) -> torch.nn.Module:
+        """The model of ``spec``; a factory that takes a ``dataset`` keyword gets it."""
         from vaebench.plugins.manager import get_manager
 
-        return get_manager().model(spec.model).factory("torch")(spec, image_shape)
+        factory = get_manager().model(spec.model).factory("torch")
+        if dataset is not None and _takes_dataset(factory):
+            return factory(spec, image_shape, dataset=dataset)
+        return factory(spec, image_shape)
 
     def train(
         self,
@@ -167,10 +241,15 @@ class TorchBackend:
         torch.manual_seed(spec.seed)
         rng = np.random.default_rng(spec.seed)
         if model is None:
-            model = self.build(spec, dataset.image_shape)
+            model = self.build(spec, dataset.image_shape, dataset)
         model = model.to(device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
+        # Optimizers a model owns (FactorVAE's discriminator); their parameters are
+        # left out of the main Adam. See the model protocol in models.py.
+        aux_optimizers = model.auxiliary_optimizers() if hasattr(model, "auxiliary_optimizers") else {}
+        aux_params = {id(p) for opt in aux_optimizers.values() for g in opt.param_groups for p in g["params"]}
+        optimizer = torch.optim.Adam([p for p in model.parameters() if id(p) not in aux_params], lr=spec.lr)
         scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
+        conditional = bool(getattr(model, "needs_factors", False))
         step_fn = model.loss_terms
         compiled = False
         if execution.compile:
@@ -179,44 +258,60 @@ class TorchBackend:
                 compiled = True
             except Exception as exc:  # noqa: BLE001 - compile is an optimisation, never a failure
                 execution.notes.append(f"torch.compile unavailable ({type(exc).__name__}); trained eagerly")
-        trained = TrainedTorchModel(model, spec, device, amp, compiled)
+        trained = TrainedTorchModel(model, spec, device, amp, compiled, notes=execution.notes)
         history_every = max(1, spec.steps // HISTORY_POINTS)
         report_every = max(1, execution.progress_every)
         model.train()
         start = time.perf_counter()
         for step in range(1, spec.steps + 1):
-            images, _ = dataset.sample(spec.batch_size, rng)
+            images, factors = dataset.sample(spec.batch_size, rng)
             x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device, non_blocking=True)
+            kwargs = {"factors": _factor_tensor(factors, device)} if conditional else {}
             try:
                 with _autocast(device, amp):
-                    terms = step_fn(x, step)
+                    terms = step_fn(x, step, **kwargs)
             except Exception as exc:  # noqa: BLE001 - a failed compile surfaces at the first call
                 if not compiled or step != 1:
                     raise
                 execution.notes.append(f"torch.compile failed at the first step ({type(exc).__name__}); trained eagerly")
                 step_fn, compiled, trained.compiled = model.loss_terms, False, False
                 with _autocast(device, amp):
-                    terms = step_fn(x, step)
+                    terms = step_fn(x, step, **kwargs)
             loss = terms["loss"]
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
-                scaler.update()
             else:
                 loss.backward()
                 optimizer.step()
+            aux_losses = terms.get("aux_losses") or {}
+            for name, aux_opt in aux_optimizers.items():
+                aux_opt.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(aux_losses[name]).backward()
+                    scaler.step(aux_opt)
+                else:
+                    aux_losses[name].backward()
+                    aux_opt.step()
+            if scaler is not None:
+                scaler.update()
             last = step == spec.steps
             if step % history_every == 0 or step % report_every == 0 or last:
                 values = {k: float(terms[k].detach()) for k in ("loss", "recon", "kl")}
                 trained.steps_done = step
+                signals = terms.get("signals") or {}
                 if not all(math.isfinite(v) for v in values.values()):
                     trained.diverged = True
                     trained.final_loss = values["loss"]
                     trained.history.append({"step": step, **values, "capacity": terms["capacity"]})
+                    if signals:
+                        trained.signals.append({"step": step, **{k: _scalar(v) for k, v in signals.items()}})
                     break
                 if step % history_every == 0 or last:
                     trained.history.append({"step": step, **values, "capacity": terms["capacity"]})
+                    if signals:
+                        trained.signals.append({"step": step, **{k: _scalar(v) for k, v in signals.items()}})
                 trained.final_loss = values["loss"]
                 if on_progress is not None and (step % report_every == 0 or last):
                     elapsed = time.perf_counter() - start
@@ -224,6 +319,8 @@ class TorchBackend:
         if device.startswith("cuda"):
             torch.cuda.synchronize(device)
         trained.train_seconds = time.perf_counter() - start
+        if hasattr(model, "notes"):
+            execution.notes.extend(f"{spec.model}: {note}" for note in model.notes())
         return trained
 
 
@@ -241,7 +338,7 @@ def load_checkpoint(directory: str) -> TrainedTorchModel:
     dataset_spec = get_manager().dataset(spec.dataset)
     dataset = dataset_spec.loader()(path=spec.dataset_path)
     backend = TorchBackend()
-    model = backend.build(spec, dataset.image_shape)
+    model = backend.build(spec, dataset.image_shape, dataset)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.load_state_dict(load_file(os.path.join(directory, "model.safetensors")))
