@@ -28,7 +28,7 @@ from vaebench.plugins.specs import DatasetSpec, MetricSpec, ModelSpec
 from conftest import ROOT, TINY, run_vaebench
 
 EXAMPLE = ROOT / "examples" / "vaebench-plugin-example"
-BUILTIN_MODELS = ["vae", "beta_vae", "beta_vae_capacity"]
+BUILTIN_MODELS = ["vae", "beta_vae", "beta_vae_capacity", "cvae", "beta_tcvae", "factor_vae", "dip_vae", "vq_vae"]
 BUILTIN_METRICS = {"reconstruction", "kl", "active_dims", "mig"}
 
 

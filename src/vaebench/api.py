@@ -38,12 +38,22 @@ def plan_grid(
     backends: str | Sequence[str] = "torch",
     architectures: str | Sequence[str] = "conv",
     dataset_path: str | None = None,
+    **more_axes: Any,
 ) -> list[Any]:
-    """The RunSpecs of a grid (the product of every list), without running anything."""
+    """The RunSpecs of a grid (the product of every list), without running anything.
+
+    ``more_axes`` takes any other grid axis by its RunSpec field name, a value or a
+    list: ``dip_type="ii"``, ``lambda_od=[1, 10]``, ``beta_schedule="linear"``.
+    """
+    from vaebench.harness.plan import AXES, PlanError
     from vaebench.harness.plan import plan_grid as _plan
     from vaebench.plugins.manager import get_manager
 
-    axes = {
+    unknown = sorted(set(more_axes) - set(AXES))
+    if unknown:
+        raise PlanError(f"unknown grid axis {unknown[0]!r} (known: {', '.join(sorted(AXES))})")
+    axes = {k: _as_list(v) for k, v in more_axes.items()}
+    axes |= {
         "beta": _as_list(betas), "capacity": _as_list(capacities), "gamma": _as_list(gammas),
         "capacity_steps": _as_list(capacity_steps), "seed": _as_list(seeds), "latent_dim": _as_list(latent_dims),
         "steps": _as_list(steps), "batch_size": _as_list(batch_sizes), "lr": _as_list(lrs),

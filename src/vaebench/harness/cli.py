@@ -65,6 +65,20 @@ GRID_OPTIONS = {
     "steps": ("steps", int),
     "batch_size": ("batch_size", int),
     "lr": ("lr", float),
+    # the model zoo (harness.plan.RunSpec): β schedule, cvae, vq_vae, dip_vae
+    "beta_schedule": ("beta_schedule", str),
+    "beta_start": ("beta_start", float),
+    "beta_warmup_steps": ("beta_warmup_steps", int),
+    "beta_cycles": ("beta_cycles", int),
+    "condition": ("condition", str),
+    "codebook_size": ("codebook_size", int),
+    "codebook_dim": ("codebook_dim", int),
+    "commitment": ("commitment", float),
+    "codebook_update": ("codebook_update", str),
+    "dead_code_steps": ("dead_code_steps", int),
+    "dip_type": ("dip_type", str),
+    "lambda_od": ("lambda_od", float),
+    "lambda_d": ("lambda_d", float),
 }
 CONFIG_KEYS = set(RUN_DEFAULTS) | set(GRID_OPTIONS) | {
     "dataset_path", "metrics", "compile", "threads", "resume",
@@ -104,6 +118,19 @@ def run(
     capacities: Optional[str] = typer.Option(None, "--capacities", help="C_max values in nats (beta_vae_capacity)."),
     gamma: Optional[str] = typer.Option(None, "--gamma", help="γ values (beta_vae_capacity)."),
     capacity_steps: Optional[str] = typer.Option(None, "--capacity-steps", help="Steps to ramp C from 0 to C_max. \\[default: --steps]"),
+    beta_schedule: Optional[str] = typer.Option(None, "--beta-schedule", help="β schedule: constant | linear | cyclical (models reading β). \\[default: constant]"),
+    beta_start: Optional[str] = typer.Option(None, "--beta-start", help="β at the start of a linear / cyclical schedule. \\[default: 0]"),
+    beta_warmup_steps: Optional[str] = typer.Option(None, "--beta-warmup-steps", help="Steps of the linear β warm-up. \\[default: --steps]"),
+    beta_cycles: Optional[str] = typer.Option(None, "--beta-cycles", help="Cycles of the cyclical β schedule (Fu et al. 2019). \\[default: 4]"),
+    condition: Optional[str] = typer.Option(None, "--condition", help="Factor cvae conditions on, e.g. shape, digit. \\[default: the dataset's first]"),
+    codebook_size: Optional[str] = typer.Option(None, "--codebook-size", help="VQ-VAE codebook size K. \\[default: 512]"),
+    codebook_dim: Optional[str] = typer.Option(None, "--codebook-dim", help="VQ-VAE code dimension. \\[default: 8]"),
+    commitment: Optional[str] = typer.Option(None, "--commitment", help="VQ-VAE commitment cost. \\[default: 0.25]"),
+    codebook_update: Optional[str] = typer.Option(None, "--codebook-update", help="VQ-VAE codebook learning: loss | ema (decay 0.99). \\[default: loss]"),
+    dead_code_steps: Optional[str] = typer.Option(None, "--dead-code-steps", help="VQ-VAE: reset codes unused this many steps (0: never). \\[default: 0]"),
+    dip_type: Optional[str] = typer.Option(None, "--dip-type", help="DIP-VAE type: i | ii. \\[default: i]"),
+    lambda_od: Optional[str] = typer.Option(None, "--lambda-od", help="DIP-VAE off-diagonal weight. \\[default: 10]"),
+    lambda_d: Optional[str] = typer.Option(None, "--lambda-d", help="DIP-VAE diagonal weight. \\[default: 10·λ_od (i), λ_od (ii)]"),
     seeds: Optional[str] = typer.Option(None, "--seeds", "--seed", help="Seeds. \\[default: 0]"),
     latent_dim: Optional[str] = typer.Option(None, "--latent-dim", help="Latent dimensions. \\[default: 10]"),
     steps: Optional[str] = typer.Option(None, "--steps", help="Training steps. \\[default: 3000]"),
@@ -273,7 +300,7 @@ def leaderboard(
     # Columns that no run sets (e.g. capacity in a β grid) only take width from people.
     cols = [c for c in (rows[0] if rows else result.table.column_names)
             if c in ("mean", "std", "n") or any(r[c] is not None for r in rows)]
-    headers = {"dataset_variant": "variant", "latent_dim": "D", "n_diverged": "diverged", "capacity": "C"}
+    headers = {"dataset_variant": "variant", "latent_dim": "D", "n_diverged": "diverged", "capacity": "C", "config_id": "config"}
     for col in cols:
         left = col in ("model", "dataset", "dataset_variant", "backend", "architecture")
         table.add_column(headers.get(col, col), justify="left" if left else "right", overflow="fold")

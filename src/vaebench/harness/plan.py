@@ -101,6 +101,14 @@ class RunSpec:
         """16 hex digits of the SHA-256 of the spec's canonical JSON."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
+    @property
+    def config_id(self) -> str:
+        """12 hex digits identifying everything but the seed: runs with equal ``config_id``
+        are repetitions of one configuration, which is what leaderboards average over."""
+        data = json.loads(self.to_json())
+        data.pop("seed")
+        return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+
     def to_json(self) -> str:
         """Canonical JSON (sorted keys); :data:`LATER_FIELDS` are left out while ``None``."""
         data = {k: v for k, v in asdict(self).items() if not (v is None and k in LATER_FIELDS)}

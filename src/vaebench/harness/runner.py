@@ -102,6 +102,7 @@ def base_record(spec: RunSpec, dataset: Any, device: DeviceInfo, execution: Exec
         "batch_size": spec.batch_size,
         "lr": spec.lr,
         "spec_json": spec.to_json(),
+        "config_id": spec.config_id,
         "device": device.device,
         "device_name": device.name,
         "threads": execution.threads,
@@ -140,7 +141,11 @@ def evaluate(
     images, factors = dataset.sample(execution.eval_samples, np.random.default_rng(EVAL_SEED))
     needs = set().union(*(m.needs for m in metric_specs)) if metric_specs else set()
     want_recons = "reconstructions" in needs
-    means, logvars, errors, *recons = trained.evaluate(images, reconstructions=want_recons)
+    # Conditional models (cvae) are scored given the true labels of the held-out images.
+    conditional = getattr(getattr(trained, "model", None), "needs_factors", False)
+    means, logvars, errors, *recons = trained.evaluate(
+        images, reconstructions=want_recons, **({"factors": factors} if conditional else {})
+    )
     ctx = EvaluationContext(
         means=means, logvars=logvars, recon_errors=errors, factors=factors,
         factor_names=tuple(dataset.factor_names), factor_sizes=tuple(dataset.factor_sizes),

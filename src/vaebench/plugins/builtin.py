@@ -91,6 +91,13 @@ def vaebench_register_metrics(register):
         needs=frozenset({"posterior"}),
     ))
     register(MetricSpec(
+        name="posterior_collapsed",
+        description="1 when the held-out posterior has no active dimension (Var_x E[z_d|x] > 0.01) or KL < 0.01 nats.",
+        compute="vaebench.plugins.metrics.collapse:compute",
+        direction="lower",
+        needs=frozenset({"posterior"}),
+    ))
+    register(MetricSpec(
         name="active_dims",
         description="Latent dimensions with Var_x(E[z_d|x]) > 0.01 (Burda et al. 2016).",
         compute=f"{posterior}:active_dims",

@@ -48,6 +48,7 @@ DEFAULT_BY: tuple[str, ...] = (
     "capacity",
     "gamma",
     "latent_dim",
+    "config_id",
 )
 
 _EMPTY_TABLE = "_vaebench_empty_runs"

@@ -55,6 +55,7 @@ RECORD_SCHEMA = pa.schema(
         ("batch_size", pa.int64()),
         ("lr", pa.float64()),
         ("spec_json", pa.string()),
+        ("config_id", pa.string()),
         # --- how it was executed ---
         ("device", pa.string()),
         ("device_name", pa.string()),
@@ -81,6 +82,7 @@ RECORD_SCHEMA = pa.schema(
 #: Columns a leaderboard may group by (identifiers cannot be SQL parameters, so
 #: user-named columns are checked against this list, never interpolated raw).
 GROUPABLE_COLUMNS = (
+    "config_id",
     "model",
     "backend",
     "dataset",

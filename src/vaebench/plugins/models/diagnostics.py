@@ -4,8 +4,9 @@ Posterior collapse: the encoder ignores its input and q(z|x) ≈ p(z) for every
 dimension. A run is flagged when its held-out posterior has no active dimension
 (Var_x E[z_d|x] > 0.01, Burda et al. 2016: the ``active_dims`` metric's definition)
 or a total KL below 0.01 nats per image (the ``kl`` metric's definition, summed
-over dimensions). Backends add :func:`posterior_collapse_note`'s line to the run's
-notes (the record's ``error`` column of an ``ok`` run), next to ``kl_per_dim``.
+over dimensions). The ``posterior_collapsed`` metric
+(``plugins/metrics/collapse.py``) records it for every run, whatever its backend;
+:func:`posterior_collapse_note` gives the same finding as one line for a run's notes.
 """
 
 from __future__ import annotations

@@ -84,18 +84,14 @@ class TrainedTorchModel:
     ``signals``: per history point, ``{"step": ..., name: value}`` for the training
     signals the model reports (``loss_terms``'s ``signals``: the scheduled β, the TC
     estimate, codebook perplexity, discriminator loss, ...); written next to the
-    checkpoint as ``signals.json`` (artifact ``signals``). ``notes`` is the run's notes
-    list: the posterior-collapse check of :meth:`evaluate` adds its line there.
+    checkpoint as ``signals.json`` (artifact ``signals``).
 
     A model that reads factors (``needs_factors``) takes them as ``factors`` ``(N, K)``
     in :meth:`evaluate`, :meth:`encode` and :meth:`decode`; without them, encoding
     infers them (``model.infer_factors``) and decoding uses the model's default.
     """
 
-    def __init__(
-        self, model: torch.nn.Module, spec: Any, device: str, amp: str, compiled: bool,
-        notes: list[str] | None = None,
-    ) -> None:
+    def __init__(self, model: torch.nn.Module, spec: Any, device: str, amp: str, compiled: bool) -> None:
         self.model = model
         self.spec = spec
         self.device = device
@@ -103,7 +99,6 @@ class TrainedTorchModel:
         self.compiled = compiled
         self.history: list[dict[str, float]] = []
         self.signals: list[dict[str, float]] = []
-        self.notes: list[str] = notes if notes is not None else []
         self.steps_done = 0
         self.diverged = False
         self.train_seconds = 0.0
@@ -137,11 +132,7 @@ class TrainedTorchModel:
     def evaluate(
         self, images: np.ndarray, reconstructions: bool = False, factors: np.ndarray | None = None
     ) -> tuple[np.ndarray, ...]:
-        """``(means, logvars, recon NLL)``, plus the reconstructions ``(N, H, W, C)`` when asked.
-
-        Also checks the held-out posterior for collapse (no active dimension, or
-        KL < 0.01 nats) and notes it; skipped for models without a Gaussian posterior.
-        """
+        """``(means, logvars, recon NLL)``, plus the reconstructions ``(N, H, W, C)`` when asked."""
         self.model.eval()
         mus, logvars, errors, recons = [], [], [], []
         for x, f in self._batches(images, factors):
@@ -153,12 +144,6 @@ class TrainedTorchModel:
             if reconstructions:
                 recons.append(torch.sigmoid(logits).permute(0, 2, 3, 1).cpu())
         out = (torch.cat(mus).numpy(), torch.cat(logvars).numpy(), torch.cat(errors).numpy())
-        if getattr(self.model, "gaussian_posterior", True):
-            from vaebench.plugins.models.diagnostics import posterior_collapse_note
-
-            note = posterior_collapse_note(out[0], out[1])
-            if note and note not in self.notes:
-                self.notes.append(note)
         return out + (torch.cat(recons).numpy(),) if reconstructions else out
 
     @torch.inference_mode()
@@ -258,7 +243,7 @@ class TorchBackend:
                 compiled = True
             except Exception as exc:  # noqa: BLE001 - compile is an optimisation, never a failure
                 execution.notes.append(f"torch.compile unavailable ({type(exc).__name__}); trained eagerly")
-        trained = TrainedTorchModel(model, spec, device, amp, compiled, notes=execution.notes)
+        trained = TrainedTorchModel(model, spec, device, amp, compiled)
         history_every = max(1, spec.steps // HISTORY_POINTS)
         report_every = max(1, execution.progress_every)
         model.train()

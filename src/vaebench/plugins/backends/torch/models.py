@@ -113,19 +113,27 @@ class GaussianVAE(nn.Module):
         """Bernoulli negative log-likelihood summed over pixels, ``(B,)`` nats."""
         return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
 
-    def forward(self, x: torch.Tensor, factors: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        """``(logits, mu, logvar, z)`` for one reparameterised sample z ~ q(z|x)."""
+    def forward(self, x: torch.Tensor, factors: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(logits, mu, logvar)``, decoded from one reparameterised sample z ~ q(z|x)."""
+        logits, mu, logvar, _ = self.forward_with_sample(x, factors)
+        return logits, mu, logvar
+
+    def forward_with_sample(self, x: torch.Tensor, factors: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """``(logits, mu, logvar, z)``: :meth:`forward` and the sample z it decoded."""
         mu, logvar = self.encode(x, factors)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
         return self.decode(z, factors), mu, logvar, z
 
-    def _gaussian_terms(self, x: torch.Tensor, factors: torch.Tensor | None = None) -> dict[str, Any]:
-        logits, mu, logvar, z = self(x, factors)
+    def _gaussian_terms(self, x: torch.Tensor, factors: torch.Tensor | None = None, with_z: bool = False) -> dict[str, Any]:
+        if with_z:
+            logits, mu, logvar, z = self.forward_with_sample(x, factors)
+        else:  # through forward(), as before the model zoo (a subclass may override it)
+            (logits, mu, logvar), z = (self(x) if factors is None else self(x, factors)), None
         recon = self.recon_errors(x, logits.float()).mean()
         kl_per_dim = gaussian_kl_per_dim(mu.float(), logvar.float()).mean(0)
         return {
             "recon": recon, "kl": kl_per_dim.sum(), "kl_per_dim": kl_per_dim,
-            "mu": mu.float(), "logvar": logvar.float(), "z": z.float(),
+            "mu": mu.float(), "logvar": logvar.float(), "z": None if z is None else z.float(),
         }
 
     def _beta_signal(self, step: int) -> dict[str, float]:
@@ -210,7 +218,7 @@ class ConditionalVAE(GaussianVAE):
     def decode(self, z: torch.Tensor, factors: torch.Tensor | None = None) -> torch.Tensor:
         return self._decode_c(z, self.condition(factors, z.shape[0], z))
 
-    def forward(self, x: torch.Tensor, factors: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    def forward_with_sample(self, x: torch.Tensor, factors: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         if factors is None:
             factors = self.infer_factors(x)
         c = self.condition(factors, x.shape[0], x)
@@ -277,7 +285,7 @@ class BetaTCVAE(GaussianVAE):
         self.dataset_size = int(dataset_size)
 
     def loss_terms(self, x: torch.Tensor, step: int, factors: torch.Tensor | None = None) -> dict[str, Any]:
-        t = self._gaussian_terms(x)
+        t = self._gaussian_terms(x, with_z=True)
         parts = tc_decomposition(t["z"], t["mu"], t["logvar"], self.dataset_size)
         beta = beta_at(step, self.hp)
         loss = tcvae_loss(t["recon"], parts["mi"], parts["tc"], parts["dwkl"], beta)
@@ -346,7 +354,7 @@ class FactorVAE(GaussianVAE):
         return loss, accuracy
 
     def loss_terms(self, x: torch.Tensor, step: int, factors: torch.Tensor | None = None) -> dict[str, Any]:
-        t = self._gaussian_terms(x)
+        t = self._gaussian_terms(x, with_z=True)
         logits = self.discriminator(t["z"]).float()
         tc = (logits[:, 0] - logits[:, 1]).mean()
         loss = factor_vae_loss(t["recon"], t["kl"], tc, self.hp["gamma"])
@@ -377,7 +385,7 @@ class DIPVAE(GaussianVAE):
             raise ValueError(f"dip_type must be 'i' or 'ii', got {hp['dip_type']!r}")
 
     def loss_terms(self, x: torch.Tensor, step: int, factors: torch.Tensor | None = None) -> dict[str, Any]:
-        t = self._gaussian_terms(x)
+        t = self._gaussian_terms(x, with_z=True)
         extra = t["logvar"].exp().mean(0) if self.hp["dip_type"] == "ii" else None
         reg = dip_regulariser(covariance(t["mu"]), self.hp["lambda_od"], self.hp["lambda_d"], extra)
         loss = t["recon"] + t["kl"] + reg
