@@ -100,3 +100,42 @@ def grid_factors(index: Any, sizes: tuple[int, ...]) -> np.ndarray:
     if idx.size and (idx.min() < 0 or idx.max() >= total):
         raise DatasetError(f"flat index out of range [0, {total - 1}]")
     return np.stack(np.unravel_index(idx, sizes), axis=1).astype(np.int64, copy=False)
+
+
+class FactorGridDataset:
+    """Shared behaviour of datasets whose observations form a full factor grid
+    (dSprites, 3D Shapes): every combination of factor values has one image.
+
+    Subclasses set ``factor_sizes`` and ``pixel_scale`` (1 for 0/1 images, 1/255 for
+    0..255) and implement ``observations_uint8(factors) -> (N, H, W, C) uint8``.
+    """
+
+    factor_sizes: tuple[int, ...]
+    pixel_scale: float = 1.0
+
+    def observations_uint8(self, factors: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def observations(self, factors: np.ndarray) -> np.ndarray:
+        """Factor indices ``(N, K)`` int -> images ``(N, H, W, C)`` float32 in [0, 1]."""
+        out = self.observations_uint8(factors).astype(np.float32)
+        if self.pixel_scale != 1.0:
+            out *= np.float32(self.pixel_scale)
+        return out
+
+    def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``(n, K)`` int64 factor indices, each factor uniform and independent."""
+        return sample_factor_grid(n, rng, self.factor_sizes)
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``(images (n, H, W, C) float32, factors (n, K) int64)``; depends only on ``rng``."""
+        f = self.sample_factors(n, rng)
+        return self.observations(f), f
+
+    def index_of(self, factors: np.ndarray) -> np.ndarray:
+        """Factor indices ``(N, K)`` -> flat row-major grid index ``(N,)`` int64."""
+        return flat_index(factors, self.factor_sizes)
+
+    def factors_of(self, index: np.ndarray) -> np.ndarray:
+        """Flat grid index ``(N,)`` (or scalar) -> factor indices ``(N, K)`` int64."""
+        return grid_factors(index, self.factor_sizes)

@@ -59,12 +59,11 @@ import zipfile
 import numpy as np
 
 from vaebench.plugins.datasets.base import (
+    FactorGridDataset,
     DatasetError,
     FactorDataset,
     check_factors,
     flat_index,
-    grid_factors,
-    sample_factor_grid,
 )
 
 __all__ = [
@@ -142,7 +141,7 @@ def _render_patches() -> np.ndarray:
     return out
 
 
-class ProceduralDSprites:
+class ProceduralDSprites(FactorGridDataset):
     """dSprites rendered on the fly with NumPy (variant ``"procedural-v1"``).
 
     See the module docstring for the exact geometry. Thread-safe for reads
@@ -228,27 +227,6 @@ class ProceduralDSprites:
         imgs = self._windows[sprite, last - f[:, 4], last - f[:, 3]]  # (N, 64, 64) copy
         return imgs.reshape(f.shape[0], _IMG, _IMG, 1)
 
-    def observations(self, factors: np.ndarray) -> np.ndarray:
-        """Factor indices ``(N, 5)`` int -> images ``(N, 64, 64, 1)`` float32 in {0, 1}."""
-        return self.observations_uint8(factors).astype(np.float32)
-
-    def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """``(n, 5)`` int64 factor indices, each factor uniform and independent."""
-        return sample_factor_grid(n, rng, FACTOR_SIZES)
-
-    def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """``(images (n, 64, 64, 1) float32, factors (n, 5) int64)``; depends only on ``rng``."""
-        f = self.sample_factors(n, rng)
-        return self.observations(f), f
-
-    def index_of(self, factors: np.ndarray) -> np.ndarray:
-        """Factor indices ``(N, 5)`` -> flat row-major grid index ``(N,)`` int64."""
-        return flat_index(factors, FACTOR_SIZES)
-
-    def factors_of(self, index: np.ndarray) -> np.ndarray:
-        """Flat grid index ``(N,)`` (or scalar) -> factor indices ``(N, 5)`` int64."""
-        return grid_factors(index, FACTOR_SIZES)
-
     def __repr__(self) -> str:
         return f"ProceduralDSprites(variant={self.variant!r})"
 
@@ -256,7 +234,7 @@ class ProceduralDSprites:
 # --- original npz -------------------------------------------------------------
 
 
-class NpzDSprites:
+class NpzDSprites(FactorGridDataset):
     """The original dSprites ``.npz`` (variant ``"npz"``), loaded fully into memory.
 
     Uses only the ``imgs`` ``(N, H, W)`` and ``latents_classes`` ``(N, 6)``
@@ -341,7 +319,7 @@ class NpzDSprites:
             imgs = imgs.astype(np.uint8)
         self._imgs = imgs
         # The original stores 0/1; tolerate 0/255 files.
-        self._scale = np.float32(1.0 if int(imgs.max()) <= 1 else 1.0 / 255.0)
+        self.pixel_scale = 1.0 if int(imgs.max()) <= 1 else 1.0 / 255.0
         self.factor_sizes: tuple[int, ...] = sizes
         self.image_shape: tuple[int, int, int] = (int(imgs.shape[1]), int(imgs.shape[2]), 1)
 
@@ -364,30 +342,6 @@ class NpzDSprites:
         rows = self._rows(factors)
         h, w, _ = self.image_shape
         return self._imgs[rows].reshape(rows.shape[0], h, w, 1)
-
-    def observations(self, factors: np.ndarray) -> np.ndarray:
-        """Factor indices ``(N, 5)`` int -> images ``(N, H, W, 1)`` float32 in [0, 1]."""
-        out = self.observations_uint8(factors).astype(np.float32)
-        if self._scale != 1.0:
-            out *= self._scale
-        return out
-
-    def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """``(n, 5)`` int64 factor indices, each factor uniform and independent."""
-        return sample_factor_grid(n, rng, self.factor_sizes)
-
-    def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """``(images (n, H, W, 1) float32, factors (n, 5) int64)``; depends only on ``rng``."""
-        f = self.sample_factors(n, rng)
-        return self.observations(f), f
-
-    def index_of(self, factors: np.ndarray) -> np.ndarray:
-        """Factor indices ``(N, 5)`` -> flat row-major grid index ``(N,)`` int64."""
-        return flat_index(factors, self.factor_sizes)
-
-    def factors_of(self, index: np.ndarray) -> np.ndarray:
-        """Flat grid index ``(N,)`` (or scalar) -> factor indices ``(N, 5)`` int64."""
-        return grid_factors(index, self.factor_sizes)
 
     def __repr__(self) -> str:
         return f"NpzDSprites({self.path!r}, factor_sizes={self.factor_sizes})"

@@ -45,10 +45,9 @@ import numpy as np
 from vaebench.plugins.datasets.base import (
     DatasetError,
     FactorDataset,
+    FactorGridDataset,
     check_factors,
     flat_index,
-    grid_factors,
-    sample_factor_grid,
 )
 
 __all__ = ["FACTOR_NAMES", "FACTOR_SIZES", "H5_FILENAME", "H5_URL", "Shapes3D", "load_shapes3d"]
@@ -80,12 +79,13 @@ def _import_h5py() -> Any:
     return h5py
 
 
-class Shapes3D:
+class Shapes3D(FactorGridDataset):
     """``3dshapes.h5`` read lazily with h5py (variant ``"h5"``). See the module docstring."""
 
     name: str = "shapes3d"
     variant: str = "h5"
     factor_names: tuple[str, ...] = FACTOR_NAMES
+    pixel_scale: float = 1.0 / 255.0
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
@@ -209,29 +209,6 @@ class Shapes3D:
     def observations_uint8(self, factors: np.ndarray) -> np.ndarray:
         """Factor indices ``(N, 6)`` int -> images ``(N, H, W, 3)`` uint8."""
         return self.read_rows(self._rows(factors))
-
-    def observations(self, factors: np.ndarray) -> np.ndarray:
-        """Factor indices ``(N, 6)`` int -> images ``(N, H, W, 3)`` float32 in [0, 1]."""
-        out = self.observations_uint8(factors).astype(np.float32)
-        out *= np.float32(1.0 / 255.0)
-        return out
-
-    def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """``(n, 6)`` int64 factor indices, each factor uniform and independent."""
-        return sample_factor_grid(n, rng, self.factor_sizes)
-
-    def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """``(images (n, H, W, 3) float32, factors (n, 6) int64)``; depends only on ``rng``."""
-        f = self.sample_factors(n, rng)
-        return self.observations(f), f
-
-    def index_of(self, factors: np.ndarray) -> np.ndarray:
-        """Factor indices ``(N, 6)`` -> flat row-major grid index ``(N,)`` int64."""
-        return flat_index(factors, self.factor_sizes)
-
-    def factors_of(self, index: np.ndarray) -> np.ndarray:
-        """Flat grid index ``(N,)`` (or scalar) -> factor indices ``(N, 6)`` int64."""
-        return grid_factors(index, self.factor_sizes)
 
     def factor_array(self, factors: np.ndarray) -> np.ndarray:
         """Validate factor indices ``(N, 6)`` and return them as int64."""
