@@ -74,3 +74,14 @@ def test_run_writes_figures_and_cli_regenerates_them(cli, tmp_path):
     model = load_trained("torch", str(tmp_path / "reg" / "artifacts" / record["run_id"]))
     data = ProceduralDSprites()
     assert model.encode(data.observations(data.sample_factors(8, np.random.default_rng(1)))).shape == (8, 5)
+
+
+def test_conditional_model_gets_one_row_per_class(tmp_path):
+    import vaebench
+
+    result = vaebench.run_grid("cvae", condition="shape", steps=5, batch_sizes=8, registry=str(tmp_path),
+                               device="cpu", threads=1, eval_samples=200, metrics=["kl"])
+    (record,) = result.records
+    assert record["status"] == "ok"
+    png = Image.open(record["artifacts"]["class_samples_png"])
+    assert png.size[0] > png.size[1]  # 8 columns, 3 rows (square, ellipse, heart)

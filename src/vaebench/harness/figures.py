@@ -150,6 +150,25 @@ def write_samples(model: Any, latent_dim: int, out_dir: str, n: int = 64, seed: 
     return {"samples_png": path}
 
 
+def write_class_samples(
+    model: Any, latent_dim: int, num_classes: int, factor_index: int, num_factors: int, out_dir: str,
+    per_class: int = 8, seed: int = 0, class_names: Sequence[str] | None = None,
+) -> dict[str, str]:
+    """Conditional generation: one row per class, the same ``per_class`` prior draws in every
+    row, so columns differ only by the label the decoder is given."""
+    os.makedirs(out_dir, exist_ok=True)
+    z = np.random.default_rng(seed).standard_normal((per_class, latent_dim)).astype(np.float32)
+    zz = np.tile(z, (num_classes, 1))
+    factors = np.zeros((num_classes * per_class, num_factors), dtype=np.int64)
+    factors[:, factor_index] = np.repeat(np.arange(num_classes), per_class)
+    images = model.decode(zz, factors=factors)
+    grid = images.reshape(num_classes, per_class, *images.shape[1:])
+    labels = list(class_names) if class_names else [f"class {c}" for c in range(num_classes)]
+    path = os.path.join(out_dir, "class_samples.png")
+    _imshow_grid(tile(grid), path, "samples per class (same z in each column)", labels, row_height=grid.shape[2] + 2)
+    return {"class_samples_png": path}
+
+
 def write_run_figures(
     model: Any, images: np.ndarray, kl_per_dim: Sequence[float], out_dir: str,
     mi_matrix: Sequence[Sequence[float]] | None = None, factor_names: Sequence[str] = (), seed: int = 0,
@@ -161,4 +180,11 @@ def write_run_figures(
                                 factor_of_dim=most_informative_factor(mi_matrix, factor_names))
     artifacts.update(write_reconstructions(model, images, out_dir))
     artifacts.update(write_samples(model, len(kl_per_dim), out_dir, seed=seed))
+    net = getattr(model, "model", None)
+    if getattr(net, "needs_factors", False) and hasattr(net, "num_classes"):
+        name = factor_names[net.factor_index] if net.factor_index < len(factor_names) else "label"
+        artifacts.update(write_class_samples(
+            model, len(kl_per_dim), net.num_classes, net.factor_index, net.num_factors, out_dir, seed=seed,
+            class_names=[f"{name}={c}" for c in range(net.num_classes)],
+        ))
     return artifacts
