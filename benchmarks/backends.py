@@ -1,22 +1,26 @@
 """Training throughput of the torch and JAX backends: the conv β-VAE, batch 64, CPU.
 
-    python benchmarks/backends.py --steps 200 --repeats 2
+    python benchmarks/backends.py --steps 200 --repeats 2 --threads 1
+    python benchmarks/backends.py --steps 200 --repeats 2          # torch on all cores
 
 Each backend trains the same RunSpec (``beta_vae``, β = 4, Burgess conv
 architecture, batch 64, Adam 5e-4, procedural dSprites rendered on the fly)
 through its own ``Backend.train``, exactly as ``vaebench run`` does: first a
 short warm-up run (torch: thread pools and allocator; JAX: the jit compilation,
 whose time is reported separately), then ``--steps`` timed steps. Backends
-alternate ``--repeats`` times, each run in a fresh interpreter (XLA's CPU
-threads keep spinning after a JAX step and would slow torch in the same
-process), and the median images/s is reported, with the ratio JAX / torch
-(> 1: JAX is faster). Images/s is ``steps · 64 /
-train_seconds``; ``train_seconds`` excludes compilation for JAX and includes
-data rendering for both.
+alternate ``--repeats`` times, each run in a fresh interpreter (so neither
+backend's thread pools, allocator or flush-to-zero state affect the other), and
+the median images/s is reported, with the ratio JAX / torch (> 1: JAX is
+faster). Images/s is ``steps · 64 / train_seconds``; ``train_seconds``
+excludes compilation for JAX and includes data rendering for both. "cores
+busy" is the worker's CPU time over wall time during the timed run.
 
-Both use every core by default (torch's intra-op pool, XLA's Eigen pool); the
-figures are only comparable between runs on the same, otherwise idle machine.
-Needs ``pip install 'vaebench[jax]'``.
+``--threads`` sets torch's intra-op threads (default: all cores); XLA sizes its
+own pool (on a 2-core machine it kept about one core busy for this model). On a
+machine shared with other work, torch's multi-threaded (OpenMP) kernels can
+slow down several-fold when their threads are descheduled, so compare with
+``--threads 1`` there; figures are only comparable between runs on the same,
+otherwise idle machine. Needs ``pip install 'vaebench[jax]'``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -63,7 +68,9 @@ def worker(name: str, args: argparse.Namespace) -> None:
     data = ProceduralDSprites()
     data.sample(1, np.random.default_rng(0))  # render the sprite bank once, untimed
     _, compile_seconds = run(name, args.warmup, args.batch_size, data, args.threads)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     ips, _ = run(name, args.steps, args.batch_size, data, args.threads)
+    cores_used = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
     if name == "torch":
         import torch
 
@@ -73,7 +80,7 @@ def worker(name: str, args: argparse.Namespace) -> None:
 
         version, threads = jax.__version__, None
     print(json.dumps({"backend": name, "images_per_second": ips, "compile_seconds": compile_seconds,
-                      "version": version, "threads": threads}))
+                      "version": version, "threads": threads, "cores_used": cores_used}))
 
 
 def main() -> None:
@@ -82,7 +89,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10, help="untimed warm-up steps per run")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all cores)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: all cores); XLA picks its own")
     parser.add_argument("--worker", choices=("torch", "jax"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -101,15 +109,16 @@ def main() -> None:
                                  capture_output=True, text=True, check=True)
             result = json.loads(out.stdout.strip().splitlines()[-1])
             results[name].append(result)
-            print(f"  repeat {r + 1}: {name:5s} {result['images_per_second']:8.1f} images/s"
-                  f"  (compile {result['compile_seconds']:.2f} s)", flush=True)
+            print(f"  repeat {r + 1}: {name:5s} {result['images_per_second']:8.1f} images/s, "
+                  f"{result['cores_used']:.2f} cores busy (CPU s / wall s), "
+                  f"compile {result['compile_seconds']:.2f} s", flush=True)
 
     med = {k: statistics.median(x["images_per_second"] for x in v) for k, v in results.items()}
     comp = statistics.median(x["compile_seconds"] for x in results["jax"])
     torch_info, jax_info = results["torch"][0], results["jax"][0]
     print()
     print(f"CPU: {cpu_name()}; load average {os.getloadavg()[0]:.2f} (1 min) at the end")
-    print(f"torch {torch_info['version']} ({torch_info['threads']} threads); jax {jax_info['version']} (XLA: all cores)")
+    print(f"torch {torch_info['version']} ({torch_info['threads']} threads); jax {jax_info['version']} (XLA's own pool)")
     print(f"conv β-VAE (β = 4), batch {args.batch_size}, {args.steps} timed steps after {args.warmup} warm-up, "
           f"median of {args.repeats} fresh processes per backend")
     print()

@@ -137,7 +137,8 @@ def test_list_gives_name_and_one_line_description(kind):
         assert _by_name(rows)[name]["plugin"] == "builtin"
     if kind == "models":
         assert _by_name(rows)["beta_vae"]["hyperparameters"] == ["beta"]
-        assert _by_name(rows)["beta_vae"]["backends"] == ["torch"]
+        assert _by_name(rows)["beta_vae"]["backends"] == ["jax", "torch"]
+        assert _by_name(rows)["cvae"]["backends"] == ["torch"]
     if kind == "metrics":
         assert _by_name(rows)["mig"]["direction"] == "higher"
         assert _by_name(rows)["mig"]["needs"] == ["factors", "latents"]

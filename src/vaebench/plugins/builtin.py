@@ -7,6 +7,7 @@ from vaebench import hookimpl
 from vaebench.plugins.specs import DatasetSpec, MetricSpec, ModelSpec
 
 _TORCH = "vaebench.plugins.backends.torch.models"
+_JAX = "vaebench.plugins.backends.jax.models"
 
 
 @hookimpl
@@ -14,19 +15,19 @@ def vaebench_register_models(register):
     register(ModelSpec(
         name="vae",
         description="VAE (Kingma & Welling 2014): Bernoulli likelihood, recon + KL (the negative ELBO).",
-        backends={"torch": f"{_TORCH}:build_vae"},
+        backends={"torch": f"{_TORCH}:build_vae", "jax": f"{_JAX}:build_vae"},
     ))
     register(ModelSpec(
         name="beta_vae",
         description="β-VAE (Higgins et al. 2017): recon + β·KL.",
-        backends={"torch": f"{_TORCH}:build_beta_vae"},
+        backends={"torch": f"{_TORCH}:build_beta_vae", "jax": f"{_JAX}:build_beta_vae"},
         hyperparameters=("beta",),
         defaults={"beta": 4.0},
     ))
     register(ModelSpec(
         name="beta_vae_capacity",
         description="β-VAE with controlled capacity (Burgess et al. 2018): recon + γ·|KL − C|, C ramped 0→C_max.",
-        backends={"torch": f"{_TORCH}:build_beta_vae_capacity"},
+        backends={"torch": f"{_TORCH}:build_beta_vae_capacity", "jax": f"{_JAX}:build_beta_vae_capacity"},
         hyperparameters=("capacity", "gamma", "capacity_steps"),
         defaults={"capacity": 25.0, "gamma": 1000.0, "capacity_steps": None},
     ))

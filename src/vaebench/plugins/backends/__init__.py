@@ -14,6 +14,7 @@ from vaebench.plugins.specs import load_object
 
 BACKENDS: dict[str, str] = {
     "torch": "vaebench.plugins.backends.torch.backend:TorchBackend",
+    "jax": "vaebench.plugins.backends.jax.backend:JaxBackend",
 }
 
 

@@ -8,16 +8,19 @@ takes the step as a Python int (it drives the capacity schedule,
 :func:`~vaebench.plugins.models.objectives.capacity_at`), so it cannot be traced
 with a step that changes every iteration. Instead the step computes the
 network's batch-mean ``recon`` and ``kl`` and their vector-Jacobian product, asks
-the objective on the host (``jax.pure_callback``, a few microseconds) for the loss
-and its partial derivatives ``(∂L/∂recon, ∂L/∂kl)`` by forward-mode dual
-numbers, and pulls those back through the network: the chain rule, exactly, with
-the objective's formula written once (``objective()`` uses only ``+``, ``-``,
-``*`` and ``abs``, which the dual numbers implement). Compiled once per model
-graph and batch shape, not once per step.
+the objective on the host (``jax.pure_callback``) for the loss and its partial
+derivatives ``(∂L/∂recon, ∂L/∂kl)`` by forward-mode dual numbers, and pulls those
+back through the network: the chain rule, exactly, with the objective's formula
+written once (``objective()`` uses only ``+``, ``-``, ``*`` and ``abs``, which the
+dual numbers implement). Compiled once per model graph and batch shape, not once
+per step. Cost of the callback on CPU: ~0.2 ms per step (measured on a shared
+2-core machine, against 100-200 ms for the step at batch 64); on a GPU it is a
+device-to-host round trip in the middle of each step.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -37,7 +40,7 @@ from vaebench.plugins.backends.jax.nets import ConvTranspose2x
 
 #: Loss history keeps at most this many points per run (as the torch backend).
 HISTORY_POINTS = 200
-EVAL_BATCH = 500
+EVAL_BATCH = 512
 
 
 class DeviceError(ValueError):
@@ -188,6 +191,7 @@ _train_step_jit = jax.jit(_train_step, static_argnums=0, donate_argnums=(1, 3))
 #: architecture and the objective's hyperparameters; the learning rate, seed and step
 #: count are arguments, so runs that differ only in those share one compilation.
 _COMPILED: dict[tuple[Any, ...], Any] = {}
+_COMPILED_MAX = 8
 
 
 def _compiled_step(graphdef: Any, params: Any, others: Any, opt_state: Any, x: jax.Array,
@@ -199,6 +203,8 @@ def _compiled_step(graphdef: Any, params: Any, others: Any, opt_state: Any, x: j
     t0 = time.perf_counter()
     compiled = _train_step_jit.lower(graphdef, params, others, opt_state, x, key, step, lr).compile()
     seconds = time.perf_counter() - t0
+    if len(_COMPILED) >= _COMPILED_MAX:  # a long grid over β: keep the newest few
+        _COMPILED.pop(next(iter(_COMPILED)))
     _COMPILED[cache_key] = compiled
     return compiled, seconds
 
@@ -243,11 +249,15 @@ class TrainedJaxModel:
 
     ``compile_seconds``: time spent tracing and compiling the training step (not
     part of ``train_seconds``; 0 when an earlier run of the same graph and batch
-    shape had compiled it).
+    shape had compiled it). ``notes`` is the run's notes list: the posterior-collapse
+    check of :meth:`evaluate` adds its line there, as the torch backend's does.
+    ``signals`` stays empty (no JAX model reports training signals). No JAX model
+    reads factors: the ``factors`` arguments exist for the torch backend's
+    signature and are ignored.
     """
 
     def __init__(self, model: nnx.Module, spec: Any, device: str, amp: str, compiled: bool,
-                 jax_device: Any = None) -> None:
+                 jax_device: Any = None, notes: list[str] | None = None) -> None:
         self.model = model
         self.spec = spec
         self.device = device
@@ -255,6 +265,8 @@ class TrainedJaxModel:
         self.amp = amp
         self.compiled = compiled
         self.history: list[dict[str, float]] = []
+        self.signals: list[dict[str, float]] = []
+        self.notes: list[str] = notes if notes is not None else []
         self.steps_done = 0
         self.diverged = False
         self.train_seconds = 0.0
@@ -262,8 +274,9 @@ class TrainedJaxModel:
         self.final_loss = math.nan
 
     def _chunks(self, arrays: np.ndarray):
-        """Fixed-size, padded chunks on the device (one compiled shape): ``(chunk, n_valid)``."""
-        size = min(EVAL_BATCH, max(1, len(arrays)))
+        """Chunks of at most ``EVAL_BATCH`` rows on the device, zero-padded to a power of
+        two >= 64 (at most 4 compiled shapes per function): ``(chunk, n_valid)``."""
+        size = min(EVAL_BATCH, max(64, 1 << max(0, len(arrays) - 1).bit_length()))
         for start in range(0, len(arrays), size):
             chunk = np.asarray(arrays[start : start + size], dtype=np.float32)
             n = len(chunk)
@@ -271,21 +284,34 @@ class TrainedJaxModel:
                 chunk = np.concatenate([chunk, np.zeros((size - n, *chunk.shape[1:]), np.float32)])
             yield jax.device_put(chunk, self.jax_device), n
 
-    def evaluate(self, images: np.ndarray, reconstructions: bool = False) -> tuple[np.ndarray, ...]:
+    def evaluate(
+        self, images: np.ndarray, reconstructions: bool = False, factors: np.ndarray | None = None
+    ) -> tuple[np.ndarray, ...]:
         """``(means, logvars, recon_errors)``, plus the Bernoulli means ``(N, H, W, C)``
-        decoded from the posterior means when ``reconstructions``."""
+        decoded from the posterior means when ``reconstructions``.
+
+        Also checks the held-out posterior for collapse (no active dimension, or
+        KL < 0.01 nats) and notes it; skipped for models without a Gaussian posterior.
+        """
         graphdef, state = nnx.split(self.model)
         parts: list[list[np.ndarray]] = [[] for _ in range(4 if reconstructions else 3)]
         for x, n in self._chunks(images):
             for acc, out in zip(parts, _eval_batch(graphdef, state, x, reconstructions)):
                 acc.append(np.asarray(out[:n]))
-        return tuple(np.concatenate(p) for p in parts)
+        out = tuple(np.concatenate(p) for p in parts)
+        if getattr(self.model, "gaussian_posterior", True):
+            from vaebench.plugins.models.diagnostics import posterior_collapse_note
 
-    def encode(self, images: np.ndarray) -> np.ndarray:
+            note = posterior_collapse_note(out[0], out[1])
+            if note and note not in self.notes:
+                self.notes.append(note)
+        return out
+
+    def encode(self, images: np.ndarray, factors: np.ndarray | None = None) -> np.ndarray:
         graphdef, state = nnx.split(self.model)
         return np.concatenate([np.asarray(_encode_batch(graphdef, state, x)[:n]) for x, n in self._chunks(images)])
 
-    def decode(self, z: np.ndarray) -> np.ndarray:
+    def decode(self, z: np.ndarray, factors: np.ndarray | None = None) -> np.ndarray:
         """Latents ``(N, D)`` -> Bernoulli means ``(N, H, W, C)`` in [0, 1]."""
         graphdef, state = nnx.split(self.model)
         return np.concatenate([np.asarray(_decode_batch(graphdef, state, b)[:n]) for b, n in self._chunks(z)])
@@ -304,7 +330,13 @@ class TrainedJaxModel:
                 "spec": asdict(self.spec), "backend": "jax", "latent_dim": int(self.model.latent_dim),
                 "image_shape": list(getattr(self.model, "image_shape", ())) or None, "layout": "NHWC",
             }, fh, indent=2)
-        return {"checkpoint": weights, "config": config}
+        artifacts = {"checkpoint": weights, "config": config}
+        if self.signals:
+            path = os.path.join(directory, "signals.json")
+            with open(path, "w") as fh:
+                json.dump({"history": self.signals}, fh, indent=1)
+            artifacts["signals"] = path
+        return artifacts
 
 
 def flat_state(model: nnx.Module) -> dict[str, np.ndarray]:
@@ -328,16 +360,27 @@ def load_flat_state(model: nnx.Module, arrays: dict[str, np.ndarray]) -> None:
             node.set_value(jnp.asarray(arrays[name]))
 
 
+def _takes_dataset(factory: Any) -> bool:
+    try:
+        return "dataset" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 class JaxBackend:
     name = "jax"
 
     def resolve_device(self, device: str) -> DeviceInfo:
         return resolve_device(device)
 
-    def build(self, spec: Any, image_shape: tuple[int, int, int]) -> nnx.Module:
+    def build(self, spec: Any, image_shape: tuple[int, int, int], dataset: Any = None) -> nnx.Module:
+        """The model of ``spec``; a factory that takes a ``dataset`` keyword gets it."""
         from vaebench.plugins.manager import get_manager
 
-        return get_manager().model(spec.model).factory("jax")(spec, image_shape)
+        factory = get_manager().model(spec.model).factory("jax")
+        if dataset is not None and _takes_dataset(factory):
+            return factory(spec, image_shape, dataset=dataset)
+        return factory(spec, image_shape)
 
     def train(
         self,
@@ -361,7 +404,7 @@ class JaxBackend:
         rng = np.random.default_rng(spec.seed)
         with jax.default_device(jax_device):
             if model is None:
-                model = self.build(spec, dataset.image_shape)
+                model = self.build(spec, dataset.image_shape, dataset)
             if amp == "bf16":
                 _set_compute_dtype(model, jnp.bfloat16)
             graphdef, params, others = nnx.split(model, nnx.Param, ...)
@@ -369,7 +412,8 @@ class JaxBackend:
             opt_state = optax.adam(spec.lr).init(params)
             key = jax.device_put(jax.random.key(spec.seed), jax_device)
 
-            trained = TrainedJaxModel(model, spec, info.device, amp, compiled=True, jax_device=jax_device)
+            trained = TrainedJaxModel(model, spec, info.device, amp, compiled=True, jax_device=jax_device,
+                                      notes=execution.notes)
             history_every = max(1, spec.steps // HISTORY_POINTS)
             report_every = max(1, execution.progress_every)
 

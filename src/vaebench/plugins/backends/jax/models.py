@@ -120,6 +120,9 @@ def build_vae(spec: Any, image_shape: tuple[int, int, int]) -> GaussianVAE:
 
 
 def build_beta_vae(spec: Any, image_shape: tuple[int, int, int]) -> GaussianVAE:
+    if getattr(spec, "beta_schedule", None) is not None:
+        # The jitted step takes β as a constant; a scheduled β would silently run constant.
+        raise ValueError(f"β schedule {spec.beta_schedule!r} is not implemented in the JAX backend (use --backend torch)")
     return GaussianVAE(image_shape, spec.latent_dim, spec.architecture, "beta_vae", _hp(spec, ("beta",)), rngs=_rngs(spec))
 
 
@@ -151,9 +154,10 @@ def copy_torch_weights(torch_model: Any, jax_model: GaussianVAE) -> GaussianVAE:
 
     - dense: torch ``(out, in)`` -> kernel ``(in, out)``;
     - conv: OIHW -> HWIO;
-    - transposed conv: torch ``(in, out, kH, kW)`` -> ``(kH, kW, out, in)``, used
-      with ``transpose_kernel=True`` (which flips it spatially, as the gradient of
-      a convolution does; see ``nets._deconv``);
+    - transposed conv: torch ``(in, out, kH, kW)`` -> ``(kH, kW, out, in)``, the
+      layout of ``nnx.ConvTranspose(..., transpose_kernel=True)`` (no manual flip:
+      the layer flips it, as the gradient of a convolution does; see
+      ``nets.ConvTranspose2x``);
     - the dense layer reading the conv stack (and the MLP's first layer, reading
       the image) gets its input rows reordered from NCHW to NHWC flattening; the
       dense layer feeding the deconv stack (and the MLP decoder's last layer) its

@@ -214,14 +214,24 @@ class TorchBackend:
     ) -> TrainedTorchModel:
         """Train ``spec`` on ``dataset`` with Adam; stops early (``diverged``) on a non-finite loss."""
         info = resolve_device(execution.device)
-        device = info.device
         if execution.threads:
             torch.set_num_threads(execution.threads)
-        if device == "cpu":
-            # Denormal floats appear in the weights/activations of these VAEs after ~1k
-            # steps and make CPU convolutions up to 20x slower (measured: 1,200 -> 69
-            # images/s at beta = 1); flushing them to zero costs nothing in accuracy.
-            torch.set_flush_denormal(True)
+        if info.device != "cpu":
+            return self._train(spec, dataset, execution, on_progress, model, info.device)
+        # Denormal floats appear in the weights/activations of these VAEs after ~1k steps
+        # and make CPU convolutions up to 20x slower (measured: 1,200 -> 69 images/s at
+        # beta = 1); flushing them to zero costs nothing in accuracy. The setting is
+        # process-wide (numpy too), so it is restored when training ends.
+        torch.set_flush_denormal(True)
+        try:
+            return self._train(spec, dataset, execution, on_progress, model, info.device)
+        finally:
+            torch.set_flush_denormal(False)
+
+    def _train(
+        self, spec: Any, dataset: Any, execution: ExecutionOptions, on_progress: ProgressCallback | None,
+        model: torch.nn.Module | None, device: str,
+    ) -> TrainedTorchModel:
         amp = _effective_amp(device, execution.amp, execution.notes)
         torch.manual_seed(spec.seed)
         rng = np.random.default_rng(spec.seed)
