@@ -8,6 +8,7 @@ listing plugins or printing ``--help`` never pays for a framework import.
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
@@ -66,6 +67,18 @@ class ModelSpec:
             have = ", ".join(sorted(self.backends)) or "none"
             raise KeyError(f"model {self.name!r} has no {backend!r} backend (has: {have})")
         return _resolve(self.backends[backend])
+
+    def build(self, backend: str, spec: Any, image_shape: tuple[int, int, int], dataset: Any = None) -> Any:
+        """The backend's model for ``spec``; a factory that takes a ``dataset`` keyword gets it
+        (conditional models read the number of classes, β-TCVAE the dataset size)."""
+        factory = self.factory(backend)
+        try:
+            takes_dataset = "dataset" in inspect.signature(factory).parameters
+        except (TypeError, ValueError):
+            takes_dataset = False
+        if dataset is not None and takes_dataset:
+            return factory(spec, image_shape, dataset=dataset)
+        return factory(spec, image_shape)
 
 
 @dataclass

@@ -20,7 +20,6 @@ device-to-host round trip in the middle of each step.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
@@ -360,12 +359,6 @@ def load_flat_state(model: nnx.Module, arrays: dict[str, np.ndarray]) -> None:
             node.set_value(jnp.asarray(arrays[name]))
 
 
-def _takes_dataset(factory: Any) -> bool:
-    try:
-        return "dataset" in inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return False
-
 
 class JaxBackend:
     name = "jax"
@@ -377,10 +370,7 @@ class JaxBackend:
         """The model of ``spec``; a factory that takes a ``dataset`` keyword gets it."""
         from vaebench.plugins.manager import get_manager
 
-        factory = get_manager().model(spec.model).factory("jax")
-        if dataset is not None and _takes_dataset(factory):
-            return factory(spec, image_shape, dataset=dataset)
-        return factory(spec, image_shape)
+        return get_manager().model(spec.model).build("jax", spec, image_shape, dataset)
 
     def train(
         self,

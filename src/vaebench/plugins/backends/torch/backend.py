@@ -8,7 +8,6 @@ compact loss history, at no cost over a plain PyTorch loop (see benchmarks/).
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import math
 import os
@@ -178,12 +177,6 @@ class TrainedTorchModel:
         return artifacts
 
 
-def _takes_dataset(factory: Any) -> bool:
-    try:
-        return "dataset" in inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return False
-
 
 def _scalar(value: Any) -> float:
     return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
@@ -199,10 +192,7 @@ class TorchBackend:
         """The model of ``spec``; a factory that takes a ``dataset`` keyword gets it."""
         from vaebench.plugins.manager import get_manager
 
-        factory = get_manager().model(spec.model).factory("torch")
-        if dataset is not None and _takes_dataset(factory):
-            return factory(spec, image_shape, dataset=dataset)
-        return factory(spec, image_shape)
+        return get_manager().model(spec.model).build("torch", spec, image_shape, dataset)
 
     def train(
         self,
