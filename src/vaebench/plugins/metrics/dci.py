@@ -68,10 +68,9 @@ from vaebench.plugins.metrics.inputs import (
     context_rows,
     float_option,
     int_option,
-    latent_only_parsers,
     n_jobs_option,
-    read_options,
     sklearn_version,
+    split_metric_options,
     train_rows,
     varying_columns,
 )
@@ -328,21 +327,11 @@ def _jsonable(value: Any) -> Any:
 
 def _compute(ctx: EvaluationContext, fast: bool) -> MetricResult:
     metric = "dci_fast" if fast else "dci"
-    parsers = {
-        "train_fraction": partial(float_option, low=0.0, high=1.0, low_open=True, high_open=True),
-        "n_jobs": n_jobs_option,
-        **latent_only_parsers(metric),
-    }
-    defaults: dict[str, Any] = {
-        "train_fraction": ctx.train_fraction or DEFAULT_TRAIN_FRACTION,
-        "n_jobs": -1,
-        "profile": "reference",
-    }
-    if fast:
-        parsers["n_estimators"] = partial(int_option, minimum=1)
-        parsers["max_train"] = partial(int_option, minimum=2)
-        defaults.update(n_estimators=FAST_N_ESTIMATORS, max_train=FAST_MAX_TRAIN)
-    opts = read_options(metric, ctx.options_for(metric), parsers, defaults)
+    extra = {"n_estimators": partial(int_option, minimum=1), "max_train": partial(int_option, minimum=2)}
+    opts = split_metric_options(
+        ctx, metric, extra if fast else None,
+        {"n_estimators": FAST_N_ESTIMATORS, "max_train": FAST_MAX_TRAIN} if fast else None,
+    )
     means, factors = context_rows(ctx, metric, opts["profile"], opts["max_samples"])
     result = dci(
         means,

@@ -29,6 +29,7 @@ import numpy as np
 from vaebench.plugins.metrics.context import EvaluationContext
 
 __all__ = [
+    "split_metric_options",
     "DEFAULT_TRAIN_FRACTION",
     "FAST_MAX_SAMPLES",
     "PROFILES",
@@ -291,3 +292,27 @@ def context_rows(
         )
     rows = rows_for_profile(means.shape[0], profile, max_samples)
     return means[:rows], factors[:rows]
+
+
+def split_metric_options(
+    ctx: EvaluationContext,
+    metric: str,
+    extra_parsers: Mapping[str, Callable[[str, str, Any], Any]] | None = None,
+    extra_defaults: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Options of a metric that fits classifiers on a train split (SAP, DCI, explicitness):
+    ``train_fraction`` (default ``ctx.train_fraction`` or 2/3), ``n_jobs`` (-1), ``profile``
+    and ``max_samples``, plus the metric's own ``extra_parsers`` / ``extra_defaults``."""
+    parsers = {
+        "train_fraction": partial(float_option, low=0.0, high=1.0, low_open=True, high_open=True),
+        "n_jobs": n_jobs_option,
+        **latent_only_parsers(metric),
+        **(extra_parsers or {}),
+    }
+    defaults = {
+        "train_fraction": ctx.train_fraction or DEFAULT_TRAIN_FRACTION,
+        "n_jobs": -1,
+        "profile": "reference",
+        **(extra_defaults or {}),
+    }
+    return read_options(metric, ctx.options_for(metric), parsers, defaults)

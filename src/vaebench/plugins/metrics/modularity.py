@@ -73,6 +73,7 @@ from vaebench.plugins.metrics.inputs import (
     n_jobs_option,
     read_options,
     sklearn_version,
+    split_metric_options,
     train_rows,
     varying_columns,
 )
@@ -336,17 +337,7 @@ def compute_explicitness(ctx: EvaluationContext) -> MetricResult:
     ``ctx.seed``.
     """
     metric = "explicitness"
-    parsers = {
-        "train_fraction": partial(float_option, low=0.0, high=1.0, low_open=True, high_open=True),
-        "n_jobs": n_jobs_option,
-        **latent_only_parsers(metric),
-    }
-    opts = read_options(
-        metric,
-        ctx.options_for(metric),
-        parsers,
-        {"train_fraction": ctx.train_fraction or DEFAULT_TRAIN_FRACTION, "n_jobs": -1, "profile": "reference"},
-    )
+    opts = split_metric_options(ctx, metric)
     means, factors = context_rows(ctx, metric, opts["profile"], opts["max_samples"])
     result = explicitness(
         means,

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from functools import partial
 from typing import Any, Sequence
 
 import numpy as np
@@ -61,10 +60,9 @@ from vaebench.plugins.metrics.inputs import (
     check_codes_and_factors,
     context_rows,
     float_option,
-    latent_only_parsers,
     n_jobs_option,
-    read_options,
     sklearn_version,
+    split_metric_options,
     train_rows,
     varying_columns,
 )
@@ -247,19 +245,7 @@ def compute(ctx: EvaluationContext) -> MetricResult:
     ``max_samples`` (cap on rows used; overrides the profile's).
     """
     metric = "sap"
-    parsers = {
-        "train_fraction": partial(
-            float_option, low=0.0, high=1.0, low_open=True, high_open=True
-        ),
-        "n_jobs": n_jobs_option,
-        **latent_only_parsers(metric),
-    }
-    opts = read_options(
-        metric,
-        ctx.options_for(metric),
-        parsers,
-        {"train_fraction": ctx.train_fraction or DEFAULT_TRAIN_FRACTION, "n_jobs": -1, "profile": "reference"},
-    )
+    opts = split_metric_options(ctx, metric)
     means, factors = context_rows(ctx, metric, opts["profile"], opts["max_samples"])
     result = sap_score(
         means,
