@@ -84,3 +84,16 @@ def cpu_name() -> str:
     return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
 
 
+
+
+def write_signals(directory: str, signals: list[dict[str, float]]) -> dict[str, str]:
+    """A model's training signals (β, TC, perplexity, ... per history point) as
+    ``signals.json`` beside the checkpoint; returns the artifact, or nothing to add."""
+    if not signals:
+        return {}
+    import json
+
+    path = os.path.join(directory, "signals.json")
+    with open(path, "w") as fh:
+        json.dump({"history": signals}, fh, indent=1)
+    return {"signals": path}

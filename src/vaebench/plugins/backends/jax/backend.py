@@ -34,7 +34,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from vaebench.plugins.backends.base import DeviceInfo, ExecutionOptions, ProgressCallback, cpu_name
+from vaebench.plugins.backends.base import DeviceInfo, ExecutionOptions, ProgressCallback, cpu_name, write_signals
 from vaebench.plugins.backends.jax.nets import ConvTranspose2x
 
 #: Loss history keeps at most this many points per run (as the torch backend).
@@ -329,13 +329,7 @@ class TrainedJaxModel:
                 "spec": asdict(self.spec), "backend": "jax", "latent_dim": int(self.model.latent_dim),
                 "image_shape": list(getattr(self.model, "image_shape", ())) or None, "layout": "NHWC",
             }, fh, indent=2)
-        artifacts = {"checkpoint": weights, "config": config}
-        if self.signals:
-            path = os.path.join(directory, "signals.json")
-            with open(path, "w") as fh:
-                json.dump({"history": self.signals}, fh, indent=1)
-            artifacts["signals"] = path
-        return artifacts
+        return {"checkpoint": weights, "config": config, **write_signals(directory, self.signals)}
 
 
 def flat_state(model: nnx.Module) -> dict[str, np.ndarray]:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vaebench.plugins.backends.base import DeviceInfo, ExecutionOptions, ProgressCallback, cpu_name
+from vaebench.plugins.backends.base import DeviceInfo, ExecutionOptions, ProgressCallback, cpu_name, write_signals
 
 #: Loss history keeps at most this many points per run.
 HISTORY_POINTS = 200
@@ -168,13 +168,7 @@ class TrainedTorchModel:
         save_file(state, weights, metadata={"format": "pt", "run_id": self.spec.run_id})
         with open(config, "w") as fh:
             json.dump({"spec": asdict(self.spec), "backend": "torch", "latent_dim": self.model.latent_dim}, fh, indent=2)
-        artifacts = {"checkpoint": weights, "config": config}
-        if self.signals:
-            path = os.path.join(directory, "signals.json")
-            with open(path, "w") as fh:
-                json.dump({"history": self.signals}, fh, indent=1)
-            artifacts["signals"] = path
-        return artifacts
+        return {"checkpoint": weights, "config": config, **write_signals(directory, self.signals)}
 
 
 
