@@ -97,3 +97,35 @@ def write_signals(directory: str, signals: list[dict[str, float]]) -> dict[str, 
     with open(path, "w") as fh:
         json.dump({"history": signals}, fh, indent=1)
     return {"signals": path}
+
+
+class DeviceError(ValueError):
+    """A device that does not exist here; one line for the user."""
+
+
+def parse_device(device: str, gpu_count: int, missing_hint: str) -> int | None:
+    """``auto`` | ``cpu`` | ``gpu`` | ``cuda`` | ``cuda:N`` -> the GPU index, or ``None`` for the CPU.
+
+    ``auto`` picks GPU 0 when there is one. ``missing_hint`` completes the error for a
+    GPU asked for where the framework sees none (e.g. how to install its GPU build).
+    """
+    device = device.strip().lower()
+    if device == "auto":
+        return 0 if gpu_count else None
+    if device == "cpu":
+        return None
+    if device == "gpu":
+        device = "cuda"
+    if not device.startswith("cuda") or device[4:5] not in ("", ":"):
+        raise DeviceError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)")
+    if not gpu_count:
+        raise DeviceError(f"device {device!r} asked for, but {missing_hint}")
+    index = 0
+    if ":" in device:
+        try:
+            index = int(device.split(":", 1)[1])
+        except ValueError:
+            raise DeviceError(f"bad device {device!r}: expected cuda:N") from None
+    if not 0 <= index < gpu_count:
+        raise DeviceError(f"device cuda:{index} does not exist ({gpu_count} GPU devices)")
+    return index

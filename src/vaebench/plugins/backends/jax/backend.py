@@ -34,16 +34,20 @@ import numpy as np
 import optax
 from flax import nnx
 
-from vaebench.plugins.backends.base import DeviceInfo, ExecutionOptions, ProgressCallback, cpu_name, write_signals
+from vaebench.plugins.backends.base import (
+    DeviceError,
+    DeviceInfo,
+    ExecutionOptions,
+    ProgressCallback,
+    cpu_name,
+    parse_device,
+    write_signals,
+)
 from vaebench.plugins.backends.jax.nets import ConvTranspose2x
 
 #: Loss history keeps at most this many points per run (as the torch backend).
 HISTORY_POINTS = 200
 EVAL_BATCH = 512
-
-
-class DeviceError(ValueError):
-    """A device that does not exist here; one line for the user."""
 
 
 def _gpus() -> list[Any]:
@@ -54,30 +58,12 @@ def _gpus() -> list[Any]:
 
 
 def _resolve(device: str) -> tuple[DeviceInfo, Any]:
-    device = device.strip().lower()
-    if device == "auto":
-        device = "cuda" if _gpus() else "cpu"
-    if device == "cpu":
+    gpus = _gpus()
+    hint = "JAX sees no GPU here (install jax[cuda12] or use --device cpu or auto)"
+    index = parse_device(device, len(gpus), hint)
+    if index is None:
         return DeviceInfo("cpu", cpu_name()), jax.devices("cpu")[0]
-    if device == "gpu":
-        device = "cuda"
-    if device.startswith("cuda"):
-        gpus = _gpus()
-        if not gpus:
-            raise DeviceError(
-                f"device {device!r} asked for, but JAX sees no GPU here (install jax[cuda12] "
-                "or use --device cpu or auto)"
-            )
-        index = 0
-        if ":" in device:
-            try:
-                index = int(device.split(":", 1)[1])
-            except ValueError:
-                raise DeviceError(f"bad device {device!r}: expected cuda:N") from None
-        if not 0 <= index < len(gpus):
-            raise DeviceError(f"device cuda:{index} does not exist ({len(gpus)} GPU devices)")
-        return DeviceInfo(f"cuda:{index}", gpus[index].device_kind), gpus[index]
-    raise DeviceError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)")
+    return DeviceInfo(f"cuda:{index}", gpus[index].device_kind), gpus[index]
 
 
 def resolve_device(device: str) -> DeviceInfo:

@@ -19,39 +19,28 @@ from typing import Any
 import numpy as np
 import torch
 
-from vaebench.plugins.backends.base import DeviceInfo, ExecutionOptions, ProgressCallback, cpu_name, write_signals
+from vaebench.plugins.backends.base import (
+    DeviceError,
+    DeviceInfo,
+    ExecutionOptions,
+    ProgressCallback,
+    cpu_name,
+    parse_device,
+    write_signals,
+)
 
 #: Loss history keeps at most this many points per run.
 HISTORY_POINTS = 200
 EVAL_BATCH = 500
 
 
-class DeviceError(ValueError):
-    """A device that does not exist here; one line for the user."""
-
-
 def resolve_device(device: str) -> DeviceInfo:
     """``auto`` -> ``cuda:0`` when CUDA is available, else ``cpu``; validates ``cuda:N``."""
-    device = device.strip().lower()
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = parse_device(device, count, "torch sees no CUDA device here (use --device cpu or auto)")
+    if index is None:
         return DeviceInfo("cpu", cpu_name())
-    if device == "gpu":
-        device = "cuda"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise DeviceError(f"device {device!r} asked for, but torch sees no CUDA device here (use --device cpu or auto)")
-        index = 0
-        if ":" in device:
-            try:
-                index = int(device.split(":", 1)[1])
-            except ValueError:
-                raise DeviceError(f"bad device {device!r}: expected cuda:N") from None
-        if not 0 <= index < torch.cuda.device_count():
-            raise DeviceError(f"device cuda:{index} does not exist ({torch.cuda.device_count()} CUDA devices)")
-        return DeviceInfo(f"cuda:{index}", torch.cuda.get_device_name(index))
-    raise DeviceError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)")
+    return DeviceInfo(f"cuda:{index}", torch.cuda.get_device_name(index))
 
 
 def _autocast(device: str, amp: str) -> contextlib.AbstractContextManager[Any]:
