@@ -52,6 +52,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "amp": "off",
     "registry": DEFAULT_REGISTRY,
     "eval_samples": 10_000,
+    "strategy": "auto",
 }
 
 #: config-file key -> (RunSpec axis, type) for the numeric grid axes.
@@ -143,7 +144,8 @@ def run(
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N. \\[default: auto]"),
     amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision: off | bf16 | fp16 (CUDA). \\[default: off]"),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the training step (falls back to eager)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for training. \\[default: all cores]"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for training (split between worker processes). \\[default: all cores]"),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="How the grid shares the machine: auto | sequential | processes (one worker per core) | vectorized (β/C/γ/seed points as one torch.func program; for GPUs). auto: vectorized on a GPU, processes on a multi-core CPU. \\[default: auto]"),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Metrics to compute, or 'all'. \\[default: every metric marked default that the dataset supports; see `vaebench list metrics`]"),
     eval_samples: Optional[int] = typer.Option(None, "--eval-samples", help="Held-out observations scored per run. \\[default: 10000]"),
     registry: Optional[str] = typer.Option(None, "--registry", help=REGISTRY_HELP + f" \\[default: {DEFAULT_REGISTRY}]"),
@@ -189,6 +191,10 @@ def run(
                 raise PlanError(f"unknown architecture {arch!r} (available: conv, mlp)")
         if opts["amp"] not in ("off", "bf16", "fp16"):
             raise PlanError(f"--amp: unknown AMP mode {opts['amp']!r} (use off, bf16 or fp16)")
+        from vaebench.harness.strategies import STRATEGIES
+
+        if opts["strategy"] not in STRATEGIES:
+            raise PlanError(f"--strategy: unknown strategy {opts['strategy']!r} (use {', '.join(STRATEGIES)})")
     except (PlanError, UnknownSpecError) as exc:
         fail(str(exc))
 
@@ -234,8 +240,8 @@ def run(
     err_console.print(f"[bold]{len(specs)} run(s)[/] → {opts['registry']}")
     try:
         result = run_grid(specs, manager, opts["registry"], execution, metric_names,
-                          resume=bool(opts.get("resume") or False), reporter=reporter)
-    except (DatasetError, RegistryError) as exc:
+                          resume=bool(opts.get("resume") or False), reporter=reporter, strategy=opts["strategy"])
+    except (DatasetError, RegistryError, ValueError) as exc:
         fail(str(exc))
     if as_json:
         _print_json(result.records)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -12,55 +13,63 @@ from vaebench.harness.plan import RunSpec
 
 
 class RichReporter:
-    """One progress bar per run (step, loss, KL, images/s), then a line with its outcome."""
+    """A progress bar per run in training (step, loss, KL, images/s; several at once
+    when a strategy trains runs side by side), then a line with each run's outcome."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
         self._progress: Progress | None = None
-        self._task: Any = None
-        self._spec: RunSpec | None = None
+        self._tasks: dict[str, Any] = {}
+        self._specs: dict[str, RunSpec] = {}
 
     def start_run(self, spec: RunSpec, index: int, total: int) -> None:
-        self._spec = spec
-        self._progress = Progress(
-            TextColumn(f"[bold]{index + 1}/{total}[/] {spec.label()}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[stats]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=True,
-        )
-        self._progress.start()
-        self._task = self._progress.add_task("train", total=spec.steps, stats="")
-
-    def progress(self, step: int, values: dict[str, float]) -> None:
         if self._progress is None:
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[stats]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self._progress.start()
+        self._specs[spec.run_id] = spec
+        self._tasks[spec.run_id] = self._progress.add_task(
+            f"[bold]{index + 1}/{total}[/] {escape(spec.label())}", total=spec.steps, stats=""
+        )
+
+    def progress(self, run_id: str, step: int, values: dict[str, float]) -> None:
+        if self._progress is None or run_id not in self._tasks:
             return
         stats = (
             f"loss {values['loss']:.1f}  recon {values['recon']:.1f}  KL {values['kl']:.2f}  "
             f"{values['images_per_second']:.0f} img/s"
         )
-        self._progress.update(self._task, completed=step, stats=stats)
+        self._progress.update(self._tasks[run_id], completed=step, stats=stats)
 
-    def phase(self, text: str) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, stats=text)
+    def phase(self, run_id: str, text: str) -> None:
+        if self._progress is not None and run_id in self._tasks:
+            self._progress.update(self._tasks[run_id], stats=text)
 
     def end_run(self, record: dict[str, Any]) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
+        run_id = record["run_id"]
+        if self._progress is not None and run_id in self._tasks:
+            self._progress.remove_task(self._tasks.pop(run_id))
+            if not self._tasks:
+                self._progress.stop()
+                self._progress = None
+        spec = self._specs.pop(run_id, None)
         status = record["status"]
         colour = {"ok": "green", "diverged": "yellow", "failed": "red"}.get(status, "white")
-        label = self._spec.label() if self._spec else record["run_id"]
+        label = spec.label() if spec else run_id
         metrics = record.get("metrics") or {}
         extra = "  ".join(f"{k} {metrics[k]:.3f}" for k in ("mig", "kl", "reconstruction") if k in metrics)
         ips = record.get("images_per_second")
         speed = f"  {ips:.0f} img/s" if ips else ""
-        err = f"  ({record['error']})" if record.get("error") else ""
-        self.console.print(f"[{colour}]{status:8}[/] {record['run_id']}  {label}  {extra}{speed}{err}")
+        err = f"  ({escape(record['error'])})" if record.get("error") else ""
+        self.console.print(f"[{colour}]{status:8}[/] {run_id}  {escape(label)}  {extra}{speed}{err}")
 
     def skipped(self, spec: RunSpec, status: str) -> None:
         self.console.print(f"[dim]skipped  {spec.run_id}  {spec.label()}  (already recorded: {status})[/]")

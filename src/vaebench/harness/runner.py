@@ -35,16 +35,16 @@ EVAL_SEED = 20_180_402
 
 class Reporter(Protocol):
     def start_run(self, spec: RunSpec, index: int, total: int) -> None: ...
-    def progress(self, step: int, values: dict[str, float]) -> None: ...
-    def phase(self, text: str) -> None: ...
+    def progress(self, run_id: str, step: int, values: dict[str, float]) -> None: ...
+    def phase(self, run_id: str, text: str) -> None: ...
     def end_run(self, record: dict[str, Any]) -> None: ...
     def skipped(self, spec: RunSpec, status: str) -> None: ...
 
 
 class SilentReporter:
     def start_run(self, spec: RunSpec, index: int, total: int) -> None: ...
-    def progress(self, step: int, values: dict[str, float]) -> None: ...
-    def phase(self, text: str) -> None: ...
+    def progress(self, run_id: str, step: int, values: dict[str, float]) -> None: ...
+    def phase(self, run_id: str, text: str) -> None: ...
     def end_run(self, record: dict[str, Any]) -> None: ...
     def skipped(self, spec: RunSpec, status: str) -> None: ...
 
@@ -53,6 +53,8 @@ class SilentReporter:
 class GridResult:
     records: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[RunSpec] = field(default_factory=list)
+    #: the strategy the runs were trained with (``auto`` resolved)
+    strategy: str = "sequential"
 
 
 def metrics_for(manager: PluginManager, dataset: DatasetSpec, names: Sequence[str] | None) -> list[MetricSpec]:
@@ -181,57 +183,101 @@ def run_one(
     reporter: Reporter | None = None,
     dataset: Any = None,
     metric_options: dict[str, dict[str, Any]] | None = None,
+    strategy: str = "sequential",
+    concurrent_runs: int = 1,
 ) -> dict[str, Any]:
-    """Train, score and record one run; returns the record as written (every schema column)."""
+    """Train, score and record one run; returns the record as written (every schema column).
+
+    ``strategy`` and ``concurrent_runs`` say how the grid ran it (recorded as such)."""
     reporter = reporter or SilentReporter()
-    backend = get_backend(spec.backend)
-    device = backend.resolve_device(execution.device)
-    started = _now()
-    dataset_spec = manager.dataset(spec.dataset)
-    if dataset is None:
-        dataset = dataset_spec.loader()(path=spec.dataset_path)
-    metric_specs = metrics_for(manager, dataset_spec, metric_names)
-    execution.notes.clear()
-    record = base_record(spec, dataset, device, execution)
-    record["started_at"] = started
+    run = PendingRun(spec, manager, execution, metric_names, dataset, strategy, concurrent_runs)
     try:
-        trained = backend.train(spec, dataset, execution, on_progress=reporter.progress)
-        record.update(
-            amp=trained.amp, compiled=trained.compiled, steps_done=trained.steps_done,
-            train_seconds=trained.train_seconds, final_loss=trained.final_loss, history=trained.history,
+        trained = run.backend.train(
+            spec, run.dataset, execution, on_progress=lambda step, values: reporter.progress(spec.run_id, step, values)
         )
-        if trained.train_seconds > 0:
-            ips = trained.steps_done * spec.batch_size / trained.train_seconds
-            record["images_per_second"] = ips
-            size = math.prod(dataset.factor_sizes) if dataset.factor_sizes else None
-            record["seconds_per_epoch"] = size / ips if size else None
-        if trained.diverged:
-            record["status"] = "diverged"
-            record["error"] = f"non-finite loss at step {trained.steps_done}"
-        else:
-            reporter.phase("evaluating")
-            t0 = time.perf_counter()
-            values, params, per_dim = evaluate(trained, spec, dataset, metric_specs, execution, metric_options)
-            record["eval_seconds"] = time.perf_counter() - t0
-            record.update(status="ok", metrics=values, metric_params=json.dumps(params), kl_per_dim=per_dim.tolist())
-            out_dir = str(store.artifact_dir(registry, spec.run_id))
-            record["artifacts"] = trained.save(out_dir)
-            if execution.figures:
-                reporter.phase("figures")
-                record["artifacts"].update(_figures(trained, dataset, spec, per_dim, params, out_dir, execution))
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - a failed run is recorded, the grid goes on
-        record["status"] = "failed"
-        record["error"] = _one_line(exc)
-    if execution.notes:
-        note = "; ".join(execution.notes)
-        record["error"] = f"{record['error']}; {note}" if record.get("error") else note
-    record["finished_at"] = _now()
-    store.write_record(registry, record)
-    record = {name: record.get(name) for name in RECORD_SCHEMA.names} | {"schema_version": SCHEMA_VERSION}
-    reporter.end_run(record)
-    return record
+        return run.fail(registry, _one_line(exc), reporter)
+    return run.finish(trained, registry, reporter, metric_options)
+
+
+class PendingRun:
+    """A run between its start and its record: the spec, its dataset and backend,
+    and the record's columns known before training (start time, device, ...).
+
+    Every strategy (sequential, worker processes, vectorized groups) trains its own
+    way and then calls :meth:`finish` (or :meth:`fail`) for each run, so that
+    scoring, artifacts and the record are written one way.
+    """
+
+    def __init__(self, spec: RunSpec, manager: PluginManager, execution: ExecutionOptions,
+                 metric_names: Sequence[str] | None = None, dataset: Any = None,
+                 strategy: str = "sequential", concurrent_runs: int = 1) -> None:
+        self.spec = spec
+        self.execution = execution
+        self.backend = get_backend(spec.backend)
+        device = self.backend.resolve_device(execution.device)
+        started = _now()
+        dataset_spec = manager.dataset(spec.dataset)
+        self.dataset = dataset if dataset is not None else dataset_spec.loader()(path=spec.dataset_path)
+        self.metric_specs = metrics_for(manager, dataset_spec, metric_names)
+        execution.notes.clear()
+        self.record = base_record(spec, self.dataset, device, execution)
+        self.record.update(started_at=started, strategy=strategy, concurrent_runs=concurrent_runs)
+
+    def finish(
+        self, trained: Any, registry: str, reporter: Reporter, metric_options: dict[str, dict[str, Any]] | None = None, notes: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """Score ``trained``, save its checkpoint and figures, write the record."""
+        spec, dataset, execution, record = self.spec, self.dataset, self.execution, self.record
+        try:
+            record.update(
+                amp=trained.amp, compiled=trained.compiled, steps_done=trained.steps_done,
+                train_seconds=trained.train_seconds, final_loss=trained.final_loss, history=trained.history,
+            )
+            if trained.train_seconds > 0:
+                ips = trained.steps_done * spec.batch_size / trained.train_seconds
+                record["images_per_second"] = ips
+                size = math.prod(dataset.factor_sizes) if dataset.factor_sizes else None
+                record["seconds_per_epoch"] = size / ips if size else None
+            if trained.diverged:
+                record["status"] = "diverged"
+                record["error"] = f"non-finite loss at step {trained.steps_done}"
+            else:
+                reporter.phase(spec.run_id, "evaluating")
+                t0 = time.perf_counter()
+                values, params, per_dim = evaluate(trained, spec, dataset, self.metric_specs, execution, metric_options)
+                record["eval_seconds"] = time.perf_counter() - t0
+                record.update(status="ok", metrics=values, metric_params=json.dumps(params), kl_per_dim=per_dim.tolist())
+                out_dir = str(store.artifact_dir(registry, spec.run_id))
+                record["artifacts"] = trained.save(out_dir)
+                if execution.figures:
+                    reporter.phase(spec.run_id, "figures")
+                    record["artifacts"].update(_figures(trained, dataset, spec, per_dim, params, out_dir, execution))
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failed run is recorded, the grid goes on
+            record["status"] = "failed"
+            record["error"] = _one_line(exc)
+        return self._write(registry, reporter, notes)
+
+    def fail(self, registry: str, error: str, reporter: Reporter) -> dict[str, Any]:
+        """Record the run as ``failed`` with a one-line ``error``."""
+        self.record.update(status="failed", error=error)
+        return self._write(registry, reporter)
+
+    def _write(self, registry: str, reporter: Reporter, notes: Sequence[str] = ()) -> dict[str, Any]:
+        record = self.record
+        notes = [*notes, *self.execution.notes]
+        if notes:
+            note = "; ".join(notes)
+            record["error"] = f"{record['error']}; {note}" if record.get("error") else note
+        record["finished_at"] = _now()
+        store.write_record(registry, record)
+        record = {name: record.get(name) for name in RECORD_SCHEMA.names} | {"schema_version": SCHEMA_VERSION}
+        reporter.end_run(record)
+        return record
 
 
 def run_grid(
@@ -243,15 +289,25 @@ def run_grid(
     resume: bool = False,
     reporter: Reporter | None = None,
     metric_options: dict[str, dict[str, Any]] | None = None,
+    strategy: str = "auto",
 ) -> GridResult:
-    """Run every spec in order. With ``resume``, specs already recorded as ``ok`` or
-    ``diverged`` are skipped (``failed`` ones are retried)."""
+    """Run every spec with ``strategy`` (see ``harness/strategies.py``; ``auto`` picks by
+    device). With ``resume``, specs already recorded as ``ok`` or ``diverged`` are
+    skipped (``failed`` ones are retried). Records come back in the order of ``specs``."""
+    from vaebench.harness import strategies
     from vaebench.registry.query import recorded_status
 
     reporter = reporter or SilentReporter()
     result = GridResult()
     done = recorded_status(registry) if resume else {}
-    datasets: dict[tuple[str, str | None], Any] = {}
+    loaded: dict[tuple[str, str | None], Any] = {}
+
+    def datasets(spec: RunSpec) -> Any:
+        key = (spec.dataset, spec.dataset_path)
+        if key not in loaded:
+            loaded[key] = manager.dataset(spec.dataset).loader()(path=spec.dataset_path)
+        return loaded[key]
+
     todo = []
     for spec in specs:
         status = done.get(spec.run_id)
@@ -260,12 +316,13 @@ def run_grid(
             reporter.skipped(spec, status)
         else:
             todo.append(spec)
-    for index, spec in enumerate(todo):
-        key = (spec.dataset, spec.dataset_path)
-        if key not in datasets:
-            datasets[key] = manager.dataset(spec.dataset).loader()(path=spec.dataset_path)
-        reporter.start_run(spec, index, len(todo))
-        result.records.append(
-            run_one(spec, manager, registry, execution, metric_names, reporter, datasets[key], metric_options)
-        )
+    result.strategy = strategies.choose_strategy(strategy, todo, execution, manager)
+    run = {
+        "sequential": strategies.run_sequential,
+        "processes": strategies.run_processes,
+        "vectorized": strategies.run_vectorized,
+    }[result.strategy]
+    records = run(todo, manager, registry, execution, metric_names, reporter, metric_options, datasets)
+    order = {spec.run_id: i for i, spec in enumerate(todo)}
+    result.records = sorted(records, key=lambda r: order[r["run_id"]])
     return result

@@ -62,6 +62,10 @@ RECORD_SCHEMA = pa.schema(
         ("amp", pa.string()),
         ("compiled", pa.bool_()),
         ("threads", pa.int64()),
+        # how the grid ran it: sequential | processes | vectorized, and how many runs
+        # trained at the same time as this one (itself included)
+        ("strategy", pa.string()),
+        ("concurrent_runs", pa.int64()),
         # --- what it cost ---
         ("steps_done", pa.int64()),
         ("train_seconds", pa.float64()),
@@ -97,5 +101,6 @@ GROUPABLE_COLUMNS = (
     "batch_size",
     "lr",
     "device",
+    "strategy",
     "seed",
 )

@@ -14,7 +14,7 @@ import os
 import time
 import warnings
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -60,6 +60,25 @@ def _effective_amp(device: str, amp: str, notes: list[str]) -> str:
         notes.append("this GPU has no bf16; trained in float32")
         return "off"
     return amp
+
+
+@contextlib.contextmanager
+def _training_mode(device: str, threads: int | None):
+    """Thread count, and on the CPU flushed denormals, for the duration of training."""
+    if threads:
+        torch.set_num_threads(threads)
+    if device != "cpu":
+        yield
+        return
+    # Denormal floats appear in the weights/activations of these VAEs after ~1k steps
+    # and make CPU convolutions up to 20x slower (measured: 1,200 -> 69 images/s at
+    # beta = 1); flushing them to zero costs nothing in accuracy. The setting is
+    # process-wide (numpy too), so it is restored when training ends.
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def _factor_tensor(factors: np.ndarray | None, device: str) -> torch.Tensor | None:
@@ -187,19 +206,32 @@ class TorchBackend:
     ) -> TrainedTorchModel:
         """Train ``spec`` on ``dataset`` with Adam; stops early (``diverged``) on a non-finite loss."""
         info = resolve_device(execution.device)
-        if execution.threads:
-            torch.set_num_threads(execution.threads)
-        if info.device != "cpu":
+        with _training_mode(info.device, execution.threads):
             return self._train(spec, dataset, execution, on_progress, model, info.device)
-        # Denormal floats appear in the weights/activations of these VAEs after ~1k steps
-        # and make CPU convolutions up to 20x slower (measured: 1,200 -> 69 images/s at
-        # beta = 1); flushing them to zero costs nothing in accuracy. The setting is
-        # process-wide (numpy too), so it is restored when training ends.
-        torch.set_flush_denormal(True)
-        try:
-            return self._train(spec, dataset, execution, on_progress, model, info.device)
-        finally:
-            torch.set_flush_denormal(False)
+
+    def train_group(
+        self,
+        specs: Sequence[Any],
+        dataset: Any,
+        execution: ExecutionOptions,
+        on_progress: Sequence[ProgressCallback | None] | None = None,
+    ) -> list[TrainedTorchModel]:
+        """Train grid points that differ only in β, C, γ, schedules or seed as one
+        vectorized program (see ``vectorized.py``); one trained model per spec."""
+        from vaebench.plugins.backends.torch.vectorized import train_group
+
+        info = resolve_device(execution.device)
+        with _training_mode(info.device, execution.threads):
+            amp = _effective_amp(info.device, execution.amp, execution.notes)
+            return train_group(
+                self, specs, dataset, execution, on_progress, info.device, amp, lambda: _autocast(info.device, amp)
+            )
+
+    def can_group(self, spec: Any) -> bool:
+        """Whether ``spec`` can train in a vectorized group (:meth:`train_group`)."""
+        from vaebench.plugins.backends.torch.vectorized import group_key
+
+        return group_key(spec) is not None
 
     def _train(
         self, spec: Any, dataset: Any, execution: ExecutionOptions, on_progress: ProgressCallback | None,

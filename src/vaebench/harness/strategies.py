@@ -1,0 +1,254 @@
+"""How a grid's runs share the machine.
+
+- ``sequential``: one run after another in this process, each with all the threads.
+- ``processes``: worker processes (spawned, so no state is inherited) train and score
+  runs side by side, the CPU threads split between them; each worker writes its own
+  records. On a 2-core CPU one single-threaded worker per core beats one process with
+  two threads, because these small convolutions scale poorly across threads
+  (``benchmarks/RESULTS.md``).
+- ``vectorized``: grid points that differ only in β, C, γ, schedules or seed train as
+  one program with stacked parameters (the backend's ``train_group``; torch:
+  ``torch.func`` + ``vmap``), then are scored and recorded one by one. Worth it on a
+  GPU, where one small model leaves the device idle; slower than sequential on a CPU.
+- ``auto``: vectorized on a GPU, processes on a CPU when two or more runs have two or
+  more threads (``--threads``, default: the cores) to share, sequential otherwise.
+
+Every strategy ends each run in :meth:`PendingRun.finish`, so records are the same
+whichever trained them, except the ``strategy`` and ``concurrent_runs`` columns.
+"""
+
+from __future__ import annotations
+
+import os
+import queue as queue_module
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import replace
+from typing import Any, Sequence
+
+from vaebench.harness.plan import RunSpec
+from vaebench.plugins.backends import get_backend
+from vaebench.plugins.backends.base import ExecutionOptions
+from vaebench.plugins.manager import PluginManager, get_manager
+
+STRATEGIES = ("auto", "sequential", "processes", "vectorized")
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def choose_strategy(
+    strategy: str, specs: Sequence[RunSpec], execution: ExecutionOptions, manager: PluginManager
+) -> str:
+    """The strategy to use for ``specs``: ``strategy`` itself, or what ``auto`` means here."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r} (use one of: {', '.join(STRATEGIES)})")
+    if strategy != "auto":
+        if strategy == "processes" and manager is not get_manager():
+            raise ValueError("--strategy processes needs plugins installed as packages: worker processes "
+                             "find plugins through entry points, not through a plugin manager built in this process")
+        return strategy
+    if len(specs) < 2:
+        return "sequential"
+    device = get_backend(specs[0].backend).resolve_device(execution.device).device
+    if device != "cpu":
+        return "vectorized" if vectorized_groups(specs)[0] else "sequential"
+    if (execution.threads or cpu_cores()) >= 2 and manager is get_manager():
+        return "processes"
+    return "sequential"
+
+
+def vectorized_groups(specs: Sequence[RunSpec]) -> tuple[list[list[RunSpec]], list[RunSpec]]:
+    """``(groups of ≥ 2 specs that can train together, the specs left to train alone)``.
+
+    A group shares backend and everything but the member fields (see the backend's
+    ``can_group`` / ``group_key``); order within a group follows ``specs``.
+    """
+    from vaebench.plugins.backends.torch.vectorized import group_key
+
+    by_key: dict[tuple, list[RunSpec]] = {}
+    alone: list[RunSpec] = []
+    for spec in specs:
+        backend = get_backend(spec.backend)
+        if not hasattr(backend, "train_group") or not backend.can_group(spec):
+            alone.append(spec)
+            continue
+        by_key.setdefault((spec.backend, group_key(spec)), []).append(spec)
+    groups = []
+    for members in by_key.values():
+        if len(members) >= 2:
+            groups.append(members)
+        else:
+            alone.extend(members)
+    return groups, alone
+
+
+# ------------------------------------------------------------------ sequential
+
+
+def run_sequential(specs, manager, registry, execution, metric_names, reporter, metric_options, datasets):  # noqa: ANN001
+    from vaebench.harness.runner import run_one
+
+    records = []
+    for index, spec in enumerate(specs):
+        reporter.start_run(spec, index, len(specs))
+        dataset = datasets(spec)
+        records.append(run_one(spec, manager, registry, execution, metric_names, reporter, dataset, metric_options))
+    return records
+
+
+# ------------------------------------------------------------------ vectorized
+
+
+def run_vectorized(specs, manager, registry, execution, metric_names, reporter, metric_options, datasets):  # noqa: ANN001
+    """Each group trained as one program, then each member scored and recorded; runs that
+    cannot be grouped train one after another."""
+    from vaebench.harness.runner import PendingRun, _one_line
+
+    groups, alone = vectorized_groups(specs)
+    records = []
+    index = 0
+    for group in groups:
+        runs = []
+        for spec in group:
+            reporter.start_run(spec, index, len(specs))
+            index += 1
+            runs.append(PendingRun(spec, manager, execution, metric_names, datasets(spec), "vectorized", len(group)))
+        execution.notes.clear()
+        callbacks = [lambda step, values, rid=s.run_id: reporter.progress(rid, step, values) for s in group]
+        try:
+            trained = get_backend(group[0].backend).train_group(group, runs[0].dataset, execution, callbacks)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the group's runs are recorded as failed, the grid goes on
+            records.extend(run.fail(registry, _one_line(exc), reporter) for run in runs)
+            continue
+        group_notes = list(execution.notes)
+        for run, model in zip(runs, trained):
+            execution.notes.clear()
+            records.append(run.finish(model, registry, reporter, metric_options, notes=group_notes))
+    records.extend(
+        run_sequential(alone, manager, registry, execution, metric_names, _Offset(reporter, index, len(specs)),
+                       metric_options, datasets)
+    )
+    return records
+
+
+class _Offset:
+    """A reporter whose run numbers continue a count started elsewhere."""
+
+    def __init__(self, reporter: Any, offset: int, total: int) -> None:
+        self._reporter, self._offset, self._total = reporter, offset, total
+
+    def start_run(self, spec: RunSpec, index: int, total: int) -> None:
+        self._reporter.start_run(spec, self._offset + index, self._total)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reporter, name)
+
+
+# ------------------------------------------------------------------ processes
+
+_EVENTS: Any = None  # the worker's queue to the parent (set by _init_worker)
+
+
+class _QueueReporter:
+    """A worker's reporter: forwards progress to the parent, which owns the terminal."""
+
+    def start_run(self, spec: RunSpec, index: int, total: int) -> None: ...
+
+    def progress(self, run_id: str, step: int, values: dict[str, float]) -> None:
+        _EVENTS.put(("progress", run_id, step, values))
+
+    def phase(self, run_id: str, text: str) -> None:
+        _EVENTS.put(("phase", run_id, text))
+
+    def end_run(self, record: dict[str, Any]) -> None:
+        _EVENTS.put(("end", record["run_id"], record))
+
+    def skipped(self, spec: RunSpec, status: str) -> None: ...
+
+
+def _init_worker(events: Any) -> None:
+    global _EVENTS
+    _EVENTS = events
+
+
+_WORKER_DATASETS: dict[tuple[str, str | None], Any] = {}
+
+
+def _work(spec: RunSpec, registry: str, execution: ExecutionOptions, metric_names: Sequence[str] | None,
+          metric_options: dict[str, dict[str, Any]] | None, workers: int) -> dict[str, Any]:
+    from vaebench.harness.runner import run_one
+
+    manager = get_manager()
+    key = (spec.dataset, spec.dataset_path)
+    if key not in _WORKER_DATASETS:
+        _WORKER_DATASETS[key] = manager.dataset(spec.dataset).loader()(path=spec.dataset_path)
+    _EVENTS.put(("start", spec.run_id))
+    return run_one(spec, manager, registry, execution, metric_names, _QueueReporter(), _WORKER_DATASETS[key],
+                   metric_options, strategy="processes", concurrent_runs=workers)
+
+
+def run_processes(specs, manager, registry, execution, metric_names, reporter, metric_options, datasets):  # noqa: ANN001
+    """Runs in ``min(runs, cores)`` spawned workers, each with ``cores // workers`` threads.
+
+    Workers report through one queue (start, progress, phase, end: in order per run);
+    this process shows them, since the terminal is its own.
+    """
+    import multiprocessing
+    import time
+
+    from vaebench.harness.runner import PendingRun
+
+    cores = execution.threads or cpu_cores()
+    workers = max(1, min(len(specs), cores))
+    worker_execution = replace(execution, threads=max(1, cores // workers), notes=[])
+    context = multiprocessing.get_context("spawn")
+    events = context.Queue()
+    by_id = {spec.run_id: (index, spec) for index, spec in enumerate(specs)}
+    records: dict[str, dict[str, Any]] = {}
+    ended: set[str] = set()
+
+    def show(event: tuple) -> None:
+        kind, run_id = event[0], event[1]
+        if kind == "start":
+            index, spec = by_id[run_id]
+            reporter.start_run(spec, index, len(specs))
+        elif kind == "progress":
+            reporter.progress(run_id, event[2], event[3])
+        elif kind == "phase":
+            reporter.phase(run_id, event[2])
+        elif kind == "end":
+            ended.add(run_id)
+            reporter.end_run(event[2])
+
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(events,)) as pool:
+        futures: dict[Future, RunSpec] = {
+            pool.submit(_work, spec, registry, worker_execution, metric_names, metric_options, workers): spec
+            for spec in specs
+        }
+        pending = set(futures)
+        deadline = None
+        while pending or (set(records) - ended and time.monotonic() < deadline):
+            try:
+                show(events.get(timeout=0.1))
+            except queue_module.Empty:
+                pass
+            for future in [f for f in pending if f.done()]:
+                pending.discard(future)
+                spec = futures[future]
+                try:
+                    records[spec.run_id] = future.result()
+                except Exception as exc:  # noqa: BLE001 - a crashed worker (out of memory, ...) fails its run only
+                    run = PendingRun(spec, manager, execution, metric_names, datasets(spec), "processes", workers)
+                    records[spec.run_id] = run.fail(registry, f"worker process died ({type(exc).__name__}: {exc})",
+                                                    reporter)
+                    ended.add(spec.run_id)
+            if not pending and deadline is None:
+                deadline = time.monotonic() + 10.0  # the last events are in flight behind the results
+    return [records[spec.run_id] for spec in specs]

@@ -1,0 +1,194 @@
+"""Train several grid points as one vectorized program (``torch.func``).
+
+Grid points that share the architecture, the data and the optimiser settings and
+differ only in β, C, γ, their schedules or the seed (:func:`group_key`) are
+stacked: their parameters become tensors with a leading member axis
+(``stack_module_state``), one forward pass runs every member under ``vmap``
+(convolutions with batched weights become grouped convolutions), and one Adam
+steps the stacked tensors. Adam is elementwise, so each member keeps its own
+moment estimates, exactly as with its own optimiser; the members' losses are
+summed, and the gradient of a sum with respect to one member's parameters is
+that member's own gradient. Each member draws its batches from its own NumPy
+generator and its reparameterisation noise from its own torch generator, seeded
+as a lone run seeds them, so a member trains like the same run trained alone (to
+float rounding: the grouped kernels add in a different order; see
+``tests/test_grid_strategies.py``). The loss of each member is computed by
+:func:`~vaebench.plugins.models.objectives.objective` with that member's
+hyperparameters, the same call a lone run makes.
+
+On a GPU this keeps the device busy with one launch per layer for the whole
+group instead of one per model; on a 2-core CPU it is slower than training the
+models one after another (see ``benchmarks/RESULTS.md``), which is why the grid
+runner chooses it only on a GPU unless asked (``--strategy vectorized``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.func import functional_call, stack_module_state, vmap
+
+from vaebench.plugins.backends.base import ExecutionOptions, ProgressCallback
+from vaebench.plugins.backends.torch.models import GaussianVAE, gaussian_kl_per_dim
+from vaebench.plugins.models.objectives import objective
+
+#: Models whose whole loss is ``objective(recon, KL)`` of a plain Gaussian VAE.
+VECTORIZABLE_MODELS = ("vae", "beta_vae", "beta_vae_capacity")
+
+#: Spec fields members of one group may differ in (everything else must be equal).
+MEMBER_FIELDS = (
+    "model", "beta", "capacity", "gamma", "capacity_steps", "seed",
+    "beta_schedule", "beta_start", "beta_warmup_steps", "beta_cycles",
+)
+
+
+def group_key(spec: Any) -> tuple | None:
+    """Specs with equal keys can train as one vectorized group; ``None``: this spec cannot."""
+    if spec.model not in VECTORIZABLE_MODELS:
+        return None
+    shared = {k: v for k, v in asdict(spec).items() if k not in MEMBER_FIELDS}
+    return tuple(sorted(shared.items()))
+
+
+def _generator_like_global(device: str) -> torch.Generator:
+    """A generator in the state the global one for ``device`` is in now."""
+    gen = torch.Generator(device=device)
+    if device == "cpu":
+        gen.set_state(torch.get_rng_state())
+    else:
+        gen.set_state(torch.cuda.get_rng_state(torch.device(device)))
+    return gen
+
+
+def train_group(
+    backend: Any,
+    specs: Sequence[Any],
+    dataset: Any,
+    execution: ExecutionOptions,
+    on_progress: Sequence[ProgressCallback | None] | None,
+    device: str,
+    amp: str,
+    autocast: Callable[[], Any],
+) -> list[Any]:
+    """Train ``specs`` (one :func:`group_key`) together; one ``TrainedTorchModel`` per spec.
+
+    ``backend`` builds the models; ``autocast()`` gives the AMP context for ``amp``.
+    A member whose loss turns non-finite is marked diverged at that check point, as
+    a lone run would be, and leaves the summed loss; the others go on.
+    """
+    from vaebench.plugins.backends.torch.backend import HISTORY_POINTS, TrainedTorchModel
+
+    keys = {group_key(s) for s in specs}
+    if None in keys or len(keys) != 1:
+        raise ValueError("a vectorized group needs specs of vectorizable models (" + ", ".join(VECTORIZABLE_MODELS) + ") differing only in "
+                         + ", ".join(MEMBER_FIELDS))
+    first = specs[0]
+    models: list[GaussianVAE] = []
+    generators: list[torch.Generator] = []
+    rngs: list[np.random.Generator] = []
+    for spec in specs:  # seeded exactly as TorchBackend._train seeds a lone run
+        torch.manual_seed(spec.seed)
+        rngs.append(np.random.default_rng(spec.seed))
+        model = backend.build(spec, dataset.image_shape, dataset)
+        if type(model) is not GaussianVAE:
+            raise ValueError(f"model {spec.model!r} built a {type(model).__name__}, not a plain GaussianVAE")
+        models.append(model.to(device))
+        generators.append(_generator_like_global(device))
+    params, buffers = stack_module_state(models)
+    template = copy.deepcopy(models[0]).to("meta")
+    enc_keys = [k for k in params if k.startswith("encoder.")]
+    dec_keys = [k for k in params if k.startswith("decoder.")]
+
+    def member(p: dict[str, torch.Tensor], x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # The same arithmetic as GaussianVAE.forward_with_sample + _gaussian_terms,
+        # with the noise passed in so that each member draws its own.
+        h = functional_call(template.encoder, {k[8:]: p[k] for k in enc_keys}, (x,))
+        mu, logvar = h.chunk(2, dim=1)
+        z = mu + eps * torch.exp(0.5 * logvar)
+        logits = functional_call(template.decoder, {k[8:]: p[k] for k in dec_keys}, (z,))
+        recon = template.recon_errors(x, logits.float()).mean()
+        kl_per_dim = gaussian_kl_per_dim(mu.float(), logvar.float()).mean(0)
+        return recon, kl_per_dim
+
+    forward = vmap(member)
+    compiled = False
+    if execution.compile:
+        try:
+            forward, compiled = torch.compile(forward), True
+        except Exception as exc:  # noqa: BLE001 - compile is an optimisation, never a failure
+            execution.notes.append(f"torch.compile unavailable ({type(exc).__name__}); trained eagerly")
+    optimizer = torch.optim.Adam(list(params.values()), lr=first.lr)
+    scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
+    trained = [TrainedTorchModel(m, s, device, amp, compiled) for m, s in zip(models, specs)]
+    live = list(range(len(specs)))
+    history_every = max(1, first.steps // HISTORY_POINTS)
+    report_every = max(1, execution.progress_every)
+    callbacks = list(on_progress or [None] * len(specs))
+    batch, latent = first.batch_size, first.latent_dim
+    start = time.perf_counter()
+    for step in range(1, first.steps + 1):
+        x = np.stack([dataset.sample(batch, rng)[0] for rng in rngs])  # (M, B, H, W, C)
+        x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 1, 4, 2, 3))).to(device, non_blocking=True)
+        eps = torch.stack([torch.randn((batch, latent), generator=g, device=device) for g in generators])
+        try:
+            with autocast():
+                recon, kl_per_dim = forward(params, x, eps)
+        except Exception as exc:  # noqa: BLE001 - a failed compile surfaces at the first call
+            if not compiled or step != 1:
+                raise
+            execution.notes.append(f"torch.compile failed at the first step ({type(exc).__name__}); trained eagerly")
+            forward, compiled = vmap(member), False
+            for run in trained:
+                run.compiled = False
+            with autocast():
+                recon, kl_per_dim = forward(params, x, eps)
+        kl = kl_per_dim.sum(1)
+        losses, capacities = [], []
+        for i, spec in enumerate(specs):
+            loss, capacity = objective(models[i].objective_name, recon[i], kl[i], models[i].hp, step)
+            losses.append(loss)
+            capacities.append(capacity)
+        optimizer.zero_grad(set_to_none=True)
+        total = torch.stack([losses[i] for i in live]).sum()
+        if scaler is not None:
+            scaler.scale(total).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            total.backward()
+            optimizer.step()
+        last = step == first.steps
+        if step % history_every == 0 or step % report_every == 0 or last:
+            table = torch.stack([torch.stack(losses), recon, kl]).detach().float().cpu().tolist()
+            elapsed = time.perf_counter() - start
+            for i in list(live):
+                values = {"loss": table[0][i], "recon": table[1][i], "kl": table[2][i]}
+                run = trained[i]
+                run.steps_done = step
+                finite = all(math.isfinite(v) for v in values.values())
+                if not finite or step % history_every == 0 or last:
+                    run.history.append({"step": step, **values, "capacity": capacities[i]})
+                run.final_loss = values["loss"]
+                if not finite:
+                    run.diverged = True
+                    run.train_seconds = elapsed
+                    live.remove(i)
+                elif callbacks[i] is not None and (step % report_every == 0 or last):
+                    callbacks[i](step, {**values, "images_per_second": step * batch / elapsed})
+            if not live:
+                break
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - start
+    with torch.no_grad():
+        for i, model in enumerate(models):
+            model.load_state_dict({k: v[i] for k, v in params.items()} | {k: v[i] for k, v in buffers.items()})
+            if not trained[i].diverged:
+                trained[i].train_seconds = elapsed
+    return trained
