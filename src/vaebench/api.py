@@ -77,12 +77,14 @@ def run_grid(
     eval_samples: int = 10_000,
     progress: bool = False,
     strategy: str = "auto",
+    metric_options: dict[str, dict[str, Any]] | None = None,
     **grid: Any,
 ) -> Any:
     """Plan and run a grid; returns a ``GridResult`` (``.records``: the records written,
     ``.skipped``: specs already recorded when ``resume``, ``.strategy``: how they were
     trained). ``grid`` takes the keyword arguments of :func:`plan_grid`; ``strategy``:
-    ``auto`` | ``sequential`` | ``processes`` | ``vectorized`` (``vaebench run --help``)."""
+    ``auto`` | ``sequential`` | ``processes`` | ``vectorized`` (``vaebench run --help``);
+    ``metric_options`` per metric, e.g. ``{"fid_inception": {"n": 2000, "weights": "default_1.pt"}}``."""
     from vaebench.harness.runner import run_grid as _run
     from vaebench.plugins.backends.base import ExecutionOptions
     from vaebench.plugins.manager import get_manager
@@ -99,7 +101,7 @@ def run_grid(
         reporter = RichReporter(Console(stderr=True))
     execution = ExecutionOptions(device=device, amp=amp, compile=compile, threads=threads, eval_samples=eval_samples)
     return _run(specs, get_manager(), registry, execution, metrics, resume=resume, reporter=reporter,
-                strategy=strategy)
+                strategy=strategy, metric_options=metric_options)
 
 
 def leaderboard(

