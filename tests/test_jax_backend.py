@@ -248,7 +248,7 @@ def test_same_weights_same_noise_same_gradients(model, mu_offset, monkeypatch):
     terms_t["loss"].backward()
 
     graphdef, params, others = nnx.split(j, nnx.Param, ...)
-    grads, values = loss_and_grads(graphdef, params, others, jnp.asarray(x), jnp.asarray(eps), jnp.int32(step))
+    grads, _, values = loss_and_grads(graphdef, params, others, jnp.asarray(x), jnp.int32(step), eps=jnp.asarray(eps))
     assert _rel(values["loss"], terms_t["loss"].item()) < 1e-4
 
     # Map torch's gradients through the same weight copy, then compare tensor by tensor.
@@ -293,6 +293,65 @@ def test_same_start_same_batches_same_noise_same_training(monkeypatch, torch_cpu
         assert a["step"] == b["step"]
         for k in ("loss", "recon", "kl"):
             assert b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-4), (a["step"], k, a[k], b[k])
+
+
+# -- schedules: written once, traced by jit ---------------------------------------------
+
+SCHEDULES = [
+    {"beta": 4.0, "beta_schedule": "linear", "beta_start": 1.0, "beta_warmup_steps": 10, "steps": 40},
+    {"beta": 4.0, "beta_schedule": "linear", "beta_start": 0.0, "beta_warmup_steps": None, "steps": 40},
+    {"beta": 6.0, "beta_schedule": "cyclical", "beta_start": 0.5, "beta_cycles": 3, "steps": 100},
+    {"beta": 4.0, "beta_schedule": None, "steps": 40},
+]
+
+
+@pytest.mark.parametrize("hp", SCHEDULES)
+def test_schedules_are_the_same_on_python_ints_and_traced_steps(hp):
+    from vaebench.plugins.models.objectives import beta_at, capacity_at
+
+    traced = jax.jit(lambda s: (beta_at(s, hp), capacity_at(s, 25.0, 30)))
+    for step in (1, 2, 5, 9, 10, 11, 17, 33, 34, 35, 40, 67, 99, 100, 250):
+        beta, capacity = traced(jnp.int32(step))
+        assert float(beta) == pytest.approx(beta_at(step, hp), rel=1e-6, abs=1e-6), step
+        assert float(capacity) == pytest.approx(capacity_at(step, 25.0, 30), rel=1e-6), step
+    assert isinstance(beta_at(5, hp), float) and isinstance(capacity_at(5, 25.0, 30), float)
+
+
+def test_jitted_step_mid_warm_up_gives_the_torch_loss_terms(monkeypatch, torch_cpu_state):
+    # β rises 1 -> 4 over 10 steps; at step 4 it is 2.2, so a β held at its target (or at
+    # its start) would give a different loss. The JAX step is jitted with the step traced.
+    spec = RunSpec(model="beta_vae", beta=4.0, beta_schedule="linear", beta_start=1.0, beta_warmup_steps=10,
+                   steps=40, latent_dim=6)
+    torch.manual_seed(0)
+    t = tm.build_beta_vae(spec, SHAPE)
+    with torch.no_grad():
+        t.encoder.dense[-1].bias[:6].add_(torch.linspace(-3.0, 3.0, 6))
+    j = jm.copy_torch_weights(t, jm.build_beta_vae(spec, SHAPE))
+    x = _images(8, seed=4)
+    eps = np.random.default_rng(7).standard_normal((8, 6)).astype(np.float32)
+    monkeypatch.setattr(torch, "randn_like", lambda like: torch.from_numpy(eps).to(like.dtype))
+    step_fn = jax.jit(loss_and_grads, static_argnums=0)
+    graphdef, params, others = nnx.split(j, nnx.Param, ...)
+    for step in (4, 7):
+        with torch.no_grad():
+            terms_t = t.loss_terms(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))), step)
+        _, _, terms_j = step_fn(graphdef, params, others, jnp.asarray(x), jnp.int32(step), eps=jnp.asarray(eps))
+        beta = 1.0 + 3.0 * step / 10
+        assert terms_t["signals"]["beta"] == pytest.approx(beta)
+        assert float(terms_j["signals"]["beta"]) == pytest.approx(beta, rel=1e-6)
+        for key in ("loss", "recon", "kl"):
+            assert _rel(terms_j[key], terms_t[key].item()) < 1e-4, (step, key)
+        assert terms_t["loss"].item() == pytest.approx(terms_t["recon"].item() + beta * terms_t["kl"].item(), rel=1e-6)
+
+
+def test_scheduled_beta_trains_on_jax_and_is_recorded_as_a_signal():
+    spec = RunSpec(model="beta_vae", beta=4.0, beta_schedule="cyclical", beta_start=0.0, beta_cycles=2,
+                   steps=12, batch_size=16)
+    trained = _train(spec)
+    assert [s["step"] for s in trained.signals] == [h["step"] for h in trained.history] == list(range(1, 13))
+    for s in trained.signals:  # period 6: β rises over steps 1-3 of each cycle, then holds
+        tau = ((s["step"] - 1) % 6) / 6
+        assert s["beta"] == pytest.approx(4.0 * min(1.0, tau / 0.5), abs=1e-6)
 
 
 def test_subpixel_transposed_conv_is_flax_conv_transpose():
