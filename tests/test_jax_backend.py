@@ -374,3 +374,123 @@ def test_initialisation_matches_torch_defaults():
         if value.size >= 256:
             assert np.abs(native[name]).max() <= np.abs(value).max() * 1.05, name
             assert native[name].std() == pytest.approx(value.std(), rel=0.15), name
+
+
+# -- the model zoo on JAX: cvae and vq_vae against torch --------------------------------
+
+
+def _zoo_spec(model: str, arch: str = "conv", **hp) -> RunSpec:
+    from vaebench.harness.plan import plan_grid
+
+    axes = {"latent_dim": [4], **{k: [v] for k, v in hp.items()}}
+    (spec,) = plan_grid(get_manager(), [model], axes, architectures=[arch], backends=["jax"])
+    return spec
+
+
+def _torch_batch(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+
+@pytest.mark.parametrize("arch", ["conv", "mlp"])
+def test_cvae_same_weights_same_noise_same_loss_terms_and_inferred_labels(arch, monkeypatch):
+    spec = _zoo_spec("cvae", arch, beta=2.0, condition="shape")
+    torch.manual_seed(0)
+    t = tm.build_cvae(spec, SHAPE, dataset=DATA)
+    last = t.encoder.dense[-1] if arch == "conv" else t.encoder.net[-1]
+    with torch.no_grad():  # a KL worth comparing, and labels that matter to the encoder
+        last.bias[:4].add_(torch.linspace(-2.0, 2.0, 4))
+    j = jm.copy_torch_weights(t, jm.build_cvae(spec, SHAPE, dataset=DATA))
+    assert (j.factor_index, j.num_classes, j.num_factors) == (0, 3, 5)
+    images, factors = DATA.sample(8, np.random.default_rng(8))
+    eps = np.random.default_rng(9).standard_normal((8, 4)).astype(np.float32)
+    monkeypatch.setattr(torch, "randn_like", lambda like: torch.from_numpy(eps).to(like.dtype))
+    xt, ft = _torch_batch(images), torch.from_numpy(factors.astype(np.int64))
+    with torch.no_grad():
+        terms_t = t.loss_terms(xt, 3, factors=ft)
+        inferred_t = t.infer_factors(xt).numpy()
+        decoded_t = t.decode(t.encode(xt, ft)[0]).permute(0, 2, 3, 1).numpy()  # uniform condition
+    terms_j = j.loss_terms(jnp.asarray(images), 3, factors=jnp.asarray(factors, jnp.int32), eps=jnp.asarray(eps))
+    assert float(terms_t["kl"]) > 1.0
+    for key in ("loss", "recon", "kl"):
+        assert _rel(terms_j[key], terms_t[key].item()) < 1e-4, key
+    np.testing.assert_array_equal(np.asarray(j.infer_factors(jnp.asarray(images))), inferred_t)
+    mu_j = j.encode(jnp.asarray(images), jnp.asarray(factors, jnp.int32))[0]
+    assert _rel(j.decode(mu_j), decoded_t) < 1e-4
+    # labels change the loss: the condition really reaches both networks
+    other = factors.copy()
+    other[:, 0] = (other[:, 0] + 1) % 3
+    moved = j.loss_terms(jnp.asarray(images), 3, factors=jnp.asarray(other, jnp.int32), eps=jnp.asarray(eps))
+    assert abs(float(moved["recon"]) - float(terms_j["recon"])) > 1e-3
+
+
+@pytest.mark.parametrize("update", ["loss", "ema"])
+def test_vq_vae_same_weights_same_codes_same_terms_same_codebook_after_a_step(update):
+    spec = _zoo_spec("vq_vae", codebook_size=16, codebook_dim=4, codebook_update=update)
+    torch.manual_seed(0)
+    t = tm.build_vq_vae(spec, SHAPE)
+    with torch.no_grad():  # codes spread over the encodings' range, so several are chosen
+        t.codebook.copy_(torch.randn(16, 4) * 0.05)
+        if update == "ema":
+            t.ema_sum.copy_(t.codebook)
+    j = jm.copy_torch_weights(t, jm.build_vq_vae(spec, SHAPE))
+    x = _images(16, seed=5)
+    xt = _torch_batch(x)
+    t.train()
+    initial = t.codebook.detach().clone().numpy()
+    _, idx_t = t.quantise(t.encoder(xt).float().view(-1, 4, 4))
+    terms_t = t.loss_terms(xt, 1)
+    t.zero_grad()
+    terms_t["loss"].backward()
+
+    _, idx_j = j.quantise(j._encode_slots(jnp.asarray(x)))
+    np.testing.assert_array_equal(np.asarray(idx_j), idx_t.numpy())
+    assert len(np.unique(idx_t.numpy())) >= 3
+    graphdef, params, others = nnx.split(j, nnx.Param, ...)
+    grads, new_others, terms_j = loss_and_grads(graphdef, params, others, jnp.asarray(x), jnp.int32(1))
+    for key in ("loss", "recon"):
+        assert _rel(terms_j[key], terms_t[key].item()) < 1e-4, key
+    for key in ("commitment", "codebook", "perplexity", "code_usage"):
+        assert _rel(terms_j["signals"][key], float(torch.as_tensor(terms_t["signals"][key]).detach())) < 1e-4, key
+    nnx.update(j, new_others)
+    np.testing.assert_array_equal(np.asarray(j.last_used[...]), t.last_used.numpy())
+    if update == "ema":  # the EMA step moved the codebook the same way
+        assert np.abs(t.codebook.numpy() - initial).max() > 1e-3
+        assert _rel(j.codebook[...], t.codebook.numpy()) < 1e-5
+        assert _rel(j.ema_count[...], t.ema_count.numpy()) < 1e-6
+    else:  # the codebook's gradient (codebook loss) matches
+        got = np.asarray(grads["codebook"][...])
+        assert np.abs(got).max() > 0 and _rel(got, t.codebook.grad.numpy()) < 1e-4
+    # the encoder's gradient carries recon (straight-through) and the commitment term
+    assert _rel(grads["encoder"]["fc3"]["kernel"][...], t.encoder.dense[-1].weight.grad.numpy().T) < 1e-4
+
+
+def test_vq_vae_dead_codes_are_reset_to_encodings_of_the_batch():
+    spec = _zoo_spec("vq_vae", codebook_size=16, codebook_dim=4, dead_code_steps=2)
+    j = jm.build_vq_vae(spec, SHAPE)
+    x = jnp.asarray(_images(8, seed=6))
+    j.last_used[...] = jnp.asarray([5] * 8 + [1] * 8, jnp.int32)  # codes 8-15 unused since step 1
+    before = np.asarray(j.codebook[...]).copy()
+    j.before_step(x, jnp.int32(5), jax.random.key(0))
+    after = np.asarray(j.codebook[...])
+    np.testing.assert_array_equal(after[:8], before[:8])
+    encodings = np.asarray(j._encode_slots(x)).reshape(-1, 4)
+    for row in after[8:]:
+        assert np.abs(encodings - row).sum(1).min() < 1e-6  # each reset code is one of the batch's encodings
+    assert int(j.codes_reset[...]) == 8 and np.all(np.asarray(j.last_used[...])[8:] == 5)
+
+
+def test_cvae_and_vq_vae_train_on_jax_with_signals_and_notes(tmp_path):
+    vq = _zoo_spec("vq_vae", codebook_size=64, codebook_update="ema", dead_code_steps=5, steps=12, batch_size=16)
+    trained = _train(vq)
+    assert len(trained.signals) == 12
+    for s in trained.signals:
+        assert 1.0 <= s["perplexity"] <= 64 and 0.0 < s["code_usage"] <= 1.0 and s["codebook"] == 0.0
+    assert trained.signals[-1]["codes_reset"] > 0  # 64 codes, 40 encodings a step: some go unused
+    cv = _zoo_spec("cvae", beta_schedule="linear", steps=12, batch_size=16)
+    trained = _train(cv)
+    assert [s["beta"] for s in trained.signals] == pytest.approx([step / 12 for step in range(1, 13)])
+    images, factors = DATA.sample(6, np.random.default_rng(3))
+    means_given = trained.evaluate(images, factors=factors)[0]
+    np.testing.assert_allclose(trained.encode(images, factors=factors), means_given, rtol=1e-6)
+    labels = np.asarray(trained.model.infer_factors(jnp.asarray(images)))
+    np.testing.assert_allclose(trained.encode(images), trained.encode(images, factors=labels), rtol=1e-6)

@@ -37,7 +37,7 @@ def vaebench_register_models(register):
         name="cvae",
         description="Conditional VAE (Sohn et al. 2015): encoder and decoder see the one-hot of a factor "
                     "(--condition, default the dataset's first); recon + β·KL.",
-        backends={"torch": f"{_TORCH}:build_cvae"},
+        backends={"torch": f"{_TORCH}:build_cvae", "jax": f"{_JAX}:build_cvae"},
         hyperparameters=("beta", "condition"),
         defaults={"beta": 1.0, "condition": None},
     ))
@@ -67,7 +67,7 @@ def vaebench_register_models(register):
         name="vq_vae",
         description="VQ-VAE (van den Oord et al. 2017): latent_dim slots quantised to a shared codebook "
                     "(K 512, dim 8), straight-through, commitment 0.25; optional EMA codebook and dead-code reset.",
-        backends={"torch": f"{_TORCH}:build_vq_vae"},
+        backends={"torch": f"{_TORCH}:build_vq_vae", "jax": f"{_JAX}:build_vq_vae"},
         hyperparameters=("codebook_size", "codebook_dim", "commitment", "codebook_update", "dead_code_steps"),
         defaults={"codebook_size": 512, "codebook_dim": 8, "commitment": 0.25, "codebook_update": "loss",
                   "dead_code_steps": 0},

@@ -77,7 +77,9 @@ def loss_and_grads(
     tests). ``terms``: ``loss``, ``recon``, ``kl``, ``capacity`` (or ``None``), ``signals``."""
 
     def loss_fn(p: Any) -> tuple[jax.Array, tuple[dict[str, Any], Any]]:
-        model = nnx.merge(graphdef, p, others)
+        # NNX variables may be changed only at the trace level they were created at, and a
+        # model's state updates (EMA codebook) happen inside this trace: fresh variables.
+        model = nnx.merge(graphdef, p, jax.tree.map(lambda a: a, others))
         terms = model.loss_terms(x, step, key=key, factors=factors, eps=eps)
         _, _, new_others = nnx.split(model, nnx.Param, ...)
         kept = {k: terms[k] for k in ("loss", "recon", "kl", "capacity", "signals")}

@@ -253,7 +253,7 @@ class VQVAE(nnx.Module):
         if self.ema:
             self.codebook = CodebookState(init)
             self.ema_count = CodebookState(jnp.ones((k,), jnp.float32))  # pseudo-count 1 per code
-            self.ema_sum = CodebookState(init)
+            self.ema_sum = CodebookState(jnp.array(init))  # its own buffer (the step donates both)
         else:
             self.codebook = nnx.Param(init)
         self.last_used = CodebookState(jnp.zeros((k,), jnp.int32))
