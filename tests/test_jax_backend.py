@@ -8,7 +8,6 @@ gradients for the same batch and reparameterisation noise.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import subprocess
 import sys
@@ -32,7 +31,6 @@ from vaebench.plugins.backends.jax.backend import (  # noqa: E402
     DeviceError,
     JaxBackend,
     flat_state,
-    load_checkpoint,
     loss_and_grads,
     resolve_device,
 )
@@ -88,51 +86,24 @@ def test_resolve_device():
         resolve_device("cuda:99")
 
 
-def test_shapes_and_loss_falls_on_dsprites():
-    # 40 steps at batch 16, lr 1e-3: an untrained decoder costs ~4096·ln 2 ≈ 2839 nats;
-    # learning the black background takes it far below that.
-    spec = RunSpec(**BETA_SPEC, steps=40, lr=1e-3)
+# Shapes, loss falling, determinism, checkpoint round trip and the record schema of every
+# JAX model: tests/test_backend_conformance.py. Here what is JAX's own.
+
+
+def test_progress_compile_cache_seed_and_collapse_note():
+    spec = RunSpec(**BETA_SPEC, steps=20, lr=1e-3, seed=3)
     seen: list[tuple[int, dict]] = []
     trained = JaxBackend().train(spec, DATA, _execution(), on_progress=lambda s, v: seen.append((s, v)))
-    recon = [h["recon"] for h in trained.history]
-    assert len(trained.history) == 40 and trained.history[-1]["step"] == 40
-    assert set(trained.history[0]) == {"step", "loss", "recon", "kl", "capacity"}
-    assert recon[0] > 1500
-    assert np.mean(recon[-5:]) < 0.7 * recon[0]
-    assert trained.steps_done == 40 and not trained.diverged and math.isfinite(trained.final_loss)
     assert trained.compiled and trained.amp == "off" and trained.train_seconds > 0 and trained.compile_seconds >= 0
-    assert [s for s, _ in seen] == [5, 10, 15, 20, 25, 30, 35, 40]
+    assert [s for s, _ in seen] == [5, 10, 15, 20]
     assert set(seen[0][1]) == {"loss", "recon", "kl", "images_per_second"}
-
-    images = _images(7)
-    means, logvars, errors, recons = trained.evaluate(images, reconstructions=True)
-    assert means.shape == logvars.shape == (7, 10) and errors.shape == (7,) and recons.shape == (7, 64, 64, 1)
-    assert trained.evaluate(images)[0].shape == (7, 10) and len(trained.evaluate(images)) == 3
-    np.testing.assert_allclose(trained.encode(images), means, rtol=1e-6, atol=1e-6)
-    decoded = trained.decode(means)
-    assert decoded.shape == (7, 64, 64, 1) and decoded.min() >= 0 and decoded.max() <= 1
-    np.testing.assert_allclose(decoded, recons, rtol=1e-5, atol=1e-6)
-    assert np.all(np.isfinite(errors)) and errors.mean() < recon[0]
+    # same graph and batch shape: compiled once; another seed, another training
+    other = JaxBackend().train(RunSpec(**BETA_SPEC, steps=20, lr=1e-3, seed=4), DATA, _execution())
+    assert other.compile_seconds == 0.0
+    assert [h["loss"] for h in trained.history] != [h["loss"] for h in other.history]
+    means, logvars, _ = trained.evaluate(_images(64))
     collapsed = posterior_collapse(means, logvars)[0]
     assert any(n.startswith("posterior collapse") for n in trained.notes) == collapsed
-
-
-def test_same_seed_same_training_and_checkpoint_round_trip(tmp_path):
-    spec = RunSpec(**BETA_SPEC, steps=12, seed=3)
-    a, b = _train(spec), _train(spec)
-    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
-    assert b.compile_seconds == 0.0  # same graph and batch shape: compiled once
-    c = _train(RunSpec(**BETA_SPEC, steps=12, seed=4))
-    assert [h["loss"] for h in a.history] != [h["loss"] for h in c.history]
-
-    artifacts = a.save(str(tmp_path / "ckpt"))
-    assert artifacts["checkpoint"].endswith(".safetensors")
-    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
-    assert config["backend"] == "jax" and config["latent_dim"] == 10
-    restored = load_checkpoint(str(tmp_path / "ckpt"))
-    images = _images(40, seed=1)
-    np.testing.assert_array_equal(restored.encode(images), a.encode(images))
-    assert restored.spec == spec
 
 
 def test_divergence_is_recorded_and_records_have_the_torch_schema(tmp_path, torch_cpu_state):

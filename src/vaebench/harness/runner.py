@@ -184,7 +184,7 @@ def run_one(
 ) -> dict[str, Any]:
     """Train, score and record one run; returns the record as written (every schema column)."""
     reporter = reporter or SilentReporter()
-    backend = get_backend(spec.backend)
+    backend = get_backend(spec.backend, manager)
     device = backend.resolve_device(execution.device)
     started = _now()
     dataset_spec = manager.dataset(spec.dataset)

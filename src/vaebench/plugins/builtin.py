@@ -4,7 +4,7 @@ exactly as a third-party package registers its own (see pyproject.toml)."""
 from __future__ import annotations
 
 from vaebench import hookimpl
-from vaebench.plugins.specs import DatasetSpec, MetricSpec, ModelSpec
+from vaebench.plugins.specs import BackendSpec, DatasetSpec, MetricSpec, ModelSpec
 
 _TORCH = "vaebench.plugins.backends.torch.models"
 _JAX = "vaebench.plugins.backends.jax.models"
@@ -217,4 +217,19 @@ def vaebench_register_datasets(register):
         description="3D Shapes (Burgess & Kim 2018): 64×64 RGB, 6 factors; read lazily from 3dshapes.h5 (needs h5py).",
         load="vaebench.plugins.datasets.shapes3d:load_shapes3d",
         has_sampler=True,
+    ))
+
+
+@hookimpl
+def vaebench_register_backends(register):
+    register(BackendSpec(
+        name="torch",
+        description="PyTorch: eager or torch.compile, AMP bf16/fp16, CPU or CUDA; implements every built-in model.",
+        backend="vaebench.plugins.backends.torch.backend:TorchBackend",
+    ))
+    register(BackendSpec(
+        name="jax",
+        description="JAX / Flax NNX + optax: the training step jit-compiled ahead of time, CPU or GPU.",
+        backend="vaebench.plugins.backends.jax.backend:JaxBackend",
+        install="pip install 'vaebench[jax]'",
     ))

@@ -272,7 +272,7 @@ class TrainedJaxModel:
 def flat_state(model: nnx.Module) -> dict[str, np.ndarray]:
     """Every variable of ``model`` as ``{"dotted.path": array}``."""
     return {
-        ".".join(str(p) for p in path): np.ascontiguousarray(np.asarray(node.get_value()))
+        ".".join(str(p) for p in path): np.array(node.get_value(), order="C")  # 0-d stays 0-d
         for path, node in nnx.iter_graph(model)
         if isinstance(node, nnx.Variable)
     }

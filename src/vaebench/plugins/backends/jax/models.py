@@ -381,6 +381,10 @@ _BETA_HP = ("beta", "beta_schedule", "beta_start", "beta_warmup_steps", "beta_cy
 
 
 def _beta_hp(spec: Any) -> dict[str, Any]:
+    """Without a schedule only β: the hyperparameters key the compiled step, and runs that
+    differ only in their length should share one compilation."""
+    if getattr(spec, "beta_schedule", None) in (None, "constant"):
+        return {"beta": spec.beta}
     return {n: getattr(spec, n, None) for n in _BETA_HP}
 
 
