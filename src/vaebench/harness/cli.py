@@ -516,7 +516,8 @@ def list_specs(
             row["backends"] = sorted(spec.backends)
             row["hyperparameters"] = list(spec.hyperparameters)
         if kind == "backends":  # the models that name this backend
-            row["models"] = sorted(m for m, ms in manager.specs["models"].items() if name in ms.backends)
+            protocol = spec.model_protocol or name
+            row["models"] = sorted(m for m, ms in manager.specs["models"].items() if protocol in ms.backends)
         if kind == "metrics":
             row["direction"] = spec.direction
             row["needs"] = sorted(spec.needs)
