@@ -93,9 +93,11 @@ def test_auto_chooses_by_device_and_thread_budget(monkeypatch):
     assert choose_strategy("auto", specs[:1], cpu, manager) == "sequential"
     assert choose_strategy("auto", specs, ExecutionOptions(device="cpu", threads=1), manager) == "sequential"
     # Plugins registered in this process only are invisible to worker processes.
-    assert choose_strategy("auto", specs, cpu, PluginManager()) == "sequential"
+    private = PluginManager()
+    private.load_entry_points()
+    assert choose_strategy("auto", specs, cpu, private) == "sequential"
     with pytest.raises(ValueError, match="entry points"):
-        choose_strategy("processes", specs, cpu, PluginManager())
+        choose_strategy("processes", specs, cpu, private)
     monkeypatch.setattr(strategies, "cpu_cores", lambda: 1)
     assert choose_strategy("auto", specs, cpu, manager) == "sequential"
     assert choose_strategy("vectorized", specs, cpu, manager) == "vectorized"

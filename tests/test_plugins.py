@@ -121,14 +121,16 @@ def test_builtin_plugin_comes_from_vaebench_own_entry_point():
     assert b["registered"]["models"] == BUILTIN_MODELS
     assert BUILTIN_METRICS <= set(b["registered"]["metrics"])
     assert b["registered"]["datasets"] == ["dsprites", "mnist", "digits", "shapes3d"]
+    assert b["registered"]["backends"] == ["torch", "jax"]
 
 
-@pytest.mark.parametrize("kind", ["models", "metrics", "datasets"])
+@pytest.mark.parametrize("kind", ["models", "metrics", "datasets", "backends"])
 def test_list_gives_name_and_one_line_description(kind):
     rows = _json(run_vaebench("list", kind, "--json"))
     names = [r["name"] for r in rows]
     assert names == sorted(names)
-    expected = {"models": set(BUILTIN_MODELS), "metrics": BUILTIN_METRICS, "datasets": {"dsprites"}}[kind]
+    expected = {"models": set(BUILTIN_MODELS), "metrics": BUILTIN_METRICS, "datasets": {"dsprites"},
+                "backends": {"torch", "jax"}}[kind]
     assert expected <= set(names)
     for r in rows:
         assert isinstance(r["description"], str) and r["description"].strip(), r
@@ -138,7 +140,11 @@ def test_list_gives_name_and_one_line_description(kind):
     if kind == "models":
         assert _by_name(rows)["beta_vae"]["hyperparameters"] == ["beta"]
         assert _by_name(rows)["beta_vae"]["backends"] == ["jax", "torch"]
-        assert _by_name(rows)["cvae"]["backends"] == ["torch"]
+        assert _by_name(rows)["cvae"]["backends"] == ["jax", "torch"]
+        assert _by_name(rows)["dip_vae"]["backends"] == ["torch"]
+    if kind == "backends":
+        assert set(_by_name(rows)["jax"]["models"]) == {"vae", "beta_vae", "beta_vae_capacity", "cvae", "vq_vae"}
+        assert set(_by_name(rows)["torch"]["models"]) >= set(BUILTIN_MODELS)
     if kind == "metrics":
         assert _by_name(rows)["mig"]["direction"] == "higher"
         assert _by_name(rows)["mig"]["needs"] == ["factors", "latents"]
@@ -148,7 +154,7 @@ def test_list_unknown_kind_exits_2_with_one_line_error(cli):
     proc = run_vaebench("list", "bogus")
     assert proc.returncode == 2
     assert proc.stdout == ""
-    assert _stderr_lines(proc) == ["error: unknown kind 'bogus' (use models, metrics or datasets)"]
+    assert _stderr_lines(proc) == ["error: unknown kind 'bogus' (use models, metrics, datasets or backends)"]
     # in-process (typer runner) agrees on the exit code
     assert cli("list", "bogus").exit_code == 2
 
@@ -186,7 +192,7 @@ def test_example_plugin_is_discovered_after_pip_install(example_site):
     rows = _by_name(_json(run_vaebench("plugins", "--json", env_extra=_env(example_site))))
     ex = rows["example"]
     assert (ex["package"], ex["version"], ex["status"], ex["error"]) == ("vaebench-plugin-example", "0.1.0", "ok", "")
-    assert ex["registered"] == {"models": ["mse_beta_vae"], "metrics": ["latent_correlation"], "datasets": []}
+    assert ex["registered"] == {"models": ["mse_beta_vae"], "metrics": ["latent_correlation"], "datasets": [], "backends": []}
     assert rows["builtin"]["status"] == "ok"
     assert rows["builtin"]["registered"]["models"] == BUILTIN_MODELS
 
@@ -243,7 +249,7 @@ def test_plugin_failing_at_import_is_reported_and_skipped(tmp_path):
     broken = rows["broken"]
     assert (broken["package"], broken["version"], broken["status"]) == ("broken-plugin", "0.1", "error")
     assert "boom" in broken["error"] and "RuntimeError" in broken["error"]
-    assert broken["registered"] == {"models": [], "metrics": [], "datasets": []}
+    assert broken["registered"] == {"models": [], "metrics": [], "datasets": [], "backends": []}
     assert rows["builtin"]["status"] == "ok"
 
     proc = run_vaebench("list", "models", "--json", env_extra=env)
@@ -272,7 +278,7 @@ def test_plugin_raising_inside_a_hook_commits_nothing(tmp_path):
     assert (late["package"], late["version"], late["status"]) == ("late-plugin", "0.3", "error")
     assert "datasets hook exploded" in late["error"]
     for p in (raising, late):
-        assert p["registered"] == {"models": [], "metrics": [], "datasets": []}
+        assert p["registered"] == {"models": [], "metrics": [], "datasets": [], "backends": []}
     assert rows["builtin"]["status"] == "ok"
 
     proc = run_vaebench("list", "models", "--json", env_extra=env)
@@ -295,7 +301,7 @@ def test_third_party_duplicate_of_builtin_model_is_refused(tmp_path):
     dupe = rows["dupe"]
     assert (dupe["package"], dupe["status"]) == ("dupe-plugin", "error")
     assert "'beta_vae'" in dupe["error"] and "'builtin'" in dupe["error"] and "'dupe'" in dupe["error"]
-    assert dupe["registered"] == {"models": [], "metrics": [], "datasets": []}
+    assert dupe["registered"] == {"models": [], "metrics": [], "datasets": [], "backends": []}
     assert rows["builtin"]["status"] == "ok"
     assert rows["builtin"]["registered"]["models"] == BUILTIN_MODELS
 
@@ -360,7 +366,7 @@ def test_in_process_valid_plugin_is_committed(manager):
                                            datasets=[DatasetSpec(name="tiny_data", description="d", load="x:y")]),
                                    "tiny", package="tiny-pkg", version="9.9")
     assert (info.status, info.error) == ("ok", "")
-    assert info.registered == {"models": ["tiny_model"], "metrics": ["tiny_metric"], "datasets": ["tiny_data"]}
+    assert info.registered == {"models": ["tiny_model"], "metrics": ["tiny_metric"], "datasets": ["tiny_data"], "backends": []}
     assert manager.specs["models"]["tiny_model"].description == "tiny_model (test)"
     assert manager.model("tiny_model") is manager.specs["models"]["tiny_model"]
     assert manager.owner("models", "tiny_model") == "tiny"

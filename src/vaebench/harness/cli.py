@@ -139,7 +139,7 @@ def run(
     lr: Optional[str] = typer.Option(None, "--lr", help="Adam learning rate. \\[default: 5e-4]"),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset name(s). \\[default: dsprites]"),
     dataset_path: Optional[str] = typer.Option(None, "--dataset-path", help="Local data file (e.g. the dSprites .npz); default: rendered."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="torch (jax when installed). \\[default: torch]"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Backend(s): torch, jax, or any a plugin registers (vaebench list backends). \\[default: torch]"),
     architecture: Optional[str] = typer.Option(None, "--architecture", help="conv (Burgess et al.) or mlp. \\[default: conv]"),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N. \\[default: auto]"),
     amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision: off | bf16 | fp16 (CUDA). \\[default: off]"),
@@ -175,15 +175,12 @@ def run(
     try:
         axes = {axis: parse_list(opts[key], "--" + key.replace("_", "-"), kind, axis)
                 for key, (axis, kind) in GRID_OPTIONS.items() if opts.get(key) is not None}
+        for b in _names(opts["backend"]):  # before planning: an unknown name says which exist
+            manager.backend(b)
         specs = plan(
             manager, _names(opts["model"]), axes, datasets=_names(opts["dataset"]), backends=_names(opts["backend"]),
             architectures=_names(opts["architecture"]), dataset_path=opts.get("dataset_path"),
         )
-        from vaebench.plugins.backends import BACKENDS
-
-        for b in {s.backend for s in specs}:
-            if b not in BACKENDS:
-                raise PlanError(f"unknown backend {b!r} (available: {', '.join(sorted(BACKENDS))})")
         metric_names = _names(opts["metrics"]) if opts.get("metrics") else None
         if metric_names and metric_names != ["all"]:
             for name in metric_names:
@@ -232,15 +229,16 @@ def run(
         device=str(opts["device"]), amp=str(opts["amp"]), compile=bool(opts.get("compile") or False),
         threads=opts.get("threads"), eval_samples=int(opts["eval_samples"]),
     )
-    try:
-        from vaebench.plugins.backends import get_backend
+    from vaebench.plugins.backends import get_backend
 
-        for b in {s.backend for s in specs}:
-            get_backend(b).resolve_device(execution.device)
-    except ImportError as exc:
-        fail(f"backend not installed: {exc} (pip install 'vaebench[jax]')")
-    except ValueError as exc:
-        fail(str(exc))
+    for b in sorted({s.backend for s in specs}):
+        try:
+            get_backend(b, manager).resolve_device(execution.device)
+        except ImportError as exc:
+            hint = manager.backend(b).install
+            fail(f"backend {b!r} not installed: {exc}" + (f" ({hint})" if hint else ""))
+        except ValueError as exc:
+            fail(str(exc))
 
     from vaebench.harness.progress import RichReporter, summary_table
 
@@ -519,19 +517,22 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -
 
 @app.command("list", epilog="Examples:\n\n  vaebench list models\n\n  vaebench list metrics --json")
 def list_specs(
-    kind: str = typer.Argument(..., metavar="KIND", help="models | metrics | datasets"),
+    kind: str = typer.Argument(..., metavar="KIND", help="models | metrics | datasets | backends"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """List the registered models, metrics or datasets with a one-line description."""
+    """List the registered models, metrics, datasets or backends with a one-line description."""
     manager = _manager()
     if kind not in manager.specs:
-        fail(f"unknown kind {kind!r} (use models, metrics or datasets)")
+        fail(f"unknown kind {kind!r} (use models, metrics, datasets or backends)")
     rows = []
     for name, spec in sorted(manager.specs[kind].items()):
         row = {"name": name, "plugin": manager.owner(kind, name), "description": spec.description}
         if kind == "models":
             row["backends"] = sorted(spec.backends)
             row["hyperparameters"] = list(spec.hyperparameters)
+        if kind == "backends":  # the models that name this backend
+            protocol = spec.model_protocol or name
+            row["models"] = sorted(m for m, ms in manager.specs["models"].items() if protocol in ms.backends)
         if kind == "metrics":
             row["direction"] = spec.direction
             row["needs"] = sorted(spec.needs)

@@ -238,10 +238,14 @@ def plan_grid(
     specs_by_model = {m: manager.model(m) for m in models}
     for name in datasets:
         manager.dataset(name)
+    registered = manager.specs.get("backends", {})
+    protocol = {name: spec.model_protocol or name for name, spec in registered.items()}
     for m, mspec in specs_by_model.items():
         for b in backends:
-            if b not in mspec.backends:
-                raise PlanError(f"model {m!r} has no {b!r} backend (has: {', '.join(sorted(mspec.backends))})")
+            if protocol.get(b, b) not in mspec.backends:
+                able = sorted(n for n, p in protocol.items() if p in mspec.backends) or sorted(mspec.backends)
+                raise PlanError(f"model {m!r} is not implemented by the {b!r} backend (backends that run it: "
+                                f"{', '.join(able) or 'none'})")
     for hp in MODEL_HYPERPARAMETERS:
         if hp in axes and not any(hp in fields_read(s.hyperparameters) for s in specs_by_model.values()):
             raise PlanError(f"no selected model reads {hp!r} (models: {', '.join(models)})")

@@ -220,7 +220,7 @@ class PendingRun:
                  strategy: str = "sequential", concurrent_runs: int = 1) -> None:
         self.spec = spec
         self.execution = execution
-        self.backend = get_backend(spec.backend)
+        self.backend = get_backend(spec.backend, manager)
         device = self.backend.resolve_device(execution.device)
         started = _now()
         dataset_spec = manager.dataset(spec.dataset)

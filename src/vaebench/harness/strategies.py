@@ -54,30 +54,31 @@ def choose_strategy(
         return strategy
     if len(specs) < 2:
         return "sequential"
-    device = get_backend(specs[0].backend).resolve_device(execution.device).device
+    device = get_backend(specs[0].backend, manager).resolve_device(execution.device).device
     if device != "cpu":
-        return "vectorized" if vectorized_groups(specs)[0] else "sequential"
+        return "vectorized" if vectorized_groups(specs, manager)[0] else "sequential"
     if (execution.threads or cpu_cores()) >= 2 and manager is get_manager():
         return "processes"
     return "sequential"
 
 
-def vectorized_groups(specs: Sequence[RunSpec]) -> tuple[list[list[RunSpec]], list[RunSpec]]:
+def vectorized_groups(
+    specs: Sequence[RunSpec], manager: PluginManager | None = None
+) -> tuple[list[list[RunSpec]], list[RunSpec]]:
     """``(groups of ≥ 2 specs that can train together, the specs left to train alone)``.
 
-    A group shares backend and everything but the member fields (see the backend's
-    ``can_group`` / ``group_key``); order within a group follows ``specs``.
+    A group shares the backend and the backend's ``group_key(spec)`` (``None``: the spec
+    trains alone); order within a group follows ``specs``.
     """
-    from vaebench.plugins.backends.torch.vectorized import group_key
-
     by_key: dict[tuple, list[RunSpec]] = {}
     alone: list[RunSpec] = []
     for spec in specs:
-        backend = get_backend(spec.backend)
-        if not hasattr(backend, "train_group") or not backend.can_group(spec):
+        backend = get_backend(spec.backend, manager)
+        key = backend.group_key(spec) if hasattr(backend, "train_group") else None
+        if key is None:
             alone.append(spec)
             continue
-        by_key.setdefault((spec.backend, group_key(spec)), []).append(spec)
+        by_key.setdefault((spec.backend, key), []).append(spec)
     groups = []
     for members in by_key.values():
         if len(members) >= 2:
@@ -109,7 +110,7 @@ def run_vectorized(specs, manager, registry, execution, metric_names, reporter, 
     cannot be grouped train one after another."""
     from vaebench.harness.runner import PendingRun, _one_line
 
-    groups, alone = vectorized_groups(specs)
+    groups, alone = vectorized_groups(specs, manager)
     records = []
     index = 0
     for group in groups:
@@ -121,7 +122,7 @@ def run_vectorized(specs, manager, registry, execution, metric_names, reporter, 
         execution.notes.clear()
         callbacks = [lambda step, values, rid=s.run_id: reporter.progress(rid, step, values) for s in group]
         try:
-            trained = get_backend(group[0].backend).train_group(group, runs[0].dataset, execution, callbacks)
+            trained = get_backend(group[0].backend, manager).train_group(group, runs[0].dataset, execution, callbacks)
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - the group's runs are recorded as failed, the grid goes on

@@ -4,7 +4,7 @@ exactly as a third-party package registers its own (see pyproject.toml)."""
 from __future__ import annotations
 
 from vaebench import hookimpl
-from vaebench.plugins.specs import DatasetSpec, MetricSpec, ModelSpec
+from vaebench.plugins.specs import BackendSpec, DatasetSpec, MetricSpec, ModelSpec
 
 _TORCH = "vaebench.plugins.backends.torch.models"
 _JAX = "vaebench.plugins.backends.jax.models"
@@ -37,7 +37,7 @@ def vaebench_register_models(register):
         name="cvae",
         description="Conditional VAE (Sohn et al. 2015): encoder and decoder see the one-hot of a factor "
                     "(--condition, default the dataset's first); recon + β·KL.",
-        backends={"torch": f"{_TORCH}:build_cvae"},
+        backends={"torch": f"{_TORCH}:build_cvae", "jax": f"{_JAX}:build_cvae"},
         hyperparameters=("beta", "condition"),
         defaults={"beta": 1.0, "condition": None},
     ))
@@ -67,7 +67,7 @@ def vaebench_register_models(register):
         name="vq_vae",
         description="VQ-VAE (van den Oord et al. 2017): latent_dim slots quantised to a shared codebook "
                     "(K 512, dim 8), straight-through, commitment 0.25; optional EMA codebook and dead-code reset.",
-        backends={"torch": f"{_TORCH}:build_vq_vae"},
+        backends={"torch": f"{_TORCH}:build_vq_vae", "jax": f"{_JAX}:build_vq_vae"},
         hyperparameters=("codebook_size", "codebook_dim", "commitment", "codebook_update", "dead_code_steps"),
         defaults={"codebook_size": 512, "codebook_dim": 8, "commitment": 0.25, "codebook_update": "loss",
                   "dead_code_steps": 0},
@@ -248,4 +248,19 @@ def vaebench_register_datasets(register):
         description="3D Shapes (Burgess & Kim 2018): 64×64 RGB, 6 factors; read lazily from 3dshapes.h5 (needs h5py).",
         load="vaebench.plugins.datasets.shapes3d:load_shapes3d",
         has_sampler=True,
+    ))
+
+
+@hookimpl
+def vaebench_register_backends(register):
+    register(BackendSpec(
+        name="torch",
+        description="PyTorch: eager or torch.compile, AMP bf16/fp16, CPU or CUDA; implements every built-in model.",
+        backend="vaebench.plugins.backends.torch.backend:TorchBackend",
+    ))
+    register(BackendSpec(
+        name="jax",
+        description="JAX / Flax NNX + optax: the training step jit-compiled ahead of time, CPU or GPU.",
+        backend="vaebench.plugins.backends.jax.backend:JaxBackend",
+        install="pip install 'vaebench[jax]'",
     ))

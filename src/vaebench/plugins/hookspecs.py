@@ -1,4 +1,4 @@
-"""The plugin contract: three small hooks, each handed a ``register`` callable.
+"""The plugin contract: four small hooks, each handed a ``register`` callable.
 
 A plugin module (named under the ``vaebench`` entry-point group) implements any
 of these with ``@vaebench.hookimpl``::
@@ -16,7 +16,7 @@ from typing import Callable
 
 import pluggy
 
-from vaebench.plugins.specs import DatasetSpec, MetricSpec, ModelSpec
+from vaebench.plugins.specs import BackendSpec, DatasetSpec, MetricSpec, ModelSpec
 
 hookspec = pluggy.HookspecMarker("vaebench")
 
@@ -34,3 +34,8 @@ def vaebench_register_metrics(register: Callable[[MetricSpec], None]) -> None:
 @hookspec
 def vaebench_register_datasets(register: Callable[[DatasetSpec], None]) -> None:
     """Register dataset specs by calling ``register(DatasetSpec(...))``."""
+
+
+@hookspec
+def vaebench_register_backends(register: Callable[[BackendSpec], None]) -> None:
+    """Register training backends by calling ``register(BackendSpec(...))``."""

@@ -18,15 +18,18 @@ from typing import Any, Iterable
 import pluggy
 
 from vaebench.plugins import hookspecs
-from vaebench.plugins.specs import DatasetSpec, MetricSpec, ModelSpec
+from vaebench.plugins.specs import BackendSpec, DatasetSpec, MetricSpec, ModelSpec
 
 ENTRY_POINT_GROUP = "vaebench"
 
-KINDS: dict[str, type] = {"models": ModelSpec, "metrics": MetricSpec, "datasets": DatasetSpec}
+KINDS: dict[str, type] = {
+    "models": ModelSpec, "metrics": MetricSpec, "datasets": DatasetSpec, "backends": BackendSpec,
+}
 _HOOKS = {
     "models": "vaebench_register_models",
     "metrics": "vaebench_register_metrics",
     "datasets": "vaebench_register_datasets",
+    "backends": "vaebench_register_backends",
 }
 
 
@@ -35,7 +38,7 @@ class PluginError(Exception):
 
 
 class UnknownSpecError(KeyError):
-    """A model, metric or dataset name that no plugin registered."""
+    """A model, metric, dataset or backend name that no plugin registered."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want one plain line
         return str(self.args[0])
@@ -157,6 +160,9 @@ class PluginManager:
 
     def dataset(self, name: str) -> DatasetSpec:
         return self.get("datasets", name)
+
+    def backend(self, name: str) -> BackendSpec:
+        return self.get("backends", name)
 
     def owner(self, kind: str, name: str) -> str:
         return self._owner[(kind, name)]

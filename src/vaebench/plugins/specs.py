@@ -1,4 +1,4 @@
-"""What a plugin registers: model, metric and dataset specs.
+"""What a plugin registers: model, metric, dataset and backend specs.
 
 Specs are plain data. Anything heavy (torch, jax, scikit-learn) is named by an
 import path ``"package.module:attribute"`` and imported only when used, so that
@@ -138,3 +138,42 @@ class DatasetSpec:
 
     def loader(self) -> Callable[..., Any]:
         return _resolve(self.load)
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """A training backend, e.g. ``torch``, ``jax``.
+
+    ``backend``: import path (or class) of a class constructed with no arguments that
+    has ``name``, ``resolve_device(device: str) -> DeviceInfo`` (a one-line
+    ``ValueError`` subclass for a device that does not exist here) and
+    ``train(spec, dataset, execution, on_progress) -> TrainedModel``
+    (``vaebench.plugins.backends.base``). ``load_checkpoint``: ``fn(directory) ->
+    TrainedModel`` rebuilding what that backend's ``TrainedModel.save`` wrote; default
+    the ``load_checkpoint`` of the backend class's module. Both are imported only when a
+    run or a command uses the backend. ``install``: what to tell a user whose
+    environment lacks the backend's framework (e.g. ``pip install 'vaebench[jax]'``).
+
+    Models name the backends they implement in ``ModelSpec.backends``, keyed by model
+    protocol: ``model_protocol`` (default: the backend's own name) is the key whose
+    factories this backend builds, so a backend that trains torch models differently
+    (another loop, another device runtime) declares ``model_protocol="torch"`` and runs
+    every model with a torch factory.
+    """
+
+    name: str
+    description: str
+    backend: str | Callable[..., Any]
+    load_checkpoint: str | Callable[..., Any] | None = None
+    install: str = ""
+    model_protocol: str = ""
+
+    def backend_class(self) -> Callable[..., Any]:
+        return _resolve(self.backend)
+
+    def checkpoint_loader(self) -> Callable[..., Any]:
+        if self.load_checkpoint is not None:
+            return _resolve(self.load_checkpoint)
+        if isinstance(self.backend, str):
+            return load_object(f"{self.backend.split(':', 1)[0]}:load_checkpoint")
+        return load_object(f"{self.backend.__module__}:load_checkpoint")

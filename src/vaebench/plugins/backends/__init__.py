@@ -1,35 +1,32 @@
 """Training backends. A backend turns a RunSpec and a dataset into a trained model.
 
-Interface (see ``docs/architecture.md``): a backend class with
-``name``, ``resolve_device(device: str) -> DeviceInfo`` and
-``train(spec, dataset, execution, on_progress) -> TrainedModel``. Backends are
-named here by import path and imported only when a run asks for them.
+Backends are plugins: a ``BackendSpec`` registered through the
+``vaebench_register_backends`` hook (the built-in plugin registers ``torch`` and
+``jax``) names the backend class by import path, imported only when a run or a
+command uses it. The interface is in ``docs/architecture.md`` ("Backend interface")
+and ``BackendSpec``'s docstring.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from vaebench.plugins.specs import load_object
 
-BACKENDS: dict[str, str] = {
-    "torch": "vaebench.plugins.backends.torch.backend:TorchBackend",
-    "jax": "vaebench.plugins.backends.jax.backend:JaxBackend",
-}
+def _spec(name: str, manager: Any = None) -> Any:
+    if manager is None:
+        from vaebench.plugins.manager import get_manager
 
-
-def get_backend(name: str) -> Any:
-    if name not in BACKENDS:
-        have = ", ".join(sorted(BACKENDS))
-        raise KeyError(f"unknown backend {name!r} (available: {have})")
-    return load_object(BACKENDS[name])()
+        manager = get_manager()
+    return manager.backend(name)
 
 
-def load_trained(name: str, directory: str) -> Any:
+def get_backend(name: str, manager: Any = None) -> Any:
+    """An instance of the backend registered as ``name`` (``UnknownSpecError`` naming the
+    registered ones otherwise; ``ImportError`` when its framework is not installed)."""
+    return _spec(name, manager).backend_class()()
+
+
+def load_trained(name: str, directory: str, manager: Any = None) -> Any:
     """Rebuild a trained model from a checkpoint directory written by backend ``name``'s
-    ``save`` (safetensors + JSON); each backend module provides ``load_checkpoint(directory)``."""
-    if name not in BACKENDS:
-        have = ", ".join(sorted(BACKENDS))
-        raise KeyError(f"unknown backend {name!r} (available: {have})")
-    module = BACKENDS[name].split(":", 1)[0]
-    return load_object(f"{module}:load_checkpoint")(directory)
+    ``save`` (safetensors + JSON), with the backend's ``load_checkpoint``."""
+    return _spec(name, manager).checkpoint_loader()(directory)

@@ -9,8 +9,11 @@ capacity C are in nats per image.
 The functions take and return any array type with ``+``, ``*`` and ``abs``
 (torch tensors, jax arrays, floats), so the torch and JAX backends share them;
 :func:`dip_regulariser` also uses ``.diagonal()`` and ``.sum()`` (numpy, torch and
-jax arrays all have them). The schedules (:func:`capacity_at`, :func:`beta_at`) are
-plain Python floats of the step.
+jax arrays all have them). The schedules (:func:`capacity_at`, :func:`beta_at`) take
+the step as a Python int (torch: they return Python floats) or as an array scalar
+(JAX: a traced ``int32`` inside the jitted training step; they return an array
+scalar): the hyperparameters are static, only the step varies, and the one
+non-arithmetic operation, ``min``, dispatches on the step's type (:func:`_min1`).
 
 The model zoo's losses (same reductions; each term in nats per image):
 
@@ -36,12 +39,23 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def capacity_at(step: int, c_max: float, ramp_steps: int) -> float:
+def _min1(value: Any) -> Any:
+    """``min(1, value)`` for a Python number or an array scalar (numpy, jax, traced or not)."""
+    if isinstance(value, (int, float)):
+        return min(1.0, value)
+    namespace = getattr(value, "__array_namespace__", None)
+    if namespace is None:  # a torch tensor
+        return value.clamp(max=1.0)
+    return namespace().minimum(value, 1.0)
+
+
+def capacity_at(step: Any, c_max: float, ramp_steps: int) -> Any:
     """Burgess et al. 2018 capacity schedule: C raised linearly from 0 to ``c_max``
-    over ``ramp_steps`` optimisation steps, then held (nats)."""
+    over ``ramp_steps`` optimisation steps, then held (nats). ``step``: a Python int
+    (returns a float) or an array scalar (returns an array scalar; traceable)."""
     if ramp_steps <= 0:
         return float(c_max)
-    return float(c_max) * min(1.0, step / ramp_steps)
+    return float(c_max) * _min1(step / ramp_steps)
 
 
 #: The β schedules :func:`beta_at` knows. ``constant`` is the default.
@@ -55,8 +69,10 @@ CYCLICAL_RAMP = 0.5
 DEFAULT_BETA_CYCLES = 4
 
 
-def beta_at(step: int, hp: dict[str, Any]) -> float:
-    """The β weight at optimisation ``step`` (1-based, like the training loop).
+def beta_at(step: Any, hp: dict[str, Any]) -> Any:
+    """The β weight at optimisation ``step`` (1-based, like the training loop): a
+    float for a Python int step, an array scalar for an array step (traceable by
+    ``jax.jit``: only ``step`` may be traced, ``hp`` is static).
 
     ``hp`` holds ``beta`` (the target β) and optionally ``beta_schedule``:
 
@@ -82,7 +98,7 @@ def beta_at(step: int, hp: dict[str, Any]) -> float:
         ramp = int(hp.get("steps") or 0) if ramp is None else int(ramp)
         if ramp <= 0:
             return beta
-        return start + (beta - start) * min(1.0, step / ramp)
+        return start + (beta - start) * _min1(step / ramp)
     if schedule == "cyclical":
         cycles = int(hp.get("beta_cycles") or DEFAULT_BETA_CYCLES)
         total = int(hp.get("steps") or 0)
@@ -90,7 +106,7 @@ def beta_at(step: int, hp: dict[str, Any]) -> float:
             return beta
         period = total / cycles
         tau = ((step - 1) % period) / period
-        return start + (beta - start) * min(1.0, tau / CYCLICAL_RAMP)
+        return start + (beta - start) * _min1(tau / CYCLICAL_RAMP)
     raise ValueError(f"unknown beta schedule {schedule!r} (use {', '.join(BETA_SCHEDULES)})")
 
 
@@ -119,6 +135,31 @@ def dip_regulariser(cov: T, lambda_od: float, lambda_d: float, extra_diagonal: A
     return lambda_od * off_diagonal + lambda_d * ((diag - 1.0) * (diag - 1.0)).sum()
 
 
+#: VQ-VAE (both backends): steps over which the code-usage fraction (and the collapse
+#: note) is measured; collapse = fewer than this fraction of the codes used in that window;
+#: the EMA codebook's decay and Laplace smoothing (van den Oord et al. 2017, appendix A.1).
+VQ_USAGE_WINDOW = 50
+VQ_COLLAPSE_FRACTION = 0.10
+VQ_EMA_DECAY = 0.99
+VQ_EMA_EPSILON = 1e-5
+
+
+def cvae_condition(spec: Any, dataset: Any) -> tuple[int, int, int]:
+    """cvae's label (both backends): ``(factor column, number of labels, number of factors)``
+    of ``spec.condition`` (default the dataset's first factor); a one-line ``ValueError``
+    for a dataset without factors or a condition that is not one of them."""
+    if dataset is None:
+        raise ValueError("cvae needs the dataset to be built (factory(spec, image_shape, dataset=...))")
+    names = tuple(dataset.factor_names)
+    if not names:
+        raise ValueError(f"cvae needs a dataset with factors; {spec.dataset!r} has none")
+    name = spec.condition or names[0]
+    if name not in names:
+        raise ValueError(f"condition {name!r} is not a factor of {spec.dataset} (factors: {', '.join(names)})")
+    index = names.index(name)
+    return index, int(dataset.factor_sizes[index]), len(names)
+
+
 def vq_vae_loss(recon: T, codebook: T, commitment: T, beta: float) -> T:
     """VQ-VAE (van den Oord et al. 2017, eq. 3): recon + ‖sg[z_e] − e‖² + β·‖z_e − sg[e]‖²
     (squared distances summed over slots and code dimensions, mean over the batch;
@@ -126,7 +167,7 @@ def vq_vae_loss(recon: T, codebook: T, commitment: T, beta: float) -> T:
     return recon + codebook + beta * commitment
 
 
-def objective(model: str, recon: T, kl: T, hp: dict[str, Any], step: int) -> tuple[T, float | None]:
+def objective(model: str, recon: T, kl: T, hp: dict[str, Any], step: Any) -> tuple[T, Any]:
     """Total loss for ``model`` from batch-mean ``recon`` and ``kl`` (nats per image).
 
     Returns ``(loss, capacity)``; ``capacity`` is the current C for capacity
@@ -139,6 +180,7 @@ def objective(model: str, recon: T, kl: T, hp: dict[str, Any], step: int) -> tup
     - ``cvae`` (Sohn et al. 2015): recon + β(step)·KL, conditioned on a label.
 
     β follows ``hp``'s schedule (:func:`beta_at`); without one it is constant.
+    ``step`` is a Python int or an array scalar (traced under ``jax.jit``).
     """
     kind = hp.get("objective", model)
     if kind == "vae":

@@ -2,24 +2,18 @@
 step, batched evaluation, checkpoints. Same contract as the torch backend
 (``backends.base``): same batches for a seed, same history, same divergence rule.
 
-The training step is one XLA program: forward pass, loss, gradients, Adam update.
-The loss is the shared :func:`vaebench.plugins.models.objectives.objective`, which
-takes the step as a Python int (it drives the capacity schedule,
-:func:`~vaebench.plugins.models.objectives.capacity_at`), so it cannot be traced
-with a step that changes every iteration. Instead the step computes the
-network's batch-mean ``recon`` and ``kl`` and their vector-Jacobian product, asks
-the objective on the host (``jax.pure_callback``) for the loss and its partial
-derivatives ``(∂L/∂recon, ∂L/∂kl)`` by forward-mode dual numbers, and pulls those
-back through the network: the chain rule, exactly, with the objective's formula
-written once (``objective()`` uses only ``+``, ``-``, ``*`` and ``abs``, which the
-dual numbers implement). Compiled once per model graph and batch shape, not once
-per step. Cost of the callback on CPU: ~0.2 ms per step (measured on a shared
-2-core machine, against 100-200 ms for the step at batch 64); on a GPU it is a
-device-to-host round trip in the middle of each step.
+The training step is one XLA program: the model's optional ``before_step`` (VQ-VAE's
+dead-code reset), forward pass, loss, gradients, Adam update, and the updates of the
+model's non-parameter state (VQ-VAE's EMA codebook). The loss is the model's
+``loss_terms``, which combines its terms with the shared objectives of
+:mod:`vaebench.plugins.models.objectives`; their β and capacity schedules are
+traceable, so the step number is a traced ``int32`` argument and the step is compiled
+once per model graph and batch shape, not once per step.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -71,106 +65,45 @@ def resolve_device(device: str) -> DeviceInfo:
     return _resolve(device)[0]
 
 
-# -- the objective's partial derivatives, on the host ---------------------------------
-
-
-class _Dual:
-    """A float32 value with its derivatives with respect to ``(recon, kl)``.
-
-    Implements what ``objective()`` may use on its inputs: ``+``, ``-``, ``*``,
-    ``/``, unary ``-`` and ``abs`` (whose derivative at 0 is 0, as torch's).
-    """
-
-    __slots__ = ("v", "d")
-
-    def __init__(self, v: Any, d: tuple[Any, Any]) -> None:
-        self.v, self.d = np.float32(v), d
-
-    @staticmethod
-    def lift(o: Any) -> "_Dual":
-        return o if isinstance(o, _Dual) else _Dual(o, (np.float32(0), np.float32(0)))
-
-    def __add__(self, o: Any) -> "_Dual":
-        o = _Dual.lift(o)
-        return _Dual(self.v + o.v, (self.d[0] + o.d[0], self.d[1] + o.d[1]))
-
-    __radd__ = __add__
-
-    def __neg__(self) -> "_Dual":
-        return _Dual(-self.v, (-self.d[0], -self.d[1]))
-
-    def __sub__(self, o: Any) -> "_Dual":
-        return self + (-_Dual.lift(o))
-
-    def __rsub__(self, o: Any) -> "_Dual":
-        return _Dual.lift(o) + (-self)
-
-    def __mul__(self, o: Any) -> "_Dual":
-        o = _Dual.lift(o)
-        return _Dual(self.v * o.v, (self.d[0] * o.v + self.v * o.d[0], self.d[1] * o.v + self.v * o.d[1]))
-
-    __rmul__ = __mul__
-
-    def __truediv__(self, o: Any) -> "_Dual":
-        o = _Dual.lift(o)
-        q = self.v / o.v
-        return _Dual(q, ((self.d[0] - q * o.d[0]) / o.v, (self.d[1] - q * o.d[1]) / o.v))
-
-    def __rtruediv__(self, o: Any) -> "_Dual":
-        return _Dual.lift(o) / self
-
-    def __abs__(self) -> "_Dual":
-        s = np.sign(self.v)
-        return _Dual(abs(self.v), (s * self.d[0], s * self.d[1]))
-
-
-def objective_partials(objective_fn: Any, recon: Any, kl: Any, step: Any) -> np.ndarray:
-    """``[loss, ∂loss/∂recon, ∂loss/∂kl]`` (float32) of ``objective_fn(recon, kl, step)[0]``."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        loss, _ = objective_fn(
-            _Dual(recon, (np.float32(1), np.float32(0))), _Dual(kl, (np.float32(0), np.float32(1))), int(step)
-        )
-        loss = _Dual.lift(loss)
-        return np.array([loss.v, loss.d[0], loss.d[1]], dtype=np.float32)
-
-
 # -- the compiled steps ----------------------------------------------------------------
 
 
 def loss_and_grads(
-    graphdef: Any, params: Any, others: Any, x: jax.Array, eps: jax.Array, step: jax.Array
-) -> tuple[Any, dict[str, jax.Array]]:
-    """Gradients of the objective and ``{loss, recon, kl}`` for one batch and noise ``eps``
-    (traceable; the training step's core, exposed for the equivalence tests)."""
+    graphdef: Any, params: Any, others: Any, x: jax.Array, step: jax.Array, key: jax.Array | None = None,
+    factors: jax.Array | None = None, eps: jax.Array | None = None,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """``(gradients, updated non-parameter state, terms)`` of the model's ``loss_terms``
+    for one batch (traceable; the training step's core, exposed for the equivalence
+    tests). ``terms``: ``loss``, ``recon``, ``kl``, ``capacity`` (or ``None``), ``signals``."""
 
-    def terms(p: Any) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
-        recon, kl, kl_per_dim = nnx.merge(graphdef, p, others).terms(x, eps)
-        return (recon, kl), kl_per_dim
+    def loss_fn(p: Any) -> tuple[jax.Array, tuple[dict[str, Any], Any]]:
+        # NNX variables may be changed only at the trace level they were created at, and a
+        # model's state updates (EMA codebook) happen inside this trace: fresh variables.
+        model = nnx.merge(graphdef, p, jax.tree.map(lambda a: a, others))
+        terms = model.loss_terms(x, step, key=key, factors=factors, eps=eps)
+        _, _, new_others = nnx.split(model, nnx.Param, ...)
+        kept = {k: terms[k] for k in ("loss", "recon", "kl", "capacity", "signals")}
+        return terms["loss"], (kept, new_others)
 
-    (recon, kl), pullback, _ = jax.vjp(terms, params, has_aux=True)
-    # The objective reads only static attributes; merge with shapes, not tracers, so the
-    # callback (kept by the compiled step) holds no tracer.
-    shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), (params, others))
-    objective_fn = nnx.merge(graphdef, *shapes).objective
-    out = jax.pure_callback(
-        partial(objective_partials, objective_fn), jax.ShapeDtypeStruct((3,), jnp.float32), recon, kl, step
-    )
-    (grads,) = pullback((out[1].astype(recon.dtype), out[2].astype(kl.dtype)))
-    return grads, {"loss": out[0], "recon": recon, "kl": kl}
+    (_, (terms, new_others)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return grads, new_others, terms
 
 
 def _train_step(
-    graphdef: Any, params: Any, others: Any, opt_state: Any, x: jax.Array, key: jax.Array, step: jax.Array,
-    lr: jax.Array,
-) -> tuple[Any, Any, dict[str, jax.Array]]:
-    latent_dim = nnx.merge(graphdef, params, others).latent_dim  # static
-    eps = jax.random.normal(jax.random.fold_in(key, step), (x.shape[0], latent_dim), jnp.float32)
-    grads, values = loss_and_grads(graphdef, params, others, x, eps, step)
+    graphdef: Any, params: Any, others: Any, opt_state: Any, x: jax.Array, factors: Any, key: jax.Array,
+    step: jax.Array, lr: jax.Array,
+) -> tuple[Any, Any, Any, dict[str, Any]]:
+    step_key = jax.random.fold_in(key, step)
+    model = nnx.merge(graphdef, params, others)
+    if hasattr(model, "before_step"):  # may change parameters too (dead-code reset)
+        model.before_step(x, step, step_key, factors)
+        _, params, others = nnx.split(model, nnx.Param, ...)
+    grads, others, values = loss_and_grads(graphdef, params, others, x, step, step_key, factors)
     updates, opt_state = optax.adam(lr).update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, values
+    return optax.apply_updates(params, updates), others, opt_state, values
 
 
-_train_step_jit = jax.jit(_train_step, static_argnums=0, donate_argnums=(1, 3))
+_train_step_jit = jax.jit(_train_step, static_argnums=0, donate_argnums=(1, 2, 3))
 
 #: (graphdef, batch shape, dtype, device) -> compiled training step. The graph holds the
 #: architecture and the objective's hyperparameters; the learning rate, seed and step
@@ -179,14 +112,15 @@ _COMPILED: dict[tuple[Any, ...], Any] = {}
 _COMPILED_MAX = 8
 
 
-def _compiled_step(graphdef: Any, params: Any, others: Any, opt_state: Any, x: jax.Array,
+def _compiled_step(graphdef: Any, params: Any, others: Any, opt_state: Any, x: jax.Array, factors: Any,
                    key: jax.Array, step: Any, lr: Any, device: Any) -> tuple[Any, float]:
     """The AOT-compiled training step and the seconds spent tracing + compiling it (0 if cached)."""
-    cache_key = (graphdef, x.shape, str(x.dtype), str(device))
+    fshape = None if factors is None else (factors.shape, str(factors.dtype))
+    cache_key = (graphdef, x.shape, str(x.dtype), fshape, str(device))
     if cache_key in _COMPILED:
         return _COMPILED[cache_key], 0.0
     t0 = time.perf_counter()
-    compiled = _train_step_jit.lower(graphdef, params, others, opt_state, x, key, step, lr).compile()
+    compiled = _train_step_jit.lower(graphdef, params, others, opt_state, x, factors, key, step, lr).compile()
     seconds = time.perf_counter() - t0
     if len(_COMPILED) >= _COMPILED_MAX:  # a long grid over β: keep the newest few
         _COMPILED.pop(next(iter(_COMPILED)))
@@ -194,23 +128,29 @@ def _compiled_step(graphdef: Any, params: Any, others: Any, opt_state: Any, x: j
     return compiled, seconds
 
 
-@partial(jax.jit, static_argnums=(0, 3))
-def _eval_batch(graphdef: Any, state: Any, x: jax.Array, want_recons: bool) -> tuple[jax.Array, ...]:
+# A conditional model without factors infers them (``encode``) or uses its default
+# condition (``decode``); ``factors`` is then ``None``, a separate compilation.
+
+
+@partial(jax.jit, static_argnums=(0, 4))
+def _eval_batch(graphdef: Any, state: Any, x: jax.Array, factors: Any, want_recons: bool) -> tuple[jax.Array, ...]:
     m = nnx.merge(graphdef, state)
-    mu, logvar = m.encode(x)
-    logits = m.decode(mu).astype(jnp.float32)
+    if getattr(m, "needs_factors", False) and factors is None:
+        factors = m.infer_factors(x)
+    mu, logvar = m.encode(x, factors)
+    logits = m.decode(mu, factors).astype(jnp.float32)
     out = (mu.astype(jnp.float32), logvar.astype(jnp.float32), m.recon_errors(x, logits))
     return out + (jax.nn.sigmoid(logits),) if want_recons else out
 
 
 @partial(jax.jit, static_argnums=0)
-def _encode_batch(graphdef: Any, state: Any, x: jax.Array) -> jax.Array:
-    return nnx.merge(graphdef, state).encode(x)[0].astype(jnp.float32)
+def _encode_batch(graphdef: Any, state: Any, x: jax.Array, factors: Any) -> jax.Array:
+    return nnx.merge(graphdef, state).encode(x, factors)[0].astype(jnp.float32)
 
 
 @partial(jax.jit, static_argnums=0)
-def _decode_batch(graphdef: Any, state: Any, z: jax.Array) -> jax.Array:
-    return jax.nn.sigmoid(nnx.merge(graphdef, state).decode(z).astype(jnp.float32))
+def _decode_batch(graphdef: Any, state: Any, z: jax.Array, factors: Any) -> jax.Array:
+    return jax.nn.sigmoid(nnx.merge(graphdef, state).decode(z, factors).astype(jnp.float32))
 
 
 def _set_compute_dtype(model: nnx.Module, dtype: Any) -> None:
@@ -236,9 +176,10 @@ class TrainedJaxModel:
     part of ``train_seconds``; 0 when an earlier run of the same graph and batch
     shape had compiled it). ``notes`` is the run's notes list: the posterior-collapse
     check of :meth:`evaluate` adds its line there, as the torch backend's does.
-    ``signals`` stays empty (no JAX model reports training signals). No JAX model
-    reads factors: the ``factors`` arguments exist for the torch backend's
-    signature and are ignored.
+    ``signals``: per history point, the model's training signals (scheduled β, VQ-VAE's
+    perplexity, ...), as the torch backend's. A conditional model (``needs_factors``)
+    takes factor rows ``(N, K)`` in :meth:`evaluate`, :meth:`encode` and :meth:`decode`;
+    without them encoding infers them and decoding uses the model's default condition.
     """
 
     def __init__(self, model: nnx.Module, spec: Any, device: str, amp: str, compiled: bool,
@@ -258,16 +199,22 @@ class TrainedJaxModel:
         self.compile_seconds = 0.0
         self.final_loss = math.nan
 
-    def _chunks(self, arrays: np.ndarray):
+    def _chunks(self, arrays: np.ndarray, factors: np.ndarray | None = None):
         """Chunks of at most ``EVAL_BATCH`` rows on the device, zero-padded to a power of
-        two >= 64 (at most 4 compiled shapes per function): ``(chunk, n_valid)``."""
+        two >= 64 (at most 4 compiled shapes per function): ``(chunk, factor chunk or None,
+        n_valid)``. Factors are passed only to a model that reads them."""
+        if not getattr(self.model, "needs_factors", False):
+            factors = None
         size = min(EVAL_BATCH, max(64, 1 << max(0, len(arrays) - 1).bit_length()))
+
+        def pad(a: np.ndarray, dtype: Any) -> np.ndarray:
+            a = np.asarray(a, dtype=dtype)
+            return a if len(a) == size else np.concatenate([a, np.zeros((size - len(a), *a.shape[1:]), dtype)])
+
         for start in range(0, len(arrays), size):
-            chunk = np.asarray(arrays[start : start + size], dtype=np.float32)
-            n = len(chunk)
-            if n < size:
-                chunk = np.concatenate([chunk, np.zeros((size - n, *chunk.shape[1:]), np.float32)])
-            yield jax.device_put(chunk, self.jax_device), n
+            chunk = arrays[start : start + size]
+            f = None if factors is None else jax.device_put(pad(factors[start : start + size], np.int32), self.jax_device)
+            yield jax.device_put(pad(chunk, np.float32), self.jax_device), f, len(chunk)
 
     def evaluate(
         self, images: np.ndarray, reconstructions: bool = False, factors: np.ndarray | None = None
@@ -280,8 +227,8 @@ class TrainedJaxModel:
         """
         graphdef, state = nnx.split(self.model)
         parts: list[list[np.ndarray]] = [[] for _ in range(4 if reconstructions else 3)]
-        for x, n in self._chunks(images):
-            for acc, out in zip(parts, _eval_batch(graphdef, state, x, reconstructions)):
+        for x, f, n in self._chunks(images, factors):
+            for acc, out in zip(parts, _eval_batch(graphdef, state, x, f, reconstructions)):
                 acc.append(np.asarray(out[:n]))
         out = tuple(np.concatenate(p) for p in parts)
         if getattr(self.model, "gaussian_posterior", True):
@@ -294,12 +241,16 @@ class TrainedJaxModel:
 
     def encode(self, images: np.ndarray, factors: np.ndarray | None = None) -> np.ndarray:
         graphdef, state = nnx.split(self.model)
-        return np.concatenate([np.asarray(_encode_batch(graphdef, state, x)[:n]) for x, n in self._chunks(images)])
+        return np.concatenate(
+            [np.asarray(_encode_batch(graphdef, state, x, f)[:n]) for x, f, n in self._chunks(images, factors)]
+        )
 
     def decode(self, z: np.ndarray, factors: np.ndarray | None = None) -> np.ndarray:
         """Latents ``(N, D)`` -> Bernoulli means ``(N, H, W, C)`` in [0, 1]."""
         graphdef, state = nnx.split(self.model)
-        return np.concatenate([np.asarray(_decode_batch(graphdef, state, b)[:n]) for b, n in self._chunks(z)])
+        return np.concatenate(
+            [np.asarray(_decode_batch(graphdef, state, b, f)[:n]) for b, f, n in self._chunks(z, factors)]
+        )
 
     def save(self, directory: str) -> dict[str, str]:
         """``model.safetensors`` (the flattened NNX state, names like ``encoder.conv1.kernel``)
@@ -321,7 +272,7 @@ class TrainedJaxModel:
 def flat_state(model: nnx.Module) -> dict[str, np.ndarray]:
     """Every variable of ``model`` as ``{"dotted.path": array}``."""
     return {
-        ".".join(str(p) for p in path): np.ascontiguousarray(np.asarray(node.get_value()))
+        ".".join(str(p) for p in path): np.array(node.get_value(), order="C")  # 0-d stays 0-d
         for path, node in nnx.iter_graph(model)
         if isinstance(node, nnx.Variable)
     }
@@ -363,8 +314,8 @@ class JaxBackend:
         """Train ``spec`` on ``dataset`` with Adam; stops early (``diverged``) on a non-finite loss.
 
         Batches come from ``np.random.default_rng(spec.seed)`` (the torch backend's
-        batches); the reparameterisation noise of step ``t`` is
-        ``normal(fold_in(key(spec.seed), t))``; parameters are initialised from
+        batches); step ``t``'s PRNG key is ``fold_in(key(spec.seed), t)`` (the
+        reparameterisation noise is ``normal`` of it); parameters are initialised from
         ``nnx.Rngs(spec.seed)``.
         """
         info, jax_device = _resolve(execution.device)
@@ -387,37 +338,51 @@ class JaxBackend:
             history_every = max(1, spec.steps // HISTORY_POINTS)
             report_every = max(1, execution.progress_every)
 
-            images, _ = dataset.sample(spec.batch_size, rng)
-            x = jax.device_put(np.asarray(images, dtype=np.float32), jax_device)
+            conditional = bool(getattr(model, "needs_factors", False))
+
+            def batch() -> tuple[jax.Array, jax.Array | None]:
+                images, factors = dataset.sample(spec.batch_size, rng)
+                x = jax.device_put(np.asarray(images, dtype=np.float32), jax_device)
+                f = jax.device_put(np.asarray(factors, dtype=np.int32), jax_device) if conditional else None
+                return x, f
+
+            x, f = batch()
             lr = np.float32(spec.lr)
             step_fn, trained.compile_seconds = _compiled_step(
-                graphdef, params, others, opt_state, x, key, np.int32(1), lr, jax_device
+                graphdef, params, others, opt_state, x, f, key, np.int32(1), lr, jax_device
             )
             start = time.perf_counter()
             for step in range(1, spec.steps + 1):
                 if step > 1:
-                    images, _ = dataset.sample(spec.batch_size, rng)
-                    x = jax.device_put(np.asarray(images, dtype=np.float32), jax_device)
-                params, opt_state, terms = step_fn(params, others, opt_state, x, key, np.int32(step), lr)
+                    x, f = batch()
+                params, others, opt_state, terms = step_fn(params, others, opt_state, x, f, key, np.int32(step), lr)
                 last = step == spec.steps
                 if step % history_every == 0 or step % report_every == 0 or last:
                     values = {k: float(terms[k]) for k in ("loss", "recon", "kl")}
-                    capacity = model.objective(0.0, 0.0, step)[1]  # the schedule's C at this step
+                    capacity = None if terms["capacity"] is None else float(terms["capacity"])
+                    signals = {k: float(v) for k, v in terms["signals"].items()}
                     trained.steps_done = step
+                    point = {"step": step, **values, "capacity": capacity}
                     if not all(math.isfinite(v) for v in values.values()):
                         trained.diverged = True
                         trained.final_loss = values["loss"]
-                        trained.history.append({"step": step, **values, "capacity": capacity})
+                        trained.history.append(point)
+                        if signals:
+                            trained.signals.append({"step": step, **signals})
                         break
                     if step % history_every == 0 or last:
-                        trained.history.append({"step": step, **values, "capacity": capacity})
+                        trained.history.append(point)
+                        if signals:
+                            trained.signals.append({"step": step, **signals})
                     trained.final_loss = values["loss"]
                     if on_progress is not None and (step % report_every == 0 or last):
                         elapsed = time.perf_counter() - start
                         on_progress(step, {**values, "images_per_second": step * spec.batch_size / elapsed})
             jax.block_until_ready(params)
             trained.train_seconds = time.perf_counter() - start
-        nnx.update(model, params)
+        nnx.update(model, params, others)
+        if hasattr(model, "notes"):
+            execution.notes.extend(f"{spec.model}: {note}" for note in model.notes())
         if amp == "bf16":
             _set_compute_dtype(model, None)  # evaluate in float32, as the torch backend does
         return trained
@@ -434,13 +399,18 @@ def load_checkpoint(directory: str) -> TrainedJaxModel:
     if config.get("backend") != "jax":
         raise ValueError(f"{directory} holds a {config.get('backend')!r} checkpoint, not a JAX one")
     spec = RunSpec.from_dict(config["spec"])
-    image_shape = config.get("image_shape")
-    if not image_shape:
-        from vaebench.plugins.manager import get_manager
+    from vaebench.plugins.manager import get_manager
 
-        image_shape = get_manager().dataset(spec.dataset).loader()(path=spec.dataset_path).image_shape
+    manager = get_manager()
+    image_shape = config.get("image_shape")
+    dataset = None
+    # The dataset is loaded only where needed: no stored image shape, or a factory that
+    # reads it (cvae: the number of labels).
+    if not image_shape or "dataset" in inspect.signature(manager.model(spec.model).factory("jax")).parameters:
+        dataset = manager.dataset(spec.dataset).loader()(path=spec.dataset_path)
+        image_shape = image_shape or dataset.image_shape
     cpu = jax.devices("cpu")[0]
     with jax.default_device(cpu):
-        model = JaxBackend().build(spec, tuple(image_shape))
+        model = JaxBackend().build(spec, tuple(image_shape), dataset)
         load_flat_state(model, load_file(os.path.join(directory, "model.safetensors")))
     return TrainedJaxModel(model, spec, "cpu", "off", False, jax_device=cpu)

@@ -122,7 +122,9 @@ def _deconv(c_in: int, c_out: int, rngs: nnx.Rngs) -> ConvTranspose2x:
 
 
 class ConvEncoder(nnx.Module):
-    def __init__(self, image_shape: tuple[int, int, int], latent_dim: int, rngs: nnx.Rngs) -> None:
+    def __init__(self, image_shape: tuple[int, int, int], latent_dim: int, rngs: nnx.Rngs,
+                 out_dim: int | None = None, cond_dim: int = 0) -> None:
+        self.cond_dim = cond_dim
         h, w, c = image_shape
         if (h, w) != (64, 64):
             raise ValueError(f"the conv architecture expects 64x64 images, got {h}x{w}; use --architecture mlp")
@@ -130,15 +132,17 @@ class ConvEncoder(nnx.Module):
         self.conv2 = _conv(32, 32, rngs)
         self.conv3 = _conv(32, 32, rngs)
         self.conv4 = _conv(32, 32, rngs)
-        self.fc1 = _linear(32 * 4 * 4, 256, rngs)
+        self.fc1 = _linear(32 * 4 * 4 + cond_dim, 256, rngs)
         self.fc2 = _linear(256, 256, rngs)
-        self.fc3 = _linear(256, 2 * latent_dim, rngs)
+        self.fc3 = _linear(256, out_dim or 2 * latent_dim, rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """``x`` ``(B, 64, 64, C)`` -> ``(B, 2D)``."""
+    def __call__(self, x: jax.Array, cond: jax.Array | None = None) -> jax.Array:
+        """``x`` ``(B, 64, 64, C)`` (and ``cond`` ``(B, cond_dim)``) -> ``(B, 2D)``."""
         for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
             x = nnx.relu(conv(x))
         x = x.reshape(x.shape[0], -1)  # NHWC flattening: (h, w, c)
+        if self.cond_dim:
+            x = jnp.concatenate([x, cond.astype(x.dtype)], axis=1)
         x = nnx.relu(self.fc1(x))
         x = nnx.relu(self.fc2(x))
         return self.fc3(x)
@@ -166,13 +170,17 @@ class ConvDecoder(nnx.Module):
 
 
 class MLPEncoder(nnx.Module):
-    def __init__(self, image_shape: tuple[int, int, int], latent_dim: int, rngs: nnx.Rngs) -> None:
-        self.fc1 = _linear(math.prod(image_shape), 1200, rngs)
+    def __init__(self, image_shape: tuple[int, int, int], latent_dim: int, rngs: nnx.Rngs,
+                 out_dim: int | None = None, cond_dim: int = 0) -> None:
+        self.cond_dim = cond_dim
+        self.fc1 = _linear(math.prod(image_shape) + cond_dim, 1200, rngs)
         self.fc2 = _linear(1200, 1200, rngs)
-        self.fc3 = _linear(1200, 2 * latent_dim, rngs)
+        self.fc3 = _linear(1200, out_dim or 2 * latent_dim, rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, cond: jax.Array | None = None) -> jax.Array:
         x = x.reshape(x.shape[0], -1)
+        if self.cond_dim:
+            x = jnp.concatenate([x, cond.astype(x.dtype)], axis=1)
         x = nnx.relu(self.fc1(x))
         x = nnx.relu(self.fc2(x))
         return self.fc3(x)
@@ -197,9 +205,17 @@ ARCHITECTURES = {"conv": (ConvEncoder, ConvDecoder), "mlp": (MLPEncoder, MLPDeco
 
 
 def build_networks(
-    architecture: str, image_shape: tuple[int, int, int], latent_dim: int, rngs: nnx.Rngs
+    architecture: str, image_shape: tuple[int, int, int], latent_dim: int, rngs: nnx.Rngs,
+    *, encoder_out: int | None = None, cond_dim: int = 0,
 ) -> tuple[nnx.Module, nnx.Module]:
+    """Encoder ``x -> (B, encoder_out or 2·latent_dim)`` and decoder
+    ``(B, latent_dim + cond_dim) -> logits``; ``cond_dim`` > 0 makes both conditional
+    (as ``torch.nets.build_networks``: the condition joins the encoder's first dense layer's input)."""
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r} (available: {', '.join(ARCHITECTURES)})")
     enc, dec = ARCHITECTURES[architecture]
-    return enc(tuple(image_shape), latent_dim, rngs), dec(tuple(image_shape), latent_dim, rngs)
+    shape = tuple(image_shape)
+    return (
+        enc(shape, latent_dim, rngs, out_dim=encoder_out, cond_dim=cond_dim),
+        dec(shape, latent_dim + cond_dim, rngs),
+    )

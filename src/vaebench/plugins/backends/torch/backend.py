@@ -227,11 +227,11 @@ class TorchBackend:
                 self, specs, dataset, execution, on_progress, info.device, amp, lambda: _autocast(info.device, amp)
             )
 
-    def can_group(self, spec: Any) -> bool:
-        """Whether ``spec`` can train in a vectorized group (:meth:`train_group`)."""
+    def group_key(self, spec: Any) -> tuple | None:
+        """Specs with equal keys can train together in :meth:`train_group`; ``None``: alone."""
         from vaebench.plugins.backends.torch.vectorized import group_key
 
-        return group_key(spec) is not None
+        return group_key(spec)
 
     def _train(
         self, spec: Any, dataset: Any, execution: ExecutionOptions, on_progress: ProgressCallback | None,

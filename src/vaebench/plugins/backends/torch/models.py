@@ -55,7 +55,12 @@ from torch import nn
 
 from vaebench.plugins.backends.torch.nets import build_networks
 from vaebench.plugins.models.objectives import (
+    VQ_COLLAPSE_FRACTION,
+    VQ_EMA_DECAY,
+    VQ_EMA_EPSILON,
+    VQ_USAGE_WINDOW,
     beta_at,
+    cvae_condition,
     dip_regulariser,
     factor_vae_loss,
     objective,
@@ -397,12 +402,8 @@ class DIPVAE(GaussianVAE):
 
 # --------------------------------------------------------------------------- VQ-VAE
 
-#: Steps over which the code-usage fraction (and the collapse warning) is measured.
-USAGE_WINDOW = 50
-#: Codebook collapse: fewer than this fraction of the codes used in the window.
-COLLAPSE_FRACTION = 0.10
-EMA_DECAY = 0.99
-EMA_EPSILON = 1e-5
+USAGE_WINDOW, COLLAPSE_FRACTION = VQ_USAGE_WINDOW, VQ_COLLAPSE_FRACTION
+EMA_DECAY, EMA_EPSILON = VQ_EMA_DECAY, VQ_EMA_EPSILON
 
 
 class VQVAE(nn.Module):
@@ -591,17 +592,10 @@ def _need_dataset(dataset: Any, model: str) -> Any:
 
 
 def build_cvae(spec: Any, image_shape: tuple[int, int, int], dataset: Any = None) -> ConditionalVAE:
-    dataset = _need_dataset(dataset, "cvae")
-    names = tuple(dataset.factor_names)
-    if not names:
-        raise ValueError(f"cvae needs a dataset with factors; {spec.dataset!r} has none")
-    name = spec.condition or names[0]
-    if name not in names:
-        raise ValueError(f"condition {name!r} is not a factor of {spec.dataset} (factors: {', '.join(names)})")
-    index = names.index(name)
+    index, num_classes, num_factors = cvae_condition(spec, dataset)
     return ConditionalVAE(
         image_shape, spec.latent_dim, spec.architecture, _beta_hp(spec),
-        factor_index=index, num_classes=int(dataset.factor_sizes[index]), num_factors=len(names),
+        factor_index=index, num_classes=num_classes, num_factors=num_factors,
     )
 
 

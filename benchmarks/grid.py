@@ -1,0 +1,111 @@
+"""An 8-point β grid: the plain baseline loop run 8 times vs `vaebench run` with each strategy.
+
+    python benchmarks/grid.py --steps 300 --out benchmarks/RESULTS.md
+
+(a) the baseline (benchmarks/baseline_loop.py) trains the 8 models one after another
+in this process, torch on all cores (its default); (b) `vaebench run --betas
+1,...,8 --strategy S` runs in a fresh process for each strategy S, progress bar,
+records, checkpoints and figures on, and is timed end to end (start-up, training,
+evaluation, recording). Grid images/s = 8 × steps × 64 / wall seconds; the ratio is
+against (a) measured in the same invocation. The baseline's figure counts training
+only (no start-up, no evaluation), so the ratios are conservative for vaebench.
+
+For each strategy the records also say where the time went: training (the records'
+``train_seconds``; for concurrent runs the span of the grid's training), evaluation
+(``eval_seconds``) and the rest (process start-up, checkpoints, figures, records).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+import baseline_loop  # noqa: E402
+
+BETAS = [1, 2, 3, 4, 5, 6, 7, 8]
+
+
+def baseline(steps: int) -> dict:
+    data = baseline_loop.make_data()
+    start = time.perf_counter()
+    for beta in BETAS:
+        baseline_loop.train(steps, beta=float(beta), seed=beta, data=data)
+    wall = time.perf_counter() - start
+    return {"wall": wall, "train": wall, "eval": 0.0}
+
+
+def vaebench(strategy: str, steps: int, eval_samples: int, metrics: str) -> dict:
+    with tempfile.TemporaryDirectory() as registry:
+        cmd = [sys.executable, "-m", "vaebench.harness.cli", "run", "--model", "beta_vae",
+               "--betas", ",".join(map(str, BETAS)), "--steps", str(steps), "--device", "cpu",
+               "--strategy", strategy, "--eval-samples", str(eval_samples), "--metrics", metrics,
+               "--registry", registry, "--json"]
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise SystemExit(f"{strategy}: vaebench run failed:\n{proc.stderr[-2000:]}")
+        records = json.loads(proc.stdout)
+    assert len(records) == len(BETAS) and all(r["status"] == "ok" for r in records), records
+    train = sum(r["train_seconds"] for r in records)
+    evaluate = sum(r["eval_seconds"] for r in records)
+    concurrent = records[0]["concurrent_runs"]
+    if concurrent > 1:  # runs overlapped: count the grid's span, not the sum
+        train, evaluate = train / concurrent, evaluate / concurrent
+    return {"wall": wall, "train": train, "eval": evaluate, "threads": records[0]["threads"],
+            "concurrent": concurrent}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--strategies", default="sequential,processes,vectorized")
+    parser.add_argument("--eval-samples", type=int, default=1000)
+    parser.add_argument("--metrics", default="kl,reconstruction,mig", help="metrics each run computes")
+    parser.add_argument("--out", default=None, help="append a section to this Markdown file")
+    args = parser.parse_args()
+    images = len(BETAS) * args.steps * 64
+    started = datetime.now(timezone.utc)
+    rows = [("(a) baseline loop × 8, sequential", baseline(args.steps))]
+    for strategy in args.strategies.split(","):
+        rows.append((f"(b) vaebench --strategy {strategy}", vaebench(strategy, args.steps, args.eval_samples,
+                                                                       args.metrics)))
+    base = rows[0][1]["wall"]
+    lines = [
+        "| grid of 8 | wall s | grid images/s | vs (a) | train s | evaluate s | other s | threads × runs at once |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, r in rows:
+        other = r["wall"] - r["train"] - r["eval"]
+        layout = f"{r.get('threads', torch.get_num_threads())} × {r.get('concurrent', 1)}"
+        lines.append(f"| {name} | {r['wall']:.1f} | {images / r['wall']:.0f} | {base / r['wall']:.2f}× | "
+                     f"{r['train']:.1f} | {r['eval']:.1f} | {other:.1f} | {layout} |")
+    load = os.getloadavg()
+    text = "\n".join([
+        f"Measured {started:%Y-%m-%d %H:%M} UTC by `python benchmarks/grid.py --steps {args.steps} "
+        f"--eval-samples {args.eval_samples} --metrics {args.metrics}` "
+        f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; "
+        f"load average at the end {load[0]:.2f}): β = {', '.join(map(str, BETAS))}, {args.steps} steps × batch 64 "
+        f"each ({images:,} images in all).",
+        "",
+        *lines,
+        "",
+    ])
+    print(text)
+    if args.out:
+        with open(args.out, "a") as fh:
+            fh.write("\n" + text)
+
+
+if __name__ == "__main__":
+    main()
