@@ -38,7 +38,6 @@ from vaebench.plugins.backends.jax.nets import ConvTranspose2x  # noqa: E402
 from vaebench.plugins.backends.torch import models as tm  # noqa: E402
 from vaebench.plugins.datasets.dsprites import ProceduralDSprites  # noqa: E402
 from vaebench.plugins.manager import get_manager  # noqa: E402
-from vaebench.plugins.models.diagnostics import posterior_collapse  # noqa: E402
 
 DATA = ProceduralDSprites()
 SHAPE = DATA.image_shape
@@ -90,7 +89,7 @@ def test_resolve_device():
 # JAX model: tests/test_backend_conformance.py. Here what is JAX's own.
 
 
-def test_progress_compile_cache_seed_and_collapse_note():
+def test_progress_compile_cache_and_seed():
     spec = RunSpec(**BETA_SPEC, steps=20, lr=1e-3, seed=3)
     seen: list[tuple[int, dict]] = []
     trained = JaxBackend().train(spec, DATA, _execution(), on_progress=lambda s, v: seen.append((s, v)))
@@ -101,9 +100,6 @@ def test_progress_compile_cache_seed_and_collapse_note():
     other = JaxBackend().train(RunSpec(**BETA_SPEC, steps=20, lr=1e-3, seed=4), DATA, _execution())
     assert other.compile_seconds == 0.0
     assert [h["loss"] for h in trained.history] != [h["loss"] for h in other.history]
-    means, logvars, _ = trained.evaluate(_images(64))
-    collapsed = posterior_collapse(means, logvars)[0]
-    assert any(n.startswith("posterior collapse") for n in trained.notes) == collapsed
 
 
 def test_divergence_is_recorded_and_records_have_the_torch_schema(tmp_path, torch_cpu_state):

@@ -10,10 +10,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 from torch import nn
 
 from vaebench.harness.plan import PlanError, RunSpec, plan_grid
-from vaebench.harness.runner import run_grid
+from vaebench.harness.progress import summary_table
+from vaebench.harness.runner import evaluate, run_grid
 from vaebench.plugins.backends.base import ExecutionOptions
 from vaebench.plugins.backends.torch.backend import TorchBackend, TrainedTorchModel, load_checkpoint
 from vaebench.plugins.backends.torch.models import (
@@ -297,6 +299,16 @@ def test_posterior_collapse_is_flagged():
     assert result.values == {"posterior_collapsed": 1.0} and result.params["active_dims"] == 0
     ok = EvaluationContext(means=rng.normal(size=(50, 4)), logvars=np.full((50, 4), -2.0), recon_errors=errors)
     assert collapse.compute(ok).values == {"posterior_collapsed": 0.0}
+    # Whatever the backend and the metrics chosen, evaluation notes it for the record and
+    # the summary flags it.
+    execution = _execution(eval_samples=50)
+    evaluate(trained, RunSpec(model="vae"), DATA, [], execution)
+    assert [n for n in execution.notes if n.startswith("posterior collapse: 0 active dimensions")]
+    record = {"run_id": "x" * 16, "model": "vae", "seed": 0, "status": "ok", "metrics": {},
+              "error": "; ".join(execution.notes)}
+    console = Console(width=200, record=True)
+    console.print(summary_table([record]))
+    assert "ok, collapsed" in console.export_text()
 
 
 # ----------------------------------------------------------------- checkpoints and run_grid

@@ -75,6 +75,14 @@ class RichReporter:
         self.console.print(f"[dim]skipped  {spec.run_id}  {spec.label()}  (already recorded: {status})[/]")
 
 
+def _status(record: dict[str, Any]) -> str:
+    """The status, flagged when the run's posterior collapsed (metric or evaluation note)."""
+    collapsed = (record.get("metrics") or {}).get("posterior_collapsed") == 1.0 or "posterior collapse" in (
+        record.get("error") or ""
+    )
+    return f"{record['status']}, collapsed" if collapsed else record["status"]
+
+
 def summary_table(records: Sequence[dict[str, Any]], title: str = "runs") -> Table:
     table = Table(title=title)
     for col in ("run", "model", "β", "C", "seed", "status", "recon", "KL", "MIG", "img/s", "train s"):
@@ -87,7 +95,7 @@ def summary_table(records: Sequence[dict[str, Any]], title: str = "runs") -> Tab
 
         table.add_row(
             r["run_id"][:10], r["model"], num(r.get("beta"), "g"), num(r.get("capacity"), "g"), str(r["seed"]),
-            r["status"], num(m.get("reconstruction"), ".1f"), num(m.get("kl"), ".2f"), num(m.get("mig")),
+            _status(r), num(m.get("reconstruction"), ".1f"), num(m.get("kl"), ".2f"), num(m.get("mig")),
             num(r.get("images_per_second"), ".0f"), num(r.get("train_seconds"), ".1f"),
         )
     return table

@@ -24,6 +24,7 @@ from vaebench.plugins.backends import get_backend
 from vaebench.plugins.backends.base import DeviceInfo, ExecutionOptions
 from vaebench.plugins.manager import PluginManager
 from vaebench.plugins.metrics.context import EvaluationContext
+from vaebench.plugins.models.diagnostics import posterior_collapse_note
 from vaebench.plugins.metrics.posterior import kl_per_dim
 from vaebench.plugins.specs import DatasetSpec, MetricResult, MetricSpec, MetricUnavailable
 from vaebench.registry import store
@@ -152,6 +153,12 @@ def evaluate(
     means, logvars, errors, *recons = trained.evaluate(
         images, reconstructions=want_recons, **({"factors": factors} if conditional else {})
     )
+    if getattr(getattr(trained, "model", None), "gaussian_posterior", True):
+        # One home for the collapse flag of every backend: the note reaches the record's
+        # `error` column and the run's summary line (the metric `posterior_collapsed` is opt-out).
+        note = posterior_collapse_note(means, logvars)
+        if note and note not in execution.notes:
+            execution.notes.append(note)
     ctx = EvaluationContext(
         means=means, logvars=logvars, recon_errors=errors, factors=factors,
         factor_names=tuple(dataset.factor_names), factor_sizes=tuple(dataset.factor_sizes),

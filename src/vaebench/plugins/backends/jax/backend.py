@@ -220,23 +220,13 @@ class TrainedJaxModel:
         self, images: np.ndarray, reconstructions: bool = False, factors: np.ndarray | None = None
     ) -> tuple[np.ndarray, ...]:
         """``(means, logvars, recon_errors)``, plus the Bernoulli means ``(N, H, W, C)``
-        decoded from the posterior means when ``reconstructions``.
-
-        Also checks the held-out posterior for collapse (no active dimension, or
-        KL < 0.01 nats) and notes it; skipped for models without a Gaussian posterior.
-        """
+        decoded from the posterior means when ``reconstructions``."""
         graphdef, state = nnx.split(self.model)
         parts: list[list[np.ndarray]] = [[] for _ in range(4 if reconstructions else 3)]
         for x, f, n in self._chunks(images, factors):
             for acc, out in zip(parts, _eval_batch(graphdef, state, x, f, reconstructions)):
                 acc.append(np.asarray(out[:n]))
         out = tuple(np.concatenate(p) for p in parts)
-        if getattr(self.model, "gaussian_posterior", True):
-            from vaebench.plugins.models.diagnostics import posterior_collapse_note
-
-            note = posterior_collapse_note(out[0], out[1])
-            if note and note not in self.notes:
-                self.notes.append(note)
         return out
 
     def encode(self, images: np.ndarray, factors: np.ndarray | None = None) -> np.ndarray:
