@@ -87,7 +87,7 @@ def main() -> None:
     ]
     for name, r in rows:
         other = r["wall"] - r["train"] - r["eval"]
-        layout = f"{r.get('threads', torch.get_num_threads())} × {r.get('concurrent', 1)}"
+        layout = f"{r.get('threads') or torch.get_num_threads()} × {r.get('concurrent', 1)}"
         lines.append(f"| {name} | {r['wall']:.1f} | {images / r['wall']:.0f} | {base / r['wall']:.2f}× | "
                      f"{r['train']:.1f} | {r['eval']:.1f} | {other:.1f} | {layout} |")
     load = os.getloadavg()
