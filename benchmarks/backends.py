@@ -2,6 +2,7 @@
 
     python benchmarks/backends.py --steps 200 --repeats 2 --threads 1
     python benchmarks/backends.py --steps 200 --repeats 2          # torch on all cores
+    python benchmarks/backends.py --repeats 0 --group 4 --group-steps 20   # JAX group only
 
 Each backend trains the same RunSpec (``beta_vae``, β = 4, Burgess conv
 architecture, batch 64, Adam 5e-4, procedural dSprites rendered on the fly)
@@ -21,6 +22,13 @@ machine shared with other work, torch's multi-threaded (OpenMP) kernels can
 slow down several-fold when their threads are descheduled, so compare with
 ``--threads 1`` there; figures are only comparable between runs on the same,
 otherwise idle machine. Needs ``pip install 'vaebench[jax]'``.
+
+``--group M`` adds one line: ``M`` β values (1, 2, ..., M; seeds 1..M) trained by the
+JAX backend as one vectorized group (``JaxBackend.train_group``: ``jax.vmap``, one
+jitted step) vs the same ``M`` runs trained one after another with
+``JaxBackend.train``, ``--group-steps`` steps each, in one fresh process (each
+compiled first by a 1-step warm-up; compile time excluded from both). Images/s =
+``M · steps · 64 / train seconds``; the ratio is group / one after another.
 """
 
 from __future__ import annotations
@@ -83,6 +91,37 @@ def worker(name: str, args: argparse.Namespace) -> None:
                       "version": version, "threads": threads, "cores_used": cores_used}))
 
 
+def group_worker(args: argparse.Namespace) -> None:
+    """JAX: ``--group`` β values as one vectorized group vs one after another; one JSON line."""
+    from vaebench.plugins.backends.jax.backend import JaxBackend
+
+    data = ProceduralDSprites()
+    data.sample(1, np.random.default_rng(0))
+    backend = JaxBackend()  # builds through the plugin registry, as `vaebench run` does
+
+    def specs(steps: int) -> list[RunSpec]:
+        return [RunSpec(model="beta_vae", beta=float(b), seed=b, steps=steps, batch_size=args.batch_size,
+                        backend="jax") for b in range(1, args.group + 1)]
+
+    def execution(steps: int) -> ExecutionOptions:
+        return ExecutionOptions(device="cpu", progress_every=steps)
+
+    steps = args.group_steps
+    warm = backend.train_group(specs(1), data, execution(1))  # compiles the group step
+    trained = backend.train_group(specs(steps), data, execution(steps))
+    assert all(t.steps_done == steps and not t.diverged for t in trained)
+    group_seconds = trained[0].train_seconds
+    lone_seconds, lone_compile = 0.0, 0.0
+    for spec, warm_spec in zip(specs(steps), specs(1)):
+        lone_compile += backend.train(warm_spec, data, execution(1)).compile_seconds
+        lone = backend.train(spec, data, execution(steps))
+        assert lone.steps_done == steps and not lone.diverged
+        lone_seconds += lone.train_seconds
+    images = args.group * steps * args.batch_size
+    print(json.dumps({"group_images_per_second": images / group_seconds, "lone_images_per_second": images / lone_seconds,
+                      "group_compile_seconds": warm[0].compile_seconds, "lone_compile_seconds": lone_compile}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200, help="timed steps per run")
@@ -91,8 +130,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: all cores); XLA picks its own")
-    parser.add_argument("--worker", choices=("torch", "jax"), help=argparse.SUPPRESS)
+    parser.add_argument("--group", type=int, default=0,
+                        help="also train this many β values as one JAX vectorized group vs one after another")
+    parser.add_argument("--group-steps", type=int, default=20, help="steps per model in the --group comparison")
+    parser.add_argument("--worker", choices=("torch", "jax", "jax-group"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker == "jax-group":
+        group_worker(args)
+        return
     if args.worker:
         worker(args.worker, args)
         return
@@ -113,6 +158,24 @@ def main() -> None:
                   f"{result['cores_used']:.2f} cores busy (CPU s / wall s), "
                   f"compile {result['compile_seconds']:.2f} s", flush=True)
 
+    if args.repeats > 0:
+        report(args, results)
+    if args.group:
+        out = subprocess.run([sys.executable, __file__, "--worker", "jax-group", "--group", str(args.group),
+                              "--group-steps", str(args.group_steps), "--batch-size", str(args.batch_size)],
+                             capture_output=True, text=True, check=True)
+        g = json.loads(out.stdout.strip().splitlines()[-1])
+        print()
+        print(f"JAX, {args.group} β values × {args.group_steps} steps, batch {args.batch_size}, one process: "
+              f"vectorized group {g['group_images_per_second']:.1f} images/s "
+              f"(compile {g['group_compile_seconds']:.2f} s), one after another {g['lone_images_per_second']:.1f} "
+              f"images/s (compile {g['lone_compile_seconds']:.2f} s in all): "
+              f"{g['group_images_per_second'] / g['lone_images_per_second']:.2f}x; "
+              f"load average {os.getloadavg()[0]:.2f} (1 min) at the end")
+
+
+def report(args: argparse.Namespace, results: dict[str, list[dict]]) -> None:
+    """The backends table: median images/s per backend, JAX's compile time, ratio to torch."""
     med = {k: statistics.median(x["images_per_second"] for x in v) for k, v in results.items()}
     comp = statistics.median(x["compile_seconds"] for x in results["jax"])
     torch_info, jax_info = results["torch"][0], results["jax"][0]

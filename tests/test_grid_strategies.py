@@ -128,3 +128,73 @@ def test_unknown_strategy_is_a_usage_error(cli, tmp_path):
     result = cli("run", "--betas", "1", "--strategy", "threads", "--registry", tmp_path, *TINY)
     assert result.exit_code == 2
     assert "unknown strategy 'threads'" in result.output
+
+
+# ------------------------------------------------------------------ JAX: jax.vmap groups
+
+
+def test_jax_vectorized_group_trains_each_member_like_a_lone_run(dsprites):
+    pytest.importorskip("jax", reason="the JAX backend needs jax (pip install 'vaebench[jax]')")
+    from vaebench.plugins.backends.jax.backend import JaxBackend, flat_state
+
+    # Different models, seeds and a β schedule in one group: each follows its lone run.
+    specs = [
+        RunSpec(model="beta_vae", beta=4.0, beta_schedule="linear", beta_start=1.0, beta_warmup_steps=8, seed=1,
+                steps=12, batch_size=16, backend="jax"),
+        RunSpec(model="beta_vae_capacity", capacity=10.0, gamma=100.0, capacity_steps=12, seed=2, steps=12,
+                batch_size=16, backend="jax"),
+    ]
+    backend = JaxBackend()
+    assert backend.group_key(specs[0]) == backend.group_key(specs[1]) is not None
+    seen: list[list[int]] = [[], []]
+    callbacks = [lambda step, values, i=i: seen[i].append(step) for i in range(2)]
+    group = backend.train_group(specs, dsprites, ExecutionOptions(device="cpu", progress_every=4), callbacks)
+    alone = [backend.train(s, dsprites, ExecutionOptions(device="cpu", progress_every=4)) for s in specs]
+    assert seen == [[4, 8, 12], [4, 8, 12]]
+    for g, a in zip(group, alone):
+        assert g.steps_done == a.steps_done == 12 and not g.diverged and g.compiled
+        assert len(g.history) == len(a.history) == 12
+        # Same batches, noise, initial weights and Adam state: equal up to the batched kernels' rounding.
+        np.testing.assert_allclose(_curve(g), _curve(a), rtol=2e-4)
+        assert [h["capacity"] for h in g.history] == pytest.approx([h["capacity"] for h in a.history])
+        assert g.signals == a.signals
+        ours, theirs = flat_state(g.model), flat_state(a.model)
+        for name in theirs:
+            np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-3, atol=1e-5, err_msg=name)
+    assert [s["beta"] for s in group[0].signals][:2] == pytest.approx([1.375, 1.75])  # the linear β ramp
+    assert group[1].history[0]["capacity"] == pytest.approx(10.0 / 12)
+    assert group[0].history[-1]["loss"] < group[0].history[0]["loss"]
+    assert abs(group[0].history[-1]["kl"] - group[1].history[-1]["kl"]) > 1e-3
+
+
+def test_jax_diverged_member_is_recorded_and_the_other_trains_as_alone(tmp_path):
+    pytest.importorskip("jax", reason="the JAX backend needs jax (pip install 'vaebench[jax]')")
+    # β = 1e308 is inf in float32: the first step's loss is not finite. The MLP keeps the
+    # test cheap (XLA:CPU's batched convolutions are slow; the test above covers them).
+    common = dict(model="beta_vae", steps=20, batch_size=8, architecture="mlp", backend="jax")
+    specs = [RunSpec(beta=1e308, **common), RunSpec(beta=1.0, seed=3, **common)]
+    execution = ExecutionOptions(device="cpu", eval_samples=300, progress_every=5)
+    result = run_grid(specs, get_manager(), str(tmp_path / "vec"), execution, ["kl"], strategy="vectorized")
+    bad, good = result.records
+    assert bad["status"] == "diverged" and "non-finite loss" in bad["error"]
+    assert good["status"] == "ok" and good["steps_done"] == 20 and good["metrics"]["kl"] > 0
+    assert {(r["strategy"], r["concurrent_runs"], r["backend"]) for r in result.records} == {("vectorized", 2, "jax")}
+    # Each member is recorded as its lone run is: the same check point for the diverged one
+    # (20 steps keep a history point per step: step 1), the same training for the other.
+    lone_bad, lone_good = run_grid(specs, get_manager(), str(tmp_path / "seq"), execution, ["kl"],
+                                   strategy="sequential").records
+    assert (bad["status"], bad["steps_done"], bad["error"]) == (lone_bad["status"], 1, lone_bad["error"])
+    assert lone_bad["steps_done"] == 1
+    assert good["final_loss"] == pytest.approx(lone_good["final_loss"], rel=1e-4)
+    assert good["metrics"]["kl"] == pytest.approx(lone_good["metrics"]["kl"], rel=1e-3)
+
+
+def test_jax_and_torch_specs_never_share_a_group():
+    pytest.importorskip("jax", reason="the JAX backend needs jax (pip install 'vaebench[jax]')")
+    t1, t2 = RunSpec(model="beta_vae", beta=1.0), RunSpec(model="beta_vae", beta=4.0)
+    j1, j2 = (RunSpec(model="beta_vae", beta=b, backend="jax") for b in (1.0, 4.0))
+    j3 = RunSpec(model="beta_vae_capacity", capacity=5.0, gamma=100.0, seed=7, backend="jax")
+    vq = RunSpec(model="vq_vae", backend="jax")  # not a plain Gaussian VAE: alone
+    groups, alone = vectorized_groups([t1, j1, t2, j2, vq, j3])
+    assert groups == [[t1, t2], [j1, j2, j3]]
+    assert alone == [vq]

@@ -8,8 +8,9 @@
   (``benchmarks/RESULTS.md``).
 - ``vectorized``: grid points that differ only in β, C, γ, schedules or seed train as
   one program with stacked parameters (the backend's ``train_group``; torch:
-  ``torch.func`` + ``vmap``), then are scored and recorded one by one. Worth it on a
-  GPU, where one small model leaves the device idle; slower than sequential on a CPU.
+  ``torch.func`` + ``vmap``; JAX: ``jax.vmap`` in one jitted step), then are scored and
+  recorded one by one. Worth it on a GPU, where one small model leaves the device idle;
+  slower than sequential on a CPU.
 - ``auto``: vectorized on a GPU, processes on a CPU when two or more runs have two or
   more threads (``--threads``, default: the cores) to share, sequential otherwise.
 

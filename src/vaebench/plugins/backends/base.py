@@ -1,11 +1,12 @@
-"""What every backend shares: execution options, device info, the trained-model protocol."""
+"""What every backend shares: execution options, device info, the trained-model protocol,
+which grid points can train together as one vectorized group."""
 
 from __future__ import annotations
 
 import os
 import platform
-from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -84,6 +85,34 @@ def cpu_name() -> str:
     return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
 
 
+
+
+#: Models whose whole loss is ``objective(recon, KL)`` of a plain Gaussian VAE: the ones
+#: a backend's ``train_group`` can stack (torch ``vectorized.py``, JAX ``vectorized.py``).
+VECTORIZABLE_MODELS = ("vae", "beta_vae", "beta_vae_capacity")
+
+#: Spec fields members of one group may differ in (everything else must be equal).
+MEMBER_FIELDS = (
+    "model", "beta", "capacity", "gamma", "capacity_steps", "seed",
+    "beta_schedule", "beta_start", "beta_warmup_steps", "beta_cycles",
+)
+
+
+def group_key(spec: Any) -> tuple | None:
+    """Specs with equal keys can train as one vectorized group; ``None``: this spec cannot.
+    (The grid runner also keys groups by ``spec.backend``.)"""
+    if spec.model not in VECTORIZABLE_MODELS:
+        return None
+    shared = {k: v for k, v in asdict(spec).items() if k not in MEMBER_FIELDS}
+    return tuple(sorted(shared.items()))
+
+
+def check_group(specs: Sequence[Any]) -> None:
+    """Raise a one-line ``ValueError`` unless ``specs`` share one :func:`group_key`."""
+    keys = {group_key(s) for s in specs}
+    if not specs or None in keys or len(keys) != 1:
+        raise ValueError("a vectorized group needs specs of vectorizable models (" + ", ".join(VECTORIZABLE_MODELS)
+                         + ") differing only in " + ", ".join(MEMBER_FIELDS))
 
 
 def write_signals(directory: str, signals: list[dict[str, float]]) -> dict[str, str]:

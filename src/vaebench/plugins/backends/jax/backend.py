@@ -20,7 +20,7 @@ import os
 import time
 from dataclasses import asdict
 from functools import partial
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +34,7 @@ from vaebench.plugins.backends.base import (
     ExecutionOptions,
     ProgressCallback,
     cpu_name,
+    group_key,
     parse_device,
     write_signals,
 )
@@ -108,8 +109,23 @@ _train_step_jit = jax.jit(_train_step, static_argnums=0, donate_argnums=(1, 2, 3
 #: (graphdef, batch shape, dtype, device) -> compiled training step. The graph holds the
 #: architecture and the objective's hyperparameters; the learning rate, seed and step
 #: count are arguments, so runs that differ only in those share one compilation.
+#: Vectorized groups (``vectorized.py``) keep their compiled steps here too.
 _COMPILED: dict[tuple[Any, ...], Any] = {}
 _COMPILED_MAX = 8
+
+
+def _compile_cached(cache_key: tuple[Any, ...], jitted: Any, *args: Any) -> tuple[Any, float]:
+    """``jitted`` lowered and compiled ahead of time for ``args`` (cached under ``cache_key``),
+    and the seconds spent tracing + compiling it (0 if cached)."""
+    if cache_key in _COMPILED:
+        return _COMPILED[cache_key], 0.0
+    t0 = time.perf_counter()
+    compiled = jitted.lower(*args).compile()
+    seconds = time.perf_counter() - t0
+    if len(_COMPILED) >= _COMPILED_MAX:  # a long grid over β: keep the newest few
+        _COMPILED.pop(next(iter(_COMPILED)))
+    _COMPILED[cache_key] = compiled
+    return compiled, seconds
 
 
 def _compiled_step(graphdef: Any, params: Any, others: Any, opt_state: Any, x: jax.Array, factors: Any,
@@ -117,15 +133,7 @@ def _compiled_step(graphdef: Any, params: Any, others: Any, opt_state: Any, x: j
     """The AOT-compiled training step and the seconds spent tracing + compiling it (0 if cached)."""
     fshape = None if factors is None else (factors.shape, str(factors.dtype))
     cache_key = (graphdef, x.shape, str(x.dtype), fshape, str(device))
-    if cache_key in _COMPILED:
-        return _COMPILED[cache_key], 0.0
-    t0 = time.perf_counter()
-    compiled = _train_step_jit.lower(graphdef, params, others, opt_state, x, factors, key, step, lr).compile()
-    seconds = time.perf_counter() - t0
-    if len(_COMPILED) >= _COMPILED_MAX:  # a long grid over β: keep the newest few
-        _COMPILED.pop(next(iter(_COMPILED)))
-    _COMPILED[cache_key] = compiled
-    return compiled, seconds
+    return _compile_cached(cache_key, _train_step_jit, graphdef, params, others, opt_state, x, factors, key, step, lr)
 
 
 # A conditional model without factors infers them (``encode``) or uses its default
@@ -292,6 +300,23 @@ class JaxBackend:
         from vaebench.plugins.manager import get_manager
 
         return get_manager().model(spec.model).build("jax", spec, image_shape, dataset)
+
+    def group_key(self, spec: Any) -> tuple | None:
+        """Specs with equal keys can train together in :meth:`train_group`; ``None``: alone."""
+        return group_key(spec)
+
+    def train_group(
+        self,
+        specs: Sequence[Any],
+        dataset: Any,
+        execution: ExecutionOptions,
+        on_progress: Sequence[ProgressCallback | None] | None = None,
+    ) -> list[TrainedJaxModel]:
+        """Train grid points that differ only in β, C, γ, schedules or seed as one
+        vmapped, jitted program (see ``vectorized.py``); one trained model per spec."""
+        from vaebench.plugins.backends.jax.vectorized import train_group
+
+        return train_group(self, specs, dataset, execution, on_progress)
 
     def train(
         self,

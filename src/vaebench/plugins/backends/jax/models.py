@@ -126,26 +126,42 @@ class GaussianVAE(nnx.Module):
         kl_per_dim = gaussian_kl_per_dim(mu.astype(jnp.float32), logvar.astype(jnp.float32)).mean(axis=0)
         return recon, kl_per_dim.sum(), kl_per_dim
 
-    def objective(self, recon: Any, kl: Any, step: Any) -> tuple[Any, Any]:
-        return objective(self.objective_name, recon, kl, self.hp, step)
+    def noise(self, key: jax.Array, batch: int) -> jax.Array:
+        """The reparameterisation noise of one step: ``normal(key, (batch, D))`` float32."""
+        return jax.random.normal(key, (batch, self.latent_dim), jnp.float32)
+
+    def objective(self, recon: Any, kl: Any, step: Any) -> tuple[Any, Any, dict[str, Any]]:
+        """``(loss, capacity, signals)`` of this model's objective (:func:`gaussian_objective`)."""
+        return gaussian_objective(self.objective_name, self.hp, recon, kl, step)
 
     def loss_terms(
         self, x: jax.Array, step: Any, key: jax.Array | None = None, factors: jax.Array | None = None,
         eps: jax.Array | None = None,
     ) -> dict[str, Any]:
         """``loss``, ``recon``, ``kl``, ``kl_per_dim``, ``capacity``, ``signals`` (traceable).
-        The noise is ``eps`` if given, else ``normal(key, (B, D))``."""
+        The noise is ``eps`` if given, else :meth:`noise` of ``key``."""
         if eps is None:
             if key is None:
                 raise ValueError("loss_terms needs eps or a PRNG key")
-            eps = jax.random.normal(key, (x.shape[0], self.latent_dim), jnp.float32)
+            eps = self.noise(key, x.shape[0])
         recon, kl, kl_per_dim = self.terms(x, eps, factors)
-        loss, capacity = self.objective(recon, kl, step)
-        signals = {}
-        if "beta" in self.hp and self.hp.get("beta_schedule") not in (None, "constant"):
-            signals["beta"] = beta_at(step, self.hp)  # as the torch model: only a scheduled β
+        loss, capacity, signals = self.objective(recon, kl, step)
         return {"loss": loss, "recon": recon, "kl": kl, "kl_per_dim": kl_per_dim, "capacity": capacity,
                 "signals": signals}
+
+
+def gaussian_objective(
+    objective_name: str, hp: dict[str, Any], recon: Any, kl: Any, step: Any
+) -> tuple[Any, Any, dict[str, Any]]:
+    """``(loss, capacity or None, signals)`` of a Gaussian model from its batch-mean ``recon``
+    and ``kl`` (nats per image): the shared ``objective``, and as signal the scheduled β
+    (only a scheduled one, as the torch model). Traceable in ``step``; ``hp`` is static.
+    Used by :meth:`GaussianVAE.loss_terms` and, per member, by the vectorized group step."""
+    loss, capacity = objective(objective_name, recon, kl, hp, step)
+    signals = {}
+    if "beta" in hp and hp.get("beta_schedule") not in (None, "constant"):
+        signals["beta"] = beta_at(step, hp)
+    return loss, capacity, signals
 
 
 # --------------------------------------------------------------------------- cvae

@@ -229,7 +229,7 @@ class TorchBackend:
 
     def group_key(self, spec: Any) -> tuple | None:
         """Specs with equal keys can train together in :meth:`train_group`; ``None``: alone."""
-        from vaebench.plugins.backends.torch.vectorized import group_key
+        from vaebench.plugins.backends.base import group_key
 
         return group_key(spec)
 

@@ -1,7 +1,7 @@
 """Train several grid points as one vectorized program (``torch.func``).
 
 Grid points that share the architecture, the data and the optimiser settings and
-differ only in β, C, γ, their schedules or the seed (:func:`group_key`) are
+differ only in β, C, γ, their schedules or the seed (``base.group_key``) are
 stacked: their parameters become tensors with a leading member axis
 (``stack_module_state``), one forward pass runs every member under ``vmap``
 (convolutions with batched weights become grouped convolutions), and one Adam
@@ -27,34 +27,15 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
-from vaebench.plugins.backends.base import ExecutionOptions, ProgressCallback
+from vaebench.plugins.backends.base import ExecutionOptions, ProgressCallback, check_group
 from vaebench.plugins.backends.torch.models import GaussianVAE, gaussian_kl_per_dim
 from vaebench.plugins.models.objectives import objective
-
-#: Models whose whole loss is ``objective(recon, KL)`` of a plain Gaussian VAE.
-VECTORIZABLE_MODELS = ("vae", "beta_vae", "beta_vae_capacity")
-
-#: Spec fields members of one group may differ in (everything else must be equal).
-MEMBER_FIELDS = (
-    "model", "beta", "capacity", "gamma", "capacity_steps", "seed",
-    "beta_schedule", "beta_start", "beta_warmup_steps", "beta_cycles",
-)
-
-
-def group_key(spec: Any) -> tuple | None:
-    """Specs with equal keys can train as one vectorized group; ``None``: this spec cannot."""
-    if spec.model not in VECTORIZABLE_MODELS:
-        return None
-    shared = {k: v for k, v in asdict(spec).items() if k not in MEMBER_FIELDS}
-    return tuple(sorted(shared.items()))
-
 
 def _generator_like_global(device: str) -> torch.Generator:
     """A generator in the state the global one for ``device`` is in now."""
@@ -76,7 +57,7 @@ def train_group(
     amp: str,
     autocast: Callable[[], Any],
 ) -> list[Any]:
-    """Train ``specs`` (one :func:`group_key`) together; one ``TrainedTorchModel`` per spec.
+    """Train ``specs`` (one ``base.group_key``) together; one ``TrainedTorchModel`` per spec.
 
     ``backend`` builds the models; ``autocast()`` gives the AMP context for ``amp``.
     A member whose loss turns non-finite is marked diverged at that check point, as
@@ -84,10 +65,7 @@ def train_group(
     """
     from vaebench.plugins.backends.torch.backend import HISTORY_POINTS, TrainedTorchModel
 
-    keys = {group_key(s) for s in specs}
-    if None in keys or len(keys) != 1:
-        raise ValueError("a vectorized group needs specs of vectorizable models (" + ", ".join(VECTORIZABLE_MODELS) + ") differing only in "
-                         + ", ".join(MEMBER_FIELDS))
+    check_group(specs)
     first = specs[0]
     models: list[GaussianVAE] = []
     generators: list[torch.Generator] = []
