@@ -39,13 +39,18 @@ def test_vectorized_group_trains_each_member_like_a_lone_run(dsprites):
     execution = ExecutionOptions(device="cpu", threads=1, progress_every=1)
     group = backend.train_group(specs, dsprites, execution)
     alone = [backend.train(s, dsprites, ExecutionOptions(device="cpu", threads=1, progress_every=1)) for s in specs]
+    held_out = dsprites.sample(64, np.random.default_rng(99))[0]
     for g, a in zip(group, alone):
         assert len(g.history) == len(a.history) == 15
         # Same batches, noise and optimiser state: equal up to the grouped kernels' rounding.
         np.testing.assert_allclose(_curve(g), _curve(a), rtol=2e-4)
         assert [h["capacity"] for h in g.history] == [h["capacity"] for h in a.history]
-        for (name, p), q in zip(g.model.state_dict().items(), a.model.state_dict().values()):
-            np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-3, atol=1e-5, err_msg=name)
+        # The trained models agree as models. (Not weight by weight: Adam divides by
+        # sqrt(v), so the rounding of a near-zero gradient can move a weight by ~lr.)
+        gm, glv, gerr = g.evaluate(held_out)
+        am, alv, aerr = a.evaluate(held_out)
+        np.testing.assert_allclose(gerr, aerr, rtol=1e-3)
+        np.testing.assert_allclose(gm, am, atol=0.02 * am.std())
     # The loss moved: the members really trained (and differently from each other).
     assert group[0].history[-1]["loss"] < group[0].history[0]["loss"]
     assert abs(group[0].history[-1]["kl"] - group[1].history[-1]["kl"]) > 1e-3

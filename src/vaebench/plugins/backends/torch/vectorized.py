@@ -63,7 +63,7 @@ def train_group(
     A member whose loss turns non-finite is marked diverged at that check point, as
     a lone run would be, and leaves the summed loss; the others go on.
     """
-    from vaebench.plugins.backends.torch.backend import HISTORY_POINTS, TrainedTorchModel
+    from vaebench.plugins.backends.torch.backend import HISTORY_POINTS, TrainedTorchModel, adam
 
     check_group(specs)
     first = specs[0]
@@ -101,7 +101,7 @@ def train_group(
             forward, compiled = torch.compile(forward), True
         except Exception as exc:  # noqa: BLE001 - compile is an optimisation, never a failure
             execution.notes.append(f"torch.compile unavailable ({type(exc).__name__}); trained eagerly")
-    optimizer = torch.optim.Adam(list(params.values()), lr=first.lr)
+    optimizer = adam(list(params.values()), first.lr)
     scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
     trained = [TrainedTorchModel(m, s, device, amp, compiled) for m, s in zip(models, specs)]
     live = list(range(len(specs)))
