@@ -234,16 +234,10 @@ def check(
         table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for r in results:
         arrow = {"higher": " ↑", "lower": " ↓"}.get(r.direction, "")
-        value = "-" if r.value is None else f"{r.value:.4g} ({r.aggregate})" + (f" {r.tier}" if r.tier else "")
-        ref: list[str] = []
-        if r.threshold is not None:
-            ref.append(f"{'≥' if r.direction == 'higher' else '≤'} {r.threshold:g}")
-        if r.baseline is not None:
-            ref.append(f"base {r.baseline:.4g} (n={r.baseline_n}), at most {r.max_regression} worse")
-        n = str(r.n) + "".join(f", {c} {k}" for k, c in (("diverged", r.n_diverged), ("failed", r.n_failed)) if c)
+        cells = tg.describe(r)
         color = "green" if r.verdict == "pass" else "yellow" if r.passed else "red"
-        table.add_row(escape(r.name), escape(r.metric) + arrow, value, escape("; ".join(ref) or "-"),
-                      f"[{color}]{escape(r.verdict)}[/]", n, "" if r.verdict.startswith("error") else escape(r.detail))
+        table.add_row(escape(r.name), escape(r.metric) + arrow, escape(cells["value"]), escape(cells["reference"]),
+                      f"[{color}]{escape(r.verdict)}[/]", cells["runs"], escape(cells["detail"]))
     console.print(table)
     if any(r.p_value is not None for r in results):
         err_console.print(f"regressions: {tg.TEST_NAME}; they count only when larger than max_regression and p < alpha")
