@@ -522,7 +522,7 @@ def write_report(
         met = sum(r.passed for r in verdicts)
         page.section("targets", f"Targets: {met} of {len(verdicts)} met")
         page.para(f"From {Path(str(targets)).name}, over the selected runs. A missed target does not change "
-                  f"this report's exit status; `vaebench check` is the CI gate. Regressions: {tg.TEST_NAME}.")
+                  f"this report's exit status; vaebench check is the CI gate. Regressions: {tg.TEST_NAME}.")
         rows = []
         for r in verdicts:
             cells = tg.describe(r)
