@@ -481,6 +481,14 @@ def test_check_incomparable_runs(tmp_path: Path, invoke) -> None:
     code, (row,) = check_json(invoke, "--targets", path, "--registry", reg)
     assert code == 1 and "estimator settings differ (bins)" in row["verdict"]
 
+    # a metric whose implementation version changed (the "metric version")
+    reg = tmp_path / "reg_version"
+    for version in (1, 2):
+        params = {"mig": {"n": 500, "bins": 20, "version": version}, "_eval": {"n": 500, "eval_seed": 1}}
+        write_runs(reg, "mig", [0.5], metric_params=json.dumps(params))
+    code, (row,) = check_json(invoke, "--targets", path, "--registry", reg)
+    assert code == 1 and "estimator settings differ (version)" in row["verdict"]
+
     # baseline on another dataset digest is incomparable too
     reg = tmp_path / "reg3"
     write_runs(reg, "mig", [0.5, 0.5], steps=100, dataset_digest="aaaa")

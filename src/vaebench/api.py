@@ -5,6 +5,7 @@
     table = vaebench.leaderboard(metric="mig", by=["model", "beta"])   # pyarrow.Table
     df = table.to_pandas()
     scores = vaebench.evaluate_latents(latents, factors, metrics=["mig", "sap"])  # any framework's codes
+    vaebench.report("model=beta_vae", out="report")               # report/index.html, report/report.md
 """
 
 from __future__ import annotations
@@ -125,6 +126,26 @@ def show(run: str, registry: str = DEFAULT_REGISTRY) -> dict[str, Any]:
     from vaebench.registry import store
 
     return store.read_record(registry, run)
+
+
+def report(
+    selection: str | dict[str, Any] | None = None,
+    out: str = "vaebench-report",
+    registry: str = DEFAULT_REGISTRY,
+    targets: str | None = None,
+    baseline: str | dict[str, Any] | None = None,
+    metric: str | None = None,
+) -> dict[str, Any]:
+    """Write ``out/index.html``, ``out/report.md`` and ``out/figures/`` for the selected runs
+    (``"model=beta_vae,beta=4"``, a dict, or None for every run); see ``vaebench report``.
+
+    Returns what was written (paths, run counts, target verdicts, notes). Raises
+    ``ValueError`` (one line) when no run is selected or a targets file is bad,
+    ``registry.store.RegistryError`` when the registry cannot be read.
+    """
+    from vaebench.harness.report import write_report
+
+    return write_report(registry, out, selection, targets, baseline, metric).to_dict()
 
 
 def metric_direction(key: str) -> str:

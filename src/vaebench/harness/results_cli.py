@@ -1,4 +1,4 @@
-"""Results commands: ``vaebench query``, ``vaebench compare``, ``vaebench check``.
+"""Results commands: ``vaebench query``, ``compare``, ``check``, ``report``.
 
 ``register(app)`` adds them to a Typer app (``vaebench.harness.cli`` calls it).
 Exit codes as everywhere: 0 ok, 1 a check failed (``check``: a target failed or
@@ -24,7 +24,7 @@ from vaebench.harness.output import (
     print_json,
 )
 
-__all__ = ["check", "compare", "query", "register"]
+__all__ = ["check", "compare", "query", "register", "report"]
 
 SELECTION_HELP = (
     "key=value pairs (model, dataset, beta, seed, status, ...; comma-separated, ANDed) "
@@ -234,16 +234,10 @@ def check(
         table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for r in results:
         arrow = {"higher": " ↑", "lower": " ↓"}.get(r.direction, "")
-        value = "-" if r.value is None else f"{r.value:.4g} ({r.aggregate})" + (f" {r.tier}" if r.tier else "")
-        ref: list[str] = []
-        if r.threshold is not None:
-            ref.append(f"{'≥' if r.direction == 'higher' else '≤'} {r.threshold:g}")
-        if r.baseline is not None:
-            ref.append(f"base {r.baseline:.4g} (n={r.baseline_n}), at most {r.max_regression} worse")
-        n = str(r.n) + "".join(f", {c} {k}" for k, c in (("diverged", r.n_diverged), ("failed", r.n_failed)) if c)
+        cells = tg.describe(r)
         color = "green" if r.verdict == "pass" else "yellow" if r.passed else "red"
-        table.add_row(escape(r.name), escape(r.metric) + arrow, value, escape("; ".join(ref) or "-"),
-                      f"[{color}]{escape(r.verdict)}[/]", n, "" if r.verdict.startswith("error") else escape(r.detail))
+        table.add_row(escape(r.name), escape(r.metric) + arrow, escape(cells["value"]), escape(cells["reference"]),
+                      f"[{color}]{escape(r.verdict)}[/]", cells["runs"], escape(cells["detail"]))
     console.print(table)
     if any(r.p_value is not None for r in results):
         err_console.print(f"regressions: {tg.TEST_NAME}; they count only when larger than max_regression and p < alpha")
@@ -253,8 +247,59 @@ def check(
     raise typer.Exit(code)
 
 
+# ---------------------------------------------------------------- report
+def report(
+    selection: Optional[str] = typer.Argument(None, metavar="SELECTION", help="The runs to report on: " + SELECTION_HELP + " [default: every run]"),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory to write index.html, report.md and figures/ into (created)."),
+    targets: Optional[Path] = typer.Option(None, "--targets", help="Targets TOML (as for `vaebench check`) whose verdicts to show."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="Baseline runs for the targets' max_regression (same syntax)."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="Metric ordering the leaderboard. \\[default: the first disentanglement metric]"),
+    registry: str = typer.Option(DEFAULT_REGISTRY, "--registry", help=REGISTRY_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print what was written (paths, run counts, target verdicts) as JSON."),
+) -> None:
+    """Write a report on the selected runs: DIR/index.html, DIR/report.md and DIR/figures/.
+
+    The page shows the β trade-off (disentanglement and reconstruction / image
+    quality metrics against β, log axis, mean ± std over seeds, one line per
+    model), the capacity curves of capacity runs (KL vs the target C), the
+    leaderboard with tiers, target verdicts (with --targets), every run's
+    status with diverged and failed runs listed, and each run's traversal grid.
+    It is self-contained: figures are files under DIR/figures/, linked
+    relatively; no scripts, no network. Copy DIR anywhere.
+
+    Exit 0 when the report is written, even if targets are missed (use
+    `vaebench check` to gate CI). Exit 2: no run selected, a bad targets file
+    or selection, an unusable --out.
+    """
+    from vaebench.harness import report as rp
+    from vaebench.harness.targets import TargetsError
+    from vaebench.registry.store import RegistryError
+
+    sel = _selection(selection, "SELECTION")
+    base = _selection(baseline, "--baseline") if baseline is not None else None
+    try:
+        result = rp.write_report(registry, out, sel, targets, base, metric)
+    except (TargetsError, RegistryError, ValueError) as exc:
+        fail(str(exc))
+    _warn_skipped(result.skipped)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    c = result.counts
+    console.print(f"wrote {escape(str(result.html))} and {escape(str(result.markdown))} "
+                  f"({c['total']} runs: {c['ok']} ok, {c['diverged']} diverged, {c['failed']} failed; "
+                  f"{len(result.figures)} figure files)", highlight=False)
+    if result.targets:
+        met = sum(t.passed for t in result.targets)
+        color = "green" if met == len(result.targets) else "red"
+        console.print(f"targets: [{color}]{met} of {len(result.targets)} met[/] (shown in the report; "
+                      "`vaebench check` sets the exit status)", highlight=False)
+    for note in result.notes:
+        err_console.print(f"note: {escape(note)}", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``query``, ``compare`` and ``check`` to ``app``."""
+    """Add ``query``, ``compare``, ``check`` and ``report`` to ``app``."""
     app.command(
         "query",
         epilog="Examples:\n\n"
@@ -281,3 +326,10 @@ def register(app: typer.Typer) -> None:
         "  vaebench check --targets targets.toml --runs steps=3000 --baseline steps=1500 --json\n\n"
         "  vaebench check --targets targets.toml --baseline-registry main-results",
     )(check)
+    app.command(
+        "report",
+        epilog="Examples:\n\n"
+        "  vaebench report --out report/\n\n"
+        "  vaebench report model=beta_vae,dataset=dsprites --out report/ --targets targets.toml\n\n"
+        "  vaebench report model=beta_vae_capacity --out cap-report/ --json",
+    )(report)

@@ -72,6 +72,7 @@ __all__ = [
     "TargetResult",
     "TargetsError",
     "check_targets",
+    "describe",
     "exit_code",
     "load_targets",
     "parse_targets",
@@ -516,6 +517,23 @@ def check_targets(
     if baseline is not None:
         check_prefixes(baseline_con if baseline_con is not None else con, baseline)
     return [check_target(con, t, runs, baseline, baseline_con) for t in targets]
+
+
+def describe(result: TargetResult) -> dict[str, str]:
+    """Plain-text cells of one result, as ``vaebench check`` and ``vaebench report`` show them:
+    ``value`` (aggregate and tier), ``reference`` (threshold and/or baseline), ``runs`` (n and
+    diverged / failed counts), ``detail`` (empty for an error: the verdict says it)."""
+    value = "-" if result.value is None else f"{result.value:.4g} ({result.aggregate})" + (f" {result.tier}" if result.tier else "")
+    ref: list[str] = []
+    if result.threshold is not None:
+        ref.append(f"{'≥' if result.direction == 'higher' else '≤'} {result.threshold:g}")
+    if result.baseline is not None:
+        ref.append(f"base {result.baseline:.4g} (n={result.baseline_n}), at most {result.max_regression} worse")
+    runs = str(result.n) + "".join(
+        f", {c} {k}" for k, c in (("diverged", result.n_diverged), ("failed", result.n_failed)) if c
+    )
+    detail = "" if result.verdict.startswith("error") else result.detail
+    return {"value": value, "reference": "; ".join(ref) or "-", "runs": runs, "detail": detail}
 
 
 def exit_code(results: Sequence[TargetResult]) -> int:

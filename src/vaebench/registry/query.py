@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vaebench.registry.schema import GROUPABLE_COLUMNS, RECORD_SCHEMA
+from vaebench.registry.selection import Selection
 from vaebench.registry.store import RegistryError, read_record, run_files
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "leaderboard",
     "metric_keys",
     "open_runs",
+    "rank",
     "recorded_status",
     "show",
 ]
@@ -219,8 +221,9 @@ def _check_by(by: Sequence[str] | str) -> list[str]:
     return out
 
 
-def _leaderboard_sql(by: Sequence[str], descending: bool) -> str:
-    """Build the leaderboard SQL. Only validated identifiers are interpolated."""
+def _leaderboard_sql(by: Sequence[str], descending: bool, where: str = "TRUE") -> str:
+    """Build the leaderboard SQL. Only validated identifiers and a selection's
+    WHERE fragment (``Selection.where``: quoted names, ``?`` for every value) are interpolated."""
     cols = [_quote_ident(c) for c in by]
     select_by = "".join(f"{c}, " for c in cols)
     group_by = f"GROUP BY {', '.join(cols)}" if cols else ""
@@ -233,6 +236,7 @@ def _leaderboard_sql(by: Sequence[str], descending: bool) -> str:
             FROM runs
             WHERE (CAST(? AS VARCHAR) IS NULL OR dataset = ?)
               AND (CAST(? AS VARCHAR) IS NULL OR model = ?)
+              AND ({where})
         )
         SELECT {select_by}
                avg(v) FILTER (WHERE isfinite(v)) AS mean,
@@ -246,6 +250,34 @@ def _leaderboard_sql(by: Sequence[str], descending: bool) -> str:
         HAVING count(*) > 0
         ORDER BY {order_by}
     """
+
+
+def rank(
+    con: duckdb.DuckDBPyConnection,
+    metric: str = "mig",
+    by: Sequence[str] = DEFAULT_BY,
+    dataset: str | None = None,
+    model: str | None = None,
+    descending: bool = True,
+    selection: Selection | None = None,
+) -> pa.Table:
+    """The leaderboard of the runs in table/view ``runs`` of an open connection.
+
+    What :func:`leaderboard` computes (see there), with ``selection`` narrowing
+    the runs further (its values are bound parameters). Raises ``ValueError``
+    for a ``by`` column not in ``GROUPABLE_COLUMNS`` and ``duckdb.Error`` when
+    the data cannot be scanned.
+    """
+    cols = _check_by(by)
+    if not isinstance(metric, str):
+        raise ValueError(f"metric must be a string, not {type(metric).__name__}")
+    for name, value in (("dataset", dataset), ("model", model)):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{name} must be a string or None, not {type(value).__name__}")
+    where, where_params = selection.where() if selection is not None else ("TRUE", [])
+    sql = _leaderboard_sql(cols, descending, where)
+    params: list[Any] = [metric, dataset, dataset, model, model, *where_params]
+    return _to_arrow(con.sql(sql, params=params))
 
 
 def leaderboard(
@@ -270,25 +302,17 @@ def leaderboard(
 
     Raises ``ValueError`` for a ``by`` column not in ``GROUPABLE_COLUMNS``.
     """
-    cols = _check_by(by)
-    if not isinstance(metric, str):
-        raise ValueError(f"metric must be a string, not {type(metric).__name__}")
-    for name, value in (("dataset", dataset), ("model", model)):
-        if value is not None and not isinstance(value, str):
-            raise ValueError(f"{name} must be a string or None, not {type(value).__name__}")
-    sql = _leaderboard_sql(cols, descending)
-    params: list[Any] = [metric, dataset, dataset, model, model]
-
+    _check_by(by)
     con, skipped = open_runs(root)
     try:
         try:
-            table = _to_arrow(con.sql(sql, params=params))
+            table = rank(con, metric, by, dataset, model, descending)
         except duckdb.Error:
             # A file whose footer is fine but whose data is not only fails when
             # scanned: validate every file and try once more.
             con.close()
             con, skipped = open_runs(root, validate=True)
-            table = _to_arrow(con.sql(sql, params=params))
+            table = rank(con, metric, by, dataset, model, descending)
     finally:
         con.close()
     return LeaderboardResult(table=table, skipped=skipped)

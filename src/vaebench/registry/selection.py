@@ -246,22 +246,35 @@ RUN_COLUMNS: tuple[str, ...] = tuple(
 )
 
 
-def fetch_runs(con: Any, selection: Selection, table: str = "runs") -> list[dict[str, Any]]:
+def fetch_runs(
+    con: Any, selection: Selection, table: str = "runs", extra: Iterable[str] = ()
+) -> list[dict[str, Any]]:
     """The runs matching ``selection`` (any status), ordered by run id, as dicts.
 
-    Each dict holds :data:`RUN_COLUMNS` and ``metrics`` (a dict, ``{}`` when
-    the record has none). ``table`` is a trusted name, never user input.
+    Each dict holds :data:`RUN_COLUMNS`, ``metrics`` (a dict, ``{}`` when the
+    record has none) and the ``extra`` record columns asked for (map columns
+    such as ``artifacts`` as dicts, ``{}`` when unset). ``table`` is a trusted
+    name, never user input; ``extra`` names are checked against the record schema.
     """
+    import pyarrow as pa
+
+    more = [c for c in dict.fromkeys(extra) if c not in RUN_COLUMNS and c != "metrics"]
+    for name in more:
+        if name not in RECORD_SCHEMA.names:
+            raise ValueError(f"unknown record column {name!r}")
+    maps = ["metrics", *(c for c in more if pa.types.is_map(RECORD_SCHEMA.field(c).type))]
+    plain = [*RUN_COLUMNS, *(c for c in more if c not in maps)]
     where, params = selection.where()
-    cols = ", ".join(_quote_ident(c) for c in RUN_COLUMNS)
-    sql = (
-        f"SELECT {cols}, coalesce(map_keys(metrics), []), coalesce(map_values(metrics), []) "
-        f"FROM {table} WHERE {where} ORDER BY run_id"
+    cols = ", ".join(_quote_ident(c) for c in plain)
+    map_cols = ", ".join(
+        f"coalesce(map_keys({_quote_ident(c)}), []), coalesce(map_values({_quote_ident(c)}), [])" for c in maps
     )
+    sql = f"SELECT {cols}, {map_cols} FROM {table} WHERE {where} ORDER BY run_id"
     out: list[dict[str, Any]] = []
     for row in con.execute(sql, params).fetchall():
-        record = dict(zip(RUN_COLUMNS, row[: len(RUN_COLUMNS)]))
-        keys, values = row[len(RUN_COLUMNS):]
-        record["metrics"] = dict(zip(keys, values))
+        record = dict(zip(plain, row[: len(plain)]))
+        rest = row[len(plain):]
+        for i, name in enumerate(maps):
+            record[name] = dict(zip(rest[2 * i], rest[2 * i + 1]))
         out.append(record)
     return out
