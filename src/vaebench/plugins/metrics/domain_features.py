@@ -64,7 +64,6 @@ import os
 import tempfile
 import time
 import warnings
-import weakref
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -83,7 +82,7 @@ from vaebench.plugins.metrics.frechet import (
     frechet_distance,
     kernel_inception_distance,
 )
-from vaebench.plugins.metrics.inputs import int_option, prior_and_real_images, prior_latent_dim, read_options
+from vaebench.plugins.metrics.inputs import int_option, prior_and_real_features, prior_latent_dim, read_options
 from vaebench.plugins.metrics.weights import cache_root, sha256_file
 from vaebench.plugins.specs import MetricResult
 
@@ -348,29 +347,19 @@ def load_or_train(
 
 # --- metrics ------------------------------------------------------------------
 
-#: The last context's features, shared by fd_domain and kd_domain (one decode per model).
-_MEMO: dict[str, Any] = {}
-
-
 def _context_features(
     ctx: EvaluationContext, metric: str, n: int, feature_net: DomainFeatureNet | None
 ) -> tuple[np.ndarray, np.ndarray, DomainFeatureNet, int]:
     """``(real features, generated features, network, latent size)`` for ``n`` images each."""
-    latent_dim = prior_latent_dim(ctx, metric)
+    prior_latent_dim(ctx, metric)
     _check_dataset(ctx.dataset, metric)
     net = feature_net if feature_net is not None else load_or_train(ctx.dataset, metric=metric)
-    key = (n, int(ctx.seed), latent_dim, id(ctx.decode), id(ctx.dataset), net.sha256)
-    ref = _MEMO.get("ctx")
-    if ref is not None and ref() is ctx and _MEMO.get("key") == key:
-        real_f, gen_f = _MEMO["value"]
-        return real_f, gen_f, net, latent_dim
-    generated, real = prior_and_real_images(ctx, metric, n)
-    if generated.shape[1:] != IMAGE_SHAPE:
-        raise ValueError(f"{metric}: decoded samples must have shape {(n, *IMAGE_SHAPE)}, got {generated.shape}")
-    real_f = net.features(real)
-    gen_f = net.features(generated)
-    _MEMO.clear()
-    _MEMO.update(ctx=weakref.ref(ctx), key=key, value=(real_f, gen_f))
+
+    def check(generated: np.ndarray) -> None:
+        if generated.shape[1:] != IMAGE_SHAPE:
+            raise ValueError(f"{metric}: decoded samples must have shape {(n, *IMAGE_SHAPE)}, got {generated.shape}")
+
+    real_f, gen_f, latent_dim = prior_and_real_features(ctx, metric, n, net, check)
     return real_f, gen_f, net, latent_dim
 
 

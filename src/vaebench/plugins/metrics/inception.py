@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import os
 import warnings
-import weakref
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -61,7 +60,7 @@ from vaebench.plugins.metrics.frechet import (
     frechet_distance,
     kernel_inception_distance,
 )
-from vaebench.plugins.metrics.inputs import int_option, prior_and_real_images, prior_latent_dim, read_options
+from vaebench.plugins.metrics.inputs import int_option, prior_and_real_features, read_options
 from vaebench.plugins.metrics.weights import FID_INCEPTION, resolve
 from vaebench.plugins.specs import MetricResult
 
@@ -163,25 +162,11 @@ def load_inception(
     return _LOADED[digest]
 
 
-#: The last context's features, shared by fid_inception and kid_inception (one decode and
-#: one pass through Inception per model).
-_MEMO: dict[str, Any] = {}
-
-
 def _context_features(
     ctx: EvaluationContext, metric: str, n: int, weights: Any
 ) -> tuple[np.ndarray, np.ndarray, InceptionFeatures, int]:
-    latent_dim = prior_latent_dim(ctx, metric)
     net = load_inception(weights, metric=metric)
-    key = (n, int(ctx.seed), latent_dim, id(ctx.decode), id(ctx.dataset), net.sha256)
-    ref = _MEMO.get("ctx")
-    if ref is not None and ref() is ctx and _MEMO.get("key") == key:
-        real_f, gen_f = _MEMO["value"]
-        return real_f, gen_f, net, latent_dim
-    generated, real = prior_and_real_images(ctx, metric, n)
-    real_f, gen_f = net.features(real), net.features(generated)
-    _MEMO.clear()
-    _MEMO.update(ctx=weakref.ref(ctx), key=key, value=(real_f, gen_f))
+    real_f, gen_f, latent_dim = prior_and_real_features(ctx, metric, n, net)
     return real_f, gen_f, net, latent_dim
 
 

@@ -23,6 +23,7 @@ Every error is a one-line ``ValueError`` that starts with the metric's name.
 from __future__ import annotations
 
 import math
+import weakref
 from functools import partial
 from typing import Any, Callable, Mapping, Sequence
 
@@ -31,6 +32,7 @@ import numpy as np
 from vaebench.plugins.metrics.context import EvaluationContext
 
 __all__ = [
+    "prior_and_real_features",
     "split_metric_options",
     "DEFAULT_TRAIN_FRACTION",
     "FAST_MAX_SAMPLES",
@@ -358,3 +360,35 @@ def prior_and_real_images(ctx: EvaluationContext, metric: str, n: int) -> tuple[
         if not np.isfinite(x).all() or x.min() < 0.0 or x.max() > 1.0:
             raise ValueError(f"{metric}: {what} must be finite and lie in [0, 1]")
     return generated, real
+
+
+#: The features of the last evaluation context, per (sample size, seed, network): the
+#: Fréchet distance and KID of one network (fd_domain / kd_domain, fid_inception /
+#: kid_inception) then decode and extract once per model.
+_FEATURE_MEMO: dict[str, Any] = {}
+
+
+def prior_and_real_features(
+    ctx: EvaluationContext, metric: str, n: int, net: Any,
+    check_generated: Callable[[np.ndarray], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(real features, generated features, latent size)`` of :func:`prior_and_real_images`
+    through ``net`` (``net.features(images) -> (n, F)``, ``net.sha256`` its identity).
+
+    ``check_generated`` may reject decoded samples the network cannot take. Memoised for
+    the current context, so two metrics of one network share the work.
+    """
+    latent_dim = prior_latent_dim(ctx, metric)
+    key = (n, int(ctx.seed), latent_dim, id(ctx.decode), id(ctx.dataset), net.sha256)
+    ref = _FEATURE_MEMO.get("ctx")
+    if ref is None or ref() is not ctx:
+        _FEATURE_MEMO.clear()
+        _FEATURE_MEMO.update(ctx=weakref.ref(ctx), values={})
+    values = _FEATURE_MEMO["values"]
+    if key not in values:
+        generated, real = prior_and_real_images(ctx, metric, n)
+        if check_generated is not None:
+            check_generated(generated)
+        values[key] = (net.features(real), net.features(generated))
+    real_f, gen_f = values[key]
+    return real_f, gen_f, latent_dim
