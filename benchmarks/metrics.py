@@ -217,7 +217,7 @@ def base_beta_vae(dataset: Any, encode: Callable, sizes: dict[str, int], seed: i
     """
     from sklearn.exceptions import ConvergenceWarning
 
-    from vaebench.plugins.metrics.beta_vae_metric import fixable_factors
+    from vaebench.plugins.metrics.sampler import fixable_factors
     from vaebench.plugins.metrics.modularity import logistic_ovr
 
     k_count = len(dataset.factor_sizes)
@@ -253,7 +253,7 @@ def base_factor_vae(
     dataset: Any, encode: Callable, sizes: dict[str, int], seed: int = 0, prune_threshold: float = 0.05
 ) -> dict[str, float]:
     """disentanglement_lib ``compute_factor_vae``: one point (64 observations) at a time."""
-    from vaebench.plugins.metrics.beta_vae_metric import fixable_factors
+    from vaebench.plugins.metrics.sampler import fixable_factors
 
     factor_sizes = tuple(dataset.factor_sizes)
     k_count = len(factor_sizes)

@@ -27,7 +27,9 @@ from vaebench.plugins.metrics import sap as sap_mod
 from vaebench.plugins.metrics.context import EvaluationContext
 from vaebench.plugins.metrics.dci import dci, dci_from_importance
 from vaebench.plugins.metrics.irs import irs
+from vaebench.plugins.datasets.base import FactorGridDataset
 from vaebench.plugins.metrics.modularity import explicitness, modularity, modularity_from_mi
+from vaebench.plugins.metrics.sampler import CodeTable
 from vaebench.plugins.metrics.sap import sap_score
 
 
@@ -587,6 +589,70 @@ def test_sampler_chunking_does_not_change_values() -> None:
     c = fvm.factor_vae_metric(ds, noisy, **FAST, num_variance_estimate=500, seed=4, encode_batch=7)
     d = fvm.factor_vae_metric(ds, noisy, **FAST, num_variance_estimate=500, seed=4)
     assert c.values == d.values
+
+
+class TinyGrid(TinyDataset, FactorGridDataset):
+    """TinyDataset declared a factor grid (one image per factor row): encoded once per image."""
+
+
+def row_exact(ds: TinyDataset):
+    """A content-dependent encoder computed elementwise, so a row's code never depends on its batch."""
+
+    def encode(images: np.ndarray) -> np.ndarray:
+        z = standardised(ds, images)
+        return z + 0.7 * np.sin(12.9898 * z * z[:, ::-1] + z)
+
+    return encode
+
+
+def test_code_table_encodes_each_grid_image_once_with_equal_values() -> None:
+    sizes = (3, 4, 5)  # 60 grid images
+    plain, grid = TinyDataset(sizes), TinyGrid(sizes)
+    a = bvm.beta_vae_metric(plain, row_exact(plain), **FAST, seed=4, encode_batch=1000)
+    b = bvm.beta_vae_metric(grid, row_exact(grid), **FAST, seed=4, encode_batch=1000)
+    assert a.values == b.values
+    drawn = (400 + 200) * 64 * 2
+    assert (a.params["code_cache"], a.params["images_requested"], a.params["images_encoded"]) == (
+        "off", drawn, drawn,
+    )
+    assert (b.params["code_cache"], b.params["images_requested"], b.params["images_encoded"]) == (
+        "grid", drawn, 60,
+    )
+    assert plain.rendered == drawn and grid.rendered == 60
+
+    # One table shared by both metrics: the second encodes nothing new, values unchanged.
+    fast_fvm = dict(FAST, num_variance_estimate=500, seed=4)
+    table = CodeTable(grid, row_exact(grid), sizes)
+    bvm.beta_vae_metric(grid, row_exact(grid), **FAST, seed=4, table=table)
+    f = fvm.factor_vae_metric(grid, row_exact(grid), **fast_fvm, table=table)
+    assert f.params["images_encoded"] == 0
+    assert f.params["images_requested"] == 500 + (400 + 200) * 64
+    assert f.values == fvm.factor_vae_metric(plain, row_exact(plain), **fast_fvm).values
+
+    # A table over its byte budget (60 cells x 3 codes x 8 B > 1000 B) stops caching
+    # after answering its first call from that call's unique images.
+    small = CodeTable(grid, row_exact(grid), sizes, max_bytes=1000)
+    c = bvm.beta_vae_metric(grid, row_exact(grid), **FAST, seed=4, encode_batch=1000, table=small)
+    assert c.values == a.values and c.params["code_cache"] == "off"
+    assert 60 < c.params["images_encoded"] < drawn
+
+    with pytest.raises(ValueError, match="NaN/inf"):
+        bvm.beta_vae_metric(grid, lambda x: np.full((len(x), 2), np.nan), **FAST)
+
+
+def test_sampler_metrics_of_one_context_share_a_code_table() -> None:
+    grid = TinyGrid((3, 4, 5))
+    ctx = context(np.zeros((5, 3)), None, dataset=grid, encode=row_exact(grid), seed=2,
+                  factor_names=grid.factor_names, factor_sizes=grid.factor_sizes)
+    ctx.options = {"beta_vae_metric": FAST, "factor_vae_metric": FAST}
+    h = bvm.compute(ctx)
+    f = fvm.compute(ctx)
+    assert h.params["images_encoded"] == 60 and f.params["images_encoded"] == 0
+    # a new context (another model) starts a new table
+    ctx2 = context(np.zeros((5, 3)), None, dataset=grid, encode=row_exact(grid), seed=2,
+                   factor_names=grid.factor_names, factor_sizes=grid.factor_sizes)
+    ctx2.options = ctx.options
+    assert fvm.compute(ctx2).params["images_encoded"] == 60
 
 
 def test_sampler_entry_points_profiles_and_pinned_values() -> None:

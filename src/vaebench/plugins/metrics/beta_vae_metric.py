@@ -40,156 +40,44 @@ dataset) is never chosen as the fixed factor, because fixing it fixes nothing
 and its label could not be learned; inputs and the encoder's output are
 validated. At least two factors with more than one value are needed.
 
-This module also holds the sampling / encoding helpers the FactorVAE metric shares.
+Each grid image is encoded once per model (``sampler.CodeTable``; the FactorVAE
+metric shares the table), so the reference sizes encode at most dSprites' 737,280
+images, not 1.92 M; ``images_encoded`` is recorded.
 """
 
 from __future__ import annotations
 
 import warnings
-from functools import partial
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
 from vaebench.plugins.metrics.context import EvaluationContext
-from vaebench.plugins.metrics.inputs import int_option, profile_option, read_options, sklearn_version
+from vaebench.plugins.metrics.inputs import int_option, sklearn_version
 from vaebench.plugins.metrics.modularity import LOGISTIC_PARAMS, logistic_ovr
+from vaebench.plugins.metrics.sampler import (
+    DEFAULT_ENCODE_BATCH,
+    CodeTable,
+    Encoder,
+    chunked_reduce,
+    code_table,
+    fixable_factors,
+    sample_factors,
+    sampler_options,
+)
 from vaebench.plugins.specs import MetricResult
 
-__all__ = [
-    "DEFAULT_ENCODE_BATCH",
-    "PROFILES",
-    "Encoder",
-    "beta_vae_metric",
-    "chunked_reduce",
-    "compute",
-    "encode_factors",
-    "fixable_factors",
-    "pair_features",
-    "sample_factors",
-    "sampler_from_context",
-    "sampler_options",
-]
+__all__ = ["PROFILES", "beta_vae_metric", "compute", "pair_features"]
 
 PROFILES: dict[str, dict[str, int]] = {
     "reference": {"num_train": 10_000, "num_eval": 5_000, "batch_size": 64},
     "fast": {"num_train": 1_000, "num_eval": 500, "batch_size": 64},
 }
-DEFAULT_ENCODE_BATCH = 8192
-
-Encoder = Callable[[np.ndarray], np.ndarray]
-
-
-# ============================================================ shared sampler helpers
-def sampler_from_context(ctx: EvaluationContext, metric: str) -> tuple[Any, Encoder, tuple[int, ...]]:
-    """``(dataset, encode, factor_sizes)`` of a context, or a one-line ``ValueError``."""
-    if ctx.dataset is None or not hasattr(ctx.dataset, "sample_factors") or not hasattr(
-        ctx.dataset, "observations"
-    ):
-        raise ValueError(f"{metric}: needs a dataset that renders observations for chosen factors")
-    if ctx.encode is None:
-        raise ValueError(f"{metric}: needs an encode function (images -> posterior means)")
-    sizes = tuple(getattr(ctx.dataset, "factor_sizes", ()) or ctx.factor_sizes)
-    return ctx.dataset, ctx.encode, sizes
-
-
-def fixable_factors(factor_sizes: tuple[int, ...], metric: str) -> np.ndarray:
-    """Indices of the factors with more than one value (the ones that can be "fixed")."""
-    sizes = np.asarray(factor_sizes)
-    if sizes.ndim != 1 or sizes.size == 0:
-        raise ValueError(f"{metric}: dataset has no factor sizes")
-    fixable = np.flatnonzero(sizes > 1)
-    if fixable.size < 2:
-        raise ValueError(
-            f"{metric}: need at least 2 factors with more than one value, got sizes {sizes.tolist()}"
-        )
-    return fixable
-
-
-def sample_factors(dataset: Any, n: int, k_count: int, rng: np.random.Generator, metric: str) -> np.ndarray:
-    """``dataset.sample_factors(n, rng)`` checked to be ``(n, K)`` integers."""
-    f = np.asarray(dataset.sample_factors(n, rng))
-    if f.shape != (n, k_count) or not np.issubdtype(f.dtype, np.integer):
-        raise ValueError(
-            f"{metric}: dataset.sample_factors({n}) returned {f.dtype} array of shape {f.shape}, "
-            f"expected integer ({n}, {k_count})"
-        )
-    return f
-
-
-def encode_factors(
-    dataset: Any, encode: Encoder, factors: np.ndarray, metric: str
-) -> np.ndarray:
-    """Render ``(M, K)`` factor rows and encode them: ``(M, D)`` float64 means, validated."""
-    z = np.asarray(encode(dataset.observations(factors)))
-    if z.ndim != 2 or z.shape[0] != factors.shape[0]:
-        raise ValueError(
-            f"{metric}: encode returned shape {z.shape} for {factors.shape[0]} images, "
-            "expected (M, D)"
-        )
-    if not np.isfinite(z).all():
-        bad = int(np.count_nonzero(~np.isfinite(z)))
-        raise ValueError(f"{metric}: encoder produced {bad} NaN/inf value(s)")
-    return z.astype(np.float64, copy=False)
-
-
-def chunked_reduce(
-    dataset: Any,
-    encode: Encoder,
-    factors: np.ndarray,
-    reduce: Callable[[np.ndarray], np.ndarray],
-    encode_batch: int,
-    metric: str,
-) -> np.ndarray:
-    """Encode ``(P, G, K)`` groups of factor rows chunk by chunk and reduce each group.
-
-    ``reduce`` maps codes ``(p, G, D)`` of ``p`` groups to ``(p, ...)``; chunks hold
-    ``max(1, encode_batch // G)`` groups. Returns the concatenated reductions.
-    """
-    p_count, group, k_count = factors.shape
-    per_chunk = max(1, encode_batch // group)
-    out = []
-    d_count = None
-    for start in range(0, p_count, per_chunk):
-        chunk = factors[start : start + per_chunk]
-        z = encode_factors(dataset, encode, chunk.reshape(-1, k_count), metric)
-        if d_count is None:
-            d_count = z.shape[1]
-        elif z.shape[1] != d_count:
-            raise ValueError(f"{metric}: encode returned {z.shape[1]} codes, earlier {d_count}")
-        out.append(reduce(z.reshape(chunk.shape[0], group, -1)))
-    return np.concatenate(out, axis=0)
-
-
-def sampler_options(
-    metric: str,
-    options: Mapping[str, Any],
-    profiles: Mapping[str, Mapping[str, int]],
-    extra: Mapping[str, tuple[Callable[[str, str, Any], Any], Any]] | None = None,
-) -> dict[str, Any]:
-    """Options of a sampler metric: ``profile`` picks the size defaults, explicit ones win."""
-    extra = dict(extra or {})
-    parsers: dict[str, Callable[[str, str, Any], Any]] = {
-        "profile": profile_option,
-        "encode_batch": partial(int_option, minimum=1),
-        **{name: partial(int_option, minimum=2 if name == "batch_size" else 1)
-           for name in profiles["reference"]},
-        **{name: parser for name, (parser, _) in extra.items()},
-    }
-    profile = profile_option(metric, "profile", options.get("profile", "reference"))
-    defaults = {
-        "profile": profile,
-        "encode_batch": DEFAULT_ENCODE_BATCH,
-        **profiles[profile],
-        **{name: default for name, (_, default) in extra.items()},
-    }
-    return read_options(metric, options, parsers, defaults)
 
 
 # ============================================================ Higgins metric
 def pair_features(
-    dataset: Any,
-    encode: Encoder,
+    table: CodeTable,
     num_points: int,
     batch_size: int,
     fixable: np.ndarray,
@@ -205,8 +93,8 @@ def pair_features(
     agreeing on it; feature = mean over pairs of ``|z_1 - z_2|``.
     """
     labels = fixable[rng.integers(fixable.size, size=num_points)]
-    first = sample_factors(dataset, num_points * batch_size, k_count, rng, metric)
-    second = sample_factors(dataset, num_points * batch_size, k_count, rng, metric)
+    first = sample_factors(table.dataset, num_points * batch_size, k_count, rng, metric)
+    second = sample_factors(table.dataset, num_points * batch_size, k_count, rng, metric)
     first = first.reshape(num_points, batch_size, k_count)
     second = second.reshape(num_points, batch_size, k_count)
     rows = np.arange(num_points)[:, None]
@@ -219,7 +107,7 @@ def pair_features(
     def mean_abs_diff(z: np.ndarray) -> np.ndarray:
         return np.mean(np.abs(z[:, :batch_size] - z[:, batch_size:]), axis=1)
 
-    features = chunked_reduce(dataset, encode, groups, mean_abs_diff, encode_batch, metric)
+    features = chunked_reduce(table, groups, mean_abs_diff, encode_batch, metric)
     return features, labels
 
 
@@ -233,6 +121,7 @@ def beta_vae_metric(
     seed: int = 0,
     encode_batch: int = DEFAULT_ENCODE_BATCH,
     factor_sizes: tuple[int, ...] | None = None,
+    table: CodeTable | None = None,
 ) -> MetricResult:
     """Higgins et al.'s metric of the encoder ``encode`` on ``dataset``.
 
@@ -245,11 +134,14 @@ def beta_vae_metric(
         seed: seeds the sampling and the classifier.
         encode_batch: about this many images per ``encode`` call.
         factor_sizes: override ``dataset.factor_sizes``.
+        table: the :class:`~vaebench.plugins.metrics.sampler.CodeTable` to encode
+            through (shared with other sampler metrics); default: a new one.
 
     Returns:
         ``MetricResult`` with values ``beta_vae_metric`` (eval accuracy) and
         ``beta_vae_metric.train``; params hold every size, the seed, classifier
-        settings, ``fixable_factors``, ``not_converged`` and ``sklearn_version``.
+        settings, ``fixable_factors``, ``not_converged``, ``sklearn_version`` and
+        the code table's ``code_cache`` / ``images_requested`` / ``images_encoded``.
     """
     from sklearn.exceptions import ConvergenceWarning
 
@@ -262,9 +154,12 @@ def beta_vae_metric(
     sizes = tuple(factor_sizes if factor_sizes is not None else dataset.factor_sizes)
     fixable = fixable_factors(sizes, metric)
     rng = np.random.default_rng(seed)
+    if table is None:
+        table = CodeTable(dataset, encode, sizes)
+    counters = (table.images_requested, table.images_encoded)
 
     x_train, y_train = pair_features(
-        dataset, encode, num_train, batch_size, fixable, len(sizes), rng,
+        table, num_train, batch_size, fixable, len(sizes), rng,
         encode_batch=encode_batch, metric=metric,
     )
     if np.unique(y_train).size < 2:
@@ -275,7 +170,7 @@ def beta_vae_metric(
         clf.fit(x_train, y_train)
     train_accuracy = float(np.mean(clf.predict(x_train) == y_train))
     x_eval, y_eval = pair_features(
-        dataset, encode, num_eval, batch_size, fixable, len(sizes), rng,
+        table, num_eval, batch_size, fixable, len(sizes), rng,
         encode_batch=encode_batch, metric=metric,
     )
     eval_accuracy = float(np.mean(clf.predict(x_eval) == y_eval))
@@ -297,6 +192,7 @@ def beta_vae_metric(
         "random_state": seed,
         "not_converged": int(not_converged),
         "sklearn_version": sklearn_version(),
+        **table.stats_since(*counters),
     }
     values = {metric: eval_accuracy, f"{metric}.train": train_accuracy}
     return MetricResult(values=values, params=params)
@@ -311,16 +207,17 @@ def compute(ctx: EvaluationContext) -> MetricResult:
     """
     metric = "beta_vae_metric"
     opts = sampler_options(metric, ctx.options_for(metric), PROFILES)
-    dataset, encode, sizes = sampler_from_context(ctx, metric)
+    table = code_table(ctx, metric)
     result = beta_vae_metric(
-        dataset,
-        encode,
+        table.dataset,
+        table.encode,
         num_train=opts["num_train"],
         num_eval=opts["num_eval"],
         batch_size=opts["batch_size"],
         seed=int(ctx.seed),
         encode_batch=opts["encode_batch"],
-        factor_sizes=sizes,
+        factor_sizes=table.factor_sizes,
+        table=table,
     )
     result.params["profile"] = opts["profile"]
     return result

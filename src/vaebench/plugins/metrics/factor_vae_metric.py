@@ -51,7 +51,9 @@ factor vectors of a split are drawn at once and rendered / encoded in chunks of
 about ``encode_batch`` images: the reference sizes encode ``10,000 + 15,000 x 64
 = 970 k`` images; ``profile="fast"`` uses ``num_train = 1,000``, ``num_eval =
 500``, ``num_variance_estimate = 2,000`` (98 k images). Explicit options override
-the profile; values are comparable only at equal sizes (recorded).
+the profile; values are comparable only at equal sizes (recorded). Images are
+encoded through the context's code table (``sampler.CodeTable``, shared with the
+β-VAE metric), so a grid image is encoded once per model.
 """
 
 from __future__ import annotations
@@ -61,17 +63,18 @@ from typing import Any
 
 import numpy as np
 
-from vaebench.plugins.metrics.beta_vae_metric import (
-    DEFAULT_ENCODE_BATCH,
-    Encoder,
-    chunked_reduce,
-    fixable_factors,
-    sample_factors,
-    sampler_from_context,
-    sampler_options,
-)
 from vaebench.plugins.metrics.context import EvaluationContext
 from vaebench.plugins.metrics.inputs import float_option, int_option, sklearn_version
+from vaebench.plugins.metrics.sampler import (
+    DEFAULT_ENCODE_BATCH,
+    CodeTable,
+    Encoder,
+    chunked_reduce,
+    code_table,
+    fixable_factors,
+    sample_factors,
+    sampler_options,
+)
 from vaebench.plugins.specs import MetricResult
 
 __all__ = ["PROFILES", "compute", "factor_vae_metric", "fixed_factor_votes", "majority_vote"]
@@ -89,8 +92,7 @@ DEFAULT_PRUNE_THRESHOLD = 0.05
 
 
 def fixed_factor_votes(
-    dataset: Any,
-    encode: Encoder,
+    table: CodeTable,
     num_points: int,
     batch_size: int,
     fixable: np.ndarray,
@@ -104,7 +106,7 @@ def fixed_factor_votes(
 ) -> np.ndarray:
     """``(K, D)`` vote counts of ``num_points`` fixed-factor batches."""
     labels = fixable[rng.integers(fixable.size, size=num_points)]
-    factors = sample_factors(dataset, num_points * batch_size, k_count, rng, metric)
+    factors = sample_factors(table.dataset, num_points * batch_size, k_count, rng, metric)
     factors = factors.reshape(num_points, batch_size, k_count)
     rows = np.arange(num_points)
     factors[rows, :, labels] = factors[rows, 0, labels][:, None]
@@ -115,7 +117,7 @@ def fixed_factor_votes(
         local = np.var(z[:, :, active_idx], axis=1, ddof=1)
         return active_idx[np.argmin(local / scale, axis=1)]
 
-    dims = chunked_reduce(dataset, encode, factors, argmin_dim, encode_batch, metric)
+    dims = chunked_reduce(table, factors, argmin_dim, encode_batch, metric)
     votes = np.zeros((k_count, global_variances.size), dtype=np.int64)
     np.add.at(votes, (labels, dims), 1)
     return votes
@@ -142,6 +144,7 @@ def factor_vae_metric(
     seed: int = 0,
     encode_batch: int = DEFAULT_ENCODE_BATCH,
     factor_sizes: tuple[int, ...] | None = None,
+    table: CodeTable | None = None,
 ) -> MetricResult:
     """Kim & Mnih's metric of the encoder ``encode`` on ``dataset``.
 
@@ -157,12 +160,15 @@ def factor_vae_metric(
         seed: seeds the sampling.
         encode_batch: about this many images per ``encode`` call.
         factor_sizes: override ``dataset.factor_sizes``.
+        table: the :class:`~vaebench.plugins.metrics.sampler.CodeTable` to encode
+            through (shared with other sampler metrics); default: a new one.
 
     Returns:
         ``MetricResult`` with values ``factor_vae_metric`` (eval accuracy),
         ``factor_vae_metric.train`` and ``factor_vae_metric.num_active_dims``;
         params hold every size, the seed, ``global_std``, ``active_dims``, the
-        training vote table and the classifier (factor name per code).
+        training vote table, the classifier (factor name per code) and the code
+        table's ``code_cache`` / ``images_requested`` / ``images_encoded``.
     """
     metric = "factor_vae_metric"
     num_train = int_option(metric, "num_train", num_train, minimum=1)
@@ -178,10 +184,13 @@ def factor_vae_metric(
     k_count = len(sizes)
     fixable = fixable_factors(sizes, metric)
     rng = np.random.default_rng(seed)
+    if table is None:
+        table = CodeTable(dataset, encode, sizes)
+    counters = (table.images_requested, table.images_encoded)
 
     pool = sample_factors(dataset, num_variance_estimate, k_count, rng, metric)
     codes = chunked_reduce(
-        dataset, encode, pool[:, None, :], lambda z: z[:, 0], encode_batch, metric
+        table, pool[:, None, :], lambda z: z[:, 0], encode_batch, metric
     )
     global_variances = np.var(codes, axis=0, ddof=1)
     global_std = np.sqrt(global_variances)
@@ -204,21 +213,22 @@ def factor_vae_metric(
         "sklearn_version": sklearn_version(),
     }
     if not active.any():
-        params.update(train_votes=[], classifier=[])
+        params.update(train_votes=[], classifier=[], **table.stats_since(*counters))
         values = {metric: 0.0, f"{metric}.train": 0.0, f"{metric}.num_active_dims": 0.0}
         return MetricResult(values=values, params=params)
 
     common = dict(encode_batch=encode_batch, metric=metric)
     train_votes = fixed_factor_votes(
-        dataset, encode, num_train, batch_size, fixable, k_count, global_variances, active, rng,
+        table, num_train, batch_size, fixable, k_count, global_variances, active, rng,
         **common,
     )
     classifier = majority_vote(train_votes)
     eval_votes = fixed_factor_votes(
-        dataset, encode, num_eval, batch_size, fixable, k_count, global_variances, active, rng,
+        table, num_eval, batch_size, fixable, k_count, global_variances, active, rng,
         **common,
     )
     params.update(
+        **table.stats_since(*counters),
         train_votes=train_votes.tolist(),
         classifier=[int(k) for k in classifier],
     )
@@ -251,10 +261,10 @@ def compute(ctx: EvaluationContext) -> MetricResult:
             )
         },
     )
-    dataset, encode, sizes = sampler_from_context(ctx, metric)
+    table = code_table(ctx, metric)
     result = factor_vae_metric(
-        dataset,
-        encode,
+        table.dataset,
+        table.encode,
         num_train=opts["num_train"],
         num_eval=opts["num_eval"],
         batch_size=opts["batch_size"],
@@ -262,9 +272,10 @@ def compute(ctx: EvaluationContext) -> MetricResult:
         prune_threshold=opts["prune_threshold"],
         seed=int(ctx.seed),
         encode_batch=opts["encode_batch"],
-        factor_sizes=sizes,
+        factor_sizes=table.factor_sizes,
+        table=table,
     )
     result.params["profile"] = opts["profile"]
-    if ctx.factor_names and len(ctx.factor_names) == len(sizes):
+    if ctx.factor_names and len(ctx.factor_names) == len(table.factor_sizes):
         result.params["factor_names"] = list(ctx.factor_names)
     return result
