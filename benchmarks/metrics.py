@@ -34,9 +34,10 @@ is then computed twice on the *same* codes, and the values are asserted equal:
 MIG, modularity and IRS use the first ``n`` rows; SAP, explicitness and DCI
 train on the first ``n`` rows and test on the next ``n / 2`` (disentanglement_lib:
 10,000 / 5,000). "Encoding" is the held-out set through the encoder: batches of 64
-(straightforward) vs ``trained.encode`` (batches of 500); the codes are asserted
+(straightforward) vs ``trained.encode`` (its device's evaluation batch, 64 on a
+CPU); the codes are asserted
 equal up to float32 rounding (different batch shapes may use different kernels),
-and every metric is then scored on the same codes (batch-500 ones) by both
+and every metric is then scored on the same codes (``trained.encode``'s) by both
 variants. "Whole suite" sums encoding and every metric measured.
 
 Timing: for each metric the two variants alternate (order flipped every repeat);
@@ -527,6 +528,7 @@ def main(argv: list[str] | None = None) -> None:
     frac = n / total
 
     rows: list[Row] = []
+    encoded: dict[str, str] = {}
     # ---------------------------------------------------------------- encoding
     codes_box: dict[str, np.ndarray] = {}
 
@@ -604,19 +606,24 @@ def main(argv: list[str] | None = None) -> None:
         def small_batches(images: np.ndarray) -> np.ndarray:
             return np.concatenate([trained.encode(images[i : i + wb]) for i in range(0, len(images), wb)])
 
+        def counted(name: str, result: Any, keys: tuple[str, ...]) -> dict[str, float]:
+            p = result.params
+            encoded[name] = f"{p['images_requested']:,} draws, {p['images_encoded']:,} images encoded"
+            return only(result, keys)
+
         bkeys = ("beta_vae_metric", "beta_vae_metric.train")
         fkeys = ("factor_vae_metric", "factor_vae_metric.train", "factor_vae_metric.num_active_dims")
         print(f"beta_vae_metric ({prof}: {b_sizes})", flush=True)
         rows.append(compare(
             Row("beta_vae_metric"), lambda: base_beta_vae(data, trained.encode, b_sizes),
-            lambda: only(bvm.beta_vae_metric(data, trained.encode, **b_sizes, seed=0), bkeys),
+            lambda: counted("beta_vae_metric", bvm.beta_vae_metric(data, trained.encode, **b_sizes, seed=0), bkeys),
             args.heavy_repeats, 0.0,
             extra=(lambda: only(bvm.beta_vae_metric(data, small_batches, **b_sizes, seed=0), bkeys)) if wb else None,
         ))
         print(f"factor_vae_metric ({prof}: {f_sizes})", flush=True)
         rows.append(compare(
             Row("factor_vae_metric"), lambda: base_factor_vae(data, trained.encode, f_sizes),
-            lambda: only(fvm.factor_vae_metric(data, trained.encode, **f_sizes, seed=0), fkeys),
+            lambda: counted("factor_vae_metric", fvm.factor_vae_metric(data, trained.encode, **f_sizes, seed=0), fkeys),
             args.heavy_repeats, 0.0,
             extra=(lambda: only(fvm.factor_vae_metric(data, small_batches, **f_sizes, seed=0), fkeys)) if wb else None,
         ))
@@ -658,7 +665,7 @@ def main(argv: list[str] | None = None) -> None:
         table += [
             "",
             f"Informational (not in the suite): the same vaebench sampler metrics with an encoder that feeds the "
-            f"network batches of {args.whatif_encode_batch} images (`trained.encode` itself uses batches of 500), "
+            f"network batches of {args.whatif_encode_batch} images (`trained.encode` itself uses its device's evaluation batch), "
             "timed in the same rotation, values asserted identical:",
             "",
             f"| metric | straightforward s | vaebench s | vaebench, encoder batch {args.whatif_encode_batch} s | "
@@ -684,9 +691,8 @@ def main(argv: list[str] | None = None) -> None:
         "```",
         "",
         f"Machine: {machine['cpu']}, `nproc` = {machine['nproc']}; Python {machine['python']}; {machine['versions']}.",
-        f"`uptime` at start: `{uptime_start}`; at end: `{uptime_end}`. The machine was shared with other jobs "
-        "(test suites, training) that came and went during the run; the load average does not say how much of "
-        "the 2 cores they took during a given measurement, so that was measured: \"others' CPU\" is the number "
+        f"`uptime` at start: `{uptime_start}`; at end: `{uptime_end}`. The load average does not say how much of "
+        "the cores other jobs took during a given measurement, so that is measured: \"others' CPU\" is the number "
         "of cores used on average by processes other than this benchmark and its joblib workers while each "
         "measurement ran (from `/proc`, in 10 ms jiffies, so only for runs of at least 0.5 s; min-max over the row's runs). With 2 cores, anything above ~0.5 "
         "slows both variants, and multi-threaded / multi-process work (torch's 2 intra-op threads, joblib's 2 "
@@ -701,8 +707,10 @@ def main(argv: list[str] | None = None) -> None:
         f"Sampler metrics: profile **{args.sampler_profile}**"
         + (f" (β-VAE metric {bvm.PROFILES[args.sampler_profile]}, FactorVAE metric {fvm.PROFILES[args.sampler_profile]})"
            if args.sampler_profile != "none" else "")
-        + "; the reference profile (10,000 / 5,000 points, ~2.9 M images encoded per variant, far too long for "
-        "this machine) is `python benchmarks/metrics.py --n 10000 --sampler-profile reference`.",
+        + ("; the straightforward variant encodes every draw (disentanglement_lib), vaebench each distinct "
+           "grid image once (`sampler.CodeTable`, a fresh table per call): "
+           + "; ".join(f"{k}: {v}" for k, v in encoded.items()) + "."
+           if encoded else ""),
         f"Encoding and cheap metrics: median of {args.repeats} alternating runs each; sampler metrics: "
         f"{args.heavy_repeats}; DCI: {args.dci_repeats}."
         + (" DCI skipped (`--skip-dci`)." if args.skip_dci else ""),

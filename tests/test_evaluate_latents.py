@@ -99,3 +99,18 @@ def test_constant_factor_is_excluded_not_an_error():
     assert result["errors"] == {}
     assert result["params"]["mig"]["excluded_factors"] == ["factor1"]
     assert "mig.gap.factor1" not in result["metrics"]
+
+
+def test_cli_table_says_which_constant_factors_were_left_out(cli, tmp_path):
+    z, f = _data(2000)
+    f[:, 2] = 0
+    np.save(tmp_path / "z.npy", z)
+    np.save(tmp_path / "f.npy", f)
+    out = cli("evaluate-latents", tmp_path / "z.npy", tmp_path / "f.npy", "--metrics", "mig",
+              "--factor-names", "shape,scale,colour")
+    assert out.exit_code == 0, out.output
+    assert "mig left out colour" in out.stdout
+    z, f = _data(2000)
+    np.save(tmp_path / "f_varied.npy", f)
+    varied = cli("evaluate-latents", tmp_path / "z.npy", tmp_path / "f_varied.npy", "--metrics", "mig")
+    assert varied.exit_code == 0 and "left out" not in varied.stdout

@@ -99,3 +99,21 @@ def test_cuda_request_without_cuda_is_a_clear_error():
     assert resolve_device("auto").device == "cpu"
     with pytest.raises(DeviceError, match="unknown device"):
         resolve_device("tpu")
+
+
+def test_evaluation_batches_cover_every_image_in_order():
+    """Encoding crosses the device's evaluation batch (CPU: 64) and its remainder;
+    each image's code is the one it gets encoded alone."""
+    from vaebench.plugins.backends.torch.backend import EVAL_BATCH, eval_batch
+
+    assert eval_batch("cpu") == EVAL_BATCH["cpu"] and eval_batch("cuda:1") == EVAL_BATCH["cuda"]
+    assert eval_batch("mps") == EVAL_BATCH["cpu"]
+    trained = _train(RunSpec(model="beta_vae", beta=4.0, steps=3, batch_size=8))
+    n = 2 * EVAL_BATCH["cpu"] + 5
+    images, _ = DATA.sample(n, np.random.default_rng(7))
+    z = trained.encode(images)
+    means, _, errors = trained.evaluate(images)
+    assert z.shape == (n, trained.model.latent_dim) and errors.shape == (n,)
+    np.testing.assert_array_equal(means, z)
+    for i in (0, EVAL_BATCH["cpu"] - 1, EVAL_BATCH["cpu"], n - 1):
+        np.testing.assert_allclose(trained.encode(images[i : i + 1])[0], z[i], rtol=1e-5, atol=1e-6)

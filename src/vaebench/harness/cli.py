@@ -427,6 +427,12 @@ def evaluate_latents(
         for key, value in result["metrics"].items():
             table.add_row(key, f"{value:.4f}")
         console.print(table)
+        for name, params in result["params"].items():
+            if isinstance(params, dict) and params.get("excluded_factors"):
+                console.print(
+                    f"note: {name} left out {', '.join(map(str, params['excluded_factors']))} "
+                    "(a single value: no information to measure)", highlight=False,
+                )
     for name, message in result["errors"].items():
         text = message if message.startswith(f"{name}:") else f"{name}: {message}"
         err_console.print(f"[bold red]error:[/] {text}", highlight=False, soft_wrap=True)

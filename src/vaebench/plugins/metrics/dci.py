@@ -33,9 +33,10 @@ the first ``round(train_fraction * N)`` rows train and the rest test,
 
 Cost: gradient boosting fits one tree per class per stage, so a factor with ``C``
 values costs ``100 C`` trees (on 10,000 x 10 rows, one core: ~10 s for ``C = 3``,
-~80 s for ``C = 32``). The ``K`` fits run in parallel (joblib, option ``n_jobs``,
-default all cores); ``N = 10,000``, ``D = 10`` with dSprites' factor sizes
-(3, 6, 40, 32, 32) took ~165 s on two cores.
+~80 s for ``C = 32``). The trees of one stage depend only on the previous
+stage, so each fit grows them on ``n_jobs`` threads (default: all cores;
+``gbt.py``, scikit-learn's model tree for tree), and the factors are fitted one
+after another (see :func:`importance_gbt` for why not one factor per core).
 
 ``dci_fast`` (registered under its own name so that it is never ranked beside
 ``dci``, keys ``dci_fast``, ``dci_fast.completeness``, ...) is a cheaper proxy for

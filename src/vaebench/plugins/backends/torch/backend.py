@@ -31,7 +31,17 @@ from vaebench.plugins.backends.base import (
 
 #: Loss history keeps at most this many points per run.
 HISTORY_POINTS = 200
-EVAL_BATCH = 500
+#: Images per forward pass when evaluating / encoding, by device type. On a CPU small
+#: batches keep the activations in cache: batches of 64 encoded 1.8x faster than 500
+#: on 2 cores (``benchmarks/encode_batch.py``, RESULTS.md; 128 was as fast in that
+#: script but 1.7x slower than 64 inside ``benchmarks/metrics.py``); a GPU wants
+#: large ones to fill the device.
+EVAL_BATCH = {"cpu": 64, "cuda": 1024}
+
+
+def eval_batch(device: str) -> int:
+    """Evaluation batch size for a torch device string (``cpu``, ``cuda:1``, ...)."""
+    return EVAL_BATCH.get(device.split(":", 1)[0], EVAL_BATCH["cpu"])
 
 
 def resolve_device(device: str) -> DeviceInfo:
@@ -123,10 +133,11 @@ class TrainedTorchModel:
         return bool(getattr(self.model, "needs_factors", False))
 
     def _batches(self, images: np.ndarray, factors: np.ndarray | None = None):
-        for start in range(0, len(images), EVAL_BATCH):
-            chunk = images[start : start + EVAL_BATCH]
+        size = eval_batch(self.device)
+        for start in range(0, len(images), size):
+            chunk = images[start : start + size]
             x = torch.from_numpy(np.ascontiguousarray(chunk.transpose(0, 3, 1, 2))).to(self.device)
-            f = None if factors is None else _factor_tensor(factors[start : start + EVAL_BATCH], self.device)
+            f = None if factors is None else _factor_tensor(factors[start : start + size], self.device)
             yield x, f
 
     def _encode(self, x: torch.Tensor, f: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
