@@ -32,6 +32,7 @@ from vaebench.plugins.metrics import collapse
 from vaebench.plugins.metrics.context import EvaluationContext
 from vaebench.plugins.models.diagnostics import posterior_collapse_note
 from vaebench.plugins.models.objectives import beta_at, dip_regulariser, objective
+from vaebench.registry.query import open_runs
 
 DATA = ProceduralDSprites()
 ZOO = ["cvae", "vq_vae", "beta_tcvae", "factor_vae", "dip_vae"]
@@ -346,6 +347,26 @@ def test_zoo_runs_are_recorded_through_run_grid(tmp_path):
         with open(r["artifacts"]["signals"]) as fh:
             signals = json.load(fh)["history"]
         assert signals and signals[-1]["step"] == 8
+        # the record carries the same signals, one row per name and step
+        assert r["signals"] == [
+            {"step": p["step"], "name": k, "value": v} for p in signals for k, v in p.items() if k != "step"
+        ]
+    by_model = {r["model"]: r for r in result.records}
+    assert {s["name"] for s in by_model["vq_vae"]["signals"]} >= {"perplexity"}
+    assert {s["name"] for s in by_model["beta_tcvae"]["signals"]} >= {"tc"}
+    assert by_model["cvae"]["signals"] == []
+    # ... and SQL reads them back from the Parquet files
+    con, skipped = open_runs(str(tmp_path))
+    try:
+        got = con.execute(
+            "SELECT s.value FROM (SELECT unnest(signals) AS s FROM runs WHERE model = ?) "
+            "WHERE s.name = 'perplexity' ORDER BY s.step DESC LIMIT 1",
+            ["vq_vae"],
+        ).fetchall()
+    finally:
+        con.close()
+    want = [s["value"] for s in by_model["vq_vae"]["signals"] if s["name"] == "perplexity"][-1]
+    assert skipped == [] and got == [(pytest.approx(want),)]
     vq = result.records[1]
     assert len(vq["kl_per_dim"]) == 10 * 8  # the metrics see z_e: 10 slots x 8 code dimensions
     # 8 steps of 16 images use a few of the 512 codes: the collapse warning is in the record

@@ -374,13 +374,18 @@ def show(
     table.add_column("field", style="bold")
     table.add_column("value")
     for key, value in record.items():
-        if key in ("metrics", "history", "metric_params", "spec_json", "environment", "kl_per_dim", "artifacts"):
+        if key in ("metrics", "history", "signals", "metric_params", "spec_json", "environment", "kl_per_dim", "artifacts"):
             continue
         table.add_row(key, _fmt(value))
     for key, value in sorted((record.get("metrics") or {}).items()):
         table.add_row(f"metrics.{key}", _fmt(value))
     if record.get("kl_per_dim"):
         table.add_row("kl_per_dim", " ".join(f"{v:.2f}" for v in record["kl_per_dim"]))
+    last: dict[str, tuple[int, float]] = {}
+    for point in record.get("signals") or []:
+        last[point["name"]] = (point["step"], point["value"])
+    for name, (step, value) in sorted(last.items()):
+        table.add_row(f"signal.{name}", f"{_fmt(value)} (step {step})")
     for key, value in sorted((record.get("environment") or {}).items()):
         table.add_row(f"env.{key}", value)
     for key, value in sorted((record.get("artifacts") or {}).items()):

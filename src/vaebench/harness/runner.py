@@ -28,7 +28,7 @@ from vaebench.plugins.models.diagnostics import posterior_collapse_note
 from vaebench.plugins.metrics.posterior import kl_per_dim
 from vaebench.plugins.specs import DatasetSpec, MetricResult, MetricSpec, MetricUnavailable
 from vaebench.registry import store
-from vaebench.registry.schema import RECORD_SCHEMA, SCHEMA_VERSION
+from vaebench.registry.schema import RECORD_SCHEMA, SCHEMA_VERSION, signal_rows
 
 #: The held-out evaluation set is the same for every run (fixed seed), so runs
 #: differ only by what they learned, not by which observations they were scored on.
@@ -246,6 +246,7 @@ class PendingRun:
             record.update(
                 amp=trained.amp, compiled=trained.compiled, steps_done=trained.steps_done,
                 train_seconds=trained.train_seconds, final_loss=trained.final_loss, history=trained.history,
+                signals=signal_rows(getattr(trained, "signals", None)),
             )
             if trained.train_seconds > 0:
                 ips = trained.steps_done * spec.batch_size / trained.train_seconds

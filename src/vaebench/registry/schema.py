@@ -30,6 +30,31 @@ HISTORY_TYPE = pa.list_(
     )
 )
 
+#: A model's training signals beyond the loss terms (scheduled β, TC estimate, codebook
+#: perplexity, discriminator loss, ...), one row per signal per history point; SQL
+#: unnests them: ``SELECT run_id, s.step, s.value FROM (SELECT run_id, unnest(signals)
+#: AS s FROM runs) WHERE s.name = 'perplexity'``.
+SIGNALS_TYPE = pa.list_(
+    pa.struct(
+        [
+            ("step", pa.int64()),
+            ("name", pa.string()),
+            ("value", pa.float64()),
+        ]
+    )
+)
+
+
+def signal_rows(points: list[dict[str, float]] | None) -> list[dict[str, object]]:
+    """``[{"step": s, "tc": x, "beta": b}, ...]`` (a backend's ``signals``) -> the
+    ``signals`` column's long rows ``[{"step", "name", "value"}, ...]``, in step order."""
+    rows: list[dict[str, object]] = []
+    for point in points or ():
+        step = int(point["step"])
+        rows += [{"step": step, "name": str(k), "value": float(v)} for k, v in point.items() if k != "step"]
+    return rows
+
+
 RECORD_SCHEMA = pa.schema(
     [
         ("schema_version", pa.int32()),
@@ -78,6 +103,7 @@ RECORD_SCHEMA = pa.schema(
         ("metric_params", pa.string()),
         ("kl_per_dim", pa.list_(pa.float64())),
         ("history", HISTORY_TYPE),
+        ("signals", SIGNALS_TYPE),
         ("artifacts", pa.map_(pa.string(), pa.string())),
         ("environment", pa.map_(pa.string(), pa.string())),
     ]
