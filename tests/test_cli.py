@@ -161,6 +161,8 @@ def _assert_usage_error(result, *fragments: str) -> None:
         (["--backend", "tensorflow"], ["backend"]),
         (["--amp", "fp8"], ["AMP"]),
         (["--device", "tpu"], ["unknown device"]),
+        (["--dataset", "digits", "--metrics", "mig,modularity"],
+         ["metric 'modularity' needs at least 2 factors", "'digits' has 1"]),
     ],
 )
 def test_bad_run_input_is_one_line_exit_2_and_writes_nothing(cli, tmp_path, args, fragments):
@@ -252,3 +254,16 @@ def test_bad_metric_options_are_usage_errors(cli, tmp_path, option, message):
     assert result.exit_code == 2
     assert message in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_default_metrics_skip_what_a_one_factor_dataset_cannot_support():
+    from vaebench.harness.runner import metrics_for
+    from vaebench.plugins.manager import get_manager
+
+    m = get_manager()
+    on_digits = {x.name for x in metrics_for(m, m.dataset("digits"), None)}
+    on_dsprites = {x.name for x in metrics_for(m, m.dataset("dsprites"), None)}
+    assert {"modularity", "explicitness"} <= on_dsprites
+    assert on_digits == on_dsprites - {"modularity", "explicitness"}
+    everything = {x.name for x in metrics_for(m, m.dataset("digits"), ["all"])}
+    assert "mig" in everything and not everything & {"modularity", "explicitness", "dci", "dci_fast"}

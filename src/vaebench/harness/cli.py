@@ -577,6 +577,10 @@ def list_specs(
             row["direction"] = spec.direction
             row["needs"] = sorted(spec.needs)
             row["default"] = spec.default
+            row["min_factors"] = spec.min_factors
+        if kind == "datasets":
+            row["factors"] = spec.num_factors
+            row["sampler"] = spec.has_sampler
         rows.append(row)
     if as_json:
         _print_json(rows)

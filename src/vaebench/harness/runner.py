@@ -61,9 +61,19 @@ class GridResult:
 
 def metrics_for(manager: PluginManager, dataset: DatasetSpec, names: Sequence[str] | None) -> list[MetricSpec]:
     """The metrics to compute: those named (each must suit the dataset); ``["all"]``: every
-    metric the dataset supports; ``None``: the default ones (``MetricSpec.default``) it supports."""
+    metric the dataset supports; ``None``: the default ones (``MetricSpec.default``) it supports.
+
+    A metric suits a dataset that has what it ``needs`` (factors, a sampler) and at least
+    its ``min_factors`` factors, where the dataset declares ``num_factors``."""
+    def enough_factors(m: MetricSpec) -> bool:
+        return dataset.num_factors is None or ("factors" not in m.needs) or dataset.num_factors >= m.min_factors
+
     def supported(m: MetricSpec) -> bool:
-        return (("factors" not in m.needs) or dataset.has_factors) and (("sampler" not in m.needs) or dataset.has_sampler)
+        return (
+            (("factors" not in m.needs) or dataset.has_factors)
+            and (("sampler" not in m.needs) or dataset.has_sampler)
+            and enough_factors(m)
+        )
 
     if names is None:
         return [m for m in manager.specs["metrics"].values() if m.default and supported(m)]
@@ -71,6 +81,11 @@ def metrics_for(manager: PluginManager, dataset: DatasetSpec, names: Sequence[st
         return [m for m in manager.specs["metrics"].values() if supported(m)]
     chosen = [manager.metric(n) for n in names]
     for m in chosen:
+        if not enough_factors(m):
+            raise ValueError(
+                f"metric {m.name!r} needs at least {m.min_factors} factors; dataset {dataset.name!r} "
+                f"has {dataset.num_factors}"
+            )
         if not supported(m):
             raise ValueError(f"metric {m.name!r} needs {', '.join(sorted(m.needs))}, which dataset {dataset.name!r} lacks")
     return chosen

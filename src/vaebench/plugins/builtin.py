@@ -126,25 +126,25 @@ def vaebench_register_metrics(register):
         name="dci",
         description="DCI disentanglement (Eastwood & Williams 2018), GradientBoostingClassifier importances; + completeness, informativeness.",
         compute=f"{_M}.dci:compute", direction="higher", needs=latent_only,
-        reference="Eastwood & Williams 2018, ICLR", default=False,
+        reference="Eastwood & Williams 2018, ICLR", default=False, min_factors=2,
     ))
     register(MetricSpec(
         name="dci_fast",
         description="Cheap DCI for monitoring (25 boosting stages, <= 2,000 fit rows); never comparable with dci.",
         compute=f"{_M}.dci:compute_fast", direction="higher", needs=latent_only,
-        reference="Eastwood & Williams 2018, ICLR", default=False,
+        reference="Eastwood & Williams 2018, ICLR", default=False, min_factors=2,
     ))
     register(MetricSpec(
         name="modularity",
         description="Modularity (Ridgeway & Mozer 2018) from the plug-in MI of 20-bin codes vs factors.",
         compute=f"{_M}.modularity:compute_modularity", direction="higher", needs=latent_only,
-        reference="Ridgeway & Mozer 2018, arXiv:1802.05312",
+        reference="Ridgeway & Mozer 2018, arXiv:1802.05312", min_factors=2,
     ))
     register(MetricSpec(
         name="explicitness",
         description="Explicitness (Ridgeway & Mozer 2018): one-vs-rest logistic-regression ROC AUC on test rows.",
         compute=f"{_M}.modularity:compute_explicitness", direction="higher", needs=latent_only,
-        reference="Ridgeway & Mozer 2018, arXiv:1802.05312",
+        reference="Ridgeway & Mozer 2018, arXiv:1802.05312", min_factors=2,
     ))
     register(MetricSpec(
         name="irs",
@@ -156,13 +156,13 @@ def vaebench_register_metrics(register):
         name="beta_vae_metric",
         description="Higgins et al. 2017 metric: accuracy predicting the fixed factor from mean |z1 - z2| over 64 pairs.",
         compute=f"{_M}.beta_vae_metric:compute", direction="higher", needs=sampler,
-        reference="Higgins et al. 2017, ICLR", default=False,
+        reference="Higgins et al. 2017, ICLR", default=False, min_factors=2,
     ))
     register(MetricSpec(
         name="factor_vae_metric",
         description="FactorVAE metric (Kim & Mnih 2018): majority-vote accuracy of the argmin normalised variance.",
         compute=f"{_M}.factor_vae_metric:compute", direction="higher", needs=sampler,
-        reference="Kim & Mnih 2018, arXiv:1802.05983", default=False,
+        reference="Kim & Mnih 2018, arXiv:1802.05983", default=False, min_factors=2,
     ))
     recon = frozenset({"reconstructions"})
     generator = frozenset({"generator"})
@@ -230,24 +230,28 @@ def vaebench_register_datasets(register):
         description="dSprites (Matthey et al. 2017): 64×64 binary sprites, 5 factors; rendered locally or read from the .npz.",
         load="vaebench.plugins.datasets.dsprites:load_dsprites",
         has_sampler=True,
+        num_factors=5,
     ))
     register(DatasetSpec(
         name="mnist",
         description="MNIST (LeCun et al.): IDX files resized to 64×64 grayscale, factor: digit; --dataset-path DIR (train) or DIR/t10k-images-idx3-ubyte.gz (test).",
         load="vaebench.plugins.datasets.mnist:load_mnist",
         has_sampler=False,
+        num_factors=1,
     ))
     register(DatasetSpec(
         name="digits",
         description="scikit-learn 8×8 handwritten digits (1,797), upscaled to 64×64, factor: digit; bundled, no download.",
         load="vaebench.plugins.datasets.digits:load_digits",
         has_sampler=False,
+        num_factors=1,
     ))
     register(DatasetSpec(
         name="shapes3d",
         description="3D Shapes (Burgess & Kim 2018): 64×64 RGB, 6 factors; read lazily from 3dshapes.h5 (needs h5py).",
         load="vaebench.plugins.datasets.shapes3d:load_shapes3d",
         has_sampler=True,
+        num_factors=6,
     ))
 
 

@@ -120,6 +120,10 @@ class MetricSpec:
     #: reaches a tier when it is strictly better than the bound in ``direction``;
     #: leaderboards and ``vaebench check`` show the tier reached.
     tiers: tuple[tuple[str, float], ...] = ()
+    #: Fewest factors the metric is defined for (modularity and explicitness
+    #: compare factors with each other: 2). Default selections skip a metric whose
+    #: dataset declares fewer (``DatasetSpec.num_factors``); naming it is an error.
+    min_factors: int = 1
 
     def function(self) -> Callable[..., Any]:
         return _resolve(self.compute)
@@ -135,6 +139,9 @@ class DatasetSpec:
     #: True when the dataset can render an observation for any chosen factor values.
     has_sampler: bool = False
     has_factors: bool = True
+    #: How many factors the dataset has, where that is known without loading it
+    #: (``None``: unknown, no metric is skipped for it).
+    num_factors: int | None = None
 
     def loader(self) -> Callable[..., Any]:
         return _resolve(self.load)
