@@ -34,6 +34,8 @@ def test_vectorized_group_trains_each_member_like_a_lone_run(dsprites):
         RunSpec(model="beta_vae", beta=4.0, seed=1, steps=15, batch_size=16),
         RunSpec(model="beta_vae_capacity", capacity=10.0, gamma=100.0, capacity_steps=15, seed=2, steps=15,
                 batch_size=16),
+        RunSpec(model="beta_vae", beta=4.0, beta_schedule="linear", beta_start=1.0, beta_warmup_steps=10,
+                seed=3, steps=15, batch_size=16),
     ]
     backend = TorchBackend()
     execution = ExecutionOptions(device="cpu", threads=1, progress_every=1)
@@ -51,6 +53,9 @@ def test_vectorized_group_trains_each_member_like_a_lone_run(dsprites):
         am, alv, aerr = a.evaluate(held_out)
         np.testing.assert_allclose(gerr, aerr, rtol=1e-3)
         np.testing.assert_allclose(gm, am, atol=0.02 * am.std())
+        assert g.signals == a.signals  # the scheduled β, where there is one
+    assert [p["beta"] for p in group[2].signals][:3] == pytest.approx([1.3, 1.6, 1.9])
+    assert group[2].signals[-1] == {"step": 15, "beta": 4.0} and group[0].signals == []
     # The loss moved: the members really trained (and differently from each other).
     assert group[0].history[-1]["loss"] < group[0].history[0]["loss"]
     assert abs(group[0].history[-1]["kl"] - group[1].history[-1]["kl"]) > 1e-3

@@ -152,6 +152,9 @@ def train_group(
                 finite = all(math.isfinite(v) for v in values.values())
                 if not finite or step % history_every == 0 or last:
                     run.history.append({"step": step, **values, "capacity": capacities[i]})
+                    signals = models[i]._beta_signal(step)  # what a lone run records
+                    if signals:
+                        run.signals.append({"step": step, **signals})
                 run.final_loss = values["loss"]
                 if not finite:
                     run.diverged = True
