@@ -141,7 +141,7 @@ class GaussianVAE(nn.Module):
             "mu": mu.float(), "logvar": logvar.float(), "z": None if z is None else z.float(),
         }
 
-    def _beta_signal(self, step: int) -> dict[str, float]:
+    def beta_signal(self, step: int) -> dict[str, float]:
         """β at this step, as a signal, when it follows a schedule (constant β is in the spec)."""
         if "beta" in self.hp and self.hp.get("beta_schedule") not in (None, "constant"):
             return {"beta": beta_at(step, self.hp)}
@@ -151,7 +151,7 @@ class GaussianVAE(nn.Module):
         t = self._gaussian_terms(x, factors)
         loss, capacity = objective(self.objective_name, t["recon"], t["kl"], self.hp, step)
         out = {"loss": loss, "recon": t["recon"], "kl": t["kl"], "kl_per_dim": t["kl_per_dim"], "capacity": capacity}
-        signals = self._beta_signal(step)
+        signals = self.beta_signal(step)
         if signals:
             out["signals"] = signals
         return out

@@ -152,7 +152,7 @@ def train_group(
                 finite = all(math.isfinite(v) for v in values.values())
                 if not finite or step % history_every == 0 or last:
                     run.history.append({"step": step, **values, "capacity": capacities[i]})
-                    signals = models[i]._beta_signal(step)  # what a lone run records
+                    signals = models[i].beta_signal(step)  # what a lone run records (loss_terms)
                     if signals:
                         run.signals.append({"step": step, **signals})
                 run.final_loss = values["loss"]
