@@ -267,3 +267,30 @@ def test_default_metrics_skip_what_a_one_factor_dataset_cannot_support():
     assert on_digits == on_dsprites - {"modularity", "explicitness"}
     everything = {x.name for x in metrics_for(m, m.dataset("digits"), ["all"])}
     assert "mig" in everything and not everything & {"modularity", "explicitness", "dci", "dci_fast"}
+
+
+def test_list_datasets_shows_a_dash_for_an_undeclared_factor_count(cli, monkeypatch):
+    import vaebench
+    from vaebench.harness import cli as cli_module
+    from vaebench.plugins import builtin
+    from vaebench.plugins.manager import PluginManager
+    from vaebench.plugins.specs import DatasetSpec
+
+    class ThirdParty:
+        @vaebench.hookimpl
+        def vaebench_register_datasets(self, register):
+            register(DatasetSpec(name="their_data", description="factor count not declared", load="x:y"))
+
+    m = PluginManager()
+    m.register_plugin(builtin, "builtin", package="vaebench", version=vaebench.__version__)
+    m.register_plugin(ThirdParty(), "third")
+    monkeypatch.setattr(cli_module, "_manager", lambda: m)
+    result = cli("list", "datasets")
+    assert result.exit_code == 0
+    (row,) = [line for line in result.output.splitlines() if "their_data" in line]
+    assert "None" not in row
+    cells = [c.strip() for c in row.split("│")]
+    assert cells[1:4] == ["their_data", "third", "factor count not declared"]
+    assert cells[4] == "-"  # factors
+    (dsprites,) = [line for line in result.output.splitlines() if "dsprites" in line and "│" in line]
+    assert [c.strip() for c in dsprites.split("│")][4] == "5"

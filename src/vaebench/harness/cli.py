@@ -590,7 +590,7 @@ def list_specs(
     for col in cols:
         table.add_column(col)
     for r in rows:
-        table.add_row(*[", ".join(v) if isinstance(v, list) else str(v) for v in r.values()])
+        table.add_row(*[", ".join(v) if isinstance(v, list) else _fmt(v) for v in r.values()])
     console.print(table)
 
 
