@@ -112,6 +112,25 @@ def test_resume_skips_recorded_runs(grid, cli):
     assert before == after
 
 
+def test_dry_run_and_a_rerun_say_which_points_are_already_recorded(grid, cli, tmp_path):
+    import shutil
+
+    registry = tmp_path / "copy"
+    shutil.copytree(grid[0] / "runs", registry / "runs")
+    plan = ["run", "--model", "beta_vae", "--betas", "1,2", "--seeds", "0", *TINY, "--registry", registry, "--dry-run"]
+    lines = cli(*plan).stdout.splitlines()
+    assert lines[0].endswith("(recorded: ok, will be replaced)") and "beta=1" in lines[0]
+    assert "beta=2" in lines[1] and "recorded" not in lines[1]
+    assert cli(*plan, "--resume").stdout.splitlines()[0].endswith("(recorded: ok, skipped)")
+    as_json = json.loads(cli(*plan, "--json").stdout)
+    assert [r["recorded"] for r in as_json] == ["ok", None]
+
+    again = cli("run", "--model", "beta_vae", "--betas", "1", "--seeds", "0", *TINY, "--registry", registry)
+    assert again.exit_code == 0
+    assert "1 of them already recorded: retrained, and their records replaced (--resume skips them)" in again.stderr
+    assert len(list((registry / "runs").glob("*.parquet"))) == 4
+
+
 def test_show_prints_one_record(grid, cli):
     registry, records = grid
     run_id = records[0]["run_id"]

@@ -224,12 +224,21 @@ def run(
     except (PlanError, UnknownSpecError) as exc:
         fail(str(exc))
 
+    from vaebench.registry.query import recorded_status
+
+    resume = bool(opts.get("resume") or False)
+    recorded = recorded_status(opts["registry"])
     if dry_run:
         if as_json:
-            _print_json([{"run_id": s.run_id, **json.loads(s.to_json())} for s in specs])
+            _print_json([{"run_id": s.run_id, **json.loads(s.to_json()), "recorded": recorded.get(s.run_id)}
+                         for s in specs])
         else:
             for s in specs:
-                console.print(f"{s.run_id}  {s.label()}  steps={s.steps} latent_dim={s.latent_dim}")
+                status = recorded.get(s.run_id)
+                fate = "" if status is None else f"  (recorded: {status}, " + (
+                    "skipped" if resume and status in ("ok", "diverged") else "retried" if resume else "will be replaced"
+                ) + ")"
+                console.print(f"{s.run_id}  {s.label()}  steps={s.steps} latent_dim={s.latent_dim}{fate}")
         return
 
     from vaebench.harness.runner import metrics_for, run_grid
@@ -273,9 +282,13 @@ def run(
 
     reporter = RichReporter(err_console)
     err_console.print(f"[bold]{len(specs)} run(s)[/] → {opts['registry']}")
+    again = [] if resume else [s for s in specs if recorded.get(s.run_id) in ("ok", "diverged")]
+    if again:
+        err_console.print(f"{len(again)} of them already recorded: retrained, and their records replaced "
+                          "(--resume skips them)")
     try:
         result = run_grid(specs, manager, opts["registry"], execution, metric_names,
-                          resume=bool(opts.get("resume") or False), reporter=reporter, strategy=opts["strategy"],
+                          resume=resume, reporter=reporter, strategy=opts["strategy"],
                           metric_options=metric_options)
     except (DatasetError, RegistryError, ValueError) as exc:
         fail(str(exc))
