@@ -35,7 +35,6 @@ convolutions and matrix products add in a different order
 from __future__ import annotations
 
 import math
-import os
 import time
 from typing import Any, Sequence
 
@@ -111,14 +110,12 @@ def train_group(
         TrainedJaxModel,
         _compile_cached,
         _effective_amp,
-        _resolve,
         _set_compute_dtype,
+        _training_device,
     )
 
     check_group(specs)
-    info, jax_device = _resolve(execution.device)
-    if info.device == "cpu" and execution.threads and execution.threads < (os.cpu_count() or 1):
-        execution.notes.append(f"the JAX backend ignores --threads {execution.threads} (XLA uses all CPU cores)")
+    info, jax_device = _training_device(execution)
     amp = _effective_amp(info.device, execution.amp, execution.notes)
     first = specs[0]
     batch = first.batch_size
