@@ -26,6 +26,9 @@ import sys
 import time
 from datetime import datetime, timezone
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from report import emit  # noqa: E402
+
 
 def child(backend_name: str, retain: bool, steps: int) -> None:
     from vaebench.harness.plan import RunSpec
@@ -96,10 +99,7 @@ def main() -> None:
         *rows,
         "",
     ])
-    print(text)
-    if args.out:
-        with open(args.out, "a") as fh:
-            fh.write("\n" + text)
+    emit(text, args.out)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
 import baseline_loop  # noqa: E402
+from report import emit  # noqa: E402
 
 BATCH = 64
 
@@ -135,10 +136,7 @@ def main() -> None:
         *prof,
         "",
     ])
-    print(text)
-    if args.out:
-        with open(args.out, "a") as fh:
-            fh.write("\n" + text)
+    emit(text, args.out)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import baseline_loop  # noqa: E402
+from report import emit  # noqa: E402
 
 BETAS = [1, 2, 3, 4, 5, 6, 7, 8]
 
@@ -101,10 +102,7 @@ def main() -> None:
         *lines,
         "",
     ])
-    print(text)
-    if args.out:
-        with open(args.out, "a") as fh:
-            fh.write("\n" + text)
+    emit(text, args.out)
 
 
 if __name__ == "__main__":
