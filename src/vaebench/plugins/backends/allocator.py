@@ -6,11 +6,11 @@ it is freed, and it returns free memory at the top of the heap to the OS beyond
 ``M_TRIM_THRESHOLD``. A conv VAE's activations and gradients (a few MiB each in
 torch; XLA's CPU buffers for a whole step, 32–64 MiB) are allocated and freed on
 every step, so each step maps fresh pages and the kernel zero-fills every one on
-first touch. Measured on a 2-vCPU AMD EPYC, 800 steps of the plain torch β-VAE
-loop: 13.8 M minor page faults, 34 s of system time and 721 images/s with glibc's
-defaults; 20 k faults, 0.3 s and 1,126 images/s with the thresholds below
-(``benchmarks/allocator.py`` repeats this side by side). 100 JAX steps: 2.3 M
-faults with a 32 MiB threshold, 18 k with 64 MiB or more.
+first touch. Measured on a 2-vCPU AMD EPYC by ``benchmarks/allocator.py`` (200
+steps of vaebench's training call, batch 64): torch 3.7 M minor page faults, 10 s
+of system time and 658 images/s with glibc's defaults, 3 k faults, 0.1 s and 923
+images/s with the thresholds below (1.41×); JAX 363 → 536 images/s (1.47×). JAX
+needs more than 32 MiB: at 32 MiB it still took 2.3 M faults in 100 steps.
 
 The setting is process-wide and cannot be read back, so it is applied once and
 left in place: a training process then keeps its peak heap instead of returning
