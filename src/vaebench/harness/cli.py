@@ -225,6 +225,7 @@ def run(
         fail(str(exc))
 
     from vaebench.registry.query import recorded_status
+    from vaebench.registry.schema import DONE_STATUSES
 
     resume = bool(opts.get("resume") or False)
     recorded = recorded_status(opts["registry"])
@@ -236,7 +237,7 @@ def run(
             for s in specs:
                 status = recorded.get(s.run_id)
                 fate = "" if status is None else f"  (recorded: {status}, " + (
-                    "skipped" if resume and status in ("ok", "diverged") else "retried" if resume else "will be replaced"
+                    "skipped" if resume and status in DONE_STATUSES else "retried" if resume else "will be replaced"
                 ) + ")"
                 console.print(f"{s.run_id}  {s.label()}  steps={s.steps} latent_dim={s.latent_dim}{fate}")
         return
@@ -282,14 +283,14 @@ def run(
 
     reporter = RichReporter(err_console)
     err_console.print(f"[bold]{len(specs)} run(s)[/] → {opts['registry']}")
-    again = [] if resume else [s for s in specs if recorded.get(s.run_id) in ("ok", "diverged")]
+    again = [] if resume else [s for s in specs if recorded.get(s.run_id) in DONE_STATUSES]
     if again:
         err_console.print(f"{len(again)} of them already recorded: retrained, and their records replaced "
                           "(--resume skips them)")
     try:
         result = run_grid(specs, manager, opts["registry"], execution, metric_names,
                           resume=resume, reporter=reporter, strategy=opts["strategy"],
-                          metric_options=metric_options)
+                          metric_options=metric_options, recorded=recorded)
     except (DatasetError, RegistryError, ValueError) as exc:
         fail(str(exc))
     if as_json:

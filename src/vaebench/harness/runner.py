@@ -14,7 +14,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from vaebench.plugins.models.diagnostics import posterior_collapse_note
 from vaebench.plugins.metrics.posterior import kl_per_dim
 from vaebench.plugins.specs import DatasetSpec, MetricResult, MetricSpec, MetricUnavailable
 from vaebench.registry import store
-from vaebench.registry.schema import RECORD_SCHEMA, SCHEMA_VERSION, signal_rows
+from vaebench.registry.schema import DONE_STATUSES, RECORD_SCHEMA, SCHEMA_VERSION, signal_rows
 
 #: The held-out evaluation set is the same for every run (fixed seed), so runs
 #: differ only by what they learned, not by which observations they were scored on.
@@ -317,16 +317,19 @@ def run_grid(
     reporter: Reporter | None = None,
     metric_options: dict[str, dict[str, Any]] | None = None,
     strategy: str = "auto",
+    recorded: Mapping[str, str] | None = None,
 ) -> GridResult:
     """Run every spec with ``strategy`` (see ``harness/strategies.py``; ``auto`` picks by
     device). With ``resume``, specs already recorded as ``ok`` or ``diverged`` are
-    skipped (``failed`` ones are retried). Records come back in the order of ``specs``."""
+    skipped (``failed`` ones are retried); ``recorded`` is the registry's
+    ``recorded_status`` when the caller has read it already. Records come back in the
+    order of ``specs``."""
     from vaebench.harness import strategies
     from vaebench.registry.query import recorded_status
 
     reporter = reporter or SilentReporter()
     result = GridResult()
-    done = recorded_status(registry) if resume else {}
+    done = (recorded if recorded is not None else recorded_status(registry)) if resume else {}
     loaded: dict[tuple[str, str | None], Any] = {}
 
     def datasets(spec: RunSpec) -> Any:
@@ -338,7 +341,7 @@ def run_grid(
     todo = []
     for spec in specs:
         status = done.get(spec.run_id)
-        if status in ("ok", "diverged"):
+        if status in DONE_STATUSES:
             result.skipped.append(spec)
             reporter.skipped(spec, status)
         else:

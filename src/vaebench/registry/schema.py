@@ -17,6 +17,8 @@ SCHEMA_VERSION = 1
 #: NaN/inf; the record keeps the step it happened at. ``failed``: an exception
 #: ended the run; ``error`` holds its one-line message.
 STATUSES = ("ok", "diverged", "failed")
+#: The statuses ``--resume`` counts as done (a ``failed`` run is retried).
+DONE_STATUSES = ("ok", "diverged")
 
 HISTORY_TYPE = pa.list_(
     pa.struct(
