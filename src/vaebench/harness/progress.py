@@ -1,8 +1,15 @@
-"""Rich output for long work: a progress bar per run and a summary table."""
+"""Rich output for long work: a progress bar per run and a summary table.
+
+On a terminal each run in training has a live bar. Where the console is not a
+terminal (``nohup ... > log``, a Slurm or CI log) a live bar draws nothing, so the
+reporter prints a plain line instead: at every tenth of a run's steps, and at least
+every :data:`PLAIN_LINE_SECONDS` while it trains — a two-hour run's log shows it moving.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import time
+from typing import Any, Callable, Sequence
 
 from rich.console import Console
 from rich.markup import escape
@@ -11,18 +18,33 @@ from rich.table import Table
 
 from vaebench.harness.plan import RunSpec
 
+PLAIN_LINE_SECONDS = 300.0
+"""Longest gap between two plain progress lines of one run (non-terminal consoles)."""
+
 
 class RichReporter:
     """A progress bar per run in training (step, loss, KL, images/s; several at once
     when a strategy trains runs side by side), then a line with each run's outcome."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, clock: Callable[[], float] = time.monotonic) -> None:
         self.console = console
+        self._live = console.is_terminal
+        self._clock = clock
         self._progress: Progress | None = None
         self._tasks: dict[str, Any] = {}
         self._specs: dict[str, RunSpec] = {}
+        self._plain: dict[str, tuple[int, float, float]] = {}  # run id -> (last tenth, last line, start)
+        self._numbers: dict[str, str] = {}
 
     def start_run(self, spec: RunSpec, index: int, total: int) -> None:
+        self._specs[spec.run_id] = spec
+        self._numbers[spec.run_id] = f"{index + 1}/{total}"
+        if not self._live:
+            now = self._clock()
+            self._plain[spec.run_id] = (0, now, now)
+            self.console.print(f"started  {spec.run_id}  {self._numbers[spec.run_id]} {escape(spec.label())}  "
+                               f"{spec.steps} steps", highlight=False)
+            return
         if self._progress is None:
             self._progress = Progress(
                 TextColumn("{task.description}"),
@@ -35,22 +57,43 @@ class RichReporter:
                 transient=True,
             )
             self._progress.start()
-        self._specs[spec.run_id] = spec
         self._tasks[spec.run_id] = self._progress.add_task(
             f"[bold]{index + 1}/{total}[/] {escape(spec.label())}", total=spec.steps, stats=""
         )
 
     def progress(self, run_id: str, step: int, values: dict[str, float]) -> None:
-        if self._progress is None or run_id not in self._tasks:
-            return
         stats = (
             f"loss {values['loss']:.1f}  recon {values['recon']:.1f}  KL {values['kl']:.2f}  "
             f"{values['images_per_second']:.0f} img/s"
         )
-        self._progress.update(self._tasks[run_id], completed=step, stats=stats)
+        if not self._live:
+            self._plain_line(run_id, step, stats)
+        elif self._progress is not None and run_id in self._tasks:
+            self._progress.update(self._tasks[run_id], completed=step, stats=stats)
+
+    def _plain_line(self, run_id: str, step: int, stats: str) -> None:
+        spec = self._specs.get(run_id)
+        if spec is None or run_id not in self._plain:
+            return
+        last_tenth, last_time, start = self._plain[run_id]
+        tenth = step * 10 // max(1, spec.steps)
+        now = self._clock()
+        if tenth <= last_tenth and now - last_time < PLAIN_LINE_SECONDS:
+            return
+        self._plain[run_id] = (max(tenth, last_tenth), now, start)
+        elapsed = now - start
+        remaining = elapsed * (spec.steps - step) / step if step else 0.0
+        self.console.print(
+            f"training {run_id}  {self._numbers[run_id]}  step {step}/{spec.steps}  {stats}  "
+            f"elapsed {_duration(elapsed)}  left ≈ {_duration(remaining)}",
+            highlight=False,
+        )
 
     def phase(self, run_id: str, text: str) -> None:
-        if self._progress is not None and run_id in self._tasks:
+        if not self._live:
+            if run_id in self._plain:
+                self.console.print(f"{escape(text):8} {run_id}  {self._numbers[run_id]}", highlight=False)
+        elif self._progress is not None and run_id in self._tasks:
             self._progress.update(self._tasks[run_id], stats=text)
 
     def end_run(self, record: dict[str, Any]) -> None:
@@ -61,6 +104,8 @@ class RichReporter:
                 self._progress.stop()
                 self._progress = None
         spec = self._specs.pop(run_id, None)
+        self._plain.pop(run_id, None)
+        self._numbers.pop(run_id, None)
         status = record["status"]
         colour = {"ok": "green", "diverged": "yellow", "failed": "red"}.get(status, "white")
         label = spec.label() if spec else run_id
@@ -73,6 +118,14 @@ class RichReporter:
 
     def skipped(self, spec: RunSpec, status: str) -> None:
         self.console.print(f"[dim]skipped  {spec.run_id}  {spec.label()}  (already recorded: {status})[/]")
+
+
+def _duration(seconds: float) -> str:
+    """``1h02m``, ``4m05s`` or ``12s``."""
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
 def _status(record: dict[str, Any]) -> str:
