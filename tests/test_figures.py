@@ -70,6 +70,27 @@ def test_run_writes_figures_and_cli_regenerates_them(cli, tmp_path):
     bad = cli("traverse", record["run_id"][:8], "--dims", "7", "--registry", registry)
     assert bad.exit_code == 2 and "not a latent dimension" in bad.stderr
 
+    # --base: 0 is the run's own base (its GIF again, frame for frame); another held-out
+    # observation or the prior's mean gives another sweep; anything else is a usage error.
+    def gif_frames(path) -> np.ndarray:
+        gif = Image.open(path)
+        frames = []
+        for i in range(gif.n_frames):
+            gif.seek(i)
+            frames.append(np.asarray(gif.convert("L"), dtype=np.int16))
+        return np.stack(frames)
+
+    own = gif_frames(art["traversal_gif"])
+    for base in ("0", "3", "prior"):
+        res = cli("traverse", record["run_id"][:8], "--base", base, "--out", tmp_path / f"b{base}", "--registry", registry)
+        assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(gif_frames(tmp_path / "b0" / "traversal.gif"), own)
+    for other in ("3", "prior"):
+        assert np.abs(gif_frames(tmp_path / f"b{other}" / "traversal.gif") - own).mean() > 1.0, other
+    for bad_base in ("-1", "first", "2.5"):
+        res = cli("traverse", record["run_id"][:8], "--base", bad_base, "--registry", registry)
+        assert res.exit_code == 2 and res.stderr.strip().count("\n") == 0 and "--base" in res.stderr, bad_base
+
     # The checkpoint loads through the backend-neutral loader.
     model = load_trained("torch", str(tmp_path / "reg" / "artifacts" / record["run_id"]))
     data = ProceduralDSprites()

@@ -489,12 +489,17 @@ def _float_pair(text: str, option: str) -> tuple[float, float]:
     return values[0], values[1]
 
 
-@app.command(epilog="Examples:\n\n  vaebench traverse 3fa2c1\n\n  vaebench traverse 3fa2c1 --dims 0,3 --range -2,2 --out figs/")
+@app.command(epilog="Examples:\n\n  vaebench traverse 3fa2c1\n\n  vaebench traverse 3fa2c1 --dims 0,3 --range -2,2 --out figs/\n\n  vaebench traverse 3fa2c1 --base prior --range -2,2")
 def traverse(
     run_id: str = typer.Argument(..., metavar="RUN", help="Run id or a unique prefix of one."),
     dims: Optional[str] = typer.Option(None, "--dims", help="Latent dimensions to sweep. \\[default: all, sorted by KL]"),
     value_range: str = typer.Option("-3,3", "--range", help="Sweep range around the base code, LOW,HIGH."),
     steps: int = typer.Option(10, "--steps", min=2, help="Images per row."),
+    base: str = typer.Option(
+        "0", "--base", metavar="INDEX|prior",
+        help="Base code: the code of held-out observation INDEX (0-9 are the inputs of the run's "
+             "reconstructions.png), or 'prior' for the zero code.",
+    ),
     out: Optional[Path] = typer.Option(None, "--out", help="Output directory. \\[default: the run's artifact directory]"),
     registry: str = typer.Option(DEFAULT_REGISTRY, "--registry", help=REGISTRY_HELP),
 ) -> None:
@@ -506,6 +511,7 @@ def traverse(
     from vaebench.harness.runner import EVAL_SEED
 
     low_high = _float_pair(value_range, "--range")
+    base_index = None if base == "prior" else _base_index(base)
     record, model = _trained_from_record(run_id, registry)
     kl = record.get("kl_per_dim") or []
     chosen = None
@@ -519,14 +525,31 @@ def traverse(
             fail(f"--dims: {bad[0]} is not a latent dimension (0..{len(kl) - 1})")
     manager = _manager()
     dataset = manager.dataset(record["dataset"]).loader()(path=json.loads(record["spec_json"]).get("dataset_path"))
-    images, _ = dataset.sample(1, np.random.default_rng(EVAL_SEED))
+    if base_index is None:
+        code, where = np.zeros(int(record["latent_dim"]), dtype=np.float32), "the prior's mean"
+    else:
+        # The figures' held-out inputs are a prefix of this draw (same seed), so INDEX < 10
+        # is the observation shown at that place in reconstructions.png.
+        images, _ = dataset.sample(base_index + 1, np.random.default_rng(EVAL_SEED))
+        code, where = model.encode(images[base_index:])[0], f"held-out #{base_index}"
     params = json.loads(record.get("metric_params") or "{}")
     factor_of_dim = most_informative_factor(params.get("mig", {}).get("mi_matrix"), dataset.factor_names)
     directory = str(out) if out else str(Path(record["artifacts"]["checkpoint"]).parent)
-    paths = write_traversal(model, model.encode(images)[0], kl, directory, dims=chosen, value_range=low_high,
-                            steps=steps, factor_of_dim=factor_of_dim, title=f"run {record['run_id'][:10]}")
+    title = f"run {record['run_id'][:10]}" + ("" if base_index == 0 else f", base {where}")
+    paths = write_traversal(model, code, kl, directory, dims=chosen, value_range=low_high,
+                            steps=steps, factor_of_dim=factor_of_dim, title=title)
     for path in paths.values():
         console.print(path)
+
+
+def _base_index(text: str) -> int:
+    try:
+        index = int(text)
+    except ValueError:
+        index = -1
+    if not 0 <= index <= 100_000:
+        fail(f"--base: {text!r} is neither a held-out observation index (0..100000) nor 'prior'")
+    return index
 
 
 @app.command(epilog="Example:\n\n  vaebench samples 3fa2c1 --n 100")
