@@ -46,6 +46,13 @@ def test_row_order_and_factor_labels():
     assert dims_by_kl([0.1, 3.0, 0.0, 1.5]) == [1, 3, 0, 2]
     labels = most_informative_factor([[0.1, 0.9], [0.5, 0.2]], ["shape", "posX"])
     assert labels == {0: "posX", 1: "shape"}
+    # With the factors' entropies: the fraction of each held, and a second factor named
+    # when the code holds >= 25% of it (an entangled scale/shape code), not when less.
+    mi = [[0.44, 1.12, 0.11, 0.03], [0.02, 0.01, 0.05, 2.2]]
+    labels = most_informative_factor(mi, ["shape", "scale", "orientation", "posX"], [1.1, 1.8, 3.7, 3.5])
+    assert labels == {0: "scale 0.62, shape 0.40", 1: "posX 0.63"}
+    # A constant factor (entropy 0) is never named, whatever its MI column holds.
+    assert most_informative_factor([[0.5, 0.3]], ["a", "b"], [1.0, 0.0]) == {0: "a 0.50"}
 
 
 def test_run_writes_figures_and_cli_regenerates_them(cli, tmp_path):

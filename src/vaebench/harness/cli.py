@@ -533,7 +533,8 @@ def traverse(
         images, _ = dataset.sample(base_index + 1, np.random.default_rng(EVAL_SEED))
         code, where = model.encode(images[base_index:])[0], f"held-out #{base_index}"
     params = json.loads(record.get("metric_params") or "{}")
-    factor_of_dim = most_informative_factor(params.get("mig", {}).get("mi_matrix"), dataset.factor_names)
+    mig = params.get("mig", {})
+    factor_of_dim = most_informative_factor(mig.get("mi_matrix"), dataset.factor_names, mig.get("factor_entropy"))
     directory = str(out) if out else str(Path(record["artifacts"]["checkpoint"]).parent)
     title = f"run {record['run_id'][:10]}" + ("" if base_index == 0 else f", base {where}")
     paths = write_traversal(model, code, kl, directory, dims=chosen, value_range=low_high,

@@ -193,8 +193,9 @@ def _figures(trained: Any, dataset: Any, spec: RunSpec, kl: np.ndarray, params: 
 
     try:
         images, _ = dataset.sample(10, np.random.default_rng(EVAL_SEED))
-        mi = params.get("mig", {}).get("mi_matrix")
-        return write_run_figures(trained, images, kl.tolist(), out_dir, mi, tuple(dataset.factor_names), seed=spec.seed)
+        mig = params.get("mig", {})
+        return write_run_figures(trained, images, kl.tolist(), out_dir, mig.get("mi_matrix"), tuple(dataset.factor_names),
+                                 seed=spec.seed, factor_entropy=mig.get("factor_entropy"))
     except Exception as exc:  # noqa: BLE001
         execution.notes.append(f"figures not written ({_one_line(exc)})")
         return {}
