@@ -506,9 +506,9 @@ def traverse(
     """Regenerate a run's latent traversal (PNG + GIF) from its saved checkpoint."""
     import numpy as np
 
-    from vaebench.harness.figures import most_informative_factor, write_traversal
+    from vaebench.harness.figures import factor_labels, write_traversal
     from vaebench.harness.plan import PlanError, parse_list
-    from vaebench.harness.runner import EVAL_SEED
+    from vaebench.harness.runner import held_out
 
     low_high = _float_pair(value_range, "--range")
     base_index = None if base == "prior" else _base_index(base)
@@ -528,13 +528,10 @@ def traverse(
     if base_index is None:
         code, where = np.zeros(int(record["latent_dim"]), dtype=np.float32), "the prior's mean"
     else:
-        # The figures' held-out inputs are a prefix of this draw (same seed), so INDEX < 10
-        # is the observation shown at that place in reconstructions.png.
-        images, _ = dataset.sample(base_index + 1, np.random.default_rng(EVAL_SEED))
+        images, _ = held_out(dataset, base_index + 1)
         code, where = model.encode(images[base_index:])[0], f"held-out #{base_index}"
     params = json.loads(record.get("metric_params") or "{}")
-    mig = params.get("mig", {})
-    factor_of_dim = most_informative_factor(mig.get("mi_matrix"), dataset.factor_names, mig.get("factor_entropy"))
+    factor_of_dim = factor_labels(params.get("mig"), dataset.factor_names)
     directory = str(out) if out else str(Path(record["artifacts"]["checkpoint"]).parent)
     title = f"run {record['run_id'][:10]}" + ("" if base_index == 0 else f", base {where}")
     paths = write_traversal(model, code, kl, directory, dims=chosen, value_range=low_high,

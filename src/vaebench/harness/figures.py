@@ -10,7 +10,7 @@ which matplotlib already depends on).
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -82,6 +82,12 @@ def most_informative_factor(
                   if k != top[d] and fraction[d, k] >= SHARED_FRACTION]
         labels[d] = ", ".join(f"{factor_names[k]} {fraction[d, k]:.2f}" for k in [int(top[d]), *shared])
     return labels
+
+
+def factor_labels(mig_params: Mapping[str, Any] | None, factor_names: Sequence[str]) -> dict[int, str]:
+    """Traversal row labels from a run's MIG params (``mi_matrix``, ``factor_entropy``)."""
+    mig = mig_params or {}
+    return most_informative_factor(mig.get("mi_matrix"), factor_names, mig.get("factor_entropy"))
 
 
 def _imshow_grid(canvas: np.ndarray, path: str, title: str, row_labels: Sequence[str] = (), row_height: float = 0.0) -> None:
@@ -194,14 +200,13 @@ def write_class_samples(
 
 def write_run_figures(
     model: Any, images: np.ndarray, kl_per_dim: Sequence[float], out_dir: str,
-    mi_matrix: Sequence[Sequence[float]] | None = None, factor_names: Sequence[str] = (), seed: int = 0,
-    factor_entropy: Sequence[float] | None = None,
+    mig_params: Mapping[str, Any] | None = None, factor_names: Sequence[str] = (), seed: int = 0,
 ) -> dict[str, str]:
     """All of a run's figures; ``images`` ``(N, H, W, C)`` are held-out inputs (the first is the
-    traversal's base). Returns artifact name -> path."""
+    traversal's base), ``mig_params`` the run's MIG params (row labels). Returns artifact name -> path."""
     base = model.encode(images[:1])[0]
     artifacts = write_traversal(model, base, kl_per_dim, out_dir,
-                                factor_of_dim=most_informative_factor(mi_matrix, factor_names, factor_entropy))
+                                factor_of_dim=factor_labels(mig_params, factor_names))
     artifacts.update(write_reconstructions(model, images, out_dir))
     artifacts.update(write_samples(model, len(kl_per_dim), out_dir, seed=seed))
     net = getattr(model, "model", None)

@@ -72,9 +72,9 @@ class RichReporter:
             self._progress.update(self._tasks[run_id], completed=step, stats=stats)
 
     def _plain_line(self, run_id: str, step: int, stats: str) -> None:
-        spec = self._specs.get(run_id)
-        if spec is None or run_id not in self._plain:
+        if run_id not in self._plain:
             return
+        spec = self._specs[run_id]
         last_tenth, last_time, start = self._plain[run_id]
         tenth = step * 10 // max(1, spec.steps)
         now = self._clock()

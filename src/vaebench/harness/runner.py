@@ -152,6 +152,13 @@ def score(ctx: EvaluationContext, metric_specs: Sequence[MetricSpec]) -> tuple[d
     return values, params
 
 
+def held_out(dataset: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` held-out observations ``(images (n, H, W, C), factors (n, K))``: one
+    draw seeded with :data:`EVAL_SEED`, so a smaller ``n`` gives a prefix of a larger one —
+    observation ``i`` is the same in the evaluation set, the figures and ``traverse --base i``."""
+    return dataset.sample(n, np.random.default_rng(EVAL_SEED))
+
+
 def evaluate(
     trained: Any, spec: RunSpec, dataset: Any, metric_specs: Sequence[MetricSpec], execution: ExecutionOptions,
     options: dict[str, dict[str, Any]] | None = None,
@@ -160,7 +167,7 @@ def evaluate(
 
     Returns ``(metric values, metric params by metric name, KL per dimension (D,))``.
     """
-    images, factors = dataset.sample(execution.eval_samples, np.random.default_rng(EVAL_SEED))
+    images, factors = held_out(dataset, execution.eval_samples)
     needs = set().union(*(m.needs for m in metric_specs)) if metric_specs else set()
     want_recons = "reconstructions" in needs
     # Conditional models (cvae) are scored given the true labels of the held-out images.
@@ -192,10 +199,9 @@ def _figures(trained: Any, dataset: Any, spec: RunSpec, kl: np.ndarray, params: 
     from vaebench.harness.figures import write_run_figures
 
     try:
-        images, _ = dataset.sample(10, np.random.default_rng(EVAL_SEED))
-        mig = params.get("mig", {})
-        return write_run_figures(trained, images, kl.tolist(), out_dir, mig.get("mi_matrix"), tuple(dataset.factor_names),
-                                 seed=spec.seed, factor_entropy=mig.get("factor_entropy"))
+        images, _ = held_out(dataset, 10)
+        return write_run_figures(trained, images, kl.tolist(), out_dir, params.get("mig"), tuple(dataset.factor_names),
+                                 seed=spec.seed)
     except Exception as exc:  # noqa: BLE001
         execution.notes.append(f"figures not written ({_one_line(exc)})")
         return {}
