@@ -64,7 +64,6 @@ from typing import Any, Callable
 import numpy as np
 
 HEADING = "## Metrics (issue: disentanglement metrics)"
-EVAL_SEED = 20_180_402  # vaebench.harness.runner.EVAL_SEED
 BASELINE_ENCODE_BATCH = 64
 
 
@@ -504,6 +503,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     command = "python benchmarks/metrics.py " + " ".join(sys.argv[1:] if argv is None else argv)
 
+    from vaebench.harness.runner import held_out
     from vaebench.plugins.datasets.dsprites import ProceduralDSprites
     from vaebench.plugins.metrics import beta_vae_metric as bvm
     from vaebench.plugins.metrics import factor_vae_metric as fvm
@@ -523,7 +523,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"model: {train_note}", flush=True)
     n, n_test = args.n, args.n // 2
     total = n + n_test
-    images, factors = data.sample(total, np.random.default_rng(EVAL_SEED))
+    images, factors = held_out(data, total)  # the held-out set vaebench scores runs on
     names = tuple(data.factor_names)
     frac = n / total
 

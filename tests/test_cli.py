@@ -212,6 +212,9 @@ def test_leaderboard_bad_input(grid, cli, tmp_path):
     # A value reaches SQL only as a parameter: an injection attempt matches nothing.
     out = cli("leaderboard", "--dataset", "x' OR 1=1 --", "--json", "--registry", registry)
     assert out.exit_code == 0 and json.loads(out.stdout) == []
+    # For people, an empty result says why instead of drawing an empty table.
+    out = cli("leaderboard", "--model", "dip_vae", "--registry", registry)
+    assert out.exit_code == 0 and out.stdout == "" and "no recorded run matches --model dip_vae" in out.stderr
 
 
 def test_config_file_and_command_line_override(cli, tmp_path):

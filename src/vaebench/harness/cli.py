@@ -351,10 +351,14 @@ def leaderboard(
     if as_json:
         _print_json(rows)
         return
+    if not rows:
+        filters = [f"--{k} {v}" for k, v in (("dataset", dataset), ("model", model)) if v]
+        err_console.print(f"no recorded run matches {' '.join(filters)}" if filters else "no runs recorded yet")
+        return
     arrow = {"higher": "↑ higher is better", "lower": "↓ lower is better"}.get(direction, "")
     table = Table(title=f"leaderboard: {metric} {arrow}")
     # Columns that no run sets (e.g. capacity in a β grid) only take width from people.
-    cols = [c for c in (rows[0] if rows else result.table.column_names)
+    cols = [c for c in rows[0]
             if c in ("mean", "std", "n") or any(r[c] is not None for r in rows)]
     headers = {"dataset_variant": "variant", "latent_dim": "D", "n_diverged": "diverged", "capacity": "C", "config_id": "config"}
     for col in cols:
@@ -363,8 +367,6 @@ def leaderboard(
     for row in rows:
         table.add_row(*[_fmt(row[c]) for c in cols])
     console.print(table)
-    if not rows:
-        err_console.print("no runs recorded yet")
 
 
 # ---------------------------------------------------------------- show
