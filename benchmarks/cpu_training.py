@@ -39,8 +39,11 @@ def make_step(variant: str, data: torch.Tensor):
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=5e-4, **opt_kwargs)
 
+    bf16 = variant == "bf16 autocast"
+
     def loss_of(x: torch.Tensor) -> torch.Tensor:
-        logits, mu, logvar = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits, mu, logvar = (t.float() for t in model(x))
         recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / BATCH
         kl = 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1).sum() / BATCH
         return recon + 4.0 * kl
@@ -61,7 +64,7 @@ def make_step(variant: str, data: torch.Tensor):
 
 def variants_table(steps: int, repeats: int, threads: int, data: torch.Tensor) -> tuple[list[str], float]:
     torch.set_num_threads(threads)
-    names = ["eager", "channels-last", "fused adam", "foreach=False", "torch.compile"]
+    names = ["eager", "channels-last", "fused adam", "foreach=False", "torch.compile", "bf16 autocast"]
     steps_fns, compile_s = {}, 0.0
     for name in names:
         fn = make_step(name, data)
@@ -123,10 +126,12 @@ def main() -> None:
         compile_times.append(f"{c:.1f} s at {threads} thread(s)")
     prof = profile_table(data, cores)
     load = os.getloadavg()
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    bf16_hw = [f for f in ("amx_bf16", "avx512_bf16") if f" {f}" in flags] or ["none"]
     text = "\n".join([
         f"Measured {started:%Y-%m-%d %H:%M} UTC by `python benchmarks/cpu_training.py --steps {args.steps} "
         f"--repeats {args.repeats}` (torch {torch.__version__}, {cores} cores, load average at the end "
-        f"{load[0]:.2f}); median of {args.repeats} alternating repeats; torch.compile's first 3 steps "
+        f"{load[0]:.2f}; CPU bf16 support: {', '.join(bf16_hw)}); median of {args.repeats} alternating repeats; torch.compile's first 3 steps "
         f"(compilation included): {', '.join(compile_times)}.",
         "",
         *rows,
