@@ -126,7 +126,11 @@ def main() -> None:
         compile_times.append(f"{c:.1f} s at {threads} thread(s)")
     prof = profile_table(data, cores)
     load = os.getloadavg()
-    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    try:  # read as vaebench.plugins.backends.base.cpu_name reads the model name
+        with open("/proc/cpuinfo") as fh:
+            flags = fh.read()
+    except OSError:
+        flags = ""
     bf16_hw = [f for f in ("amx_bf16", "avx512_bf16") if f" {f}" in flags] or ["none"]
     text = "\n".join([
         f"Measured {started:%Y-%m-%d %H:%M} UTC by `python benchmarks/cpu_training.py --steps {args.steps} "
