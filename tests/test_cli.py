@@ -191,6 +191,13 @@ def test_bad_run_input_is_one_line_exit_2_and_writes_nothing(cli, tmp_path, args
     assert not list(registry.glob("runs/*.parquet"))
 
 
+def test_a_missing_dataset_file_stops_the_run_before_anything_is_written(cli, tmp_path):
+    registry = tmp_path / "reg"
+    result = cli("run", "--dataset", "mnist", "--dataset-path", tmp_path / "no-mnist", *TINY[:2], "--registry", registry)
+    _assert_usage_error(result, "t10k-images-idx3-ubyte", "--dataset-path")
+    assert not registry.exists()  # not even the registry directory
+
+
 def test_bad_input_loses_nothing_already_recorded(grid, cli):
     registry, _ = grid
     before = sorted(p.name for p in (registry / "runs").glob("*.parquet"))

@@ -320,7 +320,7 @@ def test_checkpoint_round_trip(model, tmp_path):
     spec = _spec(model, steps=4, beta_schedule="cyclical") if model in ("cvae", "beta_tcvae") else _spec(model, steps=4)
     trained, _ = _train(spec)
     artifacts = trained.save(str(tmp_path / "ckpt"))
-    assert set(artifacts) == {"checkpoint", "config", "signals"}
+    assert set(artifacts) == {"checkpoint", "config", "signals", "training_state"}
     restored = load_checkpoint(str(tmp_path / "ckpt"))
     assert restored.spec == spec
     images, factors = DATA.sample(12, np.random.default_rng(0))

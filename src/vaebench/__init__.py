@@ -20,11 +20,12 @@ __version__ = "0.1.0"
 
 hookimpl = pluggy.HookimplMarker("vaebench")
 
-__all__ = ["__version__", "hookimpl", "run_grid", "leaderboard", "show", "plan_grid", "evaluate_latents", "report"]
+__all__ = ["__version__", "hookimpl", "run_grid", "continue_run", "leaderboard", "show", "plan_grid",
+           "evaluate_latents", "report"]
 
 
 def __getattr__(name: str) -> Any:  # lazy: keep `import vaebench` cheap
-    if name in ("run_grid", "leaderboard", "show", "plan_grid", "evaluate_latents", "report"):
+    if name in ("run_grid", "continue_run", "leaderboard", "show", "plan_grid", "evaluate_latents", "report"):
         from vaebench import api
 
         return getattr(api, name)

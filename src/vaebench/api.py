@@ -105,6 +105,40 @@ def run_grid(
                 strategy=strategy, metric_options=metric_options)
 
 
+def continue_run(
+    run: str,
+    steps: int,
+    *,
+    registry: str = DEFAULT_REGISTRY,
+    metrics: Sequence[str] | None = None,
+    device: str = "auto",
+    amp: str = "off",
+    compile: bool = False,
+    threads: int | None = None,
+    eval_samples: int = 10_000,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train recorded run ``run`` (id or unique prefix) ``steps`` more steps from its checkpoint
+    and record it as a new run; returns that record (``parent_run_id`` = ``run``'s id).
+    ``metrics``: default, those ``run`` was scored with. See ``vaebench continue --help``."""
+    from vaebench.harness.runner import continue_run as _continue
+    from vaebench.plugins.backends.base import ExecutionOptions
+    from vaebench.plugins.manager import get_manager
+    from vaebench.registry.store import check_writable, read_record
+
+    parent = read_record(registry, run)
+    check_writable(registry)
+    reporter = None
+    if progress:
+        from rich.console import Console
+
+        from vaebench.harness.progress import RichReporter
+
+        reporter = RichReporter(Console(stderr=True))
+    execution = ExecutionOptions(device=device, amp=amp, compile=compile, threads=threads, eval_samples=eval_samples)
+    return _continue(parent, steps, get_manager(), registry, execution, metrics, reporter=reporter)
+
+
 def leaderboard(
     registry: str = DEFAULT_REGISTRY,
     metric: str = "mig",

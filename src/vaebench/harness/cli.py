@@ -260,6 +260,14 @@ def run(
         fail(str(exc))
     for name, values in _metric_options(opts.get("metric_options"), opts.get("metric_option"), selected).items():
         metric_options.setdefault(name, {}).update(values)
+    # Every dataset is loaded before anything is written or announced: a missing file is
+    # one line and an untouched registry. run_grid reuses them.
+    datasets: dict[tuple[str, str | None], Any] = {}
+    for key in dict.fromkeys((s.dataset, s.dataset_path) for s in specs):
+        try:
+            datasets[key] = manager.dataset(key[0]).loader()(path=key[1])
+        except DatasetError as exc:
+            fail(str(exc))
     try:
         check_writable(opts["registry"])
     except RegistryError as exc:
@@ -290,7 +298,7 @@ def run(
     try:
         result = run_grid(specs, manager, opts["registry"], execution, metric_names,
                           resume=resume, reporter=reporter, strategy=opts["strategy"],
-                          metric_options=metric_options, recorded=recorded)
+                          metric_options=metric_options, recorded=recorded, datasets=datasets)
     except (DatasetError, RegistryError, ValueError) as exc:
         fail(str(exc))
     if as_json:
@@ -302,6 +310,76 @@ def run(
     failed = [r for r in result.records if r["status"] == "failed"]
     if failed:
         err_console.print(f"[red]{len(failed)} run(s) failed[/]; their records hold the error (vaebench show RUN)")
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------- continue
+@app.command(
+    "continue",
+    epilog="Examples:\n\n"
+    "  vaebench continue 49d083 --steps 100000\n\n"
+    "  vaebench continue 49d083 --steps 50000 --amp bf16 --threads 1 --json",
+)
+def continue_(
+    run_id: str = typer.Argument(..., metavar="RUN", help="Run id or a unique prefix of one (an ok run with a checkpoint)."),
+    steps: int = typer.Option(..., "--steps", help="Steps to train beyond the run's last step."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    amp: str = typer.Option("off", "--amp", help="Mixed precision: off | bf16 | fp16 (CUDA)."),
+    compile: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the training step (falls back to eager)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for training. \\[default: all cores]"),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Metrics to compute, or 'all'. \\[default: those the run was scored with]"),
+    eval_samples: int = typer.Option(10_000, "--eval-samples", help="Held-out observations scored."),
+    registry: str = typer.Option(DEFAULT_REGISTRY, "--registry", help=REGISTRY_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the record as JSON instead of a table."),
+) -> None:
+    """Train a recorded run further from its checkpoint, and record the result as a new run.
+
+    The new run's spec is the parent's with the new total of steps and
+    start_step = the parent's last step (so its run id is its own); its record names
+    the parent (parent_run_id) and its history and training time include the
+    parent's. Adam's moments and the RNG states go on from where the parent stopped,
+    so the continuation trains exactly as one uninterrupted run would. The parent's
+    record is kept as it is.
+    """
+    from vaebench.harness.progress import RichReporter, summary_table
+    from vaebench.harness.runner import ContinueError, continue_run, continued_spec, metrics_for, parent_metrics
+    from vaebench.plugins.backends import get_backend
+    from vaebench.plugins.backends.base import ExecutionOptions
+    from vaebench.plugins.datasets.base import DatasetError
+    from vaebench.plugins.manager import UnknownSpecError
+    from vaebench.plugins.metrics.weights import WeightsError, check_metric_weights
+    from vaebench.registry.store import RegistryError, check_writable, read_record
+
+    if amp not in ("off", "bf16", "fp16"):
+        fail(f"--amp: unknown AMP mode {amp!r} (use off, bf16 or fp16)")
+    manager = _manager()
+    try:
+        parent = read_record(registry, run_id)
+        spec = continued_spec(parent, steps, manager)
+        metric_names = _names(metrics) if metrics else None
+        if metric_names and metric_names != ["all"]:
+            for name in metric_names:
+                manager.metric(name)
+        metric_names = metric_names or parent_metrics(parent, manager)
+        selected = [m.name for m in metrics_for(manager, manager.dataset(spec.dataset), metric_names)]
+        metric_options = check_metric_weights(selected)
+        check_writable(registry)
+        get_backend(spec.backend, manager).resolve_device(device)
+    except (ContinueError, RegistryError, UnknownSpecError, WeightsError, ValueError, ImportError) as exc:
+        fail(str(exc))
+    execution = ExecutionOptions(device=device, amp=amp, compile=compile, threads=threads, eval_samples=eval_samples)
+    err_console.print(f"[bold]continuing {parent['run_id']}[/] from step {spec.start_step:,} to {spec.steps:,} "
+                      f"as run {spec.run_id} → {registry}")
+    try:
+        record = continue_run(parent, steps, manager, registry, execution, metric_names,
+                              reporter=RichReporter(err_console), metric_options=metric_options)
+    except (ContinueError, DatasetError, RegistryError, ValueError) as exc:
+        fail(str(exc))
+    if as_json:
+        _print_json(record)
+    else:
+        console.print(summary_table([record], title="continued run"))
+    if record["status"] == "failed":
         raise typer.Exit(1)
 
 

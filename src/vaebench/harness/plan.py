@@ -35,7 +35,7 @@ MODEL_HYPERPARAMETERS = (
 
 #: RunSpec fields added after runs were first recorded: omitted from the canonical
 #: JSON (and so from the run id) while ``None``.
-LATER_FIELDS = frozenset(MODEL_HYPERPARAMETERS[4:])
+LATER_FIELDS = frozenset(MODEL_HYPERPARAMETERS[4:]) | {"start_step"}
 
 #: The β schedule's fields (see ``objectives.beta_at``); read by every model that reads β.
 BETA_SCHEDULE_FIELDS = ("beta_schedule", "beta_start", "beta_warmup_steps", "beta_cycles")
@@ -66,6 +66,11 @@ class RunSpec:
       ``codebook_update`` ``loss`` | ``ema`` (decay 0.99), ``dead_code_steps``
       (reset a code unused for that many steps; 0 = never).
     - ``dip_type`` ``i`` | ``ii``, ``lambda_od``, ``lambda_d`` of DIP-VAE.
+
+    ``start_step``: for a run continued from another's checkpoint (``vaebench continue``),
+    the step its training resumed at (the parent's last step); ``None`` for a run trained
+    from step 0. It is part of the identity: a continued run is never mistaken for one
+    trained in one go, and continued seeds of one configuration share a ``config_id``.
     """
 
     model: str
@@ -95,6 +100,7 @@ class RunSpec:
     dip_type: str | None = None
     lambda_od: float | None = None
     lambda_d: float | None = None
+    start_step: int | None = None
 
     @property
     def run_id(self) -> str:
@@ -126,6 +132,8 @@ class RunSpec:
             if value is not None and name not in ("capacity_steps", "beta_warmup_steps", "beta_start", "beta_cycles"):
                 parts.append(f"{name}={value:g}" if isinstance(value, (int, float)) else f"{name}={value}")
         parts.append(f"seed={self.seed}")
+        if self.start_step is not None:
+            parts.append(f"from step {self.start_step}")
         return " ".join(parts)
 
 

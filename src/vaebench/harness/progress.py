@@ -58,7 +58,8 @@ class RichReporter:
             )
             self._progress.start()
         self._tasks[spec.run_id] = self._progress.add_task(
-            f"[bold]{index + 1}/{total}[/] {escape(spec.label())}", total=spec.steps, stats=""
+            f"[bold]{index + 1}/{total}[/] {escape(spec.label())}", total=spec.steps,
+            completed=spec.start_step or 0, stats=""
         )
 
     def progress(self, run_id: str, step: int, values: dict[str, float]) -> None:
@@ -82,7 +83,8 @@ class RichReporter:
             return
         self._plain[run_id] = (max(tenth, last_tenth), now, start)
         elapsed = now - start
-        remaining = elapsed * (spec.steps - step) / step if step else 0.0
+        trained = step - (spec.start_step or 0)  # a continued run starts past step 0
+        remaining = elapsed * (spec.steps - step) / trained if trained > 0 else 0.0
         self.console.print(
             f"training {run_id}  {self._numbers[run_id]}  step {step}/{spec.steps}  {stats}  "
             f"elapsed {_duration(elapsed)}  left ≈ {_duration(remaining)}",

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from datetime import datetime, timezone
 from typing import Any, Mapping, Protocol, Sequence
 
@@ -314,6 +315,96 @@ class PendingRun:
         return record
 
 
+class ContinueError(ValueError):
+    """A run that cannot be continued; the message is one line for the user."""
+
+
+def continued_spec(parent: Mapping[str, Any], more_steps: int, manager: PluginManager) -> RunSpec:
+    """The spec of ``parent`` (a record) trained ``more_steps`` further: ``steps`` is the new
+    total and ``start_step`` the parent's last step. Schedules whose length defaults to
+    the run's ``steps`` (the capacity ramp, a linear β warm-up) are pinned to the parent's
+    length, so continuing never re-times a ramp already run; a cyclical β schedule is
+    defined over the whole run and cannot be stretched (``ContinueError``)."""
+    if more_steps < 1:
+        raise ContinueError(f"--steps must be at least 1 (steps to train beyond the parent's), got {more_steps}")
+    if parent.get("status") != "ok":
+        raise ContinueError(f"run {parent['run_id']} is {parent.get('status')}; only an ok run can be continued")
+    spec = RunSpec.from_dict(json.loads(parent["spec_json"]))
+    if spec.beta_schedule == "cyclical":
+        raise ContinueError(f"run {parent['run_id']} has a cyclical β schedule, whose cycles span the whole run; "
+                            "continuing it would re-time them")
+    done = int(parent.get("steps_done") or spec.steps)
+    pinned: dict[str, Any] = {"steps": done + more_steps, "start_step": done}
+    reads = set(manager.model(spec.model).hyperparameters)
+    if "capacity_steps" in reads and spec.capacity_steps is None:
+        pinned["capacity_steps"] = spec.steps
+    if spec.beta_schedule == "linear" and spec.beta_warmup_steps is None:
+        pinned["beta_warmup_steps"] = spec.steps
+    return replace(spec, **pinned)
+
+
+def continue_run(
+    parent: Mapping[str, Any],
+    more_steps: int,
+    manager: PluginManager,
+    registry: str,
+    execution: ExecutionOptions,
+    metric_names: Sequence[str] | None = None,
+    reporter: Reporter | None = None,
+    metric_options: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Train the run recorded as ``parent`` for ``more_steps`` more steps from its checkpoint,
+    then score and record it as a new run (``parent_run_id`` = the parent's id; the parent's
+    record is left as it is). Its ``history`` and ``train_seconds`` include the parent's.
+    ``metric_names``: default, the metrics the parent was scored with."""
+    from vaebench.plugins.backends.base import ResumePoint
+
+    spec = continued_spec(parent, more_steps, manager)
+    checkpoint = (parent.get("artifacts") or {}).get("checkpoint")
+    if not checkpoint or not Path(checkpoint).exists():
+        raise ContinueError(f"run {parent['run_id']} has no checkpoint on disk ({checkpoint or 'not recorded'})")
+    backend = get_backend(spec.backend, manager)
+    if not getattr(backend, "supports_resume", False):
+        raise ContinueError(f"the {spec.backend} backend cannot continue a run yet (the torch backend can)")
+    if metric_names is None:
+        metric_names = parent_metrics(parent, manager)
+    reporter = reporter or SilentReporter()
+    run = PendingRun(spec, manager, execution, metric_names)
+    run.record["parent_run_id"] = parent["run_id"]
+    resume = ResumePoint(
+        directory=str(Path(checkpoint).parent), step=int(spec.start_step or 0),
+        train_seconds=float(parent.get("train_seconds") or 0.0),
+        history=[dict(point) for point in parent.get("history") or []],
+        signals=_signal_points(parent.get("signals")),
+    )
+    reporter.start_run(spec, 0, 1)
+    try:
+        trained = backend.train(spec, run.dataset, execution, resume=resume,
+                                on_progress=lambda step, values: reporter.progress(spec.run_id, step, values))
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - recorded like any failed run
+        return run.fail(registry, _one_line(exc), reporter)
+    return run.finish(trained, registry, reporter, metric_options)
+
+
+def parent_metrics(parent: Mapping[str, Any], manager: PluginManager) -> list[str] | None:
+    """The metrics ``parent`` (a record) was scored with that are still registered; ``None``
+    (the defaults) when its record names none."""
+    known = set(manager.specs["metrics"])
+    return [name for name in json.loads(parent.get("metric_params") or "{}") if name in known] or None
+
+
+def _signal_points(rows: Sequence[Mapping[str, Any]] | None) -> list[dict[str, float]]:
+    """The ``signals`` column's long rows back to a backend's per-step points (the inverse
+    of ``schema.signal_rows``)."""
+    points: dict[int, dict[str, float]] = {}
+    for row in rows or ():
+        step = int(row["step"])
+        points.setdefault(step, {"step": step})[str(row["name"])] = float(row["value"])
+    return [points[step] for step in sorted(points)]
+
+
 def run_grid(
     specs: Sequence[RunSpec],
     manager: PluginManager,
@@ -325,21 +416,22 @@ def run_grid(
     metric_options: dict[str, dict[str, Any]] | None = None,
     strategy: str = "auto",
     recorded: Mapping[str, str] | None = None,
+    datasets: Mapping[tuple[str, str | None], Any] | None = None,
 ) -> GridResult:
     """Run every spec with ``strategy`` (see ``harness/strategies.py``; ``auto`` picks by
     device). With ``resume``, specs already recorded as ``ok`` or ``diverged`` are
     skipped (``failed`` ones are retried); ``recorded`` is the registry's
-    ``recorded_status`` when the caller has read it already. Records come back in the
-    order of ``specs``."""
+    ``recorded_status`` when the caller has read it already, ``datasets`` the datasets it
+    has loaded, keyed by ``(name, path)``. Records come back in the order of ``specs``."""
     from vaebench.harness import strategies
     from vaebench.registry.query import recorded_status
 
     reporter = reporter or SilentReporter()
     result = GridResult()
     done = (recorded if recorded is not None else recorded_status(registry)) if resume else {}
-    loaded: dict[tuple[str, str | None], Any] = {}
+    loaded: dict[tuple[str, str | None], Any] = dict(datasets or {})
 
-    def datasets(spec: RunSpec) -> Any:
+    def dataset_of(spec: RunSpec) -> Any:
         key = (spec.dataset, spec.dataset_path)
         if key not in loaded:
             loaded[key] = manager.dataset(spec.dataset).loader()(path=spec.dataset_path)
@@ -359,7 +451,7 @@ def run_grid(
         "processes": strategies.run_processes,
         "vectorized": strategies.run_vectorized,
     }[result.strategy]
-    records = run(todo, manager, registry, execution, metric_names, reporter, metric_options, datasets)
+    records = run(todo, manager, registry, execution, metric_names, reporter, metric_options, dataset_of)
     order = {spec.run_id: i for i, spec in enumerate(todo)}
     result.records = sorted(records, key=lambda r: order[r["run_id"]])
     return result

@@ -83,6 +83,8 @@ RECORD_SCHEMA = pa.schema(
         ("lr", pa.float64()),
         ("spec_json", pa.string()),
         ("config_id", pa.string()),
+        # the run this one continued from (`vaebench continue`); null for a run from step 0
+        ("parent_run_id", pa.string()),
         # --- how it was executed ---
         ("device", pa.string()),
         ("device_name", pa.string()),

@@ -39,6 +39,57 @@ class ExecutionOptions:
 
 
 @dataclass
+class ResumePoint:
+    """Where a continued run starts (``vaebench continue``): the parent's checkpoint
+    directory (weights, and ``training_state.*`` where the parent saved them: optimizer
+    moments and RNG states), the step it ended at, and what its record already holds
+    (training seconds, loss history, signals), which the continued run's record extends."""
+
+    directory: str
+    step: int
+    train_seconds: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+    signals: list[dict[str, float]] = field(default_factory=list)
+
+
+#: Checkpoint files holding what continuing a run needs beyond its weights:
+#: ``training_state.safetensors`` (optimizer moments, RNG tensors) and ``.json``.
+TRAINING_STATE = "training_state"
+
+
+def save_training_meta(directory: str, step: int, rng: np.random.Generator, **extra: Any) -> None:
+    """``training_state.json``: the step, numpy's bit-generator state (the batch stream)
+    and any backend's JSON-able extras (parameter groups, the loss scaler, ...)."""
+    import json
+
+    with open(os.path.join(directory, TRAINING_STATE + ".json"), "w") as fh:
+        json.dump({"step": int(step), "numpy_rng": rng.bit_generator.state, **extra}, fh, indent=1)
+
+
+def load_training_meta(directory: str, step: int, rng: np.random.Generator) -> dict[str, Any] | None:
+    """What :func:`save_training_meta` wrote, with ``rng`` set to the saved state; ``None``
+    when ``directory`` has none (a checkpoint from before training states were saved).
+    A state of another step is a ``ValueError``."""
+    import json
+
+    path = os.path.join(directory, TRAINING_STATE + ".json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as fh:
+        meta = json.load(fh)
+    if int(meta["step"]) != step:
+        raise ValueError(f"the checkpoint's training state is of step {meta['step']}, not {step}")
+    rng.bit_generator.state = meta["numpy_rng"]
+    return meta
+
+
+def restart_note(step: int) -> str:
+    """The record's note for a run continued from a checkpoint without a training state."""
+    return (f"continued from step {step} without the parent's optimizer and RNG state "
+            "(its checkpoint predates them): Adam's moments restarted")
+
+
+@dataclass
 class DeviceInfo:
     device: str  # e.g. "cpu", "cuda:0"
     name: str  # e.g. "NVIDIA H100 80GB HBM3" or the CPU model

@@ -32,11 +32,16 @@ from vaebench.plugins.backends.allocator import retain_freed_memory
 from vaebench.plugins.backends.base import (
     DeviceError,
     DeviceInfo,
+    TRAINING_STATE,
     ExecutionOptions,
     ProgressCallback,
+    ResumePoint,
     cpu_name,
     group_key,
+    load_training_meta,
     parse_device,
+    restart_note,
+    save_training_meta,
     write_signals,
 )
 from vaebench.plugins.backends.jax.nets import ConvTranspose2x
@@ -219,6 +224,9 @@ class TrainedJaxModel:
         self.train_seconds = 0.0
         self.compile_seconds = 0.0
         self.final_loss = math.nan
+        #: ``(step, optax state, numpy generator)`` at the last step: what continuing the run
+        #: needs beyond the weights (``save`` writes it as ``training_state.*``).
+        self.training_state: tuple[int, Any, np.random.Generator] | None = None
 
     def _chunks(self, arrays: np.ndarray, factors: np.ndarray | None = None):
         """Chunks of at most ``EVAL_BATCH`` rows on the device, zero-padded to a power of
@@ -277,7 +285,34 @@ class TrainedJaxModel:
                 "spec": asdict(self.spec), "backend": "jax", "latent_dim": int(self.model.latent_dim),
                 "image_shape": list(getattr(self.model, "image_shape", ())) or None, "layout": "NHWC",
             }, fh, indent=2)
-        return {"checkpoint": weights, "config": config, **write_signals(directory, self.signals)}
+        artifacts = {"checkpoint": weights, "config": config, **write_signals(directory, self.signals)}
+        if self.training_state is not None:
+            step, opt_state, rng = self.training_state
+            path = os.path.join(directory, TRAINING_STATE + ".safetensors")
+            save_file(_flat_tree(opt_state), path, metadata={"format": "optax", "run_id": self.spec.run_id})
+            save_training_meta(directory, step, rng)
+            artifacts["training_state"] = path
+        return artifacts
+
+
+def _flat_tree(tree: Any) -> dict[str, np.ndarray]:
+    """An optax state (any pytree of arrays) as ``{key path: array}``."""
+    return {jax.tree_util.keystr(path): np.array(leaf, order="C")
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _restore_tree(like: Any, arrays: dict[str, np.ndarray]) -> Any:
+    """Inverse of :func:`_flat_tree`: ``like``'s structure (a freshly initialised optax
+    state of the same model) with the saved leaves; a missing leaf or a shape that
+    differs is a ``ValueError``."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
+    restored = []
+    for path, leaf in leaves:
+        name = jax.tree_util.keystr(path)
+        if name not in arrays or tuple(arrays[name].shape) != tuple(np.shape(leaf)):
+            raise ValueError(f"the checkpoint's training state does not match this model's optimizer at {name}")
+        restored.append(jnp.asarray(arrays[name], dtype=jnp.asarray(leaf).dtype))
+    return jax.tree_util.tree_unflatten(treedef, restored)
 
 
 def flat_state(model: nnx.Module) -> dict[str, np.ndarray]:
@@ -304,6 +339,8 @@ def load_flat_state(model: nnx.Module, arrays: dict[str, np.ndarray]) -> None:
 
 class JaxBackend:
     name = "jax"
+    #: ``train`` takes ``resume`` (``vaebench continue``).
+    supports_resume = True
 
     def resolve_device(self, device: str) -> DeviceInfo:
         return resolve_device(device)
@@ -338,8 +375,11 @@ class JaxBackend:
         execution: ExecutionOptions,
         on_progress: ProgressCallback | None = None,
         model: nnx.Module | None = None,
+        resume: ResumePoint | None = None,
     ) -> TrainedJaxModel:
         """Train ``spec`` on ``dataset`` with Adam; stops early (``diverged``) on a non-finite loss.
+        With ``resume``, go on from its checkpoint at step ``resume.step + 1`` (weights, optax
+        state and the batch stream as the parent left them; step keys need no state).
 
         Batches come from ``np.random.default_rng(spec.seed)`` (the torch backend's
         batches); step ``t``'s PRNG key is ``fold_in(key(spec.seed), t)`` (the
@@ -349,18 +389,35 @@ class JaxBackend:
         info, jax_device = _training_device(execution)
         amp = _effective_amp(info.device, execution.amp, execution.notes)
         rng = np.random.default_rng(spec.seed)
+        first = 1 if resume is None else resume.step + 1
         with jax.default_device(jax_device):
             if model is None:
                 model = self.build(spec, dataset.image_shape, dataset)
+            if resume is not None:
+                from safetensors.numpy import load_file
+
+                load_flat_state(model, load_file(os.path.join(resume.directory, "model.safetensors")))
             if amp == "bf16":
                 _set_compute_dtype(model, jnp.bfloat16)
             graphdef, params, others = nnx.split(model, nnx.Param, ...)
             params, others = jax.device_put((params, others), jax_device)
             opt_state = optax.adam(spec.lr).init(params)
+            if resume is not None:
+                if load_training_meta(resume.directory, resume.step, rng) is None:
+                    rng = np.random.default_rng([spec.seed, resume.step])
+                    execution.notes.append(restart_note(resume.step))
+                else:
+                    from safetensors.numpy import load_file
+
+                    saved = load_file(os.path.join(resume.directory, TRAINING_STATE + ".safetensors"))
+                    opt_state = jax.device_put(_restore_tree(opt_state, saved), jax_device)
             key = jax.device_put(jax.random.key(spec.seed), jax_device)
 
             trained = TrainedJaxModel(model, spec, info.device, amp, compiled=True, jax_device=jax_device,
                                       notes=execution.notes)
+            if resume is not None:
+                trained.history, trained.signals = list(resume.history), list(resume.signals)
+                trained.steps_done = resume.step
             history_every = max(1, spec.steps // HISTORY_POINTS)
             report_every = max(1, execution.progress_every)
 
@@ -375,11 +432,11 @@ class JaxBackend:
             x, f = batch()
             lr = np.float32(spec.lr)
             step_fn, trained.compile_seconds = _compiled_step(
-                graphdef, params, others, opt_state, x, f, key, np.int32(1), lr, jax_device
+                graphdef, params, others, opt_state, x, f, key, np.int32(first), lr, jax_device
             )
             start = time.perf_counter()
-            for step in range(1, spec.steps + 1):
-                if step > 1:
+            for step in range(first, spec.steps + 1):
+                if step > first:
                     x, f = batch()
                 params, others, opt_state, terms = step_fn(params, others, opt_state, x, f, key, np.int32(step), lr)
                 last = step == spec.steps
@@ -403,9 +460,12 @@ class JaxBackend:
                     trained.final_loss = values["loss"]
                     if on_progress is not None and (step % report_every == 0 or last):
                         elapsed = time.perf_counter() - start
-                        on_progress(step, {**values, "images_per_second": step * spec.batch_size / elapsed})
+                        on_progress(step, {**values,
+                                           "images_per_second": (step - first + 1) * spec.batch_size / elapsed})
             jax.block_until_ready(params)
-            trained.train_seconds = time.perf_counter() - start
+            trained.train_seconds = time.perf_counter() - start + (resume.train_seconds if resume is not None else 0.0)
+            if not trained.diverged:
+                trained.training_state = (trained.steps_done, opt_state, rng)
         nnx.update(model, params, others)
         if hasattr(model, "notes"):
             execution.notes.extend(f"{spec.model}: {note}" for note in model.notes())

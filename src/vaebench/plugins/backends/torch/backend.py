@@ -25,8 +25,13 @@ from vaebench.plugins.backends.base import (
     DeviceInfo,
     ExecutionOptions,
     ProgressCallback,
+    TRAINING_STATE,
+    ResumePoint,
     cpu_name,
+    load_training_meta,
     parse_device,
+    restart_note,
+    save_training_meta,
     write_signals,
 )
 
@@ -131,6 +136,9 @@ class TrainedTorchModel:
         self.diverged = False
         self.train_seconds = 0.0
         self.final_loss = math.nan
+        #: What continuing this run needs beyond the weights (``save`` writes it as
+        #: ``training_state.safetensors`` + ``.json``): set by the training loop.
+        self.training_state: TrainingState | None = None
 
     @property
     def _conditional(self) -> bool:
@@ -198,8 +206,79 @@ class TrainedTorchModel:
         save_file(state, weights, metadata={"format": "pt", "run_id": self.spec.run_id})
         with open(config, "w") as fh:
             json.dump({"spec": asdict(self.spec), "backend": "torch", "latent_dim": self.model.latent_dim}, fh, indent=2)
-        return {"checkpoint": weights, "config": config, **write_signals(directory, self.signals)}
+        artifacts = {"checkpoint": weights, "config": config, **write_signals(directory, self.signals)}
+        if self.training_state is not None:
+            artifacts["training_state"] = self.training_state.save(directory, self.spec.run_id)
+        return artifacts
 
+
+class TrainingState:
+    """What continuing a run needs besides its weights: each optimizer's moments and step
+    counts (Adam's ``state_dict``), the fp16 loss scaler, and the RNG states at the last
+    step (numpy's batch generator, torch's CPU / CUDA generators). With them a run
+    continued for N steps trains exactly as the same run would have without stopping.
+
+    Written as ``training_state.safetensors`` (the tensors) and ``training_state.json``
+    (``base.save_training_meta``: step, numpy's state, parameter groups, scaler): no pickle.
+    """
+
+    def __init__(self, step: int, optimizers: dict[str, torch.optim.Optimizer], rng: np.random.Generator,
+                 device: str, scaler: Any = None) -> None:
+        self.step = step
+        self.optimizers = optimizers
+        self.rng = np.random.default_rng()
+        self.rng.bit_generator.state = rng.bit_generator.state  # a copy: the state at the last step
+        self.torch_rng = torch.get_rng_state()
+        self.cuda_rng = torch.cuda.get_rng_state(device) if device.startswith("cuda") else None
+        self.scaler = scaler.state_dict() if scaler is not None else None
+
+    def save(self, directory: str, run_id: str) -> str:
+        from safetensors.torch import save_file
+
+        tensors: dict[str, torch.Tensor] = {"rng.torch": self.torch_rng}
+        if self.cuda_rng is not None:
+            tensors["rng.cuda"] = self.cuda_rng.cpu()
+        groups = {}
+        for name, optimizer in self.optimizers.items():
+            state = optimizer.state_dict()
+            groups[name] = state["param_groups"]
+            for index, values in state["state"].items():
+                for key, value in values.items():
+                    tensors[f"{name}.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        path = os.path.join(directory, TRAINING_STATE + ".safetensors")
+        save_file(tensors, path, metadata={"format": "pt", "run_id": run_id})
+        save_training_meta(directory, self.step, self.rng, param_groups=groups, scaler=self.scaler)
+        return path
+
+    @staticmethod
+    def restore(directory: str, step: int, optimizers: dict[str, torch.optim.Optimizer], rng: np.random.Generator,
+                device: str, scaler: Any = None) -> bool:
+        """Load what :meth:`save` wrote into ``optimizers``, ``rng``, torch's generators and
+        ``scaler``; ``False`` when ``directory`` holds no training state (a checkpoint
+        written before vaebench saved it). A state of another step or model is a
+        ``ValueError``."""
+        from safetensors.torch import load_file
+
+        meta = load_training_meta(directory, step, rng)
+        if meta is None:
+            return False
+        tensors = load_file(os.path.join(directory, TRAINING_STATE + ".safetensors"))
+        for name, optimizer in optimizers.items():
+            if name not in meta["param_groups"]:
+                raise ValueError(f"the checkpoint's training state has no optimizer {name!r}")
+            state: dict[int, dict[str, torch.Tensor]] = {}
+            for key, value in tensors.items():
+                owner, _, rest = key.partition(".")
+                if owner == name:
+                    index, _, field_name = rest.partition(".")
+                    state.setdefault(int(index), {})[field_name] = value
+            optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"][name]})
+        torch.set_rng_state(tensors["rng.torch"])
+        if device.startswith("cuda") and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+        if scaler is not None and meta.get("scaler"):
+            scaler.load_state_dict(meta["scaler"])
+        return True
 
 
 def _scalar(value: Any) -> float:
@@ -208,6 +287,8 @@ def _scalar(value: Any) -> float:
 
 class TorchBackend:
     name = "torch"
+    #: ``train`` takes ``resume`` (``vaebench continue``).
+    supports_resume = True
 
     def resolve_device(self, device: str) -> DeviceInfo:
         return resolve_device(device)
@@ -225,11 +306,17 @@ class TorchBackend:
         execution: ExecutionOptions,
         on_progress: ProgressCallback | None = None,
         model: torch.nn.Module | None = None,
+        resume: ResumePoint | None = None,
     ) -> TrainedTorchModel:
-        """Train ``spec`` on ``dataset`` with Adam; stops early (``diverged``) on a non-finite loss."""
+        """Train ``spec`` on ``dataset`` with Adam; stops early (``diverged``) on a non-finite loss.
+
+        With ``resume``, start from its checkpoint at step ``resume.step + 1`` and train to
+        ``spec.steps``: weights, optimizer moments and RNG states as the parent left them
+        (where its checkpoint holds them; otherwise Adam restarts and batches come from a
+        stream seeded by (seed, step), and a note says so)."""
         info = resolve_device(execution.device)
         with _training_mode(info.device, execution.threads):
-            return self._train(spec, dataset, execution, on_progress, model, info.device)
+            return self._train(spec, dataset, execution, on_progress, model, info.device, resume)
 
     def train_group(
         self,
@@ -257,13 +344,18 @@ class TorchBackend:
 
     def _train(
         self, spec: Any, dataset: Any, execution: ExecutionOptions, on_progress: ProgressCallback | None,
-        model: torch.nn.Module | None, device: str,
+        model: torch.nn.Module | None, device: str, resume: ResumePoint | None = None,
     ) -> TrainedTorchModel:
         amp = _effective_amp(device, execution.amp, execution.notes)
+        first = 1 if resume is None else resume.step + 1
         torch.manual_seed(spec.seed)
         rng = np.random.default_rng(spec.seed)
         if model is None:
             model = self.build(spec, dataset.image_shape, dataset)
+        if resume is not None:
+            from safetensors.torch import load_file
+
+            model.load_state_dict(load_file(os.path.join(resume.directory, "model.safetensors")))
         model = model.to(device)
         # Optimizers a model owns (FactorVAE's discriminator); their parameters are
         # left out of the main Adam. See the model protocol in models.py.
@@ -271,6 +363,12 @@ class TorchBackend:
         aux_params = {id(p) for opt in aux_optimizers.values() for g in opt.param_groups for p in g["params"]}
         optimizer = adam([p for p in model.parameters() if id(p) not in aux_params], spec.lr)
         scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
+        optimizers = {"adam": optimizer, **aux_optimizers}
+        if resume is not None and not TrainingState.restore(resume.directory, resume.step, optimizers, rng, device, scaler):
+            # A checkpoint from before training states were saved: the weights go on, the rest restarts.
+            rng = np.random.default_rng([spec.seed, resume.step])
+            torch.manual_seed(int(rng.integers(2**62)))
+            execution.notes.append(restart_note(resume.step))
         conditional = bool(getattr(model, "needs_factors", False))
         step_fn = model.loss_terms
         compiled = False
@@ -281,11 +379,14 @@ class TorchBackend:
             except Exception as exc:  # noqa: BLE001 - compile is an optimisation, never a failure
                 execution.notes.append(f"torch.compile unavailable ({type(exc).__name__}); trained eagerly")
         trained = TrainedTorchModel(model, spec, device, amp, compiled)
+        if resume is not None:
+            trained.history, trained.signals = list(resume.history), list(resume.signals)
+            trained.steps_done = resume.step
         history_every = max(1, spec.steps // HISTORY_POINTS)
         report_every = max(1, execution.progress_every)
         model.train()
         start = time.perf_counter()
-        for step in range(1, spec.steps + 1):
+        for step in range(first, spec.steps + 1):
             images, factors = dataset.sample(spec.batch_size, rng)
             x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device, non_blocking=True)
             kwargs = {"factors": _factor_tensor(factors, device)} if conditional else {}
@@ -293,7 +394,7 @@ class TorchBackend:
                 with _autocast(device, amp):
                     terms = step_fn(x, step, **kwargs)
             except Exception as exc:  # noqa: BLE001 - a failed compile surfaces at the first call
-                if not compiled or step != 1:
+                if not compiled or step != first:
                     raise
                 execution.notes.append(f"torch.compile failed at the first step ({type(exc).__name__}); trained eagerly")
                 step_fn, compiled, trained.compiled = model.loss_terms, False, False
@@ -337,10 +438,12 @@ class TorchBackend:
                 trained.final_loss = values["loss"]
                 if on_progress is not None and (step % report_every == 0 or last):
                     elapsed = time.perf_counter() - start
-                    on_progress(step, {**values, "images_per_second": step * spec.batch_size / elapsed})
+                    on_progress(step, {**values, "images_per_second": (step - first + 1) * spec.batch_size / elapsed})
         if device.startswith("cuda"):
             torch.cuda.synchronize(device)
-        trained.train_seconds = time.perf_counter() - start
+        trained.train_seconds = time.perf_counter() - start + (resume.train_seconds if resume is not None else 0.0)
+        if not trained.diverged:
+            trained.training_state = TrainingState(trained.steps_done, optimizers, rng, device, scaler)
         if hasattr(model, "notes"):
             execution.notes.extend(f"{spec.model}: {note}" for note in model.notes())
         return trained
