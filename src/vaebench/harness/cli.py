@@ -363,8 +363,9 @@ def continue_(
         metric_names = metric_names or parent_metrics(parent, manager)
         selected = [m.name for m in metrics_for(manager, manager.dataset(spec.dataset), metric_names)]
         metric_options = check_metric_weights(selected)
-        check_writable(registry)
         get_backend(spec.backend, manager).resolve_device(device)
+        dataset = manager.dataset(spec.dataset).loader()(path=spec.dataset_path)
+        check_writable(registry)
     except (ContinueError, RegistryError, UnknownSpecError, WeightsError, ValueError, ImportError) as exc:
         fail(str(exc))
     execution = ExecutionOptions(device=device, amp=amp, compile=compile, threads=threads, eval_samples=eval_samples)
@@ -372,7 +373,7 @@ def continue_(
                       f"as run {spec.run_id} → {registry}")
     try:
         record = continue_run(parent, steps, manager, registry, execution, metric_names,
-                              reporter=RichReporter(err_console), metric_options=metric_options)
+                              reporter=RichReporter(err_console), metric_options=metric_options, dataset=dataset)
     except (ContinueError, DatasetError, RegistryError, ValueError) as exc:
         fail(str(exc))
     if as_json:

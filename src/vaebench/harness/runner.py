@@ -352,11 +352,13 @@ def continue_run(
     metric_names: Sequence[str] | None = None,
     reporter: Reporter | None = None,
     metric_options: dict[str, dict[str, Any]] | None = None,
+    dataset: Any = None,
 ) -> dict[str, Any]:
     """Train the run recorded as ``parent`` for ``more_steps`` more steps from its checkpoint,
     then score and record it as a new run (``parent_run_id`` = the parent's id; the parent's
     record is left as it is). Its ``history`` and ``train_seconds`` include the parent's.
-    ``metric_names``: default, the metrics the parent was scored with."""
+    ``metric_names``: default, the metrics the parent was scored with; ``dataset``: the
+    run's dataset when the caller has loaded it."""
     from vaebench.plugins.backends.base import ResumePoint
 
     spec = continued_spec(parent, more_steps, manager)
@@ -369,7 +371,7 @@ def continue_run(
     if metric_names is None:
         metric_names = parent_metrics(parent, manager)
     reporter = reporter or SilentReporter()
-    run = PendingRun(spec, manager, execution, metric_names)
+    run = PendingRun(spec, manager, execution, metric_names, dataset)
     run.record["parent_run_id"] = parent["run_id"]
     resume = ResumePoint(
         directory=str(Path(checkpoint).parent), step=int(spec.start_step or 0),
