@@ -139,3 +139,48 @@ def test_continue_command(cli, tmp_path):
                                   eval_samples=500)
     assert again["status"] == "ok" and again["steps_done"] == 45 and again["parent_run_id"] == child["run_id"]
     assert np.isfinite(again["final_loss"])
+
+
+class _Interrupt:
+    """A reporter that stops training at a step the way Ctrl-C does (KeyboardInterrupt)."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def start_run(self, spec, index, total): ...
+    def phase(self, run_id, text): ...
+    def end_run(self, record): ...
+    def skipped(self, spec, status): ...
+
+    def progress(self, run_id, step, values):
+        if step >= self.at:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_an_interrupted_run_picks_up_from_its_periodic_checkpoint(tmp_path, backend):
+    (spec,) = plan_grid(get_manager(), ["beta_vae"], {"steps": [40], "batch_size": [16], "beta": [4.0]},
+                        architectures=["mlp"], backends=[backend])
+    execution = ExecutionOptions(**EXECUTION, checkpoint_every=10)
+    registry = tmp_path / "reg"
+    with pytest.raises(KeyboardInterrupt):
+        run_grid([spec], get_manager(), str(registry), execution, METRICS, strategy="sequential",
+                 reporter=_Interrupt(at=25))
+    partial = registry / "artifacts" / spec.run_id / "partial"
+    assert json.loads((partial / "training_state.json").read_text())["step"] == 20
+    assert not list((registry / "runs").glob("*.parquet"))  # nothing recorded for the interrupted run
+
+    (record,) = run_grid([spec], get_manager(), str(registry), ExecutionOptions(**EXECUTION, checkpoint_every=10),
+                         METRICS, strategy="sequential").records
+    whole = _record(spec, tmp_path / "whole")
+    assert record["status"] == "ok" and "picked up from its periodic checkpoint at step 20" in record["error"]
+    assert record["final_loss"] == whole["final_loss"] and record["metrics"] == whole["metrics"]
+    assert [h["step"] for h in record["history"]] == list(range(1, 41))
+    assert [h["loss"] for h in record["history"]] == [h["loss"] for h in whole["history"]]
+    assert not partial.exists()  # recorded: the periodic checkpoint is gone
+
+
+def test_checkpoint_every_is_checked(cli, tmp_path):
+    result = cli("run", "--checkpoint-every", "-5", *TINY[:2], "--registry", tmp_path / "reg")
+    assert result.exit_code == 2 and "--checkpoint-every" in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "reg").exists()

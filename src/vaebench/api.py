@@ -79,13 +79,16 @@ def run_grid(
     progress: bool = False,
     strategy: str = "auto",
     metric_options: dict[str, dict[str, Any]] | None = None,
+    checkpoint_every: int = 0,
     **grid: Any,
 ) -> Any:
     """Plan and run a grid; returns a ``GridResult`` (``.records``: the records written,
     ``.skipped``: specs already recorded when ``resume``, ``.strategy``: how they were
     trained). ``grid`` takes the keyword arguments of :func:`plan_grid`; ``strategy``:
     ``auto`` | ``sequential`` | ``processes`` | ``vectorized`` (``vaebench run --help``);
-    ``metric_options`` per metric, e.g. ``{"fid_inception": {"n": 2000, "weights": "default_1.pt"}}``."""
+    ``metric_options`` per metric, e.g. ``{"fid_inception": {"n": 2000, "weights": "default_1.pt"}}``;
+    ``checkpoint_every``: save each run's state every N steps, so a rerun picks up an
+    interrupted one (``vaebench run --checkpoint-every``)."""
     from vaebench.harness.runner import run_grid as _run
     from vaebench.plugins.backends.base import ExecutionOptions
     from vaebench.plugins.manager import get_manager
@@ -100,7 +103,8 @@ def run_grid(
         from vaebench.harness.progress import RichReporter
 
         reporter = RichReporter(Console(stderr=True))
-    execution = ExecutionOptions(device=device, amp=amp, compile=compile, threads=threads, eval_samples=eval_samples)
+    execution = ExecutionOptions(device=device, amp=amp, compile=compile, threads=threads, eval_samples=eval_samples,
+                                 checkpoint_every=checkpoint_every)
     return _run(specs, get_manager(), registry, execution, metrics, resume=resume, reporter=reporter,
                 strategy=strategy, metric_options=metric_options)
 

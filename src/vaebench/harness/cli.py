@@ -83,6 +83,7 @@ GRID_OPTIONS = {
 }
 CONFIG_KEYS = set(RUN_DEFAULTS) | set(GRID_OPTIONS) | {
     "dataset_path", "metrics", "compile", "threads", "resume", "metric_options", "fid_weights", "lpips_weights",
+    "checkpoint_every",
 }
 
 
@@ -105,6 +106,12 @@ def _load_config(path: Path) -> dict[str, Any]:
     if unknown:
         fail(f"config file {path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(CONFIG_KEYS))})")
     return data
+
+
+def _non_negative(value: Any, option: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        fail(f"{option}: expected a whole number of steps ≥ 0, got {value!r}")
+    return value
 
 
 def _metric_options(table: Any, given: list[str] | None, selected: set[str]) -> dict[str, dict[str, Any]]:
@@ -179,6 +186,7 @@ def run(
     lpips_weights: Optional[str] = typer.Option(None, "--lpips-weights", help="torchvision ImageNet backbone(s) for lpips_alex / lpips_vgg: alexnet-owt-7be5be79.pth,vgg16-397923af.pth. \\[default: $VAEBENCH_LPIPS_WEIGHTS, the cache]"),
     registry: Optional[str] = typer.Option(None, "--registry", help=REGISTRY_HELP + f" \\[default: {DEFAULT_REGISTRY}]"),
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Skip grid points already recorded (ok or diverged)."),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Save each run's weights and training state every N steps (0: never); a run interrupted (killed, out of time) picks up from there when the grid is run again. \\[default: 0]"),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file with the same options (command line wins)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the planned runs and exit."),
     as_json: bool = typer.Option(False, "--json", help="Print the records as JSON instead of tables."),
@@ -223,6 +231,7 @@ def run(
             raise PlanError(f"--strategy: unknown strategy {opts['strategy']!r} (use {', '.join(STRATEGIES)})")
     except (PlanError, UnknownSpecError) as exc:
         fail(str(exc))
+    checkpoint_steps = _non_negative(opts.get("checkpoint_every") or 0, "--checkpoint-every")
 
     from vaebench.registry.query import recorded_status
     from vaebench.registry.schema import DONE_STATUSES
@@ -275,6 +284,7 @@ def run(
     execution = ExecutionOptions(
         device=str(opts["device"]), amp=str(opts["amp"]), compile=bool(opts.get("compile") or False),
         threads=opts.get("threads"), eval_samples=int(opts["eval_samples"]),
+        checkpoint_every=checkpoint_steps,
     )
     from vaebench.plugins.backends import get_backend
 
@@ -329,6 +339,7 @@ def continue_(
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for training. \\[default: all cores]"),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Metrics to compute, or 'all'. \\[default: those the run was scored with]"),
     eval_samples: int = typer.Option(10_000, "--eval-samples", help="Held-out observations scored."),
+    checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Save weights and training state every N steps; an interrupted continuation run again with the same RUN and --steps picks up from there."),
     registry: str = typer.Option(DEFAULT_REGISTRY, "--registry", help=REGISTRY_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the record as JSON instead of a table."),
 ) -> None:
@@ -352,6 +363,7 @@ def continue_(
 
     if amp not in ("off", "bf16", "fp16"):
         fail(f"--amp: unknown AMP mode {amp!r} (use off, bf16 or fp16)")
+    _non_negative(checkpoint_every, "--checkpoint-every")
     manager = _manager()
     try:
         parent = read_record(registry, run_id)
@@ -368,7 +380,8 @@ def continue_(
         check_writable(registry)
     except (ContinueError, RegistryError, UnknownSpecError, WeightsError, ValueError, ImportError) as exc:
         fail(str(exc))
-    execution = ExecutionOptions(device=device, amp=amp, compile=compile, threads=threads, eval_samples=eval_samples)
+    execution = ExecutionOptions(device=device, amp=amp, compile=compile, threads=threads, eval_samples=eval_samples,
+                                 checkpoint_every=checkpoint_every)
     err_console.print(f"[bold]continuing {parent['run_id']}[/] from step {spec.start_step:,} to {spec.steps:,} "
                       f"as run {spec.run_id} → {registry}")
     try:

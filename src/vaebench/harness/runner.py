@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np
 from vaebench.harness.environment import environment
 from vaebench.harness.plan import RunSpec
 from vaebench.plugins.backends import get_backend
-from vaebench.plugins.backends.base import DeviceInfo, ExecutionOptions
+from vaebench.plugins.backends.base import DeviceInfo, ExecutionOptions, partial_resume_point
 from vaebench.plugins.manager import PluginManager
 from vaebench.plugins.metrics.context import EvaluationContext
 from vaebench.plugins.models.diagnostics import posterior_collapse_note
@@ -225,15 +226,41 @@ def run_one(
     ``strategy`` and ``concurrent_runs`` say how the grid ran it (recorded as such)."""
     reporter = reporter or SilentReporter()
     run = PendingRun(spec, manager, execution, metric_names, dataset, strategy, concurrent_runs)
+    kwargs: dict[str, Any] = {}
+    if getattr(run.backend, "supports_resume", False):
+        execution, point = _periodic_checkpoints(execution, registry, spec)
+        if point is not None:
+            kwargs["resume"] = point
     try:
         trained = run.backend.train(
-            spec, run.dataset, execution, on_progress=lambda step, values: reporter.progress(spec.run_id, step, values)
+            spec, run.dataset, execution, on_progress=lambda step, values: reporter.progress(spec.run_id, step, values),
+            **kwargs,
         )
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - a failed run is recorded, the grid goes on
         return run.fail(registry, _one_line(exc), reporter)
-    return run.finish(trained, registry, reporter, metric_options)
+    return _drop_partial(run.finish(trained, registry, reporter, metric_options), registry)
+
+
+def _periodic_checkpoints(execution: ExecutionOptions, registry: str, spec: RunSpec) -> tuple[ExecutionOptions, Any]:
+    """``execution`` writing ``spec``'s periodic checkpoints (when ``checkpoint_every``), and
+    the point an interrupted run of this very spec stopped at, or ``None``. Its state is
+    exact, so going on from it trains what a run without the interruption would have."""
+    partial = store.partial_dir(registry, spec.run_id)
+    if execution.checkpoint_every:
+        execution = replace(execution, checkpoint_dir=str(partial))
+    point = partial_resume_point(str(partial))
+    if point is not None:
+        execution.notes.append(f"picked up from its periodic checkpoint at step {point.step}")
+    return execution, point
+
+
+def _drop_partial(record: dict[str, Any], registry: str) -> dict[str, Any]:
+    """A recorded ``ok`` / ``diverged`` run no longer needs its periodic checkpoint."""
+    if record["status"] != "failed":
+        shutil.rmtree(store.partial_dir(registry, record["run_id"]), ignore_errors=True)
+    return record
 
 
 class PendingRun:
@@ -379,15 +406,16 @@ def continue_run(
         history=[dict(point) for point in parent.get("history") or []],
         signals=_signal_points(parent.get("signals")),
     )
+    execution, picked_up = _periodic_checkpoints(execution, registry, spec)
     reporter.start_run(spec, 0, 1)
     try:
-        trained = backend.train(spec, run.dataset, execution, resume=resume,
+        trained = backend.train(spec, run.dataset, execution, resume=picked_up or resume,
                                 on_progress=lambda step, values: reporter.progress(spec.run_id, step, values))
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - recorded like any failed run
         return run.fail(registry, _one_line(exc), reporter)
-    return run.finish(trained, registry, reporter, metric_options)
+    return _drop_partial(run.finish(trained, registry, reporter, metric_options), registry)
 
 
 def parent_metrics(parent: Mapping[str, Any], manager: PluginManager) -> list[str] | None:

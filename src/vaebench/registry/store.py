@@ -78,6 +78,13 @@ def _check_run_id(run_id: Any) -> str:
     return run_id
 
 
+def partial_dir(root: str | os.PathLike[str], run_id: str) -> Path:
+    """``<root>/artifacts/<run_id>/partial``: the periodic checkpoint of a run in training
+    (``--checkpoint-every``), removed once the run is recorded; not created here."""
+    _check_run_id(run_id)
+    return Path(root) / "artifacts" / run_id / "partial"
+
+
 def artifact_dir(root: str | os.PathLike[str], run_id: str) -> Path:
     """Return ``<root>/artifacts/<run_id>``, creating it if needed."""
     _check_run_id(run_id)

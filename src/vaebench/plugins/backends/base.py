@@ -25,6 +25,7 @@ class ExecutionOptions:
     eager if compilation fails. ``threads``: intra-op CPU threads (default: all
     cores). ``eval_samples``: held-out observations encoded for the metrics.
     ``figures``: write each run's traversal / reconstruction / sample images.
+    ``checkpoint_every``: periodic checkpoints of a run in training (see below).
     """
 
     device: str = "auto"
@@ -35,6 +36,11 @@ class ExecutionOptions:
     progress_every: int = 10
     #: Write the traversal grid (PNG + GIF), reconstructions and samples of each run.
     figures: bool = True
+    #: Every this many steps, write the run's weights and training state to
+    #: ``checkpoint_dir`` (0: never), so an interrupted run picks up where it stopped.
+    checkpoint_every: int = 0
+    #: Where: ``<registry>/artifacts/<run_id>/partial`` (set per run by the runner).
+    checkpoint_dir: str | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -81,6 +87,53 @@ def load_training_meta(directory: str, step: int, rng: np.random.Generator) -> d
         raise ValueError(f"the checkpoint's training state is of step {meta['step']}, not {step}")
     rng.bit_generator.state = meta["numpy_rng"]
     return meta
+
+
+def partial_resume_point(directory: str) -> ResumePoint | None:
+    """The point an interrupted run stopped at, from the periodic checkpoint a backend
+    wrote to ``directory`` (``ExecutionOptions.checkpoint_every``); ``None`` when there
+    is none. Its ``training_state.json`` carries the seconds, history and signals so far."""
+    import json
+
+    path = os.path.join(directory, TRAINING_STATE + ".json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as fh:
+        meta = json.load(fh)
+    progress = meta.get("progress") or {}
+    return ResumePoint(directory=directory, step=int(meta["step"]),
+                       train_seconds=float(progress.get("train_seconds", 0.0)),
+                       history=list(progress.get("history", [])), signals=list(progress.get("signals", [])))
+
+
+def replace_directory(new: str, final: str) -> None:
+    """Move the finished directory ``new`` to ``final``, replacing what was there, so a
+    reader (or a run killed mid-write) sees the old checkpoint or the new one, never half."""
+    import shutil
+
+    old = final + ".old"
+    shutil.rmtree(old, ignore_errors=True)
+    if os.path.exists(final):
+        os.replace(final, old)
+    os.replace(new, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_partial(trained: Any, directory: str) -> None:
+    """A periodic checkpoint: ``trained.save`` into a fresh directory, then swapped in whole
+    for the previous one (:func:`replace_directory`)."""
+    import shutil
+
+    new = directory + ".new"
+    shutil.rmtree(new, ignore_errors=True)
+    trained.save(new)
+    replace_directory(new, directory)
+
+
+def checkpoint_due(execution: ExecutionOptions, step: int, last: int) -> bool:
+    """Whether a backend writes its periodic checkpoint after ``step`` (never after the last)."""
+    every = execution.checkpoint_every
+    return bool(execution.checkpoint_dir and every > 0 and step % every == 0 and step < last)
 
 
 def restart_note(step: int) -> str:

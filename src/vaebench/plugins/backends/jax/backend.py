@@ -36,12 +36,14 @@ from vaebench.plugins.backends.base import (
     ExecutionOptions,
     ProgressCallback,
     ResumePoint,
+    checkpoint_due,
     cpu_name,
     group_key,
     load_training_meta,
     parse_device,
     restart_note,
     save_training_meta,
+    write_partial,
     write_signals,
 )
 from vaebench.plugins.backends.jax.nets import ConvTranspose2x
@@ -224,9 +226,10 @@ class TrainedJaxModel:
         self.train_seconds = 0.0
         self.compile_seconds = 0.0
         self.final_loss = math.nan
-        #: ``(step, optax state, numpy generator)`` at the last step: what continuing the run
-        #: needs beyond the weights (``save`` writes it as ``training_state.*``).
-        self.training_state: tuple[int, Any, np.random.Generator] | None = None
+        #: ``(step, optax state, numpy generator, progress)`` at the last step: what continuing
+        #: the run needs beyond the weights (``save`` writes it as ``training_state.*``);
+        #: ``progress`` (seconds, history, signals so far) only in a periodic checkpoint.
+        self.training_state: tuple[int, Any, np.random.Generator, dict | None] | None = None
 
     def _chunks(self, arrays: np.ndarray, factors: np.ndarray | None = None):
         """Chunks of at most ``EVAL_BATCH`` rows on the device, zero-padded to a power of
@@ -287,10 +290,10 @@ class TrainedJaxModel:
             }, fh, indent=2)
         artifacts = {"checkpoint": weights, "config": config, **write_signals(directory, self.signals)}
         if self.training_state is not None:
-            step, opt_state, rng = self.training_state
+            step, opt_state, rng, progress = self.training_state
             path = os.path.join(directory, TRAINING_STATE + ".safetensors")
             save_file(_flat_tree(opt_state), path, metadata={"format": "optax", "run_id": self.spec.run_id})
-            save_training_meta(directory, step, rng)
+            save_training_meta(directory, step, rng, **({"progress": progress} if progress else {}))
             artifacts["training_state"] = path
         return artifacts
 
@@ -462,10 +465,17 @@ class JaxBackend:
                         elapsed = time.perf_counter() - start
                         on_progress(step, {**values,
                                            "images_per_second": (step - first + 1) * spec.batch_size / elapsed})
+                if checkpoint_due(execution, step, spec.steps):
+                    nnx.update(model, params, others)
+                    trained.steps_done = step
+                    seconds = time.perf_counter() - start + (resume.train_seconds if resume is not None else 0.0)
+                    trained.training_state = (step, opt_state, rng, {
+                        "train_seconds": seconds, "history": trained.history, "signals": trained.signals})
+                    write_partial(trained, str(execution.checkpoint_dir))
             jax.block_until_ready(params)
             trained.train_seconds = time.perf_counter() - start + (resume.train_seconds if resume is not None else 0.0)
             if not trained.diverged:
-                trained.training_state = (trained.steps_done, opt_state, rng)
+                trained.training_state = (trained.steps_done, opt_state, rng, None)
         nnx.update(model, params, others)
         if hasattr(model, "notes"):
             execution.notes.extend(f"{spec.model}: {note}" for note in model.notes())

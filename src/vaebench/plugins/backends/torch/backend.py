@@ -27,11 +27,13 @@ from vaebench.plugins.backends.base import (
     ProgressCallback,
     TRAINING_STATE,
     ResumePoint,
+    checkpoint_due,
     cpu_name,
     load_training_meta,
     parse_device,
     restart_note,
     save_training_meta,
+    write_partial,
     write_signals,
 )
 
@@ -223,8 +225,10 @@ class TrainingState:
     """
 
     def __init__(self, step: int, optimizers: dict[str, torch.optim.Optimizer], rng: np.random.Generator,
-                 device: str, scaler: Any = None) -> None:
+                 device: str, scaler: Any = None, progress: dict[str, Any] | None = None) -> None:
         self.step = step
+        #: a periodic checkpoint's seconds, history and signals so far (``base.partial_resume_point``)
+        self.progress = progress
         self.optimizers = optimizers
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = rng.bit_generator.state  # a copy: the state at the last step
@@ -247,7 +251,8 @@ class TrainingState:
                     tensors[f"{name}.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
         path = os.path.join(directory, TRAINING_STATE + ".safetensors")
         save_file(tensors, path, metadata={"format": "pt", "run_id": run_id})
-        save_training_meta(directory, self.step, self.rng, param_groups=groups, scaler=self.scaler)
+        save_training_meta(directory, self.step, self.rng, param_groups=groups, scaler=self.scaler,
+                           **({"progress": self.progress} if self.progress else {}))
         return path
 
     @staticmethod
@@ -439,6 +444,12 @@ class TorchBackend:
                 if on_progress is not None and (step % report_every == 0 or last):
                     elapsed = time.perf_counter() - start
                     on_progress(step, {**values, "images_per_second": (step - first + 1) * spec.batch_size / elapsed})
+            if checkpoint_due(execution, step, spec.steps):
+                seconds = time.perf_counter() - start + (resume.train_seconds if resume is not None else 0.0)
+                trained.steps_done = step
+                trained.training_state = TrainingState(step, optimizers, rng, device, scaler, progress={
+                    "train_seconds": seconds, "history": trained.history, "signals": trained.signals})
+                write_partial(trained, str(execution.checkpoint_dir))
         if device.startswith("cuda"):
             torch.cuda.synchronize(device)
         trained.train_seconds = time.perf_counter() - start + (resume.train_seconds if resume is not None else 0.0)
