@@ -170,6 +170,13 @@ def test_an_interrupted_run_picks_up_from_its_periodic_checkpoint(tmp_path, back
     assert json.loads((partial / "training_state.json").read_text())["step"] == 20
     assert not list((registry / "runs").glob("*.parquet"))  # nothing recorded for the interrupted run
 
+    from vaebench.harness.cli import app
+    from typer.testing import CliRunner
+
+    dry = CliRunner().invoke(app, ["run", "--betas", "4", "--steps", "40", "--batch-size", "16", "--architecture", "mlp",
+                                   "--backend", backend, "--registry", str(registry), "--dry-run"])
+    assert f"{spec.run_id}" in dry.stdout and "interrupted at step 20: picked up from there" in dry.stdout
+
     (record,) = run_grid([spec], get_manager(), str(registry), ExecutionOptions(**EXECUTION, checkpoint_every=10),
                          METRICS, strategy="sequential").records
     whole = _record(spec, tmp_path / "whole")

@@ -243,11 +243,17 @@ def run(
             _print_json([{"run_id": s.run_id, **json.loads(s.to_json()), "recorded": recorded.get(s.run_id)}
                          for s in specs])
         else:
+            from vaebench.plugins.backends.base import partial_resume_point
+            from vaebench.registry.store import partial_dir
+
             for s in specs:
                 status = recorded.get(s.run_id)
                 fate = "" if status is None else f"  (recorded: {status}, " + (
                     "skipped" if resume and status in DONE_STATUSES else "retried" if resume else "will be replaced"
                 ) + ")"
+                point = partial_resume_point(str(partial_dir(opts["registry"], s.run_id)))
+                if point is not None and not (resume and status in DONE_STATUSES):
+                    fate += f"  (interrupted at step {point.step}: picked up from there)"
                 console.print(f"{s.run_id}  {s.label()}  steps={s.steps} latent_dim={s.latent_dim}{fate}")
         return
 
