@@ -52,11 +52,30 @@ def test_plain_lines_at_each_tenth_and_after_a_long_silence():
     assert len(_lines(buffer)) == before
     clock.now += 2
     reporter.progress(slow.run_id, 60, VALUES)
-    # 301 s for 60 of 100,000 steps: 301 · 99,940 / 60 s ≈ 139 h 16 min left.
-    assert "step 60/100000" in _lines(buffer)[-1] and "elapsed 5m01s  left ≈ 139h16m" in _lines(buffer)[-1]
+    # The rate is measured from the first report (step 50 at 299 s): 10 steps in 2 s, so
+    # 99,940 steps take 19,988 s ≈ 5 h 33 min; the 299 s of start-up do not count.
+    assert "step 60/100000" in _lines(buffer)[-1] and "elapsed 5m01s  left ≈ 5h33m" in _lines(buffer)[-1]
 
     reporter.phase(slow.run_id, "evaluating")
     assert _lines(buffer)[-1].startswith("evaluating") and slow.run_id in _lines(buffer)[-1]
+
+
+def test_time_left_of_a_run_picked_up_midway_counts_only_the_steps_it_trains():
+    """A run picked up from its periodic checkpoint at step 600 reports from there: the
+    600 steps trained before the interruption are not part of this process's rate."""
+    buffer, clock = io.StringIO(), Clock()
+    reporter = RichReporter(Console(file=buffer, force_terminal=False, width=200), clock=clock)
+    spec = RunSpec(model="beta_vae", beta=4.0, steps=1000)
+    reporter.start_run(spec, 0, 1)
+    clock.now += 5.0  # loading the partial checkpoint, first steps
+    reporter.progress(spec.run_id, 610, VALUES)
+    for step in range(620, 701, 10):
+        clock.now += 1.0
+        reporter.progress(spec.run_id, step, VALUES)
+    line = [x for x in _lines(buffer) if "step 700/1000" in x][0]
+    # 90 steps in 9 s since step 610: 10 steps/s, 300 steps left = 30 s (the elapsed/step
+    # ratio over the whole process, 14 s for 700 steps, would say 6 s).
+    assert "elapsed 14s  left ≈ 30s" in line, line
 
 
 def test_a_terminal_gets_the_live_bar_and_no_plain_lines():

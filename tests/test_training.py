@@ -88,8 +88,39 @@ def test_amp_falls_back_cleanly_on_cpu():
     execution = ExecutionOptions(device="cpu", threads=1, amp="fp16")
     trained = TorchBackend().train(RunSpec(model="beta_vae", beta=4.0, steps=3, batch_size=4), DATA, execution)
     assert trained.amp == "off" and any("fp16" in n for n in execution.notes)
+
+
+def test_bf16_on_a_cpu_with_bf16_instructions_trains_in_bf16(monkeypatch):
+    import vaebench.plugins.backends.torch.backend as torch_backend
+
+    monkeypatch.setattr(torch_backend, "cpu_has_native_bf16", lambda: True)
     trained = _train(RunSpec(model="beta_vae", beta=4.0, steps=3, batch_size=4), amp="bf16")
     assert trained.amp == "bf16" and math.isfinite(trained.final_loss)
+    # The autocast really ran: bf16 rounding moves the loss off the float32 run's.
+    plain = _train(RunSpec(model="beta_vae", beta=4.0, steps=3, batch_size=4))
+    assert trained.final_loss != plain.final_loss
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_trains_in_float32(monkeypatch):
+    import vaebench.plugins.backends.torch.backend as torch_backend
+
+    monkeypatch.setattr(torch_backend, "cpu_has_native_bf16", lambda: False)
+    execution = ExecutionOptions(device="cpu", threads=1, amp="bf16")
+    spec = RunSpec(model="beta_vae", beta=4.0, steps=3, batch_size=4)
+    trained = TorchBackend().train(spec, DATA, execution)
+    assert trained.amp == "off" and any("no bf16 instructions" in n for n in execution.notes)
+    assert trained.final_loss == _train(spec).final_loss
+
+
+def test_cpu_bf16_probe_reads_this_machines_flags():
+    from vaebench.plugins.backends.base import CPU_BF16_FLAGS, cpu_has_native_bf16
+
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next(line for line in fh if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        pytest.skip("no /proc/cpuinfo flags line on this machine")
+    assert cpu_has_native_bf16() is any(f in flags for f in CPU_BF16_FLAGS)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error path")

@@ -34,6 +34,10 @@ class RichReporter:
         self._tasks: dict[str, Any] = {}
         self._specs: dict[str, RunSpec] = {}
         self._plain: dict[str, tuple[int, float, float]] = {}  # run id -> (last tenth, last line, start)
+        # run id -> (step, time) of its first progress report: the rate (and so the time
+        # left) is measured from there, because a run picked up from a periodic checkpoint
+        # or continued from a parent starts at a step the reporter is not told.
+        self._first: dict[str, tuple[int, float]] = {}
         self._numbers: dict[str, str] = {}
 
     def start_run(self, spec: RunSpec, index: int, total: int) -> None:
@@ -67,10 +71,16 @@ class RichReporter:
             f"loss {values['loss']:.1f}  recon {values['recon']:.1f}  KL {values['kl']:.2f}  "
             f"{values['images_per_second']:.0f} img/s"
         )
+        first = run_id not in self._first
+        if first:
+            self._first[run_id] = (step, self._clock())
         if not self._live:
             self._plain_line(run_id, step, stats)
         elif self._progress is not None and run_id in self._tasks:
-            self._progress.update(self._tasks[run_id], completed=step, stats=stats)
+            if first:  # restart the bar's speed estimate at the step the run really began
+                self._progress.reset(self._tasks[run_id], completed=step, stats=stats)
+            else:
+                self._progress.update(self._tasks[run_id], completed=step, stats=stats)
 
     def _plain_line(self, run_id: str, step: int, stats: str) -> None:
         if run_id not in self._plain:
@@ -83,8 +93,9 @@ class RichReporter:
             return
         self._plain[run_id] = (max(tenth, last_tenth), now, start)
         elapsed = now - start
-        trained = step - (spec.start_step or 0)  # a continued run starts past step 0
-        remaining = elapsed * (spec.steps - step) / trained if trained > 0 else 0.0
+        first_step, first_time = self._first.get(run_id, (spec.start_step or 0, start))
+        rate = (step - first_step) / (now - first_time) if step > first_step and now > first_time else 0.0
+        remaining = (spec.steps - step) / rate if rate > 0 else 0.0
         self.console.print(
             f"training {run_id}  {self._numbers[run_id]}  step {step}/{spec.steps}  {stats}  "
             f"elapsed {_duration(elapsed)}  left ≈ {_duration(remaining)}",

@@ -28,7 +28,8 @@ from typing import Any, Sequence
 
 from vaebench.harness.plan import RunSpec
 from vaebench.plugins.backends import get_backend
-from vaebench.plugins.backends.base import ExecutionOptions
+from vaebench.plugins.backends.base import ExecutionOptions, partial_resume_point
+from vaebench.registry import store
 from vaebench.plugins.manager import PluginManager, get_manager
 
 STRATEGIES = ("auto", "sequential", "processes", "vectorized")
@@ -106,12 +107,38 @@ def run_sequential(specs, manager, registry, execution, metric_names, reporter, 
 # ------------------------------------------------------------------ vectorized
 
 
+def _split_by_pickup_step(
+    groups: list[list[RunSpec]], alone: list[RunSpec], registry: str, manager: PluginManager | None
+) -> tuple[list[list[RunSpec]], list[RunSpec]]:
+    """A group goes on from one step (``base.common_start``): where its members' periodic
+    checkpoints are at different steps (or only some have one, e.g. a member that
+    diverged), the members with a checkpoint are picked up on their own and the rest
+    train as a group. Backends that cannot pick a group up start it over."""
+    kept: list[list[RunSpec]] = []
+    for group in groups:
+        if not getattr(get_backend(group[0].backend, manager), "supports_group_resume", False):
+            kept.append(group)
+            continue
+        points = [partial_resume_point(str(store.partial_dir(registry, s.run_id))) for s in group]
+        if len({p.step if p is not None else None for p in points}) == 1:
+            kept.append(group)
+            continue
+        alone.extend(s for s, p in zip(group, points) if p is not None)
+        rest = [s for s, p in zip(group, points) if p is None]
+        if len(rest) >= 2:
+            kept.append(rest)
+        else:
+            alone.extend(rest)
+    return kept, alone
+
+
 def run_vectorized(specs, manager, registry, execution, metric_names, reporter, metric_options, datasets):  # noqa: ANN001
     """Each group trained as one program, then each member scored and recorded; runs that
     cannot be grouped train one after another."""
-    from vaebench.harness.runner import PendingRun, _one_line
+    from vaebench.harness.runner import PendingRun, _drop_partial, _one_line
 
     groups, alone = vectorized_groups(specs, manager)
+    groups, alone = _split_by_pickup_step(groups, alone, registry, manager)
     records = []
     index = 0
     for group in groups:
@@ -122,8 +149,17 @@ def run_vectorized(specs, manager, registry, execution, metric_names, reporter, 
             runs.append(PendingRun(spec, manager, execution, metric_names, datasets(spec), "vectorized", len(group)))
         execution.notes.clear()
         callbacks = [lambda step, values, rid=s.run_id: reporter.progress(rid, step, values) for s in group]
+        backend = get_backend(group[0].backend, manager)
+        kwargs: dict[str, Any] = {}
+        if getattr(backend, "supports_group_resume", False):
+            points = [partial_resume_point(str(store.partial_dir(registry, s.run_id))) for s in group]
+            if any(p is not None for p in points):
+                kwargs["resume"] = points
+                execution.notes.append(f"picked up from its periodic checkpoint at step {points[0].step}")
+            if execution.checkpoint_every:
+                kwargs["checkpoint_dirs"] = [str(store.partial_dir(registry, s.run_id)) for s in group]
         try:
-            trained = get_backend(group[0].backend, manager).train_group(group, runs[0].dataset, execution, callbacks)
+            trained = backend.train_group(group, runs[0].dataset, execution, callbacks, **kwargs)
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - the group's runs are recorded as failed, the grid goes on
@@ -132,7 +168,8 @@ def run_vectorized(specs, manager, registry, execution, metric_names, reporter, 
         group_notes = list(execution.notes)
         for run, model in zip(runs, trained):
             execution.notes.clear()
-            records.append(run.finish(model, registry, reporter, metric_options, notes=group_notes))
+            records.append(_drop_partial(run.finish(model, registry, reporter, metric_options, notes=group_notes),
+                                         registry))
     records.extend(
         run_sequential(alone, manager, registry, execution, metric_names, _Offset(reporter, index, len(specs)),
                        metric_options, datasets)

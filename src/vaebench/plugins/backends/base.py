@@ -130,10 +130,24 @@ def write_partial(trained: Any, directory: str) -> None:
     replace_directory(new, directory)
 
 
-def checkpoint_due(execution: ExecutionOptions, step: int, last: int) -> bool:
-    """Whether a backend writes its periodic checkpoint after ``step`` (never after the last)."""
+def checkpoint_due(execution: ExecutionOptions, step: int, last: int, directory: str | None = None) -> bool:
+    """Whether a backend writes its periodic checkpoint after ``step`` (never after the last)
+    into ``directory`` (default: ``execution.checkpoint_dir``; a vectorized group passes
+    each member's own)."""
     every = execution.checkpoint_every
-    return bool(execution.checkpoint_dir and every > 0 and step % every == 0 and step < last)
+    return bool((directory or execution.checkpoint_dir) and every > 0 and step % every == 0 and step < last)
+
+
+def common_start(points: Sequence[ResumePoint | None] | None, count: int) -> int:
+    """The step a vectorized group of ``count`` members goes on from: 0 without resume
+    points, else the one step every member's point is at (a ``ValueError`` otherwise:
+    the grid trains members interrupted at other steps on their own)."""
+    if not points or all(p is None for p in points):
+        return 0
+    steps = {p.step if p is not None else None for p in points}
+    if len(points) != count or len(steps) != 1:
+        raise ValueError(f"a vectorized group goes on from one step for all members, not {sorted(map(str, steps))}")
+    return int(points[0].step)  # type: ignore[union-attr]
 
 
 def restart_note(step: int) -> str:
@@ -187,6 +201,23 @@ def cpu_name() -> str:
     except OSError:
         pass
     return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+#: /proc/cpuinfo flags of CPUs with bf16 arithmetic in hardware (AVX512-BF16, AMX).
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_native_bf16() -> bool | None:
+    """Whether this CPU computes bf16 in hardware; ``None`` where /proc/cpuinfo is
+    unreadable (not Linux), so callers can leave the choice to the user there."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return bool(set(line.split(":", 1)[1].split()) & set(CPU_BF16_FLAGS))
+    except OSError:
+        pass
+    return None
 
 
 

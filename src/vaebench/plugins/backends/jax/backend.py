@@ -342,8 +342,10 @@ def load_flat_state(model: nnx.Module, arrays: dict[str, np.ndarray]) -> None:
 
 class JaxBackend:
     name = "jax"
-    #: ``train`` takes ``resume`` (``vaebench continue``).
+    #: ``train`` takes ``resume`` (``vaebench continue``); ``train_group`` takes ``resume``
+    #: and ``checkpoint_dirs`` (periodic checkpoints of each member).
     supports_resume = True
+    supports_group_resume = True
 
     def resolve_device(self, device: str) -> DeviceInfo:
         return resolve_device(device)
@@ -364,12 +366,17 @@ class JaxBackend:
         dataset: Any,
         execution: ExecutionOptions,
         on_progress: Sequence[ProgressCallback | None] | None = None,
+        resume: Sequence[ResumePoint | None] | None = None,
+        checkpoint_dirs: Sequence[str | None] | None = None,
     ) -> list[TrainedJaxModel]:
         """Train grid points that differ only in β, C, γ, schedules or seed as one
-        vmapped, jitted program (see ``vectorized.py``); one trained model per spec."""
+        vmapped, jitted program (see ``vectorized.py``); one trained model per spec.
+        ``resume`` (one point per member, one step for all) and ``checkpoint_dirs`` as in
+        ``train``."""
         from vaebench.plugins.backends.jax.vectorized import train_group
 
-        return train_group(self, specs, dataset, execution, on_progress)
+        return train_group(self, specs, dataset, execution, on_progress, resume=resume,
+                           checkpoint_dirs=checkpoint_dirs)
 
     def train(
         self,

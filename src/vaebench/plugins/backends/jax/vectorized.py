@@ -30,11 +30,16 @@ which would leak one member's divergence into the others.
 So a member trains like the same run trained alone, to float rounding: the batched
 convolutions and matrix products add in a different order
 (``tests/test_grid_strategies.py``).
+
+Each member's checkpoint holds what a lone run's holds: its weights, its slice of the
+stacked optax state and its batch generator (step keys need no state). So a member
+is continued or picked up from a periodic checkpoint alone or in a group alike.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any, Sequence
 
@@ -44,7 +49,17 @@ import numpy as np
 import optax
 from flax import nnx
 
-from vaebench.plugins.backends.base import ExecutionOptions, ProgressCallback, check_group
+from vaebench.plugins.backends.base import (
+    TRAINING_STATE,
+    ExecutionOptions,
+    ProgressCallback,
+    ResumePoint,
+    check_group,
+    checkpoint_due,
+    common_start,
+    load_training_meta,
+    write_partial,
+)
 from vaebench.plugins.backends.jax.models import GaussianVAE, gaussian_objective
 
 #: ``(objective name, hyperparameter items)`` per member: static, part of the compiled step.
@@ -97,21 +112,29 @@ def train_group(
     dataset: Any,
     execution: ExecutionOptions,
     on_progress: Sequence[ProgressCallback | None] | None = None,
+    resume: Sequence[ResumePoint | None] | None = None,
+    checkpoint_dirs: Sequence[str | None] | None = None,
 ) -> list[Any]:
     """Train ``specs`` (one ``base.group_key``) together; one ``TrainedJaxModel`` per spec.
 
     ``backend`` builds the models. Each member's history, signals, ``steps_done``,
     ``diverged`` and ``final_loss`` are what its lone run would record; ``train_seconds``
     is the group's training time (or until the member diverged), ``compile_seconds``
-    the group step's compilation (0 when cached), shared by every member.
+    the group step's compilation (0 when cached), shared by every member. ``resume``: one
+    point per member, all at one step (``base.common_start``), to go on from;
+    ``checkpoint_dirs``: each member's periodic checkpoint directory.
     """
+    from safetensors.numpy import load_file
+
     from vaebench.plugins.backends.jax.backend import (
         HISTORY_POINTS,
         TrainedJaxModel,
         _compile_cached,
         _effective_amp,
+        _restore_tree,
         _set_compute_dtype,
         _training_device,
+        load_flat_state,
     )
 
     check_group(specs)
@@ -119,13 +142,19 @@ def train_group(
     amp = _effective_amp(info.device, execution.amp, execution.notes)
     first = specs[0]
     batch = first.batch_size
+    start_step = common_start(resume, len(specs))
+    points = list(resume) if start_step else [None] * len(specs)
     rngs = [np.random.default_rng(spec.seed) for spec in specs]  # the lone run's batches
     with jax.default_device(jax_device):
         models: list[GaussianVAE] = []
-        for spec in specs:  # built and seeded as JaxBackend.train builds a lone run's model
+        for spec, point, rng in zip(specs, points, rngs):  # built and seeded as JaxBackend.train builds a lone run's model
             model = backend.build(spec, dataset.image_shape, dataset)
             if type(model) is not GaussianVAE:
                 raise ValueError(f"model {spec.model!r} built a {type(model).__name__}, not a plain GaussianVAE")
+            if point is not None:
+                load_flat_state(model, load_file(os.path.join(point.directory, "model.safetensors")))
+                if load_training_meta(point.directory, point.step, rng) is None:
+                    raise ValueError(f"{point.directory} holds no training state to go on from")
             if amp == "bf16":
                 _set_compute_dtype(model, jnp.bfloat16)
             models.append(model)
@@ -136,10 +165,20 @@ def train_group(
         params = jax.device_put(jax.tree.map(lambda *a: jnp.stack(a), *[p for p, _ in states]), jax_device)
         others = jax.device_put(jax.tree.map(lambda *a: jnp.stack(a), *[o for _, o in states]), jax_device)
         opt_state = jax.vmap(optax.adam(first.lr).init)(params)
+        if start_step:
+            like = _member(opt_state, 0)
+            saved = [_restore_tree(like, load_file(os.path.join(p.directory, TRAINING_STATE + ".safetensors")))
+                     for p in points if p is not None]
+            opt_state = jax.device_put(jax.tree.map(lambda *a: jnp.stack(a), *saved), jax_device)
         keys = jax.device_put(jnp.stack([jax.random.key(spec.seed) for spec in specs]), jax_device)
 
         trained = [TrainedJaxModel(m, s, info.device, amp, compiled=True, jax_device=jax_device, notes=execution.notes)
                    for m, s in zip(models, specs)]
+        for run, point in zip(trained, points):
+            if point is not None:
+                run.history, run.signals, run.steps_done = list(point.history), list(point.signals), point.step
+        dirs = list(checkpoint_dirs or [None] * len(specs))
+        earlier = [point.train_seconds if point is not None else 0.0 for point in points]
         final_state: list[tuple[Any, Any] | None] = [None] * len(specs)  # a diverged member's state
         live = list(range(len(specs)))
         history_every = max(1, first.steps // HISTORY_POINTS)
@@ -154,17 +193,32 @@ def train_group(
         lr = np.float32(first.lr)
         cache_key = ("group", graphdef, objectives, x.shape, str(x.dtype), str(jax_device))
         step_fn, compile_seconds = _compile_cached(
-            cache_key, _group_step_jit, graphdef, objectives, params, others, opt_state, x, keys, np.int32(1), lr
+            cache_key, _group_step_jit, graphdef, objectives, params, others, opt_state, x, keys,
+            np.int32(start_step + 1), lr
         )
         for run in trained:
             run.compile_seconds = compile_seconds
+
+        def save_partials(step: int) -> None:
+            """The periodic checkpoint of each live member due one after ``step``."""
+            for i in live:
+                if checkpoint_due(execution, step, first.steps, dirs[i]):
+                    run = trained[i]
+                    nnx.update(models[i], _member(params, i), _member(others, i))
+                    run.steps_done = step
+                    run.training_state = (step, _member(opt_state, i), rngs[i], {
+                        "train_seconds": time.perf_counter() - start + earlier[i], "history": run.history,
+                        "signals": run.signals})
+                    write_partial(run, str(dirs[i]))
+
         start = time.perf_counter()
-        for step in range(1, first.steps + 1):
-            if step > 1:
+        for step in range(start_step + 1, first.steps + 1):
+            if step > start_step + 1:
                 x = batches()
             params, others, opt_state, terms = step_fn(params, others, opt_state, x, keys, np.int32(step), lr)
             last = step == first.steps
             if not (step % history_every == 0 or step % report_every == 0 or last):
+                save_partials(step)
                 continue
             table = np.asarray(jnp.stack([terms["loss"], terms["recon"], terms["kl"]]), dtype=np.float64)
             elapsed = time.perf_counter() - start
@@ -183,20 +237,22 @@ def train_group(
                         run.signals.append({"step": step, **signals})
                 if not finite:  # where its lone run would stop: keep its state as it is now
                     run.diverged = True
-                    run.train_seconds = elapsed
+                    run.train_seconds = elapsed + earlier[i]
                     final_state[i] = (_member(params, i), _member(others, i))
                     live.remove(i)
                 elif callbacks[i] is not None and (step % report_every == 0 or last):
-                    callbacks[i](step, {**values, "images_per_second": step * batch / elapsed})
+                    callbacks[i](step, {**values, "images_per_second": (step - start_step) * batch / elapsed})
             if not live:
                 break
+            save_partials(step)
         jax.block_until_ready(params)
         elapsed = time.perf_counter() - start
     for i, (model, run) in enumerate(zip(models, trained)):
         member_params, member_others = final_state[i] or (_member(params, i), _member(others, i))
         nnx.update(model, member_params, member_others)
         if not run.diverged:
-            run.train_seconds = elapsed
+            run.train_seconds = elapsed + earlier[i]
+            run.training_state = (run.steps_done, _member(opt_state, i), rngs[i], None)
         if amp == "bf16":
             _set_compute_dtype(model, None)  # evaluate in float32, as a lone run does
     return trained

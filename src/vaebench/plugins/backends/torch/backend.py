@@ -28,6 +28,7 @@ from vaebench.plugins.backends.base import (
     TRAINING_STATE,
     ResumePoint,
     checkpoint_due,
+    cpu_has_native_bf16,
     cpu_name,
     load_training_meta,
     parse_device,
@@ -76,6 +77,12 @@ def _effective_amp(device: str, amp: str, notes: list[str]) -> str:
         return "off"
     if amp == "bf16" and device.startswith("cuda") and not torch.cuda.is_bf16_supported():
         notes.append("this GPU has no bf16; trained in float32")
+        return "off"
+    if amp == "bf16" and device == "cpu" and cpu_has_native_bf16() is False:
+        # Without AVX512-BF16 / AMX, oneDNN emulates bf16 convolutions: the conv β-VAE
+        # trained at 47 against 447 images/s in float32 on an AVX2 EPYC (RESULTS.md).
+        notes.append("this CPU has no bf16 instructions (AVX512-BF16 or AMX), where bf16 "
+                     "autocast runs about 10x slower; trained in float32")
         return "off"
     return amp
 
@@ -225,7 +232,8 @@ class TrainingState:
     """
 
     def __init__(self, step: int, optimizers: dict[str, torch.optim.Optimizer], rng: np.random.Generator,
-                 device: str, scaler: Any = None, progress: dict[str, Any] | None = None) -> None:
+                 device: str, scaler: Any = None, progress: dict[str, Any] | None = None,
+                 noise: torch.Generator | None = None) -> None:
         self.step = step
         #: a periodic checkpoint's seconds, history and signals so far (``base.partial_resume_point``)
         self.progress = progress
@@ -234,6 +242,11 @@ class TrainingState:
         self.rng.bit_generator.state = rng.bit_generator.state  # a copy: the state at the last step
         self.torch_rng = torch.get_rng_state()
         self.cuda_rng = torch.cuda.get_rng_state(device) if device.startswith("cuda") else None
+        if noise is not None:  # a vectorized member's own noise generator stands for the global one
+            if device.startswith("cuda"):
+                self.cuda_rng = noise.get_state()
+            else:
+                self.torch_rng = noise.get_state()
         self.scaler = scaler.state_dict() if scaler is not None else None
 
     def save(self, directory: str, run_id: str) -> str:
@@ -292,8 +305,10 @@ def _scalar(value: Any) -> float:
 
 class TorchBackend:
     name = "torch"
-    #: ``train`` takes ``resume`` (``vaebench continue``).
+    #: ``train`` takes ``resume`` (``vaebench continue``); ``train_group`` takes ``resume``
+    #: and ``checkpoint_dirs`` (periodic checkpoints of each member).
     supports_resume = True
+    supports_group_resume = True
 
     def resolve_device(self, device: str) -> DeviceInfo:
         return resolve_device(device)
@@ -329,16 +344,20 @@ class TorchBackend:
         dataset: Any,
         execution: ExecutionOptions,
         on_progress: Sequence[ProgressCallback | None] | None = None,
+        resume: Sequence[ResumePoint | None] | None = None,
+        checkpoint_dirs: Sequence[str | None] | None = None,
     ) -> list[TrainedTorchModel]:
         """Train grid points that differ only in β, C, γ, schedules or seed as one
-        vectorized program (see ``vectorized.py``); one trained model per spec."""
+        vectorized program (see ``vectorized.py``); one trained model per spec. ``resume``
+        (one point per member, one step for all) and ``checkpoint_dirs`` as in ``train``."""
         from vaebench.plugins.backends.torch.vectorized import train_group
 
         info = resolve_device(execution.device)
         with _training_mode(info.device, execution.threads):
             amp = _effective_amp(info.device, execution.amp, execution.notes)
             return train_group(
-                self, specs, dataset, execution, on_progress, info.device, amp, lambda: _autocast(info.device, amp)
+                self, specs, dataset, execution, on_progress, info.device, amp, lambda: _autocast(info.device, amp),
+                resume=resume, checkpoint_dirs=checkpoint_dirs,
             )
 
     def group_key(self, spec: Any) -> tuple | None:

@@ -16,6 +16,12 @@ float rounding: the grouped kernels add in a different order; see
 :func:`~vaebench.plugins.models.objectives.objective` with that member's
 hyperparameters, the same call a lone run makes.
 
+Each member's checkpoint holds what a lone run's holds (``TrainingState``): its slice
+of the stacked Adam moments as the state of an Adam over its own parameters, its
+batch generator, and its noise generator in the place of torch's global one. So a
+member is continued (``vaebench continue``) or picked up from a periodic checkpoint
+alone or in a group alike, and the group picks up members a lone run checkpointed.
+
 On a GPU this keeps the device busy with one launch per layer for the whole
 group instead of one per model; on a 2-core CPU it is slower than training the
 models one after another (see ``benchmarks/RESULTS.md``), which is why the grid
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from typing import Any, Callable, Sequence
 
@@ -33,7 +40,15 @@ import numpy as np
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
-from vaebench.plugins.backends.base import ExecutionOptions, ProgressCallback, check_group
+from vaebench.plugins.backends.base import (
+    ExecutionOptions,
+    ProgressCallback,
+    ResumePoint,
+    check_group,
+    checkpoint_due,
+    common_start,
+    write_partial,
+)
 from vaebench.plugins.backends.torch.models import GaussianVAE, gaussian_kl_per_dim
 from vaebench.plugins.models.objectives import objective
 
@@ -47,6 +62,28 @@ def _generator_like_global(device: str) -> torch.Generator:
     return gen
 
 
+def _member_optimizer(optimizer: torch.optim.Optimizer, model: torch.nn.Module, i: int, lr: float) -> torch.optim.Optimizer:
+    """An Adam over ``model``'s parameters holding member ``i``'s slice of the stacked
+    ``optimizer``'s state: what the member's lone run would hold (parameters are stacked
+    in ``model.parameters()`` order, so index ``j`` is the same tensor in both)."""
+    from vaebench.plugins.backends.torch.backend import adam
+
+    member = adam(list(model.parameters()), lr)
+    stacked = optimizer.state_dict()
+    state = {j: {k: (v.clone() if k == "step" else v[i].clone()) for k, v in values.items()}
+             for j, values in stacked["state"].items()}
+    member.load_state_dict({"state": state, "param_groups": copy.deepcopy(stacked["param_groups"])})
+    return member
+
+
+def _stack_optimizers(optimizer: torch.optim.Optimizer, members: Sequence[torch.optim.Optimizer]) -> None:
+    """Load the members' Adam states (one step count) into the stacked ``optimizer``."""
+    states = [m.state_dict()["state"] for m in members]
+    stacked = {j: {k: (v if k == "step" else torch.stack([s[j][k] for s in states])) for k, v in values.items()}
+               for j, values in states[0].items()}
+    optimizer.load_state_dict({"state": stacked, "param_groups": optimizer.state_dict()["param_groups"]})
+
+
 def train_group(
     backend: Any,
     specs: Sequence[Any],
@@ -56,27 +93,44 @@ def train_group(
     device: str,
     amp: str,
     autocast: Callable[[], Any],
+    resume: Sequence[ResumePoint | None] | None = None,
+    checkpoint_dirs: Sequence[str | None] | None = None,
 ) -> list[Any]:
     """Train ``specs`` (one ``base.group_key``) together; one ``TrainedTorchModel`` per spec.
 
     ``backend`` builds the models; ``autocast()`` gives the AMP context for ``amp``.
     A member whose loss turns non-finite is marked diverged at that check point, as
-    a lone run would be, and leaves the summed loss; the others go on.
+    a lone run would be, and leaves the summed loss; the others go on. ``resume``: one
+    point per member, all at one step (``base.common_start``), to go on from;
+    ``checkpoint_dirs``: each member's periodic checkpoint directory
+    (``execution.checkpoint_every``).
     """
-    from vaebench.plugins.backends.torch.backend import HISTORY_POINTS, TrainedTorchModel, adam
+    from safetensors.torch import load_file
+
+    from vaebench.plugins.backends.torch.backend import HISTORY_POINTS, TrainedTorchModel, TrainingState, adam
 
     check_group(specs)
     first = specs[0]
+    start_step = common_start(resume, len(specs))
+    points = list(resume) if start_step else [None] * len(specs)
     models: list[GaussianVAE] = []
     generators: list[torch.Generator] = []
     rngs: list[np.random.Generator] = []
-    for spec in specs:  # seeded exactly as TorchBackend._train seeds a lone run
+    restored: list[torch.optim.Optimizer] = []
+    for spec, point in zip(specs, points):  # seeded exactly as TorchBackend._train seeds a lone run
         torch.manual_seed(spec.seed)
         rngs.append(np.random.default_rng(spec.seed))
         model = backend.build(spec, dataset.image_shape, dataset)
         if type(model) is not GaussianVAE:
             raise ValueError(f"model {spec.model!r} built a {type(model).__name__}, not a plain GaussianVAE")
+        if point is not None:
+            model.load_state_dict(load_file(os.path.join(point.directory, "model.safetensors")))
         models.append(model.to(device))
+        if point is not None:  # sets rngs[-1] and torch's generators as the member left them
+            member_optimizer = adam(list(models[-1].parameters()), spec.lr)
+            if not TrainingState.restore(point.directory, point.step, {"adam": member_optimizer}, rngs[-1], device):
+                raise ValueError(f"{point.directory} holds no training state to go on from")
+            restored.append(member_optimizer)
         generators.append(_generator_like_global(device))
     params, buffers = stack_module_state(models)
     template = copy.deepcopy(models[0]).to("meta")
@@ -102,15 +156,29 @@ def train_group(
         except Exception as exc:  # noqa: BLE001 - compile is an optimisation, never a failure
             execution.notes.append(f"torch.compile unavailable ({type(exc).__name__}); trained eagerly")
     optimizer = adam(list(params.values()), first.lr)
+    if restored:
+        _stack_optimizers(optimizer, restored)
     scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
     trained = [TrainedTorchModel(m, s, device, amp, compiled) for m, s in zip(models, specs)]
+    for run, point in zip(trained, points):
+        if point is not None:
+            run.history, run.signals, run.steps_done = list(point.history), list(point.signals), point.step
+    dirs = list(checkpoint_dirs or [None] * len(specs))
+    earlier = [point.train_seconds if point is not None else 0.0 for point in points]
+
+    def member_state(i: int, step: int, progress: dict[str, Any] | None = None) -> TrainingState:
+        with torch.no_grad():
+            models[i].load_state_dict({k: v[i] for k, v in params.items()} | {k: v[i] for k, v in buffers.items()})
+        member_optimizer = _member_optimizer(optimizer, models[i], i, first.lr)
+        return TrainingState(step, {"adam": member_optimizer}, rngs[i], device, scaler, progress, noise=generators[i])
+
     live = list(range(len(specs)))
     history_every = max(1, first.steps // HISTORY_POINTS)
     report_every = max(1, execution.progress_every)
     callbacks = list(on_progress or [None] * len(specs))
     batch, latent = first.batch_size, first.latent_dim
     start = time.perf_counter()
-    for step in range(1, first.steps + 1):
+    for step in range(start_step + 1, first.steps + 1):
         x = np.stack([dataset.sample(batch, rng)[0] for rng in rngs])  # (M, B, H, W, C)
         x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 1, 4, 2, 3))).to(device, non_blocking=True)
         eps = torch.stack([torch.randn((batch, latent), generator=g, device=device) for g in generators])
@@ -118,7 +186,7 @@ def train_group(
             with autocast():
                 recon, kl_per_dim = forward(params, x, eps)
         except Exception as exc:  # noqa: BLE001 - a failed compile surfaces at the first call
-            if not compiled or step != 1:
+            if not compiled or step != start_step + 1:
                 raise
             execution.notes.append(f"torch.compile failed at the first step ({type(exc).__name__}); trained eagerly")
             forward, compiled = vmap(member), False
@@ -158,18 +226,28 @@ def train_group(
                 run.final_loss = values["loss"]
                 if not finite:
                     run.diverged = True
-                    run.train_seconds = elapsed
+                    run.train_seconds = elapsed + earlier[i]
                     live.remove(i)
                 elif callbacks[i] is not None and (step % report_every == 0 or last):
-                    callbacks[i](step, {**values, "images_per_second": step * batch / elapsed})
+                    callbacks[i](step, {**values, "images_per_second": (step - start_step) * batch / elapsed})
             if not live:
                 break
+        for i in live:
+            if checkpoint_due(execution, step, first.steps, dirs[i]):
+                run = trained[i]
+                run.steps_done = step
+                run.training_state = member_state(i, step, progress={
+                    "train_seconds": time.perf_counter() - start + earlier[i], "history": run.history,
+                    "signals": run.signals})
+                write_partial(run, str(dirs[i]))
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
-    with torch.no_grad():
-        for i, model in enumerate(models):
-            model.load_state_dict({k: v[i] for k, v in params.items()} | {k: v[i] for k, v in buffers.items()})
-            if not trained[i].diverged:
-                trained[i].train_seconds = elapsed
+    for i, model in enumerate(models):
+        if trained[i].diverged:
+            with torch.no_grad():
+                model.load_state_dict({k: v[i] for k, v in params.items()} | {k: v[i] for k, v in buffers.items()})
+        else:
+            trained[i].train_seconds = elapsed + earlier[i]
+            trained[i].training_state = member_state(i, trained[i].steps_done)
     return trained
