@@ -22,17 +22,22 @@ if mode == "glibc-default":
     module.retain_freed_memory = lambda: False
 backend = module.TorchBackend() if backend_name == "torch" else module.JaxBackend()
 data = ProceduralDSprites()
+STEPS = int(sys.argv[3])
 options = ExecutionOptions(device="cpu", threads=1, progress_every=1000)
 spec = dict(model="beta_vae", beta=4.0, batch_size=64, backend=backend_name)
 backend.train(RunSpec(steps=3, **spec), data, options)  # warm-up (and JAX's compilation)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-backend.train(RunSpec(steps=30, **spec), data, options)
+backend.train(RunSpec(steps=STEPS, **spec), data, options)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
+STEPS = 10
+
+
 def _training_page_faults(backend: str, mode: str) -> int:
-    out = subprocess.run([sys.executable, "-c", CHILD, backend, mode], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", CHILD, backend, mode, str(STEPS)], capture_output=True, text=True,
+                         check=True)
     return int(out.stdout.strip().splitlines()[-1])
 
 
@@ -46,5 +51,5 @@ def test_cpu_training_reuses_heap_memory_across_steps(backend):
     # With glibc's defaults every step of the conv β-VAE maps its buffers afresh (about
     # 17 k page faults a step in torch and 22 k in JAX at batch 64, measured); kept in
     # the heap, a step reuses the pages of the one before.
-    assert default > 30 * 2_000
+    assert default > STEPS * 2_000
     assert vaebench < default / 10
