@@ -164,6 +164,7 @@ def train_group(
         if point is not None:
             run.history, run.signals, run.steps_done = list(point.history), list(point.signals), point.step
     dirs = list(checkpoint_dirs or [None] * len(specs))
+    at_divergence: dict[int, dict[str, torch.Tensor]] = {}  # Adam's momentum would move them on
     earlier = [point.train_seconds if point is not None else 0.0 for point in points]
 
     def member_state(i: int, step: int, progress: dict[str, Any] | None = None) -> TrainingState:
@@ -224,9 +225,10 @@ def train_group(
                     if signals:
                         run.signals.append({"step": step, **signals})
                 run.final_loss = values["loss"]
-                if not finite:
+                if not finite:  # where its lone run would stop: keep its weights as they are now
                     run.diverged = True
                     run.train_seconds = elapsed + earlier[i]
+                    at_divergence[i] = {k: v[i].detach().clone() for k, v in params.items()}
                     live.remove(i)
                 elif callbacks[i] is not None and (step % report_every == 0 or last):
                     callbacks[i](step, {**values, "images_per_second": (step - start_step) * batch / elapsed})
@@ -246,7 +248,7 @@ def train_group(
     for i, model in enumerate(models):
         if trained[i].diverged:
             with torch.no_grad():
-                model.load_state_dict({k: v[i] for k, v in params.items()} | {k: v[i] for k, v in buffers.items()})
+                model.load_state_dict(at_divergence[i] | {k: v[i] for k, v in buffers.items()})
         else:
             trained[i].train_seconds = elapsed + earlier[i]
             trained[i].training_state = member_state(i, trained[i].steps_done)
