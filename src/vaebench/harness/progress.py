@@ -93,7 +93,7 @@ class RichReporter:
             return
         self._plain[run_id] = (max(tenth, last_tenth), now, start)
         elapsed = now - start
-        first_step, first_time = self._first.get(run_id, (spec.start_step or 0, start))
+        first_step, first_time = self._first[run_id]  # set by progress() before this call
         rate = (step - first_step) / (now - first_time) if step > first_step and now > first_time else 0.0
         remaining = (spec.steps - step) / rate if rate > 0 else 0.0
         self.console.print(

@@ -23,7 +23,7 @@ import numpy as np
 from vaebench.harness.environment import environment
 from vaebench.harness.plan import RunSpec
 from vaebench.plugins.backends import get_backend
-from vaebench.plugins.backends.base import DeviceInfo, ExecutionOptions, partial_resume_point
+from vaebench.plugins.backends.base import DeviceInfo, ExecutionOptions, partial_resume_point, pickup_note
 from vaebench.plugins.manager import PluginManager
 from vaebench.plugins.metrics.context import EvaluationContext
 from vaebench.plugins.models.diagnostics import posterior_collapse_note
@@ -252,7 +252,7 @@ def _periodic_checkpoints(execution: ExecutionOptions, registry: str, spec: RunS
         execution = replace(execution, checkpoint_dir=str(partial))
     point = partial_resume_point(str(partial))
     if point is not None:
-        execution.notes.append(f"picked up from its periodic checkpoint at step {point.step}")
+        execution.notes.append(pickup_note(point.step))
     return execution, point
 
 

@@ -28,9 +28,9 @@ from typing import Any, Sequence
 
 from vaebench.harness.plan import RunSpec
 from vaebench.plugins.backends import get_backend
-from vaebench.plugins.backends.base import ExecutionOptions, partial_resume_point
-from vaebench.registry import store
+from vaebench.plugins.backends.base import ExecutionOptions, partial_resume_point, pickup_note
 from vaebench.plugins.manager import PluginManager, get_manager
+from vaebench.registry import store
 
 STRATEGIES = ("auto", "sequential", "processes", "vectorized")
 
@@ -109,24 +109,25 @@ def run_sequential(specs, manager, registry, execution, metric_names, reporter, 
 
 def _split_by_pickup_step(
     groups: list[list[RunSpec]], alone: list[RunSpec], registry: str, manager: PluginManager | None
-) -> tuple[list[list[RunSpec]], list[RunSpec]]:
-    """A group goes on from one step (``base.common_start``): where its members' periodic
-    checkpoints are at different steps (or only some have one, e.g. a member that
-    diverged), the members with a checkpoint are picked up on their own and the rest
-    train as a group. Backends that cannot pick a group up start it over."""
-    kept: list[list[RunSpec]] = []
+) -> tuple[list[tuple[list[RunSpec], list[Any] | None]], list[RunSpec]]:
+    """Each group with its members' periodic checkpoint points (``None`` for a backend that
+    cannot pick a group up: it starts over), and the specs to train alone. A group goes
+    on from one step (``base.GroupStart``): where its members' checkpoints are at
+    different steps (or only some have one, e.g. beside a member that diverged), the
+    members with a checkpoint are picked up on their own and the rest train as a group."""
+    kept: list[tuple[list[RunSpec], list[Any] | None]] = []
     for group in groups:
         if not getattr(get_backend(group[0].backend, manager), "supports_group_resume", False):
-            kept.append(group)
+            kept.append((group, None))
             continue
         points = [partial_resume_point(str(store.partial_dir(registry, s.run_id))) for s in group]
         if len({p.step if p is not None else None for p in points}) == 1:
-            kept.append(group)
+            kept.append((group, points))
             continue
         alone.extend(s for s, p in zip(group, points) if p is not None)
         rest = [s for s, p in zip(group, points) if p is None]
         if len(rest) >= 2:
-            kept.append(rest)
+            kept.append((rest, [None] * len(rest)))
         else:
             alone.extend(rest)
     return kept, alone
@@ -141,7 +142,7 @@ def run_vectorized(specs, manager, registry, execution, metric_names, reporter, 
     groups, alone = _split_by_pickup_step(groups, alone, registry, manager)
     records = []
     index = 0
-    for group in groups:
+    for group, points in groups:
         runs = []
         for spec in group:
             reporter.start_run(spec, index, len(specs))
@@ -151,11 +152,10 @@ def run_vectorized(specs, manager, registry, execution, metric_names, reporter, 
         callbacks = [lambda step, values, rid=s.run_id: reporter.progress(rid, step, values) for s in group]
         backend = get_backend(group[0].backend, manager)
         kwargs: dict[str, Any] = {}
-        if getattr(backend, "supports_group_resume", False):
-            points = [partial_resume_point(str(store.partial_dir(registry, s.run_id))) for s in group]
+        if points is not None:
             if any(p is not None for p in points):
                 kwargs["resume"] = points
-                execution.notes.append(f"picked up from its periodic checkpoint at step {points[0].step}")
+                execution.notes.append(pickup_note(points[0].step))
             if execution.checkpoint_every:
                 kwargs["checkpoint_dirs"] = [str(store.partial_dir(registry, s.run_id)) for s in group]
         try:

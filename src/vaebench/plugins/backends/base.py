@@ -138,16 +138,41 @@ def checkpoint_due(execution: ExecutionOptions, step: int, last: int, directory:
     return bool((directory or execution.checkpoint_dir) and every > 0 and step % every == 0 and step < last)
 
 
-def common_start(points: Sequence[ResumePoint | None] | None, count: int) -> int:
-    """The step a vectorized group of ``count`` members goes on from: 0 without resume
-    points, else the one step every member's point is at (a ``ValueError`` otherwise:
-    the grid trains members interrupted at other steps on their own)."""
-    if not points or all(p is None for p in points):
-        return 0
-    steps = {p.step if p is not None else None for p in points}
-    if len(points) != count or len(steps) != 1:
-        raise ValueError(f"a vectorized group goes on from one step for all members, not {sorted(map(str, steps))}")
-    return int(points[0].step)  # type: ignore[union-attr]
+@dataclass
+class GroupStart:
+    """Where a vectorized group goes on from: ``step`` (0: the start), each member's resume
+    point, periodic checkpoint directory and training seconds before this process. A
+    group goes on from one step for all members; the grid trains members interrupted
+    at other steps on their own (``strategies._split_by_pickup_step``)."""
+
+    step: int
+    points: list[ResumePoint | None]
+    dirs: list[str | None]
+    earlier: list[float]
+
+    @classmethod
+    def of(cls, resume: Sequence[ResumePoint | None] | None, checkpoint_dirs: Sequence[str | None] | None,
+           count: int) -> "GroupStart":
+        """A ``ValueError`` when the points are not one per member at one step."""
+        dirs = list(checkpoint_dirs or [None] * count)
+        if not resume or all(p is None for p in resume):
+            return cls(0, [None] * count, dirs, [0.0] * count)
+        steps = {p.step if p is not None else None for p in resume}
+        if len(resume) != count or len(steps) != 1:
+            raise ValueError(f"a vectorized group goes on from one step for all members, not {sorted(map(str, steps))}")
+        points = list(resume)
+        return cls(int(points[0].step), points, dirs, [p.train_seconds for p in points])  # type: ignore[union-attr]
+
+    def extend(self, trained: Sequence[Any]) -> None:
+        """Give each member's trained model the history, signals and step it left off at."""
+        for run, point in zip(trained, self.points):
+            if point is not None:
+                run.history, run.signals, run.steps_done = list(point.history), list(point.signals), point.step
+
+
+def pickup_note(step: int) -> str:
+    """The record's note for a run picked up from its periodic checkpoint."""
+    return f"picked up from its periodic checkpoint at step {step}"
 
 
 def restart_note(step: int) -> str:

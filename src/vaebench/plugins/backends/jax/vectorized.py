@@ -52,11 +52,11 @@ from flax import nnx
 from vaebench.plugins.backends.base import (
     TRAINING_STATE,
     ExecutionOptions,
+    GroupStart,
     ProgressCallback,
     ResumePoint,
     check_group,
     checkpoint_due,
-    common_start,
     load_training_meta,
     write_partial,
 )
@@ -121,7 +121,7 @@ def train_group(
     ``diverged`` and ``final_loss`` are what its lone run would record; ``train_seconds``
     is the group's training time (or until the member diverged), ``compile_seconds``
     the group step's compilation (0 when cached), shared by every member. ``resume``: one
-    point per member, all at one step (``base.common_start``), to go on from;
+    point per member, all at one step (``base.GroupStart``), to go on from;
     ``checkpoint_dirs``: each member's periodic checkpoint directory.
     """
     from safetensors.numpy import load_file
@@ -142,8 +142,8 @@ def train_group(
     amp = _effective_amp(info.device, execution.amp, execution.notes)
     first = specs[0]
     batch = first.batch_size
-    start_step = common_start(resume, len(specs))
-    points = list(resume) if start_step else [None] * len(specs)
+    begin = GroupStart.of(resume, checkpoint_dirs, len(specs))
+    start_step, points, dirs, earlier = begin.step, begin.points, begin.dirs, begin.earlier
     rngs = [np.random.default_rng(spec.seed) for spec in specs]  # the lone run's batches
     with jax.default_device(jax_device):
         models: list[GaussianVAE] = []
@@ -174,11 +174,7 @@ def train_group(
 
         trained = [TrainedJaxModel(m, s, info.device, amp, compiled=True, jax_device=jax_device, notes=execution.notes)
                    for m, s in zip(models, specs)]
-        for run, point in zip(trained, points):
-            if point is not None:
-                run.history, run.signals, run.steps_done = list(point.history), list(point.signals), point.step
-        dirs = list(checkpoint_dirs or [None] * len(specs))
-        earlier = [point.train_seconds if point is not None else 0.0 for point in points]
+        begin.extend(trained)
         final_state: list[tuple[Any, Any] | None] = [None] * len(specs)  # a diverged member's state
         live = list(range(len(specs)))
         history_every = max(1, first.steps // HISTORY_POINTS)

@@ -46,7 +46,7 @@ from vaebench.plugins.backends.base import (
     ResumePoint,
     check_group,
     checkpoint_due,
-    common_start,
+    GroupStart,
     write_partial,
 )
 from vaebench.plugins.backends.torch.models import GaussianVAE, gaussian_kl_per_dim
@@ -101,7 +101,7 @@ def train_group(
     ``backend`` builds the models; ``autocast()`` gives the AMP context for ``amp``.
     A member whose loss turns non-finite is marked diverged at that check point, as
     a lone run would be, and leaves the summed loss; the others go on. ``resume``: one
-    point per member, all at one step (``base.common_start``), to go on from;
+    point per member, all at one step (``base.GroupStart``), to go on from;
     ``checkpoint_dirs``: each member's periodic checkpoint directory
     (``execution.checkpoint_every``).
     """
@@ -111,8 +111,8 @@ def train_group(
 
     check_group(specs)
     first = specs[0]
-    start_step = common_start(resume, len(specs))
-    points = list(resume) if start_step else [None] * len(specs)
+    begin = GroupStart.of(resume, checkpoint_dirs, len(specs))
+    start_step, points, dirs, earlier = begin.step, begin.points, begin.dirs, begin.earlier
     models: list[GaussianVAE] = []
     generators: list[torch.Generator] = []
     rngs: list[np.random.Generator] = []
@@ -160,12 +160,8 @@ def train_group(
         _stack_optimizers(optimizer, restored)
     scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
     trained = [TrainedTorchModel(m, s, device, amp, compiled) for m, s in zip(models, specs)]
-    for run, point in zip(trained, points):
-        if point is not None:
-            run.history, run.signals, run.steps_done = list(point.history), list(point.signals), point.step
-    dirs = list(checkpoint_dirs or [None] * len(specs))
+    begin.extend(trained)
     at_divergence: dict[int, dict[str, torch.Tensor]] = {}  # Adam's momentum would move them on
-    earlier = [point.train_seconds if point is not None else 0.0 for point in points]
 
     def member_state(i: int, step: int, progress: dict[str, Any] | None = None) -> TrainingState:
         with torch.no_grad():
