@@ -43,6 +43,7 @@ __all__ = [
     "metric_keys",
     "open_runs",
     "rank",
+    "recorded_runs",
     "recorded_status",
     "show",
 ]
@@ -383,21 +384,28 @@ def show(root: str | os.PathLike[str], run_id_or_prefix: str) -> dict[str, Any]:
     return read_record(root, run_id_or_prefix)
 
 
-def recorded_status(root: str | os.PathLike[str]) -> dict[str, str]:
-    """Map run_id -> status for every readable record; corrupt files are skipped.
+def recorded_runs(root: str | os.PathLike[str]) -> tuple[dict[str, str], Skipped]:
+    """``(run_id -> status of every valid record, files left out)``.
 
-    Used by ``--resume``: ``ok`` and ``diverged`` runs are done, ``failed``
-    ones are retried.
+    Used by ``vaebench run``: with ``--resume``, ``ok`` and ``diverged`` runs are done,
+    ``failed`` ones are retried, and a run whose record file is left out (unreadable,
+    invalid) is trained again, which the CLI says.
     """
     sql = "SELECT run_id, status FROM runs WHERE run_id IS NOT NULL ORDER BY run_id"
-    con, _ = open_runs(root)
+    con, skipped = open_runs(root)
     try:
         try:
             rows = con.sql(sql).fetchall()
         except duckdb.Error:
             con.close()
-            con, _ = open_runs(root, validate=True)
+            con, skipped = open_runs(root, validate=True)
             rows = con.sql(sql).fetchall()
     finally:
         con.close()
-    return {run_id: status for run_id, status in rows}
+    return {run_id: status for run_id, status in rows}, skipped
+
+
+def recorded_status(root: str | os.PathLike[str]) -> dict[str, str]:
+    """Map run_id -> status for every valid record (:func:`recorded_runs` without the
+    files left out)."""
+    return recorded_runs(root)[0]
