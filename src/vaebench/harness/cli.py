@@ -339,10 +339,12 @@ def _exit_for(records: list[dict[str, Any]]) -> None:
     if failed:
         err_console.print(f"[red]{len(failed)} run(s) failed[/]; their records hold the error (vaebench show RUN)")
     if lost:
-        err_console.print(f"[red]{len(lost)} run(s) not recorded[/] (the registry could not be written: "
-                          f"{escape(lost[0]['error'])}); their artifacts were removed, run them again", highlight=False)
+        reason = lost[0]["error"].split(f"{RECORD_NOT_WRITTEN} (", 1)[-1].rstrip(")")
+        err_console.print(f"[red]{len(lost)} run(s) not recorded[/] ({escape(reason)}); their artifacts were removed: "
+                          "run them again once the registry can be written", highlight=False)
     if unsaved:
-        err_console.print(f"[red]{len(unsaved)} run(s) recorded without their checkpoint[/] (see their error column)")
+        err_console.print(f"[red]{len(unsaved)} run(s) recorded without their checkpoint[/] (the reason is in their "
+                          "error column: vaebench show RUN)", highlight=False)
     if failed or lost or unsaved:
         raise typer.Exit(1)
 
