@@ -509,26 +509,30 @@ def write_report(
 
 
 def _stage_and_publish(out: Path, render: Callable[[Path], ReportResult]) -> ReportResult:
-    """Run ``render`` into a temporary directory beside ``out``, then move what it wrote
-    into ``out`` (created; other files there are left alone): a report that fails half
-    way leaves no half-written ``out``. An OS error (a full disk) is a one-line
-    :class:`ReportError`."""
+    """Run ``render`` into a temporary directory in ``out`` (created), then move what it
+    wrote into place (other files in ``out`` are left alone): a report that fails half
+    way leaves ``out`` as it was, and removes it if it created it. An OS error (a full
+    disk) is a one-line :class:`ReportError`."""
+    created = not out.exists()
     stage = None
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+        out.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".report.", suffix=".partial", dir=out))
         result = render(stage)
-        out.mkdir(exist_ok=True)
         files = sorted(p for p in stage.rglob("*") if p.is_file())
         for path in sorted(files, key=lambda p: p.parent == stage):  # index.html and report.md last
             target = out / path.relative_to(stage)
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(path, target)
-    except OSError as exc:
-        raise ReportError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
-    finally:
+            os.replace(path, target)
+    except BaseException as exc:
         if stage is not None:
             shutil.rmtree(stage, ignore_errors=True)
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise ReportError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
+        raise
+    shutil.rmtree(stage, ignore_errors=True)
     result.out_dir, result.html, result.markdown = out, out / "index.html", out / "report.md"
     result.figures = [out / p.relative_to(stage) for p in result.figures]
     return result
