@@ -106,10 +106,11 @@ def test_temporary_files_of_dead_writers_are_stale_and_live_ones_kept(tmp_path: 
 
 _WRITER = """
 import sys
+import numpy as np
 from vaebench.registry.store import write_record
-i = 0
+i, big = 0, np.full(200_000, 0.5)  # ~1.6 MB a record: most of each write is spent on its file
 while True:
-    write_record(sys.argv[1], {"run_id": f"{i:016x}", "status": "ok", "model": "m", "kl_per_dim": [0.5] * 200_000})
+    write_record(sys.argv[1], {"run_id": f"{i:016x}", "status": "ok", "model": "m", "kl_per_dim": big})
     i += 1
 """
 
@@ -133,6 +134,7 @@ def test_a_killed_writer_leaves_a_temporary_file_that_is_found_stale(tmp_path: P
         leftovers = sorted((tmp_path / "runs").glob(".*.partial"))
         if leftovers:
             break
+    print(f"kills until one hit a write: {attempt + 1}")
     assert leftovers, "20 kills, none during a write"
     assert leftovers[0].name.startswith(".") and f".{writer.pid}.{store._host()}." in leftovers[0].name
     assert store.stale_temporaries(tmp_path) == leftovers
