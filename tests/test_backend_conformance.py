@@ -215,7 +215,7 @@ def test_a_plugin_registers_a_backend_that_trains_through_run_grid(tmp_path, tor
     assert [h["loss"] for h in ours["history"]] == [h["loss"] for h in reference["history"]]
     assert ours["metrics"]["reconstruction"] == reference["metrics"]["reconstruction"]
     assert not torch.are_deterministic_algorithms_enabled()
-    restored = load_trained("torch_deterministic", ours["artifacts"]["checkpoint"].rsplit("/", 1)[0], manager)
+    restored = load_trained("torch_deterministic", str((tmp_path / ours["artifacts"]["checkpoint"]).parent), manager)
     images, _ = DATA.sample(5, np.random.default_rng(0))
     assert restored.encode(images).shape == (5, 10)
     # a duplicate backend name is refused, naming both plugins

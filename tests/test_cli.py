@@ -62,7 +62,7 @@ def test_grid_writes_one_record_per_point(grid):
         params = json.loads(disk["metric_params"])
         assert params["mig"]["n"] == 500 and params["mig"]["bins"] == 20
         assert disk["environment"]["torch"].startswith("2.") and "python" in disk["environment"]
-        assert os.path.exists(disk["artifacts"]["checkpoint"])
+        assert os.path.exists(registry / disk["artifacts"]["checkpoint"])
     # β changes what is learned: the β = 8 runs keep much less information in the code.
     kl = {(r["beta"], r["seed"]): r["metrics"]["kl"] for r in records}
     assert kl[(8.0, 0)] < kl[(1.0, 0)] and kl[(8.0, 1)] < kl[(1.0, 1)]

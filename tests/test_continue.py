@@ -56,7 +56,7 @@ def test_a_continued_run_equals_one_trained_in_one_go(tmp_path, backend, model):
 def test_a_checkpoint_without_training_state_continues_with_a_note(tmp_path):
     spec = RunSpec(model="beta_vae", beta=4.0, architecture="mlp", steps=20, batch_size=16)
     parent = _record(spec, tmp_path)
-    directory = Path(parent["artifacts"]["checkpoint"]).parent
+    directory = (tmp_path / parent["artifacts"]["checkpoint"]).parent
     for name in ("training_state.json", "training_state.safetensors"):
         (directory / name).unlink()  # as a checkpoint written before training states were saved
     child = continue_run(parent, 20, get_manager(), str(tmp_path), ExecutionOptions(**EXECUTION), METRICS)
@@ -129,7 +129,7 @@ def test_continue_command(cli, tmp_path):
     assert child["parent_run_id"] == parent["run_id"] and child["steps_done"] == 40
     # scored with the parent's metrics, not the defaults
     assert set(json.loads(child["metric_params"])) - {"_eval"} == {"mig", "reconstruction"}
-    assert "training_state" in child["artifacts"] and Path(child["artifacts"]["traversal_png"]).exists()
+    assert "training_state" in child["artifacts"] and (registry / child["artifacts"]["traversal_png"]).exists()
     assert f"continuing {parent['run_id']} from step 30 to 40" in result.stderr
     assert len(list((registry / "runs").glob("*.parquet"))) == 2
     # the continued run can itself be continued, from Python too
@@ -237,7 +237,7 @@ def test_a_vectorized_member_continues_from_its_own_training_state(tmp_path, bac
     parents = _grid(_group_specs(backend, 10), tmp_path / "a")
     whole = _grid(_group_specs(backend, 20), tmp_path / "b")
     for parent, ref in zip(parents, whole):
-        assert Path(parent["artifacts"]["training_state"]).exists()
+        assert (tmp_path / "a" / parent["artifacts"]["training_state"]).exists()
         child = continue_run(parent, 10, get_manager(), str(tmp_path / "a"), ExecutionOptions(**EXECUTION), METRICS)
         assert child["status"] == "ok" and "restarted" not in (child["error"] or "")
         np.testing.assert_allclose([h["loss"] for h in child["history"]], [h["loss"] for h in ref["history"]],

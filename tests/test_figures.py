@@ -60,7 +60,7 @@ def test_run_writes_figures_and_cli_regenerates_them(cli, tmp_path):
     out = cli("run", "--model", "beta_vae", "--latent-dim", "5", *TINY, "--registry", registry, "--json")
     assert out.exit_code == 0, out.output
     (record,) = json.loads(out.stdout)
-    art = record["artifacts"]
+    art = {k: registry / v for k, v in record["artifacts"].items()}
     png = Image.open(art["traversal_png"])
     assert png.size[0] > png.size[1] * 0.8  # 10 columns, 5 rows plus labels
     gif = Image.open(art["traversal_gif"])
@@ -111,5 +111,5 @@ def test_conditional_model_gets_one_row_per_class(tmp_path):
                                device="cpu", threads=1, eval_samples=200, metrics=["kl"])
     (record,) = result.records
     assert record["status"] == "ok"
-    png = Image.open(record["artifacts"]["class_samples_png"])
+    png = Image.open(tmp_path / record["artifacts"]["class_samples_png"])
     assert png.size[0] > png.size[1]  # 8 columns, 3 rows (square, ellipse, heart)

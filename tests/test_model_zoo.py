@@ -344,7 +344,7 @@ def test_zoo_runs_are_recorded_through_run_grid(tmp_path):
         if r["model"] == "cvae":  # constant β, no other signal: nothing beyond history
             assert "signals" not in r["artifacts"]
             continue
-        with open(r["artifacts"]["signals"]) as fh:
+        with open(tmp_path / r["artifacts"]["signals"]) as fh:
             signals = json.load(fh)["history"]
         assert signals and signals[-1]["step"] == 8
         # the record carries the same signals, one row per name and step

@@ -109,7 +109,7 @@ def test_report_writes_figures_and_pages(registry: Path, report: tuple[Path, dic
     ok = [r for r in records(registry) if r["status"] == "ok"]
     for r in ok:  # every ok run's traversal, copied byte for byte
         copied = out / "figures" / "runs" / r["run_id"] / "traversal.png"
-        assert copied in figures and copied.read_bytes() == Path(r["artifacts"]["traversal_png"]).read_bytes()
+        assert copied in figures and copied.read_bytes() == (registry / r["artifacts"]["traversal_png"]).read_bytes()
     for path in figures:
         assert path.is_file() and path.stat().st_size > 0
         with Image.open(path) as im:

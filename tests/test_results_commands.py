@@ -251,7 +251,7 @@ def test_query_missing_registry_and_corrupt_file(tmp_path: Path, invoke) -> None
     (tmp_path / "runs" / "ffffffffffff.parquet").write_bytes(b"not parquet")
     res = invoke("query", "SELECT count(*) AS n FROM runs", "--registry", tmp_path, "--json")
     assert res.exit_code == 0 and json.loads(res.stdout) == [{"n": 2}]
-    assert "skipped unreadable record" in res.stderr
+    assert "skipped record file" in res.stderr
 
 
 # --------------------------------------------------------------------------- compare

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from vaebench.harness.output import (
@@ -233,11 +234,12 @@ def run(
         fail(str(exc))
     checkpoint_steps = _non_negative(opts.get("checkpoint_every") or 0, "--checkpoint-every")
 
-    from vaebench.registry.query import recorded_status
+    from vaebench.registry.query import recorded_runs
     from vaebench.registry.schema import DONE_STATUSES
 
     resume = bool(opts.get("resume") or False)
-    recorded = recorded_status(opts["registry"])
+    recorded, unreadable = recorded_runs(opts["registry"])
+    _warn_unreadable(unreadable, specs, resume)
     if dry_run:
         if as_json:
             _print_json([{"run_id": s.run_id, **json.loads(s.to_json()), "recorded": recorded.get(s.run_id)}
@@ -284,7 +286,7 @@ def run(
         except DatasetError as exc:
             fail(str(exc))
     try:
-        check_writable(opts["registry"])
+        _note_removed(check_writable(opts["registry"]))
     except RegistryError as exc:
         fail(str(exc))
     execution = ExecutionOptions(
@@ -323,10 +325,45 @@ def run(
         console.print(summary_table(result.records, title=f"{len(result.records)} run(s)"))
     if result.skipped:
         err_console.print(f"{len(result.skipped)} run(s) already recorded, skipped (--resume)")
-    failed = [r for r in result.records if r["status"] == "failed"]
+    _exit_for(result.records)
+
+
+def _exit_for(records: list[dict[str, Any]]) -> None:
+    """Exit 1 when a run failed or could not be stored (its checkpoint or record not
+    written: a full disk), saying which."""
+    from vaebench.harness.runner import RECORD_NOT_WRITTEN, storage_failed
+
+    lost = [r for r in records if RECORD_NOT_WRITTEN in (r.get("error") or "")]
+    failed = [r for r in records if r["status"] == "failed" and r not in lost]
+    unsaved = [r for r in records if storage_failed(r) and r not in lost]
     if failed:
         err_console.print(f"[red]{len(failed)} run(s) failed[/]; their records hold the error (vaebench show RUN)")
+    if lost:
+        reason = lost[0]["error"].split(f"{RECORD_NOT_WRITTEN} (", 1)[-1].rstrip(")")
+        err_console.print(f"[red]{len(lost)} run(s) not recorded[/] ({escape(reason)}); their artifacts were removed: "
+                          "run them again once the registry can be written", highlight=False)
+    if unsaved:
+        err_console.print(f"[red]{len(unsaved)} run(s) recorded without their checkpoint[/] (the reason is in their "
+                          "error column: vaebench show RUN)", highlight=False)
+    if failed or lost or unsaved:
         raise typer.Exit(1)
+
+
+def _warn_unreadable(unreadable: list[tuple[Path, str]], specs: list[Any], resume: bool) -> None:
+    """Name the record files left out, and the grid points that are trained again because
+    their record cannot be read."""
+    for path, reason in unreadable:
+        err_console.print(f"[yellow]warning:[/] skipped record file {escape(f'{path}: {reason}')}", highlight=False)
+    ids = {path.stem for path, _ in unreadable}
+    again = [s.run_id for s in specs if s.run_id in ids]
+    if again and resume:
+        err_console.print(f"[yellow]warning:[/] {len(again)} grid point(s) have an unreadable record and are "
+                          f"trained again: {', '.join(again)}", highlight=False)
+
+
+def _note_removed(removed: list[Path]) -> None:
+    if removed:
+        err_console.print(f"removed {len(removed)} temporary record file(s) left by writers that died", highlight=False)
 
 
 # ---------------------------------------------------------------- continue
@@ -383,7 +420,7 @@ def continue_(
         metric_options = check_metric_weights(selected)
         get_backend(spec.backend, manager).resolve_device(device)
         dataset = manager.dataset(spec.dataset).loader()(path=spec.dataset_path)
-        check_writable(registry)
+        _note_removed(check_writable(registry))
     except (ContinueError, RegistryError, UnknownSpecError, WeightsError, ValueError, ImportError) as exc:
         fail(str(exc))
     execution = ExecutionOptions(device=device, amp=amp, compile=compile, threads=threads, eval_samples=eval_samples,
@@ -399,8 +436,7 @@ def continue_(
         _print_json(record)
     else:
         console.print(summary_table([record], title="continued run"))
-    if record["status"] == "failed":
-        raise typer.Exit(1)
+    _exit_for([record])
 
 
 # ---------------------------------------------------------------- leaderboard
@@ -439,7 +475,7 @@ def leaderboard(
         kwargs["by"] = by_cols
     result = query.leaderboard(registry, metric, **kwargs)
     for path, reason in result.skipped:
-        err_console.print(f"[yellow]warning:[/] skipped unreadable record {path}: {reason}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] skipped record file {escape(f'{path}: {reason}')}", highlight=False)
     rows = result.table.to_pylist()
     from vaebench.harness.targets import tier
 
@@ -562,17 +598,20 @@ def evaluate_latents(
 # ---------------------------------------------------------------- traverse / samples
 def _trained_from_record(run_id: str, registry: str):
     from vaebench.plugins.backends import load_trained
-    from vaebench.registry.store import RegistryError, read_record
+    from vaebench.registry.store import RegistryError, artifact_path, read_record
 
     try:
         record = read_record(registry, run_id)
     except RegistryError as exc:
         fail(str(exc))
-    checkpoint = (record.get("artifacts") or {}).get("checkpoint")
-    if not checkpoint or not Path(checkpoint).exists():
-        fail(f"run {record['run_id']} has no checkpoint on disk ({checkpoint or 'not recorded'}); it was {record['status']}")
+    recorded = (record.get("artifacts") or {}).get("checkpoint")
+    checkpoint = artifact_path(registry, record["run_id"], recorded)
+    if checkpoint is None:
+        fail(f"run {record['run_id']} has no checkpoint in {Path(registry) / 'artifacts' / record['run_id']} "
+             f"({recorded or 'not recorded'}); it was {record['status']}")
+    record["artifacts"]["checkpoint"] = str(checkpoint)  # found in the registry: what traverse/samples write beside
     try:
-        return record, load_trained(record["backend"], str(Path(checkpoint).parent))
+        return record, load_trained(record["backend"], str(checkpoint.parent))
     except Exception as exc:  # noqa: BLE001 - a checkpoint from elsewhere may be anything
         fail(f"cannot load the checkpoint of run {record['run_id']}: {exc}")
 

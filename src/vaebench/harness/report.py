@@ -37,6 +37,7 @@ import math
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -47,6 +48,7 @@ from urllib.parse import quote
 from vaebench.harness.compare import summarise_metric
 from vaebench.harness.output import fmt
 from vaebench.registry.selection import Selection, check_prefixes, fetch_runs, parse_selection
+from vaebench.registry.store import artifact_path
 
 __all__ = ["ReportError", "ReportResult", "headline_metrics", "tradeoff_series", "write_report"]
 
@@ -307,9 +309,8 @@ def plot_capacity(groups: Mapping[str, Sequence[Mapping[str, Any]]], path: Path)
 def _copy_artifact(registry: Path, run: Mapping[str, Any], key: str, dest_dir: Path, name: str) -> tuple[Path | None, str | None]:
     """Copy artifact ``key`` of ``run`` into ``dest_dir``: ``(copied path, None)`` or ``(None, why not)``.
 
-    Only files inside ``<registry>/artifacts/<run_id>/`` are copied (a record
-    names its file; a moved registry still finds it there by name), and only
-    real PNG / GIF files.
+    Only files inside ``<registry>/artifacts/<run_id>/`` are copied (``store.artifact_path``:
+    a moved registry still finds its file there), and only real PNG / GIF files.
     """
     recorded = (run.get("artifacts") or {}).get(key)
     if not recorded:
@@ -317,24 +318,21 @@ def _copy_artifact(registry: Path, run: Mapping[str, Any], key: str, dest_dir: P
     run_id = str(run["run_id"])
     if not _RUN_ID.fullmatch(run_id):
         return None, "invalid run id"
-    home = (registry / "artifacts" / run_id).resolve()
-    for candidate in (home / Path(recorded).name, Path(recorded)):
-        try:
-            source = candidate.resolve()
-            if not source.is_relative_to(home) or not source.is_file():
-                continue
-            with open(source, "rb") as fh:
-                head = fh.read(8)
-        except OSError:
-            continue
-        suffix = next((s for magic, s in _MAGIC.items() if head.startswith(magic)), None)
-        if suffix is None:
-            return None, f"{source.name} is not a PNG or GIF file"
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        target = dest_dir / f"{name}{suffix}"
-        shutil.copyfile(source, target)
-        return target, None
-    return None, f"file missing ({recorded})"
+    source = artifact_path(registry, run_id, recorded)
+    if source is None:
+        return None, f"file missing ({recorded})"
+    try:
+        with open(source, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        return None, f"cannot read {source.name} ({exc.strerror or exc})"
+    suffix = next((s for magic, s in _MAGIC.items() if head.startswith(magic)), None)
+    if suffix is None:
+        return None, f"{source.name} is not a PNG or GIF file"
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    target = dest_dir / f"{name}{suffix}"
+    shutil.copyfile(source, target)
+    return target, None
 
 
 # --------------------------------------------------------------------------- rendering helpers
@@ -505,12 +503,50 @@ def write_report(
     finally:
         con.close()
 
+    return _stage_and_publish(out, lambda stage: _render(
+        stage, root, sel, runs, skipped, verdicts, parsed, targets, metric, metrics, disentangle, quality,
+        board_cols, board))
+
+
+def _stage_and_publish(out: Path, render: Callable[[Path], ReportResult]) -> ReportResult:
+    """Run ``render`` into a temporary directory in ``out`` (created), then move what it
+    wrote into place (other files in ``out`` are left alone): a report that fails half
+    way leaves ``out`` as it was, and removes it if it created it. An OS error (a full
+    disk) is a one-line :class:`ReportError`."""
+    created = not out.exists()
+    stage = None
     try:
         out.mkdir(parents=True, exist_ok=True)
-        figures_dir = out / "figures"
-        figures_dir.mkdir(exist_ok=True)
-    except OSError as exc:
-        raise ReportError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
+        stage = Path(tempfile.mkdtemp(prefix=".report.", suffix=".partial", dir=out))
+        result = render(stage)
+        files = sorted(p for p in stage.rglob("*") if p.is_file())
+        for path in sorted(files, key=lambda p: p.parent == stage):  # index.html and report.md last
+            target = out / path.relative_to(stage)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+    except BaseException as exc:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise ReportError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
+        raise
+    shutil.rmtree(stage, ignore_errors=True)
+    result.out_dir, result.html, result.markdown = out, out / "index.html", out / "report.md"
+    result.figures = [out / p.relative_to(stage) for p in result.figures]
+    return result
+
+
+def _render(out: Path, root: Path, sel: Selection, runs: Sequence[Mapping[str, Any]], skipped: list[tuple[Path, str]],
+            verdicts: list[Any], parsed: Any, targets: str | os.PathLike[str] | None, metric: str | None,
+            metrics: list[str], disentangle: list[str], quality: list[str], board_cols: Any, board: Any) -> ReportResult:
+    """Write the report's files into ``out`` (an empty directory)."""
+    from vaebench.api import metric_direction
+    from vaebench.harness import targets as tg
+
+    figures_dir = out / "figures"
+    figures_dir.mkdir()
     result = ReportResult(out_dir=out, html=out / "index.html", markdown=out / "report.md", skipped=skipped,
                           targets=verdicts)
     result.counts = {s: sum(r["status"] == s for r in runs) for s in ("ok", "diverged", "failed")}

@@ -39,19 +39,27 @@ def _need_registry(registry: str) -> None:
 
 def _warn_skipped(skipped: list[tuple[Path, str]]) -> None:
     for path, reason in skipped:
-        err_console.print(f"[yellow]warning:[/] skipped unreadable record {escape(f'{path}: {reason}')}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] skipped record file {escape(f'{path}: {reason}')}", highlight=False)
 
 
-def _open(registry: str):
+def _open(registry: str, skipped: list[tuple[Path, str]] | None = None):
+    """The registry's locked read-only connection; files left out are warned about (and
+    appended to ``skipped`` when given), as are temporary files of writers that died."""
     from vaebench.registry.readonly import open_readonly
-    from vaebench.registry.store import RegistryError
+    from vaebench.registry.store import RegistryError, stale_temporaries
 
     _need_registry(registry)
     try:
-        con, skipped = open_readonly(registry)
+        con, left_out = open_readonly(registry)
     except RegistryError as exc:
         fail(str(exc))
-    _warn_skipped(skipped)
+    _warn_skipped(left_out)
+    if skipped is not None:
+        skipped += left_out
+    stale = stale_temporaries(registry)
+    if stale:
+        err_console.print(f"[yellow]warning:[/] {len(stale)} temporary record file(s) of writers that died in "
+                          f"{escape(registry)}/runs (the next `vaebench run` removes them)", highlight=False)
     return con
 
 
@@ -184,6 +192,9 @@ def check(
         None, "--baseline-registry", help="Registry holding the baseline runs (e.g. main's results). [default: --registry]"
     ),
     registry: str = typer.Option(DEFAULT_REGISTRY, "--registry", help=REGISTRY_HELP),
+    allow_unreadable: bool = typer.Option(
+        False, "--allow-unreadable", help="Pass even when record files were left out (unreadable, invalid or duplicate)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per target."),
 ) -> None:
     """Check runs against targets; exit 1 when any target fails (for CI).
@@ -197,7 +208,9 @@ def check(
 
     Exit 0: every target passes (or changed, not significant). Exit 1: a target
     fails, or cannot be evaluated ("error: ..." — too few runs, metric missing,
-    incomparable datasets or estimator settings: never a silent pass).
+    incomparable datasets or estimator settings: never a silent pass), or a
+    record file was left out (unreadable, invalid, duplicate), so the verdicts
+    may miss runs; --allow-unreadable checks the rest and lets them pass.
     Exit 2: usage errors (bad TOML, unknown metric or select key).
     """
     from vaebench.harness import targets as tg
@@ -212,8 +225,9 @@ def check(
         parsed = tg.load_targets(targets, baseline=base is not None)
     except tg.TargetsError as exc:
         fail(str(exc))
-    con = _open(registry)
-    base_con = _open(baseline_registry) if baseline_registry is not None else None
+    left_out: list[tuple[Path, str]] = []
+    con = _open(registry, left_out)
+    base_con = _open(baseline_registry, left_out) if baseline_registry is not None else None
     try:
         results = tg.check_targets(con, parsed, current, base, base_con)
     except ValueError as exc:
@@ -223,8 +237,11 @@ def check(
         if base_con is not None:
             base_con.close()
     code = tg.exit_code(results)
+    if left_out and not allow_unreadable:
+        code = max(code, 1)
     if as_json:
         print_json([r.to_dict() for r in results])
+        _say_left_out(left_out, allow_unreadable)
         raise typer.Exit(code)
     from rich.table import Table
 
@@ -244,7 +261,19 @@ def check(
     bad = sum(not r.passed for r in results)
     if bad:
         err_console.print(f"[red]{bad} of {len(results)} target(s) not met[/]")
+    _say_left_out(left_out, allow_unreadable)
     raise typer.Exit(code)
+
+
+def _say_left_out(left_out: list[tuple[Path, str]], allowed: bool) -> None:
+    if not left_out:
+        return
+    if allowed:
+        err_console.print(f"{len(left_out)} record file(s) left out (listed above); checked without them "
+                          "(--allow-unreadable)", highlight=False)
+    else:
+        err_console.print(f"[red]{len(left_out)} record file(s) left out[/] (listed above): the verdicts may miss "
+                          "runs, so the check fails; --allow-unreadable checks without them", highlight=False)
 
 
 # ---------------------------------------------------------------- report

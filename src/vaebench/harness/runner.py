@@ -5,6 +5,12 @@ A run ends in exactly one record: ``ok`` (trained and scored), ``diverged``
 line; the grid goes on). A metric that raises is noted in ``metric_params`` and
 the run stays ``ok``; one that raises ``MetricUnavailable`` (weights not installed)
 is noted as unavailable, with its reason.
+
+Storage failures (a full disk, a file size limit) lose as little as possible: a
+checkpoint that cannot be written is noted and what it left removed, the run keeps its
+metrics (``ok``); a record that cannot be written leaves nothing behind (the run's
+artifacts are removed, its periodic checkpoint kept for a later pick-up) and the grid
+goes on. :func:`storage_failed` tells the CLI to exit 1 for either.
 """
 
 from __future__ import annotations
@@ -31,6 +37,10 @@ from vaebench.plugins.metrics.posterior import kl_per_dim
 from vaebench.plugins.specs import DatasetSpec, MetricResult, MetricSpec, MetricUnavailable
 from vaebench.registry import store
 from vaebench.registry.schema import DONE_STATUSES, RECORD_SCHEMA, SCHEMA_VERSION, signal_rows
+
+#: Notes (in ``error``) of a run whose checkpoint / record could not be written.
+CHECKPOINT_NOT_WRITTEN = "checkpoint not written"
+RECORD_NOT_WRITTEN = "record not written"
 
 #: The held-out evaluation set is the same for every run (fixed seed), so runs
 #: differ only by what they learned, not by which observations they were scored on.
@@ -102,6 +112,19 @@ def _one_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     text = lines[0] if lines else ""
     return text if type(exc) is ValueError and text else f"{type(exc).__name__}: {text}"
+
+
+def storage_failed(record: Mapping[str, Any]) -> bool:
+    """Whether ``record`` (as a run returned it) lost its checkpoint or was not written."""
+    error = record.get("error") or ""
+    return CHECKPOINT_NOT_WRITTEN in error or RECORD_NOT_WRITTEN in error
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for a storage failure: the OS's words where it is an OS error."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return _one_line(exc)
 
 
 def base_record(spec: RunSpec, dataset: Any, device: DeviceInfo, execution: ExecutionOptions) -> dict[str, Any]:
@@ -312,17 +335,33 @@ class PendingRun:
                 values, params, per_dim = evaluate(trained, spec, dataset, self.metric_specs, execution, metric_options)
                 record["eval_seconds"] = time.perf_counter() - t0
                 record.update(status="ok", metrics=values, metric_params=json.dumps(params), kl_per_dim=per_dim.tolist())
-                out_dir = str(store.artifact_dir(registry, spec.run_id))
-                record["artifacts"] = trained.save(out_dir)
-                if execution.figures:
-                    reporter.phase(spec.run_id, "figures")
-                    record["artifacts"].update(_figures(trained, dataset, spec, per_dim, params, out_dir, execution))
+                record["artifacts"] = self._save(trained, registry, reporter, per_dim, params)
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - a failed run is recorded, the grid goes on
             record["status"] = "failed"
             record["error"] = _one_line(exc)
         return self._write(registry, reporter, notes)
+
+    def _save(self, trained: Any, registry: str, reporter: Reporter, per_dim: np.ndarray,
+              params: dict[str, Any]) -> dict[str, str]:
+        """Write the checkpoint and figures under ``<registry>/artifacts/<run_id>/``; returns
+        their paths relative to the registry (``store.artifact_refs``). A checkpoint that
+        cannot be written is a note (the run keeps its metrics), and what it left is removed."""
+        spec, execution = self.spec, self.execution
+        try:
+            out_dir = str(store.artifact_dir(registry, spec.run_id))
+            paths = dict(trained.save(out_dir))
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a full disk must not lose the run's metrics
+            store.remove_artifacts(registry, spec.run_id)
+            execution.notes.append(f"{CHECKPOINT_NOT_WRITTEN} ({_reason(exc)})")
+            return {}
+        if execution.figures:
+            reporter.phase(spec.run_id, "figures")
+            paths.update(_figures(trained, self.dataset, spec, per_dim, params, out_dir, execution))
+        return store.artifact_refs(registry, spec.run_id, paths)
 
     def fail(self, registry: str, error: str, reporter: Reporter) -> dict[str, Any]:
         """Record the run as ``failed`` with a one-line ``error``."""
@@ -336,7 +375,14 @@ class PendingRun:
             note = "; ".join(notes)
             record["error"] = f"{record['error']}; {note}" if record.get("error") else note
         record["finished_at"] = _now()
-        store.write_record(registry, record)
+        try:
+            store.write_record(registry, record)
+        except store.RegistryWriteError as exc:
+            # Nothing of the run stays without its record; the grid goes on.
+            store.remove_artifacts(registry, record["run_id"])
+            note = f"{RECORD_NOT_WRITTEN} ({exc})"
+            record.update(status="failed", artifacts=None,
+                          error=f"{record['error']}; {note}" if record.get("error") else note)
         record = {name: record.get(name) for name in RECORD_SCHEMA.names} | {"schema_version": SCHEMA_VERSION}
         reporter.end_run(record)
         return record
@@ -389,9 +435,11 @@ def continue_run(
     from vaebench.plugins.backends.base import ResumePoint
 
     spec = continued_spec(parent, more_steps, manager)
-    checkpoint = (parent.get("artifacts") or {}).get("checkpoint")
-    if not checkpoint or not Path(checkpoint).exists():
-        raise ContinueError(f"run {parent['run_id']} has no checkpoint on disk ({checkpoint or 'not recorded'})")
+    recorded = (parent.get("artifacts") or {}).get("checkpoint")
+    checkpoint = store.artifact_path(registry, parent["run_id"], recorded)
+    if checkpoint is None:
+        raise ContinueError(f"run {parent['run_id']} has no checkpoint in {Path(registry) / 'artifacts' / parent['run_id']} "
+                            f"({recorded or 'not recorded'})")
     backend = get_backend(spec.backend, manager)
     if not getattr(backend, "supports_resume", False):
         raise ContinueError(f"the {spec.backend} backend cannot continue a run yet (the torch backend can)")

@@ -6,9 +6,14 @@ over every record file. The view always has every ``RECORD_SCHEMA`` column
 added: files are read with ``union_by_name`` so a column present in only some
 files is kept (NULL elsewhere) rather than silently dropped.
 
-Corrupt files do not break queries: when DuckDB refuses the whole set, each
-file is checked on its own and the view is built over the good ones; the bad
-ones are reported as ``(path, one-line reason)``.
+Records are checked, not trusted: a file that is not a valid record (corrupt, not one
+row, no valid ``run_id`` or ``status``, a schema column of another type such as ``beta``
+as text: ``store.record_problem``) is left out, and of several files holding the same
+``run_id`` (a record copied under another name) only one is read, ``<run_id>.parquet``
+where it is among them. What is left out is reported as ``(path, one-line reason)``.
+The fast path reads only ``run_id`` and ``status`` of every file (DuckDB, in one scan) and
+the column types of the union; when DuckDB refuses the set or a type is off, each file
+is checked on its own with pyarrow.
 
 User-given *values* (metric key, dataset, model) reach SQL only as bound
 parameters. User-given *column names* (``by``) cannot be parameters, so they
@@ -29,7 +34,7 @@ import pyarrow.parquet as pq
 
 from vaebench.registry.schema import GROUPABLE_COLUMNS, RECORD_SCHEMA
 from vaebench.registry.selection import Selection
-from vaebench.registry.store import RegistryError, read_record, run_files
+from vaebench.registry.store import RegistryError, read_record, record_problem, row_problem, run_files
 
 __all__ = [
     "DEFAULT_BY",
@@ -38,6 +43,7 @@ __all__ = [
     "metric_keys",
     "open_runs",
     "rank",
+    "recorded_runs",
     "recorded_status",
     "show",
 ]
@@ -85,8 +91,9 @@ def _to_arrow(rel: duckdb.DuckDBPyRelation) -> pa.Table:
     return to_table()
 
 
-def _build_view(con: duckdb.DuckDBPyConnection, files: Sequence[Path]) -> None:
-    """(Re)create the ``runs`` view over ``files``; raises duckdb.Error on a bad set.
+def _build_view(con: duckdb.DuckDBPyConnection, files: Sequence[Path], bind: bool = True) -> None:
+    """(Re)create the ``runs`` view over ``files``; raises duckdb.Error on a bad set
+    (with ``bind``; without, the set is known to bind: the first query binds it).
 
     The file list goes through the relation API (``con.read_parquet(list)``)
     because DuckDB cannot bind a prepared parameter inside CREATE VIEW;
@@ -102,21 +109,69 @@ def _build_view(con: duckdb.DuckDBPyConnection, files: Sequence[Path]) -> None:
             f"CREATE VIEW runs AS SELECT * FROM {_EMPTY_TABLE} "
             f"UNION ALL BY NAME SELECT * FROM {_FILES_VIEW}"
         )
-        # Binding is lazy for views: make DuckDB resolve the union now.
-        con.sql("SELECT * FROM runs LIMIT 0").fetchall()
+        if bind:  # Binding is lazy for views: make DuckDB resolve the union now.
+            con.sql("SELECT * FROM runs LIMIT 0").fetchall()
     else:
         con.sql(f"CREATE VIEW runs AS SELECT * FROM {_EMPTY_TABLE}")
 
 
-def _pyarrow_problem(path: Path) -> str | None:
-    """Why pyarrow cannot read ``path`` as a record file, or None if it can."""
+def _pyarrow_check(path: Path) -> tuple[str | None, str | None]:
+    """``(run_id, None)`` for a valid record file, ``(None, why not)`` otherwise."""
     try:
         table = pq.read_table(path)
     except Exception as exc:  # noqa: BLE001 - any failure means "skip this file"
-        return _one_line(exc)
-    if table.num_rows != 1:
-        return f"expected one row, found {table.num_rows}"
-    return None
+        return None, _one_line(exc)
+    problem = record_problem(table)
+    if problem is not None:
+        return None, problem
+    return table.column("run_id")[0].as_py(), None
+
+
+def _fast_check(con: duckdb.DuckDBPyConnection, files: Sequence[Path]) -> tuple[dict[Path, str], Skipped] | None:
+    """``({file: run_id} of the valid files, skipped)`` from one DuckDB scan of ``run_id``
+    and ``status``, or ``None`` when DuckDB refuses the set or a schema column's type in the
+    union is not the schema's (some file has another type: check each file instead)."""
+    if not files:
+        return {}, []
+    paths = {os.path.abspath(p): p for p in files}
+    try:
+        rel = con.read_parquet(list(paths), union_by_name=True, filename=True)
+        expected = dict(zip(con.table(_EMPTY_TABLE).columns, map(str, con.table(_EMPTY_TABLE).types)))
+        have = dict(zip(rel.columns, map(str, rel.types)))
+        if any(name in have and have[name] != typ for name, typ in expected.items()):
+            return None
+        cols = [c if c in have else f"NULL AS {c}" for c in ("run_id", "status")]
+        rows = rel.select(f"filename, {', '.join(cols)}").fetchall()
+    except duckdb.Error:
+        return None
+    seen: dict[str, list[tuple[Any, Any]]] = {}
+    for name, run_id, status in rows:
+        seen.setdefault(name, []).append((run_id, status))
+    ids: dict[Path, str] = {}
+    skipped: Skipped = []
+    for name, path in paths.items():
+        found = seen.get(name, [])
+        problem = f"expected one row, found {len(found)}" if len(found) != 1 else row_problem(*found[0])
+        if problem is None:
+            ids[path] = found[0][0]
+        else:
+            skipped.append((path, problem))
+    return ids, skipped
+
+
+def _dedupe(ids: dict[Path, str]) -> tuple[list[Path], Skipped]:
+    """One file per run id, sorted: ``<run_id>.parquet`` where it is among the files of
+    that id, else the first by name; the others are skipped as duplicates."""
+    by_id: dict[str, list[Path]] = {}
+    for path in sorted(ids):
+        by_id.setdefault(ids[path], []).append(path)
+    kept: list[Path] = []
+    skipped: Skipped = []
+    for run_id, paths in by_id.items():
+        first = next((p for p in paths if p.name == f"{run_id}.parquet"), paths[0])
+        kept.append(first)
+        skipped += [(p, f"duplicate of {first.name} (same run_id {run_id})") for p in paths if p != first]
+    return sorted(kept), skipped
 
 
 def _duckdb_problem(con: duckdb.DuckDBPyConnection, path: Path) -> str | None:
@@ -140,32 +195,38 @@ def open_runs(
     """Open an in-memory DuckDB connection with a view ``runs`` over all records.
 
     Returns ``(connection, skipped)`` where ``skipped`` lists the files left out
-    as ``(path, one-line reason)``. The fast path hands the whole file set to
-    DuckDB; if DuckDB raises (a corrupt file among good ones), or when
-    ``validate`` is true, every file is read with pyarrow first (and, if DuckDB
-    still refuses the set, probed with DuckDB one by one) and the view is built
-    over the good files only. An empty registry gives an empty ``runs`` view
-    with the ``RECORD_SCHEMA`` columns. The caller closes the connection.
+    as ``(path, one-line reason)``: files that are not valid records and
+    duplicates of a run id (see the module docstring). The fast path checks
+    every file's ``run_id`` and ``status`` and the union's column types in one
+    DuckDB scan; if DuckDB raises (a corrupt file among good ones), a type is
+    off, or when ``validate`` is true, every file is read with pyarrow first
+    (and, if DuckDB still refuses the set, probed with DuckDB one by one) and
+    the view is built over the good files only. An empty registry gives an
+    empty ``runs`` view with the ``RECORD_SCHEMA`` columns. The caller closes
+    the connection.
     """
     files = run_files(root)
     con = duckdb.connect(":memory:")
     try:
         con.from_arrow(RECORD_SCHEMA.empty_table()).to_table(_EMPTY_TABLE)
-        if not validate:
-            try:
-                _build_view(con, files)
-                return con, []
-            except duckdb.Error:
-                pass
+        checked = None if validate else _fast_check(con, files)
+        if checked is not None:
+            ids, skipped = checked
+            good, duplicates = _dedupe(ids)
+            # These files bound (and scanned) together just now: the first query binds them.
+            _build_view(con, good, bind=False)
+            return con, sorted(skipped + duplicates, key=lambda item: item[0])
 
-        skipped: Skipped = []
-        good: list[Path] = []
+        skipped = []
+        ids = {}
         for path in files:
-            problem = _pyarrow_problem(path)
+            run_id, problem = _pyarrow_check(path)
             if problem is None:
-                good.append(path)
+                ids[path] = run_id
             else:
                 skipped.append((path, problem))
+        good, duplicates = _dedupe(ids)
+        skipped += duplicates
         try:
             _build_view(con, good)
         except duckdb.Error:
@@ -323,21 +384,28 @@ def show(root: str | os.PathLike[str], run_id_or_prefix: str) -> dict[str, Any]:
     return read_record(root, run_id_or_prefix)
 
 
-def recorded_status(root: str | os.PathLike[str]) -> dict[str, str]:
-    """Map run_id -> status for every readable record; corrupt files are skipped.
+def recorded_runs(root: str | os.PathLike[str]) -> tuple[dict[str, str], Skipped]:
+    """``(run_id -> status of every valid record, files left out)``.
 
-    Used by ``--resume``: ``ok`` and ``diverged`` runs are done, ``failed``
-    ones are retried.
+    Used by ``vaebench run``: with ``--resume``, ``ok`` and ``diverged`` runs are done,
+    ``failed`` ones are retried, and a run whose record file is left out (unreadable,
+    invalid) is trained again, which the CLI says.
     """
     sql = "SELECT run_id, status FROM runs WHERE run_id IS NOT NULL ORDER BY run_id"
-    con, _ = open_runs(root)
+    con, skipped = open_runs(root)
     try:
         try:
             rows = con.sql(sql).fetchall()
         except duckdb.Error:
             con.close()
-            con, _ = open_runs(root, validate=True)
+            con, skipped = open_runs(root, validate=True)
             rows = con.sql(sql).fetchall()
     finally:
         con.close()
-    return {run_id: status for run_id, status in rows}
+    return {run_id: status for run_id, status in rows}, skipped
+
+
+def recorded_status(root: str | os.PathLike[str]) -> dict[str, str]:
+    """Map run_id -> status for every valid record (:func:`recorded_runs` without the
+    files left out)."""
+    return recorded_runs(root)[0]

@@ -134,3 +134,50 @@ GROUPABLE_COLUMNS = (
     "strategy",
     "seed",
 )
+
+
+def _compatible(actual: pa.DataType, expected: pa.DataType) -> bool:
+    """Whether a column read as ``actual`` holds what ``expected`` describes: the same type,
+    or a narrower one of the same kind (int32 for int64, float32 or an integer for a
+    float, another timestamp unit, a large string), recursively for lists, maps and
+    structs (a struct may lack fields). A string where a number belongs is not."""
+    if actual.equals(expected):
+        return True
+    t = pa.types
+    if t.is_floating(expected):
+        return t.is_floating(actual) or t.is_integer(actual)
+    if t.is_integer(expected):
+        return t.is_integer(actual)
+    if t.is_timestamp(expected):
+        return t.is_timestamp(actual)
+    if t.is_string(expected):
+        return t.is_string(actual) or t.is_large_string(actual)
+    if t.is_map(expected):
+        return t.is_map(actual) and _compatible(actual.key_type, expected.key_type) and _compatible(
+            actual.item_type, expected.item_type)
+    if t.is_list(expected):
+        return (t.is_list(actual) or t.is_large_list(actual)) and _compatible(actual.value_type, expected.value_type)
+    if t.is_struct(expected):
+        if not t.is_struct(actual):
+            return False
+        fields = {actual.field(i).name: actual.field(i).type for i in range(actual.num_fields)}
+        want = {expected.field(i).name: expected.field(i).type for i in range(expected.num_fields)}
+        return all(name in want and _compatible(typ, want[name]) for name, typ in fields.items())
+    return False
+
+
+def schema_problem(schema: pa.Schema) -> str | None:
+    """Why a record file with ``schema`` does not fit :data:`RECORD_SCHEMA`, or ``None``.
+
+    Columns of the schema may be missing (an older writer's file: null when read) and
+    unknown columns are kept (a newer writer's); a schema column present with another
+    kind of type (``beta`` as text) is a problem.
+    """
+    for field in RECORD_SCHEMA:
+        index = schema.get_field_index(field.name)
+        if index < 0:
+            continue
+        actual = schema.field(index).type
+        if not _compatible(actual, field.type):
+            return f"column {field.name!r} is {actual}, expected {field.type}"
+    return None

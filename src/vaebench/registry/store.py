@@ -6,9 +6,20 @@ Layout under the registry root (default ``./vaebench-results``)::
     <root>/artifacts/<run_id>/...     checkpoints, plots (written by others)
 
 Records are written atomically: the row goes to a temporary file in the same
-directory whose name ends in ``.partial`` (so the read glob ``*.parquet`` never
-sees it), the file is fsynced, then ``os.replace``-d onto its final name. A
-reader therefore sees either the old record or the new one, never half of one.
+directory, ``.<run_id>.<pid>.<host>.<rand>.parquet.partial`` (the read glob
+``*.parquet`` never sees it), the file is fsynced, then ``os.replace``-d onto its
+final name. A reader therefore sees either the old record or the new one, never
+half of one. A writer killed mid-write leaves its temporary file behind; the
+writer's pid and host in the name tell whether it is dead (:func:`stale_temporaries`),
+and :func:`check_writable` (run before a grid or a ``continue``) removes those.
+
+Records are checked when read (:func:`record_problem`): one row, a valid ``run_id``
+and ``status``, and every schema column it has of the schema's type.
+
+Artifact paths are stored relative to the registry root
+(``artifacts/<run_id>/model.safetensors``, :func:`artifact_refs`) and resolved under
+``<root>/artifacts/<run_id>/`` only (:func:`artifact_path`), so a registry can be
+moved or copied and a hand-edited path cannot point outside it.
 """
 
 from __future__ import annotations
@@ -17,24 +28,36 @@ import datetime as _dt
 import os
 import re
 import secrets
-from collections.abc import Mapping
-from pathlib import Path
+import shutil
+import socket
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path, PurePath
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vaebench.registry.schema import RECORD_SCHEMA, SCHEMA_VERSION, STATUSES
+from vaebench.registry.schema import RECORD_SCHEMA, SCHEMA_VERSION, STATUSES, schema_problem
 
 __all__ = [
     "DEFAULT_ROOT",
+    "STALE_AFTER_SECONDS",
     "RegistryError",
+    "RegistryWriteError",
     "artifact_dir",
+    "artifact_path",
+    "artifact_refs",
     "check_writable",
     "read_record",
+    "record_problem",
     "record_to_dict",
+    "remove_artifacts",
+    "remove_stale_temporaries",
+    "row_problem",
     "run_files",
     "runs_dir",
+    "stale_temporaries",
     "write_record",
 ]
 
@@ -44,10 +67,25 @@ DEFAULT_ROOT = Path("vaebench-results")
 _RUN_ID_RE = re.compile(r"[0-9a-f]{6,64}")
 _PREFIX_RE = re.compile(r"[0-9a-f]{1,64}")
 _TEMP_SUFFIX = ".partial"
+#: A temporary file of a writer: a record (``.<run_id>.<pid>.<host>.<rand>.parquet.partial``)
+#: or a probe (``.probe.<pid>.<host>.<rand>.partial``); files of older versions have no host.
+_TEMP_RE = re.compile(
+    r"\.(?:[0-9a-f]{6,64}|probe)\.(?P<pid>[0-9]{1,10})(?:\.(?P<host>[A-Za-z0-9_.-]*))?"
+    r"\.[0-9a-f]{8}(?:\.parquet)?\.partial"
+)
+#: A temporary file older than this is stale whoever wrote it (a record is written in
+#: milliseconds; this covers writers on other hosts of a shared file system, whose pids
+#: cannot be checked from here).
+STALE_AFTER_SECONDS = 3600.0
 
 
 class RegistryError(Exception):
     """A registry problem, with a one-line message fit to show a user."""
+
+
+class RegistryWriteError(RegistryError):
+    """The registry could not be written (full disk, file size limit, permissions): a
+    storage failure, as opposed to a record that is invalid."""
 
 
 # --------------------------------------------------------------------------- paths
@@ -92,19 +130,155 @@ def artifact_dir(root: str | os.PathLike[str], run_id: str) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise RegistryError(f"cannot write to registry {root}: {_reason(exc)}") from exc
+        raise RegistryWriteError(f"cannot write to registry {root}: {_reason(exc)}") from exc
     return path
 
 
-def check_writable(root: str | os.PathLike[str]) -> None:
-    """Create ``<root>/runs`` if needed and prove a file can be created there.
+def artifact_refs(root: str | os.PathLike[str], run_id: str, paths: Mapping[str, str]) -> dict[str, str]:
+    """``{key: path}`` of files a run wrote under ``<root>/artifacts/<run_id>/`` -> the same
+    keys with the paths relative to ``root`` (``artifacts/<run_id>/model.safetensors``,
+    POSIX separators), which is what a record stores. A path outside that directory is
+    kept as given (it is never followed: :func:`artifact_path`)."""
+    home = Path(os.path.abspath(Path(root) / "artifacts" / _check_run_id(run_id)))
+    out = {}
+    for key, value in paths.items():
+        full = Path(os.path.abspath(value))
+        out[key] = (PurePath("artifacts", run_id) / full.relative_to(home)).as_posix() if full.is_relative_to(home) else str(value)
+    return out
 
-    Writes and removes a small probe file. Raises :class:`RegistryError` with a
-    one-line message when the registry cannot be written (so the CLI can stop
-    before training anything).
+
+def artifact_path(root: str | os.PathLike[str], run_id: str, recorded: str | None) -> Path | None:
+    """The file a record's artifact path ``recorded`` names, found under
+    ``<root>/artifacts/<run_id>/`` only, or ``None`` when there is none there.
+
+    Tried in order: ``recorded`` relative to ``root`` (what records store); the part of
+    ``recorded`` after ``artifacts/<run_id>/`` (older records stored absolute or
+    working-directory-relative paths: a moved or copied registry finds its own file);
+    the file's name in the run's directory. Every candidate must resolve (symbolic links
+    followed) inside ``<root>/artifacts/<run_id>/``, so a registry never reads or writes
+    through a path that leads out of it.
+    """
+    if not recorded or not isinstance(run_id, str) or not _RUN_ID_RE.fullmatch(run_id):
+        return None
+    base = Path(root)
+    home = (base / "artifacts" / run_id).resolve()
+    given = PurePath(recorded)
+    candidates = [] if given.is_absolute() else [base / given]
+    parts = given.parts
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "artifacts" and parts[i + 1] == run_id and i + 2 < len(parts):
+            candidates.append(home.joinpath(*parts[i + 2:]))
+            break
+    candidates.append(home / given.name)
+    for candidate in candidates:
+        try:
+            source = candidate.resolve()
+        except (OSError, RuntimeError):
+            continue
+        if source.is_relative_to(home) and source != home and source.is_file():
+            return source
+    return None
+
+
+def remove_artifacts(root: str | os.PathLike[str], run_id: str, keep: Iterable[str] = ("partial",)) -> None:
+    """Remove what ``<root>/artifacts/<run_id>/`` holds except the entries named in ``keep``
+    (default: the periodic checkpoint a later run picks up), and the directory itself
+    when nothing is kept: the artifacts of a run that has no record (best effort)."""
+    home = Path(root) / "artifacts" / _check_run_id(run_id)
+    try:
+        entries = list(home.iterdir())
+    except OSError:
+        return
+    kept = set(keep)
+    for entry in entries:
+        if entry.name in kept:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            _remove_quietly(entry)
+    try:
+        home.rmdir()
+    except OSError:
+        pass
+
+
+def _host() -> str:
+    """This host's name as it appears in temporary file names (``[A-Za-z0-9_.-]``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:64]
+
+
+def _temp_name(stem: str, suffix: str = _TEMP_SUFFIX) -> str:
+    """``.<stem>.<pid>.<host>.<rand><suffix>``: a writer's temporary file name."""
+    return f".{stem}.{os.getpid()}.{_host()}.{secrets.token_hex(4)}{suffix}"
+
+
+def _pid_dead(pid: int) -> bool:
+    """Whether no live process has ``pid`` on this host (a zombie counts as dead: it
+    writes nothing more)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OSError):
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]
+        return state in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
+
+
+def stale_temporaries(root: str | os.PathLike[str], max_age: float = STALE_AFTER_SECONDS) -> list[Path]:
+    """Temporary files in ``<root>/runs`` left by writers that died, sorted.
+
+    A temporary file is stale when its writer's pid (in its name) is dead on this
+    host, or when it is older than ``max_age`` seconds (whatever host wrote it, and
+    for names of older versions, which carry no host). A live writer's file is never
+    listed, so the result can be removed while other processes write records.
     """
     directory = runs_dir(root)
-    probe = directory / f".probe.{os.getpid()}.{secrets.token_hex(4)}{_TEMP_SUFFIX}"
+    if not directory.is_dir():
+        return []
+    host, now, stale = _host(), time.time(), []
+    for path in directory.glob(".*" + _TEMP_SUFFIX):
+        match = _TEMP_RE.fullmatch(path.name)
+        if match is None:
+            continue
+        try:
+            age = now - path.lstat().st_mtime
+        except OSError:
+            continue  # gone meanwhile: renamed by its writer or removed
+        if age > max_age or (match["host"] == host and _pid_dead(int(match["pid"]))):
+            stale.append(path)
+    return sorted(stale)
+
+
+def remove_stale_temporaries(root: str | os.PathLike[str], max_age: float = STALE_AFTER_SECONDS) -> list[Path]:
+    """Remove :func:`stale_temporaries` of ``root``; returns those removed."""
+    removed = []
+    for path in stale_temporaries(root, max_age):
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        removed.append(path)
+    return removed
+
+
+def check_writable(root: str | os.PathLike[str]) -> list[Path]:
+    """Create ``<root>/runs`` if needed and prove a file can be created there; remove the
+    temporary files of writers that died (:func:`remove_stale_temporaries`).
+
+    Writes and removes a small probe file. Returns the stale temporary files removed.
+    Raises :class:`RegistryWriteError` with a one-line message when the registry cannot
+    be written (so the CLI can stop before training anything).
+    """
+    directory = runs_dir(root)
+    probe = directory / _temp_name("probe")
     try:
         directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -115,7 +289,8 @@ def check_writable(root: str | os.PathLike[str]) -> None:
         os.unlink(probe)
     except OSError as exc:
         _remove_quietly(probe)
-        raise RegistryError(f"cannot write to registry {root}: {_reason(exc)}") from exc
+        raise RegistryWriteError(f"cannot write to registry {root}: {_reason(exc)}") from exc
+    return remove_stale_temporaries(root)
 
 
 def run_files(root: str | os.PathLike[str]) -> list[Path]:
@@ -222,14 +397,14 @@ def write_record(root: str | os.PathLike[str], record: Mapping[str, Any]) -> Pat
     An existing record with the same ``run_id`` is replaced. Returns the path.
 
     Raises :class:`RegistryError` for a bad record or when the registry cannot
-    be written (the temporary file is removed in that case).
+    be written (:class:`RegistryWriteError`; the temporary file is removed in that case).
     """
     row = _normalise(record)
     table = _to_table(row)
     run_id = row["run_id"]
     directory = runs_dir(root)
     final = directory / f"{run_id}.parquet"
-    tmp = directory / f".{run_id}.{os.getpid()}.{secrets.token_hex(4)}.parquet{_TEMP_SUFFIX}"
+    tmp = directory / _temp_name(run_id, ".parquet" + _TEMP_SUFFIX)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with open(tmp, "xb") as fh:
@@ -239,7 +414,7 @@ def write_record(root: str | os.PathLike[str], record: Mapping[str, Any]) -> Pat
         os.replace(tmp, final)
     except OSError as exc:  # includes pyarrow's ArrowIOError
         _remove_quietly(tmp)
-        raise RegistryError(f"cannot write to registry {root}: {_reason(exc)}") from exc
+        raise RegistryWriteError(f"cannot write to registry {root}: {_reason(exc)}") from exc
     except BaseException:
         _remove_quietly(tmp)
         raise
@@ -271,6 +446,31 @@ def record_to_dict(table: pa.Table) -> dict[str, Any]:
     return out
 
 
+def row_problem(run_id: Any, status: Any) -> str | None:
+    """Why a record with this ``run_id`` and ``status`` is not a run, or ``None``."""
+    if not isinstance(run_id, str) or not _RUN_ID_RE.fullmatch(run_id):
+        return "no run_id" if run_id is None else f"invalid run_id {str(run_id)[:80]!r}"
+    if status not in STATUSES:
+        return "no status" if status is None else f"invalid status {str(status)[:80]!r}"
+    return None
+
+
+def record_problem(table: pa.Table) -> str | None:
+    """Why ``table`` (a record file's contents) is not a valid run record, or ``None``:
+    one row, every schema column it has of a compatible type (``schema.schema_problem``),
+    a valid ``run_id`` and ``status`` (:func:`row_problem`)."""
+    if table.num_rows != 1:
+        return f"expected one row, found {table.num_rows}"
+    problem = schema_problem(table.schema)
+    if problem is not None:
+        return problem
+    names = table.column_names
+    return row_problem(
+        table.column("run_id")[0].as_py() if "run_id" in names else None,
+        table.column("status")[0].as_py() if "status" in names else None,
+    )
+
+
 def _resolve(root: str | os.PathLike[str], run_id_or_prefix: str) -> Path:
     """Find the record file for a full run id or a unique prefix of one."""
     prefix = run_id_or_prefix.strip().lower() if isinstance(run_id_or_prefix, str) else ""
@@ -294,11 +494,14 @@ def read_record(root: str | os.PathLike[str], run_id_or_prefix: str) -> dict[str
     """Read one record by full run id or unique prefix.
 
     Raises :class:`RegistryError` when nothing or more than one run matches, or
-    when the file cannot be read.
+    when the file cannot be read or is not a valid record (:func:`record_problem`).
     """
     path = _resolve(root, run_id_or_prefix)
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as exc:
         raise RegistryError(f"cannot read run record {path}: {_reason(exc)}") from exc
+    problem = record_problem(table)
+    if problem is not None:
+        raise RegistryError(f"invalid run record {path}: {problem}")
     return record_to_dict(table)
