@@ -89,12 +89,17 @@ def run_grid(
     ``metric_options`` per metric, e.g. ``{"fid_inception": {"n": 2000, "weights": "default_1.pt"}}``;
     ``checkpoint_every``: save each run's state every N steps, so a rerun picks up an
     interrupted one (``vaebench run --checkpoint-every``)."""
+    from vaebench.harness.runner import check_grid
     from vaebench.harness.runner import run_grid as _run
     from vaebench.plugins.backends.base import ExecutionOptions
     from vaebench.plugins.manager import get_manager
     from vaebench.registry.store import check_writable
 
+    # The checks `vaebench run` makes, before anything trains or is written (one-line ValueErrors).
     specs = plan_grid(models, **grid)
+    execution = ExecutionOptions(device=device, amp=amp, compile=compile, threads=threads, eval_samples=eval_samples,
+                                 checkpoint_every=checkpoint_every)
+    datasets = check_grid(specs, get_manager(), metrics, metric_options)
     check_writable(registry)
     reporter = None
     if progress:
@@ -103,10 +108,8 @@ def run_grid(
         from vaebench.harness.progress import RichReporter
 
         reporter = RichReporter(Console(stderr=True))
-    execution = ExecutionOptions(device=device, amp=amp, compile=compile, threads=threads, eval_samples=eval_samples,
-                                 checkpoint_every=checkpoint_every)
     return _run(specs, get_manager(), registry, execution, metrics, resume=resume, reporter=reporter,
-                strategy=strategy, metric_options=metric_options)
+                strategy=strategy, metric_options=metric_options, datasets=datasets)
 
 
 def continue_run(
@@ -131,6 +134,7 @@ def continue_run(
     from vaebench.registry.store import check_writable, read_record
 
     parent = read_record(registry, run)
+    execution = ExecutionOptions(device=device, amp=amp, compile=compile, threads=threads, eval_samples=eval_samples)
     check_writable(registry)
     reporter = None
     if progress:
@@ -139,7 +143,6 @@ def continue_run(
         from vaebench.harness.progress import RichReporter
 
         reporter = RichReporter(Console(stderr=True))
-    execution = ExecutionOptions(device=device, amp=amp, compile=compile, threads=threads, eval_samples=eval_samples)
     return _continue(parent, steps, get_manager(), registry, execution, metrics, reporter=reporter)
 
 

@@ -259,7 +259,7 @@ def run(
                 console.print(f"{s.run_id}  {s.label()}  steps={s.steps} latent_dim={s.latent_dim}{fate}")
         return
 
-    from vaebench.harness.runner import metrics_for, run_grid
+    from vaebench.harness.runner import check_grid, metrics_for, run_grid
     from vaebench.plugins.backends.base import ExecutionOptions
     from vaebench.plugins.datasets.base import DatasetError
     from vaebench.registry.store import RegistryError, check_writable
@@ -277,23 +277,18 @@ def run(
         fail(str(exc))
     for name, values in _metric_options(opts.get("metric_options"), opts.get("metric_option"), selected).items():
         metric_options.setdefault(name, {}).update(values)
-    # Every dataset is loaded before anything is written or announced: a missing file is
-    # one line and an untouched registry. run_grid reuses them.
-    datasets: dict[tuple[str, str | None], Any] = {}
-    for key in dict.fromkeys((s.dataset, s.dataset_path) for s in specs):
-        try:
-            datasets[key] = manager.dataset(key[0]).loader()(path=key[1])
-        except DatasetError as exc:
-            fail(str(exc))
+    # Every dataset is loaded, and every check that needs one made (metric options, cvae's
+    # condition), before anything is written or announced: one line and an untouched
+    # registry. run_grid reuses them.
     try:
+        datasets = check_grid(specs, manager, metric_names, metric_options)
+        execution = ExecutionOptions(
+            device=str(opts["device"]), amp=str(opts["amp"]), compile=bool(opts.get("compile") or False),
+            threads=opts.get("threads"), eval_samples=opts["eval_samples"], checkpoint_every=checkpoint_steps,
+        )
         _note_removed(check_writable(opts["registry"]))
-    except RegistryError as exc:
+    except (DatasetError, RegistryError, ValueError) as exc:
         fail(str(exc))
-    execution = ExecutionOptions(
-        device=str(opts["device"]), amp=str(opts["amp"]), compile=bool(opts.get("compile") or False),
-        threads=opts.get("threads"), eval_samples=int(opts["eval_samples"]),
-        checkpoint_every=checkpoint_steps,
-    )
     from vaebench.plugins.backends import get_backend
 
     for b in sorted({s.backend for s in specs}):
@@ -420,11 +415,11 @@ def continue_(
         metric_options = check_metric_weights(selected)
         get_backend(spec.backend, manager).resolve_device(device)
         dataset = manager.dataset(spec.dataset).loader()(path=spec.dataset_path)
+        execution = ExecutionOptions(device=device, amp=amp, compile=compile, threads=threads,
+                                     eval_samples=eval_samples, checkpoint_every=checkpoint_every)
         _note_removed(check_writable(registry))
     except (ContinueError, RegistryError, UnknownSpecError, WeightsError, ValueError, ImportError) as exc:
         fail(str(exc))
-    execution = ExecutionOptions(device=device, amp=amp, compile=compile, threads=threads, eval_samples=eval_samples,
-                                 checkpoint_every=checkpoint_every)
     err_console.print(f"[bold]continuing {parent['run_id']}[/] from step {spec.start_step:,} to {spec.steps:,} "
                       f"as run {spec.run_id} → {registry}")
     try:

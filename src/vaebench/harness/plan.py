@@ -15,10 +15,16 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import numbers
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Iterable, Sequence
 
 from vaebench.plugins.manager import PluginManager
+
+try:  # numpy's bool is no Python bool, and no number of an axis either
+    from numpy import bool_ as np_bool
+except ImportError:  # pragma: no cover - numpy is a dependency
+    np_bool = bool
 
 #: Fields of a RunSpec that only some models read.
 MODEL_HYPERPARAMETERS = (
@@ -167,30 +173,42 @@ AXES: dict[str, tuple[type, float | None, bool]] = {
 }
 
 
+#: Largest value of an integer axis: the records' int64 columns (``steps``, ``seed``, ...).
+INT_MAX = 2**63 - 1
+
+
 def parse_list(text: str | Sequence[Any] | int | float, option: str, kind: type, axis: str | None = None) -> list[Any]:
     """``"1,4,8"`` -> ``[1.0, 4.0, 8.0]``; a bad item gives one clear line naming the option.
 
-    With ``axis`` (a RunSpec field), values are also checked against that axis's range.
+    Accepts a comma-separated string, a list (a config file's, the API's) or one value.
+    ``kind`` is ``float``, ``int`` or ``str``: floats must be finite, ints whole and within
+    int64 (``4.0`` is 4, ``4.5`` is an error), names strings; ``True`` / ``False`` are none
+    of these. With ``axis`` (a RunSpec field), values are also checked against that axis's range.
     """
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        items: list[Any] = [text]
-    elif isinstance(text, str):
-        items = [t.strip() for t in text.split(",")]
-    else:
+    if isinstance(text, str):
+        items: list[Any] = [t.strip() for t in text.split(",")]
+    elif isinstance(text, (list, tuple)):
         items = list(text)
+    else:
+        items = [text]
+    what = {int: "an integer", float: "a number", str: "a name"}.get(kind, kind.__name__)
     out = []
     for item in items:
         if item == "":
             raise PlanError(f"{option}: empty value in {text!r}")
+        if isinstance(item, (bool, np_bool)) or (kind is str and not isinstance(item, str)) \
+                or not isinstance(item, (str, numbers.Real)):
+            raise PlanError(f"{option}: {item!r} is not {what}")
         try:
-            value = kind(item)
-            if kind is int and isinstance(item, float) and not item.is_integer():
+            if kind is int and not isinstance(item, (str, numbers.Integral)) and not float(item).is_integer():
                 raise ValueError
-        except (TypeError, ValueError):
-            what = "an integer" if kind is int else "a number"
+            value = kind(item)
+        except (TypeError, ValueError, OverflowError):
             raise PlanError(f"{option}: {item!r} is not {what}") from None
         if kind is float and value != value:
             raise PlanError(f"{option}: NaN is not allowed")
+        if kind is float and value in (float("inf"), float("-inf")):
+            raise PlanError(f"{option}: {item!r} is not a finite number")
         out.append(value)
     if axis is not None:
         check_range(option, axis, out)
@@ -216,9 +234,16 @@ def check_range(option: str, field_name: str, values: Iterable[Any]) -> None:
                 raise PlanError(f"{option}: {v!r} is not one of {', '.join(allowed)}")
         return
     for v in values:
+        if isinstance(v, (bool, np_bool)) or not isinstance(v, numbers.Real) \
+                or (kind is int and not isinstance(v, numbers.Integral) and not float(v).is_integer()):
+            raise PlanError(f"{option}: {v!r} is not {'an integer' if kind is int else 'a number'}")
+        if v != v or v in (float("inf"), float("-inf")):
+            raise PlanError(f"{option}: {v!r} is not a finite number")
         if v < minimum or (not inclusive and v == minimum):
             bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
             raise PlanError(f"{option}: {v:g} is out of range (must be {bound})")
+        if kind is int and v > INT_MAX:
+            raise PlanError(f"{option}: {v} is out of range (must be <= {INT_MAX}, the largest int64)")
 
 
 def plan_grid(
@@ -240,7 +265,7 @@ def plan_grid(
     for name, values in axes.items():
         if name not in AXES:
             raise PlanError(f"unknown grid axis {name!r}")
-        check_range(name, name, values)
+        axes[name] = parse_list(values, name, AXES[name][0], name)  # typed and checked, as from the CLI
     if not models:
         raise PlanError("no model given (try --model beta_vae)")
     specs_by_model = {m: manager.model(m) for m in models}

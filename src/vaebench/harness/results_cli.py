@@ -77,25 +77,41 @@ def query(
     sql: str = typer.Argument(..., metavar="SQL", help="One SELECT statement over the table `runs`."),
     registry: str = typer.Option(DEFAULT_REGISTRY, "--registry", help=REGISTRY_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON rows."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", metavar="SECONDS", help="Stop the query after this many seconds. \\[default: 60]"),
+    memory_limit: Optional[str] = typer.Option(None, "--memory-limit", metavar="SIZE", help="Most memory the query may use, e.g. 512MB, 4GB (DuckDB's own default is 80% of RAM). \\[default: 2GB]"),
 ) -> None:
     """Run read-only SQL (DuckDB) over the runs table: one row per run, every record column.
 
     Only a single SELECT is accepted, and it runs on a locked connection that
     cannot read, write or attach files, or install extensions. Metrics are a
-    map: element_at(metrics, 'mig')[1], or metrics['mig'].
+    map: element_at(metrics, 'mig')[1], or metrics['mig']. A query that runs past
+    --timeout or needs more than --memory-limit is stopped (exit 2), as is one
+    interrupted by Ctrl-C (exit 130).
     """
-    from vaebench.registry.readonly import check_select, run_select
+    from vaebench.registry import readonly
     from vaebench.registry.store import RegistryError
 
+    limits = {"timeout": readonly.DEFAULT_TIMEOUT if timeout is None else timeout,
+              "memory_limit": readonly.DEFAULT_MEMORY_LIMIT if memory_limit is None else memory_limit}
     try:
-        check_select(sql)
+        readonly.check_select(sql)
     except ValueError as exc:
         fail(str(exc))
+    for option, check, value in (("--timeout", readonly.check_timeout, limits["timeout"]),
+                                 ("--memory-limit", readonly.parse_size, limits["memory_limit"])):
+        try:
+            check(value)
+        except ValueError as exc:
+            fail(f"{option}: {exc}")
     _need_registry(registry)
     try:
-        table, skipped = run_select(registry, sql)
+        table, skipped = readonly.run_select(registry, sql, **limits)
+    except readonly.QueryLimitError as exc:
+        fail(f"{exc} (raise it with {'--timeout' if exc.limit == 'timeout' else '--memory-limit'})")
     except (ValueError, RegistryError) as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        fail("query interrupted (Ctrl-C); nothing was printed", 130)
     _warn_skipped(skipped)
     rows = table.to_pylist(maps_as_pydicts="lossy")
     if as_json:

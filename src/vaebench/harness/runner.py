@@ -27,7 +27,7 @@ from typing import Any, Mapping, Protocol, Sequence
 import numpy as np
 
 from vaebench.harness.environment import environment
-from vaebench.harness.plan import RunSpec
+from vaebench.harness.plan import INT_MAX, RunSpec
 from vaebench.plugins.backends import get_backend
 from vaebench.plugins.backends.base import DeviceInfo, ExecutionOptions, partial_resume_point, pickup_note
 from vaebench.plugins.manager import PluginManager
@@ -101,6 +101,48 @@ def metrics_for(manager: PluginManager, dataset: DatasetSpec, names: Sequence[st
         if not supported(m):
             raise ValueError(f"metric {m.name!r} needs {', '.join(sorted(m.needs))}, which dataset {dataset.name!r} lacks")
     return chosen
+
+
+def check_grid(
+    specs: Sequence[RunSpec],
+    manager: PluginManager,
+    metric_names: Sequence[str] | None = None,
+    metric_options: Mapping[str, Mapping[str, Any]] | None = None,
+    datasets: Mapping[tuple[str, str | None], Any] | None = None,
+) -> dict[tuple[str, str | None], Any]:
+    """The checks of a grid that need its metrics and datasets, made before anything trains
+    (``vaebench run`` and ``api.run_grid`` both call it): the metrics suit each dataset
+    (:func:`metrics_for`); ``metric_options`` (``{metric: {key: value}}``) name metrics of
+    this run and pass each metric's own checker (``MetricSpec.options``), rather than
+    dropping the metric from every run after training; each spec fits its dataset (a model
+    reading ``condition`` conditions on one of the dataset's factors).
+
+    Loads the datasets ``datasets`` (keyed by ``(name, path)``) lacks and returns them all.
+    Raises a one-line ``ValueError`` (``DatasetError`` for a dataset that cannot be loaded).
+    """
+    selected: dict[str, MetricSpec] = {}
+    for name in dict.fromkeys(s.dataset for s in specs):
+        selected.update((m.name, m) for m in metrics_for(manager, manager.dataset(name), metric_names))
+    for metric, given in (metric_options or {}).items():
+        if metric not in selected:
+            raise ValueError(f"metric options: metric {metric!r} is not among the metrics of this run "
+                             f"({', '.join(sorted(selected)) or 'none'})")
+        if not isinstance(given, Mapping):
+            raise ValueError(f"metric options: {metric!r} must map option names to values, got {given!r}")
+        try:
+            selected[metric].check_options(given)
+        except ValueError as exc:
+            raise ValueError(f"metric options: {_one_line(exc)}") from None
+    loaded = dict(datasets or {})
+    for key in dict.fromkeys((s.dataset, s.dataset_path) for s in specs):
+        if key not in loaded:
+            loaded[key] = manager.dataset(key[0]).loader()(path=key[1])
+    for spec in specs:
+        if "condition" in manager.model(spec.model).hyperparameters:
+            from vaebench.plugins.models.objectives import cvae_condition
+
+            cvae_condition(spec, loaded[(spec.dataset, spec.dataset_path)])
+    return loaded
 
 
 def _now() -> datetime:
@@ -398,8 +440,8 @@ def continued_spec(parent: Mapping[str, Any], more_steps: int, manager: PluginMa
     the run's ``steps`` (the capacity ramp, a linear β warm-up) are pinned to the parent's
     length, so continuing never re-times a ramp already run; a cyclical β schedule is
     defined over the whole run and cannot be stretched (``ContinueError``)."""
-    if more_steps < 1:
-        raise ContinueError(f"--steps must be at least 1 (steps to train beyond the parent's), got {more_steps}")
+    if isinstance(more_steps, bool) or not isinstance(more_steps, int) or more_steps < 1:
+        raise ContinueError(f"--steps must be at least 1 (steps to train beyond the parent's), got {more_steps!r}")
     if parent.get("status") != "ok":
         raise ContinueError(f"run {parent['run_id']} is {parent.get('status')}; only an ok run can be continued")
     spec = RunSpec.from_dict(json.loads(parent["spec_json"]))
@@ -407,6 +449,8 @@ def continued_spec(parent: Mapping[str, Any], more_steps: int, manager: PluginMa
         raise ContinueError(f"run {parent['run_id']} has a cyclical β schedule, whose cycles span the whole run; "
                             "continuing it would re-time them")
     done = int(parent.get("steps_done") or spec.steps)
+    if done + more_steps > INT_MAX:
+        raise ContinueError(f"--steps: {more_steps} more steps would end past step {INT_MAX}, the largest int64")
     pinned: dict[str, Any] = {"steps": done + more_steps, "start_step": done}
     reads = set(manager.model(spec.model).hyperparameters)
     if "capacity_steps" in reads and spec.capacity_steps is None:

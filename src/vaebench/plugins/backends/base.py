@@ -43,6 +43,33 @@ class ExecutionOptions:
     checkpoint_dir: str | None = None
     notes: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        """Refuse values no run can use (a one-line ``ValueError``), so that they stop a grid
+        before anything trains rather than failing each run after its training."""
+        if not isinstance(self.device, str) or not self.device:
+            raise ValueError(f"device must be a name such as auto, cpu, cuda or cuda:0, got {self.device!r}")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp: unknown AMP mode {self.amp!r} (use {', '.join(AMP_MODES)})")
+        if self.threads is not None:
+            _whole("threads", self.threads, 1, MAX_THREADS, "CPU threads")
+        _whole("eval_samples", self.eval_samples, 1, 2**63 - 1, "held-out observations")
+        _whole("progress_every", self.progress_every, 1, 2**63 - 1, "steps")
+        _whole("checkpoint_every", self.checkpoint_every, 0, 2**63 - 1, "steps (0: never)")
+
+
+#: The mixed-precision modes (``ExecutionOptions.amp``).
+AMP_MODES = ("off", "bf16", "fp16")
+#: Most CPU threads a run may ask for: more than any machine has cores (a typo's guard;
+#: torch would try to start them all).
+MAX_THREADS = 1024
+
+
+def _whole(name: str, value: Any, low: int, high: int, unit: str) -> None:
+    """A one-line ``ValueError`` unless ``value`` is a whole number (not a bool) in ``[low, high]``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+        bound = f"≥ {low}" if high == 2**63 - 1 else f"from {low} to {high}"
+        raise ValueError(f"{name} must be a whole number of {unit} {bound}, got {value!r}")
+
 
 @dataclass
 class ResumePoint:

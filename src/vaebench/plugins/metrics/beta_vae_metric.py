@@ -48,7 +48,7 @@ images, not 1.92 M; ``images_encoded`` is recorded.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -198,6 +198,11 @@ def beta_vae_metric(
     return MetricResult(values=values, params=params)
 
 
+def options(metric: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The metric's options (``MetricSpec.options``); see :func:`compute`."""
+    return sampler_options(metric, given, PROFILES)
+
+
 def compute(ctx: EvaluationContext) -> MetricResult:
     """Plugin entry point ``beta_vae_metric``: renders with ``ctx.dataset``, encodes with ``ctx.encode``.
 
@@ -206,7 +211,7 @@ def compute(ctx: EvaluationContext) -> MetricResult:
     ``batch_size`` (64), ``encode_batch`` (8,192). Seeded by ``ctx.seed``.
     """
     metric = "beta_vae_metric"
-    opts = sampler_options(metric, ctx.options_for(metric), PROFILES)
+    opts = options(metric, ctx.options_for(metric))
     table = code_table(ctx, metric)
     result = beta_vae_metric(
         table.dataset,

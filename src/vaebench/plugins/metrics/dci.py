@@ -58,7 +58,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -73,7 +73,7 @@ from vaebench.plugins.metrics.inputs import (
     int_option,
     n_jobs_option,
     sklearn_version,
-    split_metric_options,
+    split_options,
     train_rows,
     varying_columns,
 )
@@ -348,13 +348,18 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
+def options(metric: str, given: Mapping[str, Any], train_fraction: float | None = None) -> dict[str, Any]:
+    """The options of ``dci`` / ``dci_fast`` (``MetricSpec.options``); see :func:`compute`, :func:`compute_fast`."""
+    if metric != "dci_fast":
+        return split_options(metric, given, train_fraction=train_fraction)
+    extra = {"n_estimators": partial(int_option, minimum=1), "max_train": partial(int_option, minimum=2)}
+    return split_options(metric, given, extra, {"n_estimators": FAST_N_ESTIMATORS, "max_train": FAST_MAX_TRAIN},
+                         train_fraction)
+
+
 def _compute(ctx: EvaluationContext, fast: bool) -> MetricResult:
     metric = "dci_fast" if fast else "dci"
-    extra = {"n_estimators": partial(int_option, minimum=1), "max_train": partial(int_option, minimum=2)}
-    opts = split_metric_options(
-        ctx, metric, extra if fast else None,
-        {"n_estimators": FAST_N_ESTIMATORS, "max_train": FAST_MAX_TRAIN} if fast else None,
-    )
+    opts = options(metric, ctx.options_for(metric), ctx.train_fraction)
     means, factors = context_rows(ctx, metric, opts["profile"], opts["max_samples"])
     result = dci(
         means,

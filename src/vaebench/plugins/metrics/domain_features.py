@@ -67,7 +67,7 @@ import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -378,13 +378,28 @@ def _common_params(ctx: EvaluationContext, net: DomainFeatureNet, n: int, latent
     }
 
 
+def fd_options(metric: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """``fd_domain``'s options (``MetricSpec.options``): ``n`` (2,000, >= 2)."""
+    return read_options(metric, given, {"n": partial(int_option, minimum=2)}, {"n": DEFAULT_N})
+
+
+def kd_options(metric: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """``kd_domain``'s options (``MetricSpec.options``): ``n``, ``subsets``, ``subset_size``."""
+    parsers = {
+        "n": partial(int_option, minimum=2),
+        "subsets": partial(int_option, minimum=1),
+        "subset_size": partial(int_option, minimum=2),
+    }
+    return read_options(metric, given, parsers, {"n": DEFAULT_N, "subsets": KID_SUBSETS, "subset_size": KID_SUBSET_SIZE})
+
+
 def compute_fd_domain(ctx: EvaluationContext, *, feature_net: DomainFeatureNet | None = None) -> MetricResult:
     """Plugin entry point: Fréchet distance of prior samples vs real images in domain features.
 
     Option ``n`` (default 2,000, >= 2). ``feature_net`` overrides the cached default (tests).
     """
     metric = "fd_domain"
-    opts = read_options(metric, ctx.options_for(metric), {"n": partial(int_option, minimum=2)}, {"n": DEFAULT_N})
+    opts = fd_options(metric, ctx.options_for(metric))
     real_f, gen_f, net, latent_dim = _context_features(ctx, metric, opts["n"], feature_net)
     mu_r, s_r = feature_statistics(real_f)
     mu_g, s_g = feature_statistics(gen_f)
@@ -402,16 +417,7 @@ def compute_kd_domain(ctx: EvaluationContext, *, feature_net: DomainFeatureNet |
     Options ``n`` (default 2,000), ``subsets`` (100), ``subset_size`` (1,000; capped at ``n``).
     """
     metric = "kd_domain"
-    opts = read_options(
-        metric,
-        ctx.options_for(metric),
-        {
-            "n": partial(int_option, minimum=2),
-            "subsets": partial(int_option, minimum=1),
-            "subset_size": partial(int_option, minimum=2),
-        },
-        {"n": DEFAULT_N, "subsets": KID_SUBSETS, "subset_size": KID_SUBSET_SIZE},
-    )
+    opts = kd_options(metric, ctx.options_for(metric))
     real_f, gen_f, net, latent_dim = _context_features(ctx, metric, opts["n"], feature_net)
     mean, std = kernel_inception_distance(
         gen_f, real_f, subsets=opts["subsets"], subset_size=opts["subset_size"], degree=KID_DEGREE, seed=ctx.seed

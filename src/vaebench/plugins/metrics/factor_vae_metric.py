@@ -59,7 +59,7 @@ encoded through the context's code table (``sampler.CodeTable``, shared with the
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -240,6 +240,12 @@ def factor_vae_metric(
     return MetricResult(values=values, params=params)
 
 
+def options(metric: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The metric's options (``MetricSpec.options``); see :func:`compute`."""
+    prune = (partial(float_option, low=0.0, high=np.inf), DEFAULT_PRUNE_THRESHOLD)
+    return sampler_options(metric, given, PROFILES, extra={"prune_threshold": prune})
+
+
 def compute(ctx: EvaluationContext) -> MetricResult:
     """Plugin entry point ``factor_vae_metric``: renders with ``ctx.dataset``, encodes with ``ctx.encode``.
 
@@ -250,17 +256,7 @@ def compute(ctx: EvaluationContext) -> MetricResult:
     Seeded by ``ctx.seed``.
     """
     metric = "factor_vae_metric"
-    opts = sampler_options(
-        metric,
-        ctx.options_for(metric),
-        PROFILES,
-        extra={
-            "prune_threshold": (
-                partial(float_option, low=0.0, high=np.inf),
-                DEFAULT_PRUNE_THRESHOLD,
-            )
-        },
-    )
+    opts = options(metric, ctx.options_for(metric))
     table = code_table(ctx, metric)
     result = factor_vae_metric(
         table.dataset,

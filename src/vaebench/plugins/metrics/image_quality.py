@@ -42,7 +42,7 @@ means for the posterior means), then averaged over the images.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -183,15 +183,18 @@ def psnr(a: np.ndarray, b: np.ndarray, max_db: float | None = PSNR_MAX_DB) -> np
     return out
 
 
+def options(metric: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """SSIM's and PSNR's options (``MetricSpec.options``): ``n`` (1,000, >= 1)."""
+    return read_options(metric, given, {"n": partial(int_option, minimum=1)}, {"n": DEFAULT_N})
+
+
 def _reconstruction_pair(ctx: EvaluationContext, metric: str) -> tuple[np.ndarray, np.ndarray, int]:
     if ctx.images is None or ctx.reconstructions is None:
         raise ValueError(
             f"{metric}: needs held-out images and their reconstructions ('reconstructions'), "
             "but the evaluation context has none"
         )
-    opts = read_options(
-        metric, ctx.options_for(metric), {"n": partial(int_option, minimum=1)}, {"n": DEFAULT_N}
-    )
+    opts = options(metric, ctx.options_for(metric))
     images = np.asarray(ctx.images)
     recons = np.asarray(ctx.reconstructions)
     n = opts["n"]

@@ -45,7 +45,7 @@ import os
 import warnings
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -190,13 +190,27 @@ def _weights_parser(metric: str, name: str, value: Any) -> Any:
     return value
 
 
+def fid_options(metric: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """``fid_inception``'s options (``MetricSpec.options``): ``n`` (>= 2), ``weights``."""
+    return read_options(metric, given, {"n": partial(int_option, minimum=2), "weights": _weights_parser},
+                        {"n": DEFAULT_N})
+
+
+def kid_options(metric: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """``kid_inception``'s options (``MetricSpec.options``): ``n``, ``subsets``, ``subset_size``, ``weights``."""
+    parsers = {
+        "n": partial(int_option, minimum=2),
+        "subsets": partial(int_option, minimum=1),
+        "subset_size": partial(int_option, minimum=2),
+        "weights": _weights_parser,
+    }
+    return read_options(metric, given, parsers, {"n": DEFAULT_N, "subsets": KID_SUBSETS, "subset_size": KID_SUBSET_SIZE})
+
+
 def compute_fid_inception(ctx: EvaluationContext) -> MetricResult:
     """Plugin entry point: FID of ``n`` prior samples vs ``n`` real images (options ``n``, ``weights``)."""
     metric = "fid_inception"
-    opts = read_options(
-        metric, ctx.options_for(metric), {"n": partial(int_option, minimum=2), "weights": _weights_parser},
-        {"n": DEFAULT_N},
-    )
+    opts = fid_options(metric, ctx.options_for(metric))
     real_f, gen_f, net, latent_dim = _context_features(ctx, metric, opts["n"], opts["weights"])
     value = frechet_distance(*feature_statistics(gen_f), *feature_statistics(real_f))
     params = _params(ctx, net, opts["n"], latent_dim, tuple(getattr(ctx.dataset, "image_shape", ()) or ()))
@@ -207,17 +221,7 @@ def compute_fid_inception(ctx: EvaluationContext) -> MetricResult:
 def compute_kid_inception(ctx: EvaluationContext) -> MetricResult:
     """Plugin entry point: KID of prior samples vs real images (options ``n``, ``subsets``, ``subset_size``, ``weights``)."""
     metric = "kid_inception"
-    opts = read_options(
-        metric,
-        ctx.options_for(metric),
-        {
-            "n": partial(int_option, minimum=2),
-            "subsets": partial(int_option, minimum=1),
-            "subset_size": partial(int_option, minimum=2),
-            "weights": _weights_parser,
-        },
-        {"n": DEFAULT_N, "subsets": KID_SUBSETS, "subset_size": KID_SUBSET_SIZE},
-    )
+    opts = kid_options(metric, ctx.options_for(metric))
     real_f, gen_f, net, latent_dim = _context_features(ctx, metric, opts["n"], opts["weights"])
     mean, std = kernel_inception_distance(
         gen_f, real_f, subsets=opts["subsets"], subset_size=opts["subset_size"], degree=KID_DEGREE, seed=ctx.seed

@@ -33,7 +33,9 @@ from vaebench.plugins.metrics.context import EvaluationContext
 
 __all__ = [
     "prior_and_real_features",
+    "no_options",
     "split_metric_options",
+    "split_options",
     "DEFAULT_TRAIN_FRACTION",
     "FAST_MAX_SAMPLES",
     "PROFILES",
@@ -300,15 +302,33 @@ def context_rows(
     return means[:rows], factors[:rows]
 
 
+def no_options(metric: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The option checker (``MetricSpec.options``) of a metric that takes none: any is unknown."""
+    return read_options(metric, options, {}, {})
+
+
 def split_metric_options(
     ctx: EvaluationContext,
     metric: str,
     extra_parsers: Mapping[str, Callable[[str, str, Any], Any]] | None = None,
     extra_defaults: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """:func:`split_options` of ``ctx.options_for(metric)``, ``train_fraction`` defaulting to
+    ``ctx.train_fraction``."""
+    return split_options(metric, ctx.options_for(metric), extra_parsers, extra_defaults, ctx.train_fraction)
+
+
+def split_options(
+    metric: str,
+    options: Mapping[str, Any],
+    extra_parsers: Mapping[str, Callable[[str, str, Any], Any]] | None = None,
+    extra_defaults: Mapping[str, Any] | None = None,
+    train_fraction: float | None = None,
+) -> dict[str, Any]:
     """Options of a metric that fits classifiers on a train split (SAP, DCI, explicitness):
-    ``train_fraction`` (default ``ctx.train_fraction`` or 2/3), ``n_jobs`` (-1), ``profile``
-    and ``max_samples``, plus the metric's own ``extra_parsers`` / ``extra_defaults``."""
+    ``train_fraction`` (default ``train_fraction`` or 2/3), ``n_jobs`` (-1), ``profile``
+    and ``max_samples``, plus the metric's own ``extra_parsers`` / ``extra_defaults``.
+    Also the option checker (``MetricSpec.options``) of SAP and explicitness."""
     parsers = {
         "train_fraction": partial(float_option, low=0.0, high=1.0, low_open=True, high_open=True),
         "n_jobs": n_jobs_option,
@@ -316,12 +336,12 @@ def split_metric_options(
         **(extra_parsers or {}),
     }
     defaults = {
-        "train_fraction": ctx.train_fraction or DEFAULT_TRAIN_FRACTION,
+        "train_fraction": train_fraction or DEFAULT_TRAIN_FRACTION,
         "n_jobs": -1,
         "profile": "reference",
         **(extra_defaults or {}),
     }
-    return read_options(metric, ctx.options_for(metric), parsers, defaults)
+    return read_options(metric, options, parsers, defaults)
 
 
 #: Latents decoded at once by :func:`prior_and_real_images`.

@@ -38,7 +38,7 @@ Departures from disentanglement_lib:
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -152,6 +152,17 @@ def irs(
     return MetricResult(values=values, params=params)
 
 
+def options(metric: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """IRS's options (``MetricSpec.options``); see :func:`compute`."""
+    parsers = {
+        "diff_quantile": partial(float_option, low=0.0, high=1.0, low_open=True),
+        "factor_bins": partial(int_option, minimum=2),
+        **latent_only_parsers(metric),
+    }
+    defaults = {"diff_quantile": DEFAULT_DIFF_QUANTILE, "factor_bins": DEFAULT_FACTOR_BINS, "profile": "reference"}
+    return read_options(metric, given, parsers, defaults)
+
+
 def compute(ctx: EvaluationContext) -> MetricResult:
     """Plugin entry point ``irs``.
 
@@ -160,21 +171,7 @@ def compute(ctx: EvaluationContext) -> MetricResult:
     ``max_samples``.
     """
     metric = "irs"
-    parsers = {
-        "diff_quantile": partial(float_option, low=0.0, high=1.0, low_open=True),
-        "factor_bins": partial(int_option, minimum=2),
-        **latent_only_parsers(metric),
-    }
-    opts = read_options(
-        metric,
-        ctx.options_for(metric),
-        parsers,
-        {
-            "diff_quantile": DEFAULT_DIFF_QUANTILE,
-            "factor_bins": DEFAULT_FACTOR_BINS,
-            "profile": "reference",
-        },
-    )
+    opts = options(metric, ctx.options_for(metric))
     means, factors = context_rows(ctx, metric, opts["profile"], opts["max_samples"])
     result = irs(
         means,

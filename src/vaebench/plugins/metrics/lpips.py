@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 from functools import partial
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -251,13 +251,18 @@ def lpips(net: LPIPSNet, a: Any, b: Any) -> np.ndarray:
     return out
 
 
-def _compute(ctx: EvaluationContext, arch: str) -> MetricResult:
-    metric = f"lpips_{arch}"
-    opts = read_options(
-        metric, ctx.options_for(metric),
+def options(metric: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """``lpips_alex`` / ``lpips_vgg`` options (``MetricSpec.options``): ``n`` (>= 1), ``weights``, ``heads``."""
+    return read_options(
+        metric, given,
         {"n": partial(int_option, minimum=1), "weights": lambda m, k, v: v, "heads": lambda m, k, v: v},
         {"n": DEFAULT_N},
     )
+
+
+def _compute(ctx: EvaluationContext, arch: str) -> MetricResult:
+    metric = f"lpips_{arch}"
+    opts = options(metric, ctx.options_for(metric))
     if ctx.images is None or ctx.reconstructions is None:
         raise ValueError(
             f"{metric}: needs held-out images and their reconstructions ('reconstructions'), "

@@ -45,7 +45,7 @@ constant factor (entropy 0; its gap is 0/0) is left out of the mean and listed i
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -136,6 +136,11 @@ def mutual_info_gap(
     return MetricResult(values=values, params=params)
 
 
+def options(metric: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """MIG's options (``MetricSpec.options``): ``bins`` (default 20, >= 2)."""
+    return read_options(metric, given, {"bins": partial(int_option, minimum=2)}, {"bins": DEFAULT_BINS})
+
+
 def compute(ctx: EvaluationContext) -> MetricResult:
     """Plugin entry point: MIG of ``ctx.means`` against ``ctx.factors``.
 
@@ -143,12 +148,7 @@ def compute(ctx: EvaluationContext) -> MetricResult:
     """
     metric = "mig"
     factors = require_factors(ctx, metric)
-    opts = read_options(
-        metric,
-        ctx.options_for(metric),
-        {"bins": partial(int_option, minimum=2)},
-        {"bins": DEFAULT_BINS},
-    )
+    opts = options(metric, ctx.options_for(metric))
     return mutual_info_gap(
         ctx.means, factors, bins=opts["bins"], factor_names=tuple(ctx.factor_names) or None
     )

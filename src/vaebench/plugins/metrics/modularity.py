@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import warnings
 from functools import partial
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -308,6 +308,12 @@ def explicitness(
 
 
 # ============================================================ plugin entry points
+def modularity_options(metric: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """Modularity's options (``MetricSpec.options``): ``bins``, ``profile``, ``max_samples``."""
+    parsers = {"bins": partial(int_option, minimum=2), **latent_only_parsers(metric)}
+    return read_options(metric, given, parsers, {"bins": DEFAULT_BINS, "profile": "reference"})
+
+
 def compute_modularity(ctx: EvaluationContext) -> MetricResult:
     """Plugin entry point ``modularity`` (all rows of the held-out set).
 
@@ -315,10 +321,7 @@ def compute_modularity(ctx: EvaluationContext) -> MetricResult:
     (``"reference"``: all rows; ``"fast"``: the first 5,000) and ``max_samples``.
     """
     metric = "modularity"
-    parsers = {"bins": partial(int_option, minimum=2), **latent_only_parsers(metric)}
-    opts = read_options(
-        metric, ctx.options_for(metric), parsers, {"bins": DEFAULT_BINS, "profile": "reference"}
-    )
+    opts = modularity_options(metric, ctx.options_for(metric))
     means, factors = context_rows(ctx, metric, opts["profile"], opts["max_samples"])
     result = modularity(
         means, factors, bins=opts["bins"], factor_names=tuple(ctx.factor_names) or None

@@ -7,9 +7,14 @@ image, KL summed over latent dimensions.
 
 from __future__ import annotations
 
+import math
+from functools import partial
+from typing import Any, Mapping
+
 import numpy as np
 
 from vaebench.plugins.metrics.context import EvaluationContext
+from vaebench.plugins.metrics.inputs import float_option, read_options
 from vaebench.plugins.specs import MetricResult
 
 #: Burda et al. 2016 (Importance Weighted Autoencoders, §5.2): a unit is active
@@ -36,9 +41,15 @@ def kl(ctx: EvaluationContext) -> MetricResult:
     return MetricResult({"kl": float(per_dim.sum()), "kl.max_dim": float(per_dim.max())}, {"n": int(len(ctx.means))})
 
 
+def active_dims_options(metric: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """``active_dims``'s options (``MetricSpec.options``): ``threshold`` (0.01, >= 0)."""
+    parsers = {"threshold": partial(float_option, low=0.0, high=math.inf, high_open=True)}
+    return read_options(metric, given, parsers, {"threshold": ACTIVE_THRESHOLD})
+
+
 def active_dims(ctx: EvaluationContext) -> MetricResult:
     """Number of latent dimensions whose posterior mean varies (Cov_x E[z_d|x] > 0.01)."""
-    threshold = float(ctx.options_for("active_dims").get("threshold", ACTIVE_THRESHOLD))
+    threshold = active_dims_options("active_dims", ctx.options_for("active_dims"))["threshold"]
     variances = np.asarray(ctx.means, dtype=np.float64).var(axis=0)
     return MetricResult(
         {"active_dims": float((variances > threshold).sum())},
