@@ -131,10 +131,11 @@ class _Worker:
         self.conn = conn
         self.datasets: dict[tuple[str, str | None], Any] = {}
 
-    def send(self, *message: Any) -> None:
-        """A message to the parent, whole (a stop signal waits); nothing if the parent is gone."""
+    def send(self, *message: Any, last: bool = False) -> None:
+        """A message to the parent, whole (a stop signal waits; raised after it unless this is
+        the ``last`` message); nothing if the parent is gone."""
         try:
-            with interrupt.deferred():
+            with interrupt.deferred(raise_on_exit=not last):
                 self.conn.send(message)
         except (BrokenPipeError, ConnectionResetError, EOFError):
             pass
@@ -151,18 +152,17 @@ class _Worker:
                     break
                 run_id = task[0].run_id
                 try:
-                    record = self.run(*task)
+                    outcome: tuple = ("end", run_id, self.run(*task))
                 except interrupt.Interrupted:
                     raise
                 except Exception as exc:  # noqa: BLE001 - the parent records the run as failed
                     from vaebench.harness.runner import _one_line
 
-                    self.send("error", run_id, _one_line(exc))
-                else:
-                    self.send("end", run_id, record)
+                    outcome = ("error", run_id, _one_line(exc))
                 run_id = None
+                self.send(*outcome)
         except interrupt.Interrupted as exc:
-            self.send("interrupted", run_id, exc.signum)
+            self.send("interrupted", run_id, exc.signum, last=True)
         finally:
             try:
                 end_loky_workers()
