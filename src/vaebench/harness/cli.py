@@ -313,15 +313,15 @@ def run(
                           "(--resume skips them)")
     from vaebench.plugins.backends import interrupt
 
-    interrupt.install()
-    try:
-        result = run_grid(specs, manager, opts["registry"], execution, metric_names,
-                          resume=resume, reporter=reporter, strategy=opts["strategy"],
-                          metric_options=metric_options, recorded=recorded, datasets=datasets)
-    except (DatasetError, RegistryError, ValueError) as exc:
-        fail(str(exc))
-    except interrupt.Interrupted as exc:
-        _interrupted(exc, reporter, specs, opts["registry"], checkpoint_steps)
+    with interrupt.installed():
+        try:
+            result = run_grid(specs, manager, opts["registry"], execution, metric_names,
+                              resume=resume, reporter=reporter, strategy=opts["strategy"],
+                              metric_options=metric_options, recorded=recorded, datasets=datasets)
+        except (DatasetError, RegistryError, ValueError) as exc:
+            fail(str(exc))
+        except interrupt.Interrupted as exc:
+            _interrupted(exc, reporter, specs, opts["registry"], checkpoint_steps)
     if as_json:
         _print_json(result.records)
     elif result.records:
@@ -420,15 +420,15 @@ def continue_(
                       f"as run {spec.run_id} → {registry}")
     from vaebench.plugins.backends import interrupt
 
-    interrupt.install()
     reporter = RichReporter(err_console)
-    try:
-        record = continue_run(parent, steps, manager, registry, execution, metric_names,
-                              reporter=reporter, metric_options=metric_options, dataset=dataset)
-    except (ContinueError, DatasetError, RegistryError, ValueError) as exc:
-        fail(str(exc))
-    except interrupt.Interrupted as exc:
-        _interrupted(exc, reporter, [spec], registry, checkpoint_every, again="run the same command again")
+    with interrupt.installed():
+        try:
+            record = continue_run(parent, steps, manager, registry, execution, metric_names,
+                                  reporter=reporter, metric_options=metric_options, dataset=dataset)
+        except (ContinueError, DatasetError, RegistryError, ValueError) as exc:
+            fail(str(exc))
+        except interrupt.Interrupted as exc:
+            _interrupted(exc, reporter, [spec], registry, checkpoint_every, again="run the same command again")
     if as_json:
         _print_json(record)
     else:

@@ -58,6 +58,20 @@ def install() -> None:
         signal.signal(signum, _handle)
 
 
+@contextlib.contextmanager
+def installed() -> Iterator[None]:
+    """:func:`install` for the block; after it the previous handlers are back and an arrived
+    signal forgotten (a command run in-process, e.g. by a test, leaves its caller as it was)."""
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    install()
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        reset()
+
+
 def received() -> int | None:
     """The stop signal that arrived (its number), or ``None``."""
     return _received
@@ -91,6 +105,6 @@ def deferred(raise_on_exit: bool = True) -> Iterator[None]:
 
 
 def reset() -> None:
-    """Forget an arrived signal (tests that run several commands in one process)."""
+    """Forget an arrived signal."""
     global _received, _count
     _received, _count = None, 0
