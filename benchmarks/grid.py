@@ -1,6 +1,12 @@
 """An 8-point β grid: the plain baseline loop run 8 times vs `vaebench run` with each strategy.
 
     python benchmarks/grid.py --steps 300 --out benchmarks/RESULTS.md
+    python benchmarks/grid.py --workers-sizes 2,3,5 --steps 300 --out benchmarks/RESULTS.md
+
+The second form compares, for grids of each size, the worker layout of
+``harness/workers.plan_workers`` with the old one (one worker per core: the last runs of
+an odd grid train alone while a core idles; ``VAEBENCH_WORKERS`` = cores), alternately,
+end to end, on the processes strategy.
 
 (a) the baseline (benchmarks/baseline_loop.py) trains the 8 models one after another
 in this process, torch on all cores (its default); (b) `vaebench run --betas
@@ -67,6 +73,44 @@ def vaebench(strategy: str, steps: int, eval_samples: int, metrics: str) -> dict
             "concurrent": concurrent}
 
 
+def layouts(sizes: list[int], steps: int, eval_samples: int, metrics: str, repeats: int) -> str:
+    """Grids of ``sizes`` points, planned layout vs one worker per core, alternately."""
+    cores = len(os.sched_getaffinity(0))
+    lines = ["| grid | old: workers × threads | old wall s | new: workers × threads | new wall s | speed-up |",
+             "|---:|---|---:|---|---:|---:|"]
+    for size in sizes:
+        betas = list(range(1, size + 1))
+        walls: dict[str, list[float]] = {"old": [], "new": []}
+        shape: dict[str, str] = {}
+        for repeat in range(repeats):
+            for variant in (("old", "new") if repeat % 2 == 0 else ("new", "old")):
+                env = {k: v for k, v in os.environ.items() if k != "VAEBENCH_WORKERS"}
+                if variant == "old":
+                    env["VAEBENCH_WORKERS"] = str(cores)
+                with tempfile.TemporaryDirectory() as registry:
+                    cmd = [sys.executable, "-m", "vaebench.harness.cli", "run", "--model", "beta_vae", "--betas",
+                           ",".join(map(str, betas)), "--steps", str(steps), "--device", "cpu", "--strategy",
+                           "processes", "--eval-samples", str(eval_samples), "--metrics", metrics,
+                           "--registry", registry, "--json"]
+                    start = time.perf_counter()
+                    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                    walls[variant].append(time.perf_counter() - start)
+                    if proc.returncode != 0:
+                        raise SystemExit(f"{variant}: vaebench run failed:\n{proc.stderr[-2000:]}")
+                    records = json.loads(proc.stdout)
+                shape[variant] = f"{records[0]['concurrent_runs']} × {records[0]['threads']}"
+        old, new = (sorted(walls[v])[len(walls[v]) // 2] for v in ("old", "new"))
+        ratios = sorted(o / n for o, n in zip(walls["old"], walls["new"]))
+        lines.append(f"| {size} | {shape['old']} | {old:.1f} | {shape['new']} | {new:.1f} | "
+                     f"{old / new:.2f}× ({', '.join(f'{r:.2f}' for r in ratios)}) |")
+    load = os.getloadavg()
+    return "\n".join([
+        f"`python benchmarks/grid.py --workers-sizes {','.join(map(str, sizes))} --steps {steps} --eval-samples "
+        f"{eval_samples} --metrics {metrics} --repeats {repeats}` ({cores} cores; load average at the end "
+        f"{load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}): wall s = median of {repeats} alternating runs; "
+        "speed-up = old / new medians (per-repeat ratios).", "", *lines, ""])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
@@ -74,7 +118,14 @@ def main() -> None:
     parser.add_argument("--eval-samples", type=int, default=1000)
     parser.add_argument("--metrics", default="kl,reconstruction,mig", help="metrics each run computes")
     parser.add_argument("--out", default=None, help="append a section to this Markdown file")
+    parser.add_argument("--workers-sizes", default=None,
+                        help="compare worker layouts on grids of these sizes instead (e.g. 2,3,5)")
+    parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
+    if args.workers_sizes:
+        emit(layouts([int(n) for n in args.workers_sizes.split(",")], args.steps, args.eval_samples, args.metrics,
+                     args.repeats), args.out)
+        return
     images = len(BETAS) * args.steps * 64
     started = datetime.now(timezone.utc)
     rows = [("(a) baseline loop × 8, sequential", baseline(args.steps))]

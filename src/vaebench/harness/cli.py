@@ -308,12 +308,17 @@ def run(
     if again:
         err_console.print(f"{len(again)} of them already recorded: retrained, and their records replaced "
                           "(--resume skips them)")
-    try:
-        result = run_grid(specs, manager, opts["registry"], execution, metric_names,
-                          resume=resume, reporter=reporter, strategy=opts["strategy"],
-                          metric_options=metric_options, recorded=recorded, datasets=datasets)
-    except (DatasetError, RegistryError, ValueError) as exc:
-        fail(str(exc))
+    from vaebench.plugins.backends import interrupt
+
+    with interrupt.installed():
+        try:
+            result = run_grid(specs, manager, opts["registry"], execution, metric_names,
+                              resume=resume, reporter=reporter, strategy=opts["strategy"],
+                              metric_options=metric_options, recorded=recorded, datasets=datasets)
+        except (DatasetError, RegistryError, ValueError) as exc:
+            fail(str(exc))
+        except interrupt.Interrupted as exc:
+            _interrupted(exc, reporter, specs, opts["registry"], checkpoint_steps)
     if as_json:
         _print_json(result.records)
     elif result.records:
@@ -359,6 +364,29 @@ def _warn_unreadable(unreadable: list[tuple[Path, str]], specs: list[Any], resum
 def _note_removed(removed: list[Path]) -> None:
     if removed:
         err_console.print(f"removed {len(removed)} temporary record file(s) left by writers that died", highlight=False)
+
+
+def _interrupted(exc: Any, reporter: Any, specs: list, registry: str, checkpoint_every: int,
+                 again: str = "run the same command with --resume to finish the grid") -> None:
+    """After SIGINT / SIGTERM: one line saying what stopped and how to go on; exit 130 / 143."""
+    from vaebench.plugins.backends.base import partial_resume_point
+    from vaebench.registry.query import recorded_status
+    from vaebench.registry.store import partial_dir
+
+    from vaebench.plugins.backends import interrupt
+
+    with interrupt.deferred(raise_on_exit=False):  # a second Ctrl-C does not cut this line short
+        stopped = reporter.stop()
+        recorded = recorded_status(registry)
+        steps = [p.step for s in stopped if (p := partial_resume_point(str(partial_dir(registry, s.run_id))))]
+    done = sum(1 for s in specs if s.run_id in recorded and recorded[s.run_id] != "failed")
+    during = f" during {', '.join(f'{s.run_id} ({s.label()})' for s in stopped)}" if stopped else ""
+    kept = (f" (picked up from {'its' if len(stopped) == 1 else 'their'} periodic checkpoint"
+            f"{'' if len(steps) == 1 else 's'} at step {', '.join(map(str, steps))})" if steps
+            else "" if checkpoint_every or not stopped else " (--checkpoint-every N keeps a run's progress)")
+    err_console.print(f"interrupted by {exc.name}{during}: {done} of {len(specs)} run(s) recorded; "
+                      f"{again}{kept}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(exc.exit_code)
 
 
 # ---------------------------------------------------------------- continue
@@ -422,11 +450,17 @@ def continue_(
         fail(str(exc))
     err_console.print(f"[bold]continuing {parent['run_id']}[/] from step {spec.start_step:,} to {spec.steps:,} "
                       f"as run {spec.run_id} → {registry}")
-    try:
-        record = continue_run(parent, steps, manager, registry, execution, metric_names,
-                              reporter=RichReporter(err_console), metric_options=metric_options, dataset=dataset)
-    except (ContinueError, DatasetError, RegistryError, ValueError) as exc:
-        fail(str(exc))
+    from vaebench.plugins.backends import interrupt
+
+    reporter = RichReporter(err_console)
+    with interrupt.installed():
+        try:
+            record = continue_run(parent, steps, manager, registry, execution, metric_names,
+                                  reporter=reporter, metric_options=metric_options, dataset=dataset)
+        except (ContinueError, DatasetError, RegistryError, ValueError) as exc:
+            fail(str(exc))
+        except interrupt.Interrupted as exc:
+            _interrupted(exc, reporter, [spec], registry, checkpoint_every, again="run the same command again")
     if as_json:
         _print_json(record)
     else:

@@ -129,6 +129,15 @@ class RichReporter:
         err = f"  ({escape(record['error'])})" if record.get("error") else ""
         self.console.print(f"[{colour}]{status:8}[/] {run_id}  {escape(label)}  {extra}{speed}{err}")
 
+    def stop(self) -> list[RunSpec]:
+        """End the progress display (the grid was interrupted); returns the runs started and
+        not ended, in the order they started."""
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+            self._tasks.clear()
+        return list(self._specs.values())
+
     def skipped(self, spec: RunSpec, status: str) -> None:
         self.console.print(f"[dim]skipped  {spec.run_id}  {spec.label()}  (already recorded: {status})[/]")
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from vaebench.harness.environment import environment
 from vaebench.harness.plan import INT_MAX, RunSpec
-from vaebench.plugins.backends import get_backend
+from vaebench.plugins.backends import get_backend, interrupt
 from vaebench.plugins.backends.base import DeviceInfo, ExecutionOptions, partial_resume_point, pickup_note
 from vaebench.plugins.manager import PluginManager
 from vaebench.plugins.metrics.context import EvaluationContext
@@ -305,7 +305,7 @@ def run_one(
         raise
     except Exception as exc:  # noqa: BLE001 - a failed run is recorded, the grid goes on
         return run.fail(registry, _one_line(exc), reporter)
-    return _drop_partial(run.finish(trained, registry, reporter, metric_options), registry)
+    return run.finish(trained, registry, reporter, metric_options)
 
 
 def _periodic_checkpoints(execution: ExecutionOptions, registry: str, spec: RunSpec) -> tuple[ExecutionOptions, Any]:
@@ -322,7 +322,8 @@ def _periodic_checkpoints(execution: ExecutionOptions, registry: str, spec: RunS
 
 
 def _drop_partial(record: dict[str, Any], registry: str) -> dict[str, Any]:
-    """A recorded ``ok`` / ``diverged`` run no longer needs its periodic checkpoint."""
+    """A recorded ``ok`` / ``diverged`` run no longer needs its periodic checkpoint (called
+    as its record is written)."""
     if record["status"] != "failed":
         shutil.rmtree(store.partial_dir(registry, record["run_id"]), ignore_errors=True)
     return record
@@ -417,16 +418,18 @@ class PendingRun:
             note = "; ".join(notes)
             record["error"] = f"{record['error']}; {note}" if record.get("error") else note
         record["finished_at"] = _now()
-        try:
-            store.write_record(registry, record)
-        except store.RegistryWriteError as exc:
-            # Nothing of the run stays without its record; the grid goes on.
-            store.remove_artifacts(registry, record["run_id"])
-            note = f"{RECORD_NOT_WRITTEN} ({exc})"
-            record.update(status="failed", artifacts=None,
-                          error=f"{record['error']}; {note}" if record.get("error") else note)
-        record = {name: record.get(name) for name in RECORD_SCHEMA.names} | {"schema_version": SCHEMA_VERSION}
-        reporter.end_run(record)
+        with interrupt.deferred():  # a stop signal waits until the record is written and shown
+            try:
+                store.write_record(registry, record)
+            except store.RegistryWriteError as exc:
+                # Nothing of the run stays without its record; the grid goes on.
+                store.remove_artifacts(registry, record["run_id"])
+                note = f"{RECORD_NOT_WRITTEN} ({exc})"
+                record.update(status="failed", artifacts=None,
+                              error=f"{record['error']}; {note}" if record.get("error") else note)
+            record = {name: record.get(name) for name in RECORD_SCHEMA.names} | {"schema_version": SCHEMA_VERSION}
+            _drop_partial(record, registry)
+            reporter.end_run(record)
         return record
 
 
@@ -507,7 +510,7 @@ def continue_run(
         raise
     except Exception as exc:  # noqa: BLE001 - recorded like any failed run
         return run.fail(registry, _one_line(exc), reporter)
-    return _drop_partial(run.finish(trained, registry, reporter, metric_options), registry)
+    return run.finish(trained, registry, reporter, metric_options)
 
 
 def parent_metrics(parent: Mapping[str, Any], manager: PluginManager) -> list[str] | None:

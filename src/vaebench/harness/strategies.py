@@ -21,8 +21,8 @@ whichever trained them, except the ``strategy`` and ``concurrent_runs`` columns.
 from __future__ import annotations
 
 import os
-import queue as queue_module
-from concurrent.futures import Future, ProcessPoolExecutor
+import signal
+import time
 from dataclasses import replace
 from typing import Any, Sequence
 
@@ -136,7 +136,7 @@ def _split_by_pickup_step(
 def run_vectorized(specs, manager, registry, execution, metric_names, reporter, metric_options, datasets):  # noqa: ANN001
     """Each group trained as one program, then each member scored and recorded; runs that
     cannot be grouped train one after another."""
-    from vaebench.harness.runner import PendingRun, _drop_partial, _one_line
+    from vaebench.harness.runner import PendingRun, _one_line
 
     groups, alone = vectorized_groups(specs, manager)
     groups, alone = _split_by_pickup_step(groups, alone, registry, manager)
@@ -168,8 +168,7 @@ def run_vectorized(specs, manager, registry, execution, metric_names, reporter, 
         group_notes = list(execution.notes)
         for run, model in zip(runs, trained):
             execution.notes.clear()
-            records.append(_drop_partial(run.finish(model, registry, reporter, metric_options, notes=group_notes),
-                                         registry))
+            records.append(run.finish(model, registry, reporter, metric_options, notes=group_notes))
     records.extend(
         run_sequential(alone, manager, registry, execution, metric_names, _Offset(reporter, index, len(specs)),
                        metric_options, datasets)
@@ -192,102 +191,77 @@ class _Offset:
 
 # ------------------------------------------------------------------ processes
 
-_EVENTS: Any = None  # the worker's queue to the parent (set by _init_worker)
-
-
-class _QueueReporter:
-    """A worker's reporter: forwards progress to the parent, which owns the terminal."""
-
-    def start_run(self, spec: RunSpec, index: int, total: int) -> None: ...
-
-    def progress(self, run_id: str, step: int, values: dict[str, float]) -> None:
-        _EVENTS.put(("progress", run_id, step, values))
-
-    def phase(self, run_id: str, text: str) -> None:
-        _EVENTS.put(("phase", run_id, text))
-
-    def end_run(self, record: dict[str, Any]) -> None:
-        _EVENTS.put(("end", record["run_id"], record))
-
-    def skipped(self, spec: RunSpec, status: str) -> None: ...
-
-
-def _init_worker(events: Any) -> None:
-    global _EVENTS
-    _EVENTS = events
-
-
-_WORKER_DATASETS: dict[tuple[str, str | None], Any] = {}
-
-
-def _work(spec: RunSpec, registry: str, execution: ExecutionOptions, metric_names: Sequence[str] | None,
-          metric_options: dict[str, dict[str, Any]] | None, workers: int) -> dict[str, Any]:
-    from vaebench.harness.runner import run_one
-
-    manager = get_manager()
-    key = (spec.dataset, spec.dataset_path)
-    if key not in _WORKER_DATASETS:
-        _WORKER_DATASETS[key] = manager.dataset(spec.dataset).loader()(path=spec.dataset_path)
-    _EVENTS.put(("start", spec.run_id))
-    return run_one(spec, manager, registry, execution, metric_names, _QueueReporter(), _WORKER_DATASETS[key],
-                   metric_options, strategy="processes", concurrent_runs=workers)
-
 
 def run_processes(specs, manager, registry, execution, metric_names, reporter, metric_options, datasets):  # noqa: ANN001
-    """Runs in ``min(runs, cores)`` spawned workers, each with ``cores // workers`` threads.
+    """Runs in spawned worker processes (``harness/workers.py``), side by side; how many
+    and with how many threads each: :func:`workers.plan_workers`.
 
-    Workers report through one queue (start, progress, phase, end: in order per run);
-    this process shows them, since the terminal is its own.
+    Workers report over their pipes (start, progress, phase, end: in order per run); this
+    process shows them, since the terminal is its own. On a stop signal the workers get
+    it too, their runs stop at a step's end (periodic checkpoint written, if asked), no
+    further run starts, and :class:`interrupt.Interrupted` goes on up once they ended.
     """
-    import multiprocessing
-    import time
-
     from vaebench.harness.runner import PendingRun
+    from vaebench.harness.workers import STOP_GRACE_SECONDS, Pool, plan_workers
+    from vaebench.plugins.backends import interrupt
 
     cores = execution.threads or cpu_cores()
-    workers = max(1, min(len(specs), cores))
-    worker_execution = replace(execution, threads=max(1, cores // workers), notes=[])
-    context = multiprocessing.get_context("spawn")
-    events = context.Queue()
+    count, threads = plan_workers(len(specs), cores)
+    todo = [(spec, registry, replace(execution, threads=n, notes=[]), metric_names, metric_options, count)
+            for spec, n in zip(specs, threads)]
+    todo.reverse()  # popped from the end: grid order
     by_id = {spec.run_id: (index, spec) for index, spec in enumerate(specs)}
     records: dict[str, dict[str, Any]] = {}
-    ended: set[str] = set()
+    pool = Pool(count)
 
-    def show(event: tuple) -> None:
-        kind, run_id = event[0], event[1]
+    def failed(run_id: str, error: str) -> None:
+        spec = by_id[run_id][1]
+        run = PendingRun(spec, manager, execution, metric_names, datasets(spec), "processes", count)
+        records[run_id] = run.fail(registry, error, reporter)
+
+    def show(worker: Any, message: tuple) -> None:
+        kind, run_id = message[0], message[1]
         if kind == "start":
             index, spec = by_id[run_id]
             reporter.start_run(spec, index, len(specs))
         elif kind == "progress":
-            reporter.progress(run_id, event[2], event[3])
+            reporter.progress(run_id, message[2], message[3])
         elif kind == "phase":
-            reporter.phase(run_id, event[2])
+            reporter.phase(run_id, message[2])
         elif kind == "end":
-            ended.add(run_id)
-            reporter.end_run(event[2])
+            worker.run_id = None
+            records[run_id] = message[2]
+            reporter.end_run(message[2])
+        elif kind == "error":
+            worker.run_id = None
+            failed(run_id, message[2])
+        elif kind == "interrupted":  # a signal to the worker: to the whole job (Slurm) reaches this process too
+            worker.run_id = None
+            time.sleep(0.5)
+            interrupt.check()
+            if run_id is not None:  # the worker alone was stopped: its run fails, the grid goes on
+                failed(run_id, f"worker process stopped by {signal.Signals(message[2]).name}")
+        elif kind == "died" and run_id is not None and run_id not in records and interrupt.received() is None:
+            failed(run_id, f"worker process died (exit code {message[2]})")  # out of memory, killed, ...
 
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(events,)) as pool:
-        futures: dict[Future, RunSpec] = {
-            pool.submit(_work, spec, registry, worker_execution, metric_names, metric_options, workers): spec
-            for spec in specs
-        }
-        pending = set(futures)
-        deadline = None
-        while pending or (set(records) - ended and time.monotonic() < deadline):
-            try:
-                show(events.get(timeout=0.1))
-            except queue_module.Empty:
-                pass
-            for future in [f for f in pending if f.done()]:
-                pending.discard(future)
-                spec = futures[future]
-                try:
-                    records[spec.run_id] = future.result()
-                except Exception as exc:  # noqa: BLE001 - a crashed worker (out of memory, ...) fails its run only
-                    run = PendingRun(spec, manager, execution, metric_names, datasets(spec), "processes", workers)
-                    records[spec.run_id] = run.fail(registry, f"worker process died ({type(exc).__name__}: {exc})",
-                                                    reporter)
-                    ended.add(spec.run_id)
-            if not pending and deadline is None:
-                deadline = time.monotonic() + 10.0  # the last events are in flight behind the results
+    try:
+        while todo or any(w.run_id is not None for w in pool.workers):
+            for worker in pool.idle() if todo else []:
+                if todo:
+                    worker.give(todo.pop())
+            for worker, message in pool.events(timeout=0.5):
+                show(worker, message)
+    except interrupt.Interrupted as exc:
+        # Workers of the same terminal had Ctrl-C too; a `kill` reached this process alone.
+        pool.signal(exc.signum)
+        since = interrupt.count()
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        with interrupt.deferred(raise_on_exit=False):
+            while pool.workers and time.monotonic() < deadline and interrupt.count() == since:
+                for worker, message in pool.events(timeout=0.2):
+                    if message[0] in ("end", "phase", "progress", "start"):
+                        show(worker, message)
+        raise
+    finally:
+        pool.close()
     return [records[spec.run_id] for spec in specs]

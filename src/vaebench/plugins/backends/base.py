@@ -160,9 +160,14 @@ def write_partial(trained: Any, directory: str) -> None:
 def checkpoint_due(execution: ExecutionOptions, step: int, last: int, directory: str | None = None) -> bool:
     """Whether a backend writes its periodic checkpoint after ``step`` (never after the last)
     into ``directory`` (default: ``execution.checkpoint_dir``; a vectorized group passes
-    each member's own)."""
+    each member's own): every ``checkpoint_every`` steps, and at the step a stop signal
+    arrived (``interrupt``), so the stopped run picks up from there."""
+    from vaebench.plugins.backends import interrupt
+
     every = execution.checkpoint_every
-    return bool((directory or execution.checkpoint_dir) and every > 0 and step % every == 0 and step < last)
+    if not ((directory or execution.checkpoint_dir) and every > 0 and step < last):
+        return False
+    return step % every == 0 or interrupt.received() is not None
 
 
 @dataclass

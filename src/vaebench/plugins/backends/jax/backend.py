@@ -28,6 +28,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from vaebench.plugins.backends import interrupt
 from vaebench.plugins.backends.allocator import retain_freed_memory
 from vaebench.plugins.backends.base import (
     DeviceError,
@@ -400,7 +401,7 @@ class JaxBackend:
         amp = _effective_amp(info.device, execution.amp, execution.notes)
         rng = np.random.default_rng(spec.seed)
         first = 1 if resume is None else resume.step + 1
-        with jax.default_device(jax_device):
+        with jax.default_device(jax_device), interrupt.deferred():
             if model is None:
                 model = self.build(spec, dataset.image_shape, dataset)
             if resume is not None:
@@ -479,6 +480,7 @@ class JaxBackend:
                     trained.training_state = (step, opt_state, rng, {
                         "train_seconds": seconds, "history": trained.history, "signals": trained.signals})
                     write_partial(trained, str(execution.checkpoint_dir))
+                interrupt.check()
             jax.block_until_ready(params)
             trained.train_seconds = time.perf_counter() - start + (resume.train_seconds if resume is not None else 0.0)
             if not trained.diverged:

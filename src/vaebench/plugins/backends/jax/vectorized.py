@@ -49,6 +49,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from vaebench.plugins.backends import interrupt
 from vaebench.plugins.backends.base import (
     TRAINING_STATE,
     ExecutionOptions,
@@ -145,7 +146,7 @@ def train_group(
     begin = GroupStart.of(resume, checkpoint_dirs, len(specs))
     start_step, points, dirs, earlier = begin.step, begin.points, begin.dirs, begin.earlier
     rngs = [np.random.default_rng(spec.seed) for spec in specs]  # the lone run's batches
-    with jax.default_device(jax_device):
+    with jax.default_device(jax_device), interrupt.deferred():
         models: list[GaussianVAE] = []
         for spec, point, rng in zip(specs, points, rngs):  # built and seeded as JaxBackend.train builds a lone run's model
             model = backend.build(spec, dataset.image_shape, dataset)
@@ -206,6 +207,7 @@ def train_group(
                         "train_seconds": time.perf_counter() - start + earlier[i], "history": run.history,
                         "signals": run.signals})
                     write_partial(run, str(dirs[i]))
+            interrupt.check()
 
         start = time.perf_counter()
         for step in range(start_step + 1, first.steps + 1):

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from vaebench.plugins.backends import interrupt
 from vaebench.plugins.backends.allocator import retain_freed_memory
 from vaebench.plugins.backends.base import (
     DeviceError,
@@ -335,7 +336,7 @@ class TorchBackend:
         (where its checkpoint holds them; otherwise Adam restarts and batches come from a
         stream seeded by (seed, step), and a note says so)."""
         info = resolve_device(execution.device)
-        with _training_mode(info.device, execution.threads):
+        with _training_mode(info.device, execution.threads), interrupt.deferred():
             return self._train(spec, dataset, execution, on_progress, model, info.device, resume)
 
     def train_group(
@@ -353,7 +354,7 @@ class TorchBackend:
         from vaebench.plugins.backends.torch.vectorized import train_group
 
         info = resolve_device(execution.device)
-        with _training_mode(info.device, execution.threads):
+        with _training_mode(info.device, execution.threads), interrupt.deferred():
             amp = _effective_amp(info.device, execution.amp, execution.notes)
             return train_group(
                 self, specs, dataset, execution, on_progress, info.device, amp, lambda: _autocast(info.device, amp),
@@ -469,6 +470,7 @@ class TorchBackend:
                 trained.training_state = TrainingState(step, optimizers, rng, device, scaler, progress={
                     "train_seconds": seconds, "history": trained.history, "signals": trained.signals})
                 write_partial(trained, str(execution.checkpoint_dir))
+            interrupt.check()
         if device.startswith("cuda"):
             torch.cuda.synchronize(device)
         trained.train_seconds = time.perf_counter() - start + (resume.train_seconds if resume is not None else 0.0)

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
+from vaebench.plugins.backends import interrupt
 from vaebench.plugins.backends.base import (
     ExecutionOptions,
     ProgressCallback,
@@ -238,6 +239,7 @@ def train_group(
                     "train_seconds": time.perf_counter() - start + earlier[i], "history": run.history,
                     "signals": run.signals})
                 write_partial(run, str(dirs[i]))
+        interrupt.check()
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
