@@ -108,7 +108,7 @@ _WRITER = """
 import sys
 import numpy as np
 from vaebench.registry.store import write_record
-i, big = 0, np.full(200_000, 0.5)  # ~1.6 MB a record: most of each write is spent on its file
+i, big = int(sys.argv[2]), np.full(200_000, 0.5)  # ~1.6 MB a record: most of each write is spent on its file
 while True:
     write_record(sys.argv[1], {"run_id": f"{i:016x}", "status": "ok", "model": "m", "kl_per_dim": big})
     i += 1
@@ -121,10 +121,12 @@ def test_a_killed_writer_leaves_a_temporary_file_that_is_found_stale(tmp_path: P
     removed by the next writer's check, and every record there is readable."""
     leftovers: list[Path] = []
     for attempt in range(20):
-        writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path)])
+        before = len(list((tmp_path / "runs").glob("*.parquet")))
+        # each attempt's writer starts at its own run id, so its two new records are counted
+        writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), str(attempt << 32)])
         try:
             deadline = time.monotonic() + 120
-            while len(list((tmp_path / "runs").glob("*.parquet"))) < 2:
+            while len(list((tmp_path / "runs").glob("*.parquet"))) < before + 2:
                 assert time.monotonic() < deadline and writer.poll() is None, "the writer wrote nothing"
                 time.sleep(0.01)
             time.sleep(random.uniform(0.0, 0.1))
