@@ -1,6 +1,6 @@
 """Every GPU check of issues 27 and 28 in one prepared run, results written as it goes.
 
-    python benchmarks/gpu_check.py OUTDIR [--device cuda|cpu] [--tiny] [--budget-s 400]
+    python benchmarks/gpu_check.py OUTDIR [--device cuda|cpu] [--tiny] [--budget-s 420]
 
 (on the GPU machine: ``bash benchmarks/gpu_check.sh``, which installs what the machine
 lacks and logs to ``$OUT/log.txt``). Sections, in the order they run:
@@ -116,6 +116,10 @@ NEEDS = {
 # ----------------------------------------------------------------------------- plumbing
 
 
+class Skip(Exception):
+    """A section (or the rest of it) that cannot run here; its message is the reason."""
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -157,6 +161,8 @@ class Results:
         try:
             fn(entry)
             entry["status"] = "failed" if entry.get("failures") else "ok"
+        except Skip as why:
+            entry.update(status="skipped", reason=str(why))
         except KeyboardInterrupt:
             raise
         except BaseException:  # noqa: BLE001 - one defect must not hide the others
@@ -279,6 +285,12 @@ class Context:
         self.scratch = tempfile.mkdtemp(prefix="gpu_check_")
         self.dataset = ProceduralDSprites()
         self.sampler = GpuSampler() if self.on_gpu else None
+        #: whether JAX may be used in this process (``_probe_jax``); its reason otherwise
+        self.jax_ok, self.jax_why = True, ""
+
+    def need_jax(self) -> None:
+        if not self.jax_ok:
+            raise Skip(self.jax_why)
 
     def execution(self, **kw: Any) -> Any:
         from vaebench.plugins.backends.base import ExecutionOptions
@@ -348,6 +360,8 @@ def section_auto(ctx: Context, entry: dict[str, Any]) -> None:
 def section_parity(ctx: Context, entry: dict[str, Any]) -> None:
     """Torch and JAX on the device, same weights, same noise (tests/test_jax_backend.py's pairs)."""
     from functools import partial
+
+    ctx.need_jax()
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -467,6 +481,9 @@ def section_dtype_probe(ctx: Context, entry: dict[str, Any]) -> None:
         if ctx.on_gpu and not all(dev.startswith("cuda") for _, dev in seen):
             entry.setdefault("failures", []).append(f"torch --amp {amp}: layers ran on {sorted(seen)}")
 
+    if not ctx.jax_ok:
+        entry["jax"] = f"skipped: {ctx.jax_why}"
+        return
     from vaebench.plugins.backends.jax import backend as jb
 
     for amp in ("off", "bf16"):
@@ -535,6 +552,7 @@ def section_paths_torch_vectorized(ctx: Context, entry: dict[str, Any]) -> None:
 
 
 def section_paths_jax(ctx: Context, entry: dict[str, Any]) -> None:
+    ctx.need_jax()
     for label, models, amp, strategy in ctx.size["jax_paths"]:
         seeds = [0, 1] if strategy == "vectorized" and len(models) == 1 else 0
         specs = ctx.specs(models, "jax", betas=4.0, seeds=seeds)
@@ -562,6 +580,9 @@ def section_equality(ctx: Context, entry: dict[str, Any]) -> None:
     steps = ctx.size["equal_steps"]
     fail = entry.setdefault("failures", [])
     for name, backend in (("torch", TorchBackend()), ("jax", JaxBackend())):
+        if name == "jax" and not ctx.jax_ok:
+            entry["jax"] = f"skipped: {ctx.jax_why}"
+            continue
         specs = ctx.specs("beta_vae", name, betas=ctx.size["equal_betas"], seeds=[0, 1], steps=steps)
         for amp in ctx.size["equal_amps"][name]:
             group = backend.train_group(specs, ctx.dataset, ctx.execution(amp=amp, progress_every=1))
@@ -624,7 +645,7 @@ def section_probe_28(ctx: Context, entry: dict[str, Any]) -> None:
         ("torch_fp32", TorchBackend(), {}, group), ("torch_bf16", TorchBackend(), {"amp": "bf16"}, group),
         ("jax_fp32", JaxBackend(), {}, group), ("jax_bf16", JaxBackend(), {"amp": "bf16"}, group),
         ("torch_fp32_lone", TorchBackend(), {}, 1), ("torch_fp32_compiled", TorchBackend(), {"compile": True}, group),
-    ) if label in size["probe_variants"]]
+    ) if label in size["probe_variants"] and (ctx.jax_ok or not label.startswith("jax"))]
     entry["setup"] = {"model": "beta_vae", "beta": 4.0, "seeds": seeds, "batch": batch,
                       "architecture": size["architecture"], "dataset": "dsprites (procedural)",
                       "timed_steps": size["probe_steps"], "warm_up_steps": warm}
@@ -754,6 +775,7 @@ def _profile_group(ctx: Context, entry: dict[str, Any], betas: list[float], seed
 
 
 def section_grid_jax(ctx: Context, entry: dict[str, Any]) -> None:
+    ctx.need_jax()
     size = ctx.size
     rows = entry.setdefault("rows", [])
     name, betas, seeds = size["grids"][0]
@@ -940,14 +962,27 @@ def _meta(args: argparse.Namespace) -> dict[str, Any]:
         meta["device_name"] = torch.cuda.get_device_name(0)
         meta["cuda"] = torch.version.cuda
         meta["bf16_supported"] = torch.cuda.is_bf16_supported()
-    try:
-        import jax
-
-        meta["jax"] = jax.__version__
-        meta["jax_devices"] = [str(d) for d in jax.devices()]
-    except Exception as exc:  # noqa: BLE001
-        meta["jax"] = f"unavailable: {type(exc).__name__}: {exc}"
     return meta
+
+
+def _probe_jax(device: str) -> tuple[bool, str, dict[str, Any]]:
+    """Whether JAX can share this process with torch on ``device``, tried first in a child
+    process (a clash of their CUDA libraries could kill the process, losing every
+    section): torch on the GPU, then JAX's devices and one array on its GPU."""
+    code = ("import torch; torch.ones(1, device='cuda' if {gpu} else 'cpu').sum().item(); import jax, "
+            "jax.numpy as jnp; d = jax.devices({platform}); x = jax.device_put(jnp.ones(4), d[0]); "
+            "print('JAX', jax.__version__, [str(v) for v in d], float(x.sum()))")
+    gpu = device.startswith("cuda")
+    code = code.format(gpu=gpu, platform=repr("gpu") if gpu else repr("cpu"))
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    except subprocess.TimeoutExpired:
+        return False, "JAX with torch in one process: the probe did not finish in 180 s", {}
+    tail = (proc.stdout + proc.stderr).strip().splitlines()
+    line = next((x for x in tail if x.startswith("JAX ")), "")
+    if proc.returncode != 0 or not line:
+        return False, f"JAX with torch in one process failed (exit {proc.returncode}): {' | '.join(tail[-3:])}", {}
+    return True, "", {"jax_probe": line}
 
 
 SECTIONS: list[tuple[str, Callable[[Context, dict[str, Any]], None]]] = [
@@ -964,8 +999,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", help="folder for results.json and grid.png (created)")
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes: the whole script in well under a minute on a CPU")
-    parser.add_argument("--budget-s", type=float, default=400.0,
-                        help="seconds from the start after which no section starts unless it fits (default 400)")
+    parser.add_argument("--budget-s", type=float, default=420.0,
+                        help="seconds from the start after which no section starts unless it fits (default 420)")
     parser.add_argument("--only", default=None, help="comma-separated section names to run (default: all)")
     args = parser.parse_args(argv)
     if not (args.device == "cpu" or args.device.startswith("cuda")):
@@ -984,7 +1019,11 @@ def main(argv: list[str] | None = None) -> int:
     results = Results(args.out, args.budget_s, {})
     results.data["meta"] = _meta(args)
     results.save()
+    jax_ok, jax_why, found = _probe_jax(args.device) if args.device != "cpu" else (True, "", {})
+    results.data["meta"].update(found, jax_ok=jax_ok, **({"jax_problem": jax_why} if jax_why else {}))
+    results.save()
     ctx = Context(args, results)
+    ctx.jax_ok, ctx.jax_why = jax_ok, jax_why
     if ctx.sampler is not None:
         results.data["meta"]["gpu_sampler"] = {"source": ctx.sampler.source, "error": ctx.sampler.error}
     try:
