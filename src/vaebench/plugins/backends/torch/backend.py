@@ -116,6 +116,22 @@ def _training_mode(device: str, threads: int | None):
         torch.set_flush_denormal(False)
 
 
+#: Whether page-locked host memory can be had here (set to False at the first failure).
+_PINNED = [True]
+
+
+def _host_to_device(x: torch.Tensor, device: str) -> torch.Tensor:
+    """``x`` copied to ``device`` through pinned memory (PyTorch's caching host allocator
+    keeps the block until the copy is done), so the copy is asynchronous; a plain copy
+    where pinning fails."""
+    if _PINNED[0]:
+        try:
+            return x.pin_memory().to(device, non_blocking=True)
+        except RuntimeError:
+            _PINNED[0] = False
+    return x.to(device)
+
+
 def draw_batches(
     dataset: Any, n: int, rngs: Sequence[np.random.Generator], device: str, compact: bool | None = None
 ) -> tuple[torch.Tensor, list[np.ndarray]]:
@@ -132,7 +148,7 @@ def draw_batches(
     images = draws[0][0][None] if len(draws) == 1 else np.stack([d[0] for d in draws])
     x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 1, 4, 2, 3)))
     if device != "cpu":
-        x = x.pin_memory().to(device, non_blocking=True)
+        x = _host_to_device(x, device)
     if compact:
         x = x.float()
         scale = np.float32(getattr(dataset, "pixel_scale", 1.0))
