@@ -19,6 +19,10 @@ only (no start-up, no evaluation), so the ratios are conservative for vaebench.
 For each strategy the records also say where the time went: training (the records'
 ``train_seconds``; for concurrent runs the span of the grid's training), evaluation
 (``eval_seconds``) and the rest (process start-up, checkpoints, figures, records).
+
+``--device cuda`` runs (b) on the GPU (the baseline loop stays on the CPU; ``--no-baseline``
+leaves it out). :func:`measure` is the same measurement in this process (no start-up),
+for any grid of specs; ``benchmarks/gpu_check.py`` uses it on the GPU machine.
 """
 
 from __future__ import annotations
@@ -51,19 +55,12 @@ def baseline(steps: int) -> dict:
     return {"wall": wall, "train": wall, "eval": 0.0}
 
 
-def vaebench(strategy: str, steps: int, eval_samples: int, metrics: str) -> dict:
-    with tempfile.TemporaryDirectory() as registry:
-        cmd = [sys.executable, "-m", "vaebench.harness.cli", "run", "--model", "beta_vae",
-               "--betas", ",".join(map(str, BETAS)), "--steps", str(steps), "--device", "cpu",
-               "--strategy", strategy, "--eval-samples", str(eval_samples), "--metrics", metrics,
-               "--registry", registry, "--json"]
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wall = time.perf_counter() - start
-        if proc.returncode != 0:
-            raise SystemExit(f"{strategy}: vaebench run failed:\n{proc.stderr[-2000:]}")
-        records = json.loads(proc.stdout)
-    assert len(records) == len(BETAS) and all(r["status"] == "ok" for r in records), records
+def summarise(records: list[dict], wall: float) -> dict:
+    """Where a grid's ``wall`` seconds went, from its records: ``train`` (the records'
+    ``train_seconds``; for runs that trained at once, the span of the grid's training),
+    ``eval`` (``eval_seconds``, likewise) and the rest (start-up, checkpoints, figures, records)."""
+    assert records and all(r["status"] == "ok" for r in records), [(r["run_id"], r["status"], r["error"])
+                                                                   for r in records]
     train = sum(r["train_seconds"] for r in records)
     evaluate = sum(r["eval_seconds"] for r in records)
     concurrent = records[0]["concurrent_runs"]
@@ -111,12 +108,51 @@ def layouts(sizes: list[int], steps: int, eval_samples: int, metrics: str, repea
         "speed-up = old / new medians (per-repeat ratios).", "", *lines, ""])
 
 
+def vaebench(strategy: str, steps: int, eval_samples: int, metrics: str, device: str = "cpu") -> dict:
+    with tempfile.TemporaryDirectory() as registry:
+        cmd = [sys.executable, "-m", "vaebench.harness.cli", "run", "--model", "beta_vae",
+               "--betas", ",".join(map(str, BETAS)), "--steps", str(steps), "--device", device,
+               "--strategy", strategy, "--eval-samples", str(eval_samples), "--metrics", metrics,
+               "--registry", registry, "--json"]
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise SystemExit(f"{strategy}: vaebench run failed:\n{proc.stderr[-2000:]}")
+        records = json.loads(proc.stdout)
+    assert len(records) == len(BETAS), records
+    return summarise(records, wall)
+
+
+def measure(strategy: str, specs: list, *, device: str = "cpu", eval_samples: int = 1000,
+            metrics: str = "kl,reconstruction,mig", figures: bool = True, threads: int | None = None) -> dict:
+    """The grid ``specs`` (``vaebench.plan_grid``) run end to end with ``strategy`` in this
+    process (``harness.runner.run_grid``: training, evaluation, checkpoints, records into
+    a temporary registry): :func:`summarise` of its records, plus ``strategy`` (what
+    ``auto`` resolved to), ``runs``, ``images`` (steps × batch summed over the runs) and
+    the records themselves (``records``)."""
+    from vaebench.harness.runner import run_grid
+    from vaebench.plugins.backends.base import ExecutionOptions
+    from vaebench.plugins.manager import get_manager
+
+    execution = ExecutionOptions(device=device, eval_samples=eval_samples, figures=figures, threads=threads)
+    with tempfile.TemporaryDirectory() as registry:
+        start = time.perf_counter()
+        result = run_grid(specs, get_manager(), registry, execution, metrics.split(","), strategy=strategy)
+        wall = time.perf_counter() - start
+    records = result.records
+    return {**summarise(records, wall), "strategy": result.strategy, "runs": len(records),
+            "images": sum(r["steps_done"] * r["batch_size"] for r in records), "records": records}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--strategies", default="sequential,processes,vectorized")
     parser.add_argument("--eval-samples", type=int, default=1000)
     parser.add_argument("--metrics", default="kl,reconstruction,mig", help="metrics each run computes")
+    parser.add_argument("--device", default="cpu", help="device of the vaebench runs (b): cpu, cuda, ...")
+    parser.add_argument("--no-baseline", action="store_true", help="leave out the baseline loop (a)")
     parser.add_argument("--out", default=None, help="append a section to this Markdown file")
     parser.add_argument("--workers-sizes", default=None,
                         help="compare worker layouts on grids of these sizes instead (e.g. 2,3,5)")
@@ -128,13 +164,13 @@ def main() -> None:
         return
     images = len(BETAS) * args.steps * 64
     started = datetime.now(timezone.utc)
-    rows = [("(a) baseline loop × 8, sequential", baseline(args.steps))]
+    rows = [] if args.no_baseline else [("(a) baseline loop × 8, sequential", baseline(args.steps))]
     for strategy in args.strategies.split(","):
         rows.append((f"(b) vaebench --strategy {strategy}", vaebench(strategy, args.steps, args.eval_samples,
-                                                                       args.metrics)))
+                                                                       args.metrics, args.device)))
     base = rows[0][1]["wall"]
     lines = [
-        "| grid of 8 | wall s | grid images/s | vs (a) | train s | evaluate s | other s | threads × runs at once |",
+        "| grid of 8 | wall s | grid images/s | vs first row | train s | evaluate s | other s | threads × runs at once |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, r in rows:
@@ -145,7 +181,8 @@ def main() -> None:
     load = os.getloadavg()
     text = "\n".join([
         f"Measured {started:%Y-%m-%d %H:%M} UTC by `python benchmarks/grid.py --steps {args.steps} "
-        f"--eval-samples {args.eval_samples} --metrics {args.metrics}` "
+        f"--eval-samples {args.eval_samples} --metrics {args.metrics} --device {args.device}"
+        f"{' --no-baseline' if args.no_baseline else ''}` "
         f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; "
         f"load average at the end {load[0]:.2f}): β = {', '.join(map(str, BETAS))}, {args.steps} steps × batch 64 "
         f"each ({images:,} images in all).",

@@ -132,6 +132,14 @@ class FactorGridDataset:
         f = self.sample_factors(n, rng)
         return self.observations(f), f
 
+    def sample_uint8(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`sample` before the float conversion, with the same draws from ``rng``:
+        ``(images (n, H, W, C) uint8, factors)``; ``float32(images) * float32(pixel_scale)``
+        are :meth:`sample`'s images, bit for bit. A GPU backend moves these (a quarter of
+        the bytes) and converts them on the device."""
+        f = self.sample_factors(n, rng)
+        return self.observations_uint8(f), f
+
     def index_of(self, factors: np.ndarray) -> np.ndarray:
         """Factor indices ``(N, K)`` -> flat row-major grid index ``(N,)`` int64."""
         return flat_index(factors, self.factor_sizes)

@@ -51,7 +51,14 @@ from vaebench.plugins.backends.jax.nets import ConvTranspose2x
 
 #: Loss history keeps at most this many points per run (as the torch backend).
 HISTORY_POINTS = 200
-EVAL_BATCH = 512
+#: Rows per evaluation / encoding call, by device type: a GPU gets the torch backend's
+#: CUDA batch (1,024; the sampler metrics encode up to 737,280 dSprites images).
+EVAL_BATCH = {"cpu": 512, "cuda": 1024}
+
+
+def eval_batch(device: str) -> int:
+    """Evaluation batch for a device string (``cpu``, ``cuda:1``, ...)."""
+    return EVAL_BATCH.get(device.split(":", 1)[0], EVAL_BATCH["cpu"])
 
 
 def _gpus() -> list[Any]:
@@ -85,6 +92,27 @@ def _training_device(execution: ExecutionOptions) -> tuple[DeviceInfo, Any]:
 def resolve_device(device: str) -> DeviceInfo:
     """``auto`` -> ``cuda:0`` when JAX sees a GPU, else ``cpu``; validates ``cuda:N`` (``gpu`` = ``cuda``)."""
     return _resolve(device)[0]
+
+
+def device_batches(
+    dataset: Any, n: int, rngs: Sequence[np.random.Generator], jax_device: Any, stacked: bool = True,
+    compact: bool | None = None,
+) -> tuple[jax.Array, list[np.ndarray]]:
+    """One batch per generator, drawn as ``dataset.sample(n, rng)`` draws it: images
+    ``(len(rngs), n, H, W, C)`` float32 on ``jax_device`` (without ``stacked``, one
+    generator's ``(n, H, W, C)``) and each batch's factors. On a GPU a factor-grid
+    dataset's uint8 images (``sample_uint8``, a quarter of the bytes) travel and become
+    the same float32 values on the device (as the torch backend's ``draw_batches``;
+    ``compact`` forces the choice)."""
+    on_gpu = jax_device.platform != "cpu"
+    compact = (on_gpu if compact is None else compact) and hasattr(dataset, "sample_uint8")
+    draws = [dataset.sample_uint8(n, rng) if compact else dataset.sample(n, rng) for rng in rngs]
+    images = np.stack([d[0] for d in draws]) if stacked else draws[0][0]
+    if not compact:
+        return jax.device_put(np.asarray(images, dtype=np.float32), jax_device), [d[1] for d in draws]
+    x = jax.device_put(images, jax_device).astype(jnp.float32)
+    scale = np.float32(getattr(dataset, "pixel_scale", 1.0))
+    return (x * scale if scale != 1 else x), [d[1] for d in draws]
 
 
 # -- the compiled steps ----------------------------------------------------------------
@@ -233,12 +261,12 @@ class TrainedJaxModel:
         self.training_state: tuple[int, Any, np.random.Generator, dict | None] | None = None
 
     def _chunks(self, arrays: np.ndarray, factors: np.ndarray | None = None):
-        """Chunks of at most ``EVAL_BATCH`` rows on the device, zero-padded to a power of
+        """Chunks of at most :func:`eval_batch` rows on the device, zero-padded to a power of
         two >= 64 (at most 4 compiled shapes per function): ``(chunk, factor chunk or None,
         n_valid)``. Factors are passed only to a model that reads them."""
         if not getattr(self.model, "needs_factors", False):
             factors = None
-        size = min(EVAL_BATCH, max(64, 1 << max(0, len(arrays) - 1).bit_length()))
+        size = min(eval_batch(self.device), max(64, 1 << max(0, len(arrays) - 1).bit_length()))
 
         def pad(a: np.ndarray, dtype: Any) -> np.ndarray:
             a = np.asarray(a, dtype=dtype)
@@ -435,8 +463,7 @@ class JaxBackend:
             conditional = bool(getattr(model, "needs_factors", False))
 
             def batch() -> tuple[jax.Array, jax.Array | None]:
-                images, factors = dataset.sample(spec.batch_size, rng)
-                x = jax.device_put(np.asarray(images, dtype=np.float32), jax_device)
+                x, (factors,) = device_batches(dataset, spec.batch_size, [rng], jax_device, stacked=False)
                 f = jax.device_put(np.asarray(factors, dtype=np.int32), jax_device) if conditional else None
                 return x, f
 

@@ -135,6 +135,7 @@ def train_group(
         _restore_tree,
         _set_compute_dtype,
         _training_device,
+        device_batches,
         load_flat_state,
     )
 
@@ -183,8 +184,7 @@ def train_group(
         callbacks = list(on_progress or [None] * len(specs))
 
         def batches() -> jax.Array:
-            x = np.stack([np.asarray(dataset.sample(batch, rng)[0], dtype=np.float32) for rng in rngs])
-            return jax.device_put(x, jax_device)  # (M, B, H, W, C)
+            return device_batches(dataset, batch, rngs, jax_device)[0]  # (M, B, H, W, C)
 
         x = batches()
         lr = np.float32(first.lr)

@@ -117,6 +117,47 @@ def _training_mode(device: str, threads: int | None):
         torch.set_flush_denormal(False)
 
 
+#: Whether page-locked host memory can be had here (set to False at the first failure).
+_PINNED = [True]
+
+
+def _host_to_device(x: torch.Tensor, device: str) -> torch.Tensor:
+    """``x`` copied to ``device`` through pinned memory (PyTorch's caching host allocator
+    keeps the block until the copy is done), so the copy is asynchronous; a plain copy
+    where pinning fails."""
+    if _PINNED[0]:
+        try:
+            return x.pin_memory().to(device, non_blocking=True)
+        except RuntimeError:
+            _PINNED[0] = False
+    return x.to(device)
+
+
+def draw_batches(
+    dataset: Any, n: int, rngs: Sequence[np.random.Generator], device: str, compact: bool | None = None
+) -> tuple[torch.Tensor, list[np.ndarray]]:
+    """One batch per generator, drawn as ``dataset.sample(n, rng)`` draws it: images
+    ``(len(rngs), n, C, H, W)`` float32 on ``device`` and each batch's factors ``(n, K)``.
+
+    On a CPU the sampled float32 images are used as they are. On a GPU a factor-grid
+    dataset's uint8 images (``sample_uint8``, a quarter of the bytes) are copied through
+    pinned memory, so the copy runs asynchronously instead of waiting for the steps
+    queued before it, and become the same float32 values on the device. ``compact``
+    forces that choice (default: on any device but the CPU)."""
+    compact = (device != "cpu" if compact is None else compact) and hasattr(dataset, "sample_uint8")
+    draws = [dataset.sample_uint8(n, rng) if compact else dataset.sample(n, rng) for rng in rngs]
+    images = draws[0][0][None] if len(draws) == 1 else np.stack([d[0] for d in draws])
+    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 1, 4, 2, 3)))
+    if device != "cpu":
+        x = _host_to_device(x, device)
+    if compact:
+        x = x.float()
+        scale = np.float32(getattr(dataset, "pixel_scale", 1.0))
+        if scale != 1:
+            x.mul_(torch.tensor(scale, device=x.device))
+    return x, [d[1] for d in draws]
+
+
 def _factor_tensor(factors: np.ndarray | None, device: str) -> torch.Tensor | None:
     return None if factors is None else torch.from_numpy(np.ascontiguousarray(factors, dtype=np.int64)).to(device)
 
@@ -412,8 +453,8 @@ class TorchBackend:
         model.train()
         start = time.perf_counter()
         for step in range(first, spec.steps + 1):
-            images, factors = dataset.sample(spec.batch_size, rng)
-            x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device, non_blocking=True)
+            batch, (factors,) = draw_batches(dataset, spec.batch_size, [rng], device)
+            x = batch[0]
             kwargs = {"factors": _factor_tensor(factors, device)} if conditional else {}
             try:
                 with _autocast(device, amp):

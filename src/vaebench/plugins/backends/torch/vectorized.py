@@ -108,7 +108,13 @@ def train_group(
     """
     from safetensors.torch import load_file
 
-    from vaebench.plugins.backends.torch.backend import HISTORY_POINTS, TrainedTorchModel, TrainingState, adam
+    from vaebench.plugins.backends.torch.backend import (
+        HISTORY_POINTS,
+        TrainedTorchModel,
+        TrainingState,
+        adam,
+        draw_batches,
+    )
 
     check_group(specs)
     first = specs[0]
@@ -177,8 +183,7 @@ def train_group(
     batch, latent = first.batch_size, first.latent_dim
     start = time.perf_counter()
     for step in range(start_step + 1, first.steps + 1):
-        x = np.stack([dataset.sample(batch, rng)[0] for rng in rngs])  # (M, B, H, W, C)
-        x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 1, 4, 2, 3))).to(device, non_blocking=True)
+        x, _ = draw_batches(dataset, batch, rngs, device)  # (M, B, C, H, W)
         eps = torch.stack([torch.randn((batch, latent), generator=g, device=device) for g in generators])
         try:
             with autocast():
