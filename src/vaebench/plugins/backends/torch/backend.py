@@ -152,6 +152,8 @@ DEVICE_GRIDS = DeviceGrids(_upload_grid)
 def device_grid(dataset: Any, device: str, wanted: bool | None) -> torch.Tensor | None:
     """``dataset``'s whole grid on ``device`` (``base.device_grid_wanted``: by default on a
     GPU where it fits), uploaded once per process; ``None``: batches are drawn on the host."""
+    if device != "cpu":
+        device = resolve_device(device).device  # one name per device ("cuda" -> "cuda:0"): one upload
     memory = torch.cuda.get_device_properties(torch.device(device)).total_memory if device.startswith("cuda") else None
     if not device_grid_wanted(dataset, device != "cpu", wanted, memory):
         return None
