@@ -324,11 +324,17 @@ class Context:
             torch.cuda.reset_peak_memory_stats()
 
     def peak_mib(self) -> float | None:
+        """torch's peak allocation since :meth:`peak_reset`, less the dataset grids the
+        backend keeps on the device (``ExecutionOptions.device_grid``: 2.8 GiB for dSprites,
+        held for the whole process, not by any run)."""
         if not self.on_gpu:
             return None
         import torch
 
-        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        from vaebench.plugins.backends.torch.backend import DEVICE_GRIDS
+
+        held = sum(g.nbytes for g in DEVICE_GRIDS.grids.values() if g.is_cuda)
+        return round((torch.cuda.max_memory_allocated() - held) / 2**20, 1)
 
     def gpu(self, t0: float, t1: float) -> dict[str, Any] | None:
         return self.sampler.window(t0, t1) if self.sampler is not None else None
@@ -638,18 +644,13 @@ def _rate(marks: list[tuple[int, float]], warm: int) -> tuple[float, int]:
 
 def section_probe_28(ctx: Context, entry: dict[str, Any]) -> None:
     """Issue 28's group for a fixed number of steps per variant; projected 300,000-step wall time."""
-    from vaebench.plugins.backends.jax.backend import JaxBackend
-    from vaebench.plugins.backends.torch.backend import TorchBackend
-
     size = ctx.size
     t_start = time.monotonic()
     seeds, batch = size["probe_seeds"], size["probe_batch"]
     group = len(seeds)
-    variants = [(label, backend, options, members) for label, backend, options, members in (
-        ("torch_fp32", TorchBackend(), {}, group), ("torch_bf16", TorchBackend(), {"amp": "bf16"}, group),
-        ("jax_fp32", JaxBackend(), {}, group), ("jax_bf16", JaxBackend(), {"amp": "bf16"}, group),
-        ("torch_fp32_lone", TorchBackend(), {}, 1),
-    ) if label in size["probe_variants"] and (ctx.jax_ok or not label.startswith("jax"))]
+    known = {label: (backend, options, members) for label, backend, options, members in PROBE_VARIANTS}
+    variants = [(label, known[label][0](), known[label][1], group if known[label][2] else 1)
+                for label in size["probe_variants"] if ctx.jax_ok or not label.startswith("jax")]
     entry["setup"] = {"model": "beta_vae", "beta": 4.0, "seeds": seeds, "batch": batch,
                       "architecture": size["architecture"], "dataset": "dsprites (procedural)",
                       "timed_steps": size["probe_steps"], "warm_up_steps": size["probe_warm"]}
@@ -661,6 +662,17 @@ def section_probe_28(ctx: Context, entry: dict[str, Any]) -> None:
         entry[label] = _probe_variant(ctx, backend, options, seeds[:members], group)
         ctx.results.save()
     _probe_best(entry)
+    entry["device_grid_upload_s"] = _grid_uploads()
+
+
+def _grid_uploads() -> dict[str, float]:
+    """Seconds each whole-grid upload of this process took (``ExecutionOptions.device_grid``)."""
+    out = {}
+    for name in ("torch", "jax"):
+        module = sys.modules.get(f"vaebench.plugins.backends.{name}.backend")
+        for key, seconds in (getattr(module, "DEVICE_GRIDS", None).seconds.items() if module else ()):
+            out[f"{name}:{key[0]}:{key[-1]}"] = round(seconds, 2)
+    return out
 
 
 def _probe_variant(ctx: Context, backend: Any, options: dict[str, Any], seeds: list[int], group: int) -> dict[str, Any]:
@@ -672,19 +684,30 @@ def _probe_variant(ctx: Context, backend: Any, options: dict[str, Any], seeds: l
     marks: list[tuple[int, float]] = []
     report = max(1, min(100, warm))
     callbacks = [(lambda step, values: marks.append((step, time.perf_counter())))] + [None] * (members - 1)
+    options = dict(options)
+    benchmark = options.pop("cudnn_benchmark", False)
     execution = ctx.execution(progress_every=report, **options)
     ctx.peak_reset()
+    if benchmark:
+        import torch
+
+        torch.backends.cudnn.benchmark = True
     t0 = time.monotonic()
-    if members > 1:
-        trained = backend.train_group(specs, ctx.dataset, execution, callbacks)
-    else:
-        trained = [backend.train(specs[0], ctx.dataset, execution, callbacks[0])]
+    try:
+        if members > 1:
+            trained = backend.train_group(specs, ctx.dataset, execution, callbacks)
+        else:
+            trained = [backend.train(specs[0], ctx.dataset, execution, callbacks[0])]
+    finally:
+        if benchmark:
+            torch.backends.cudnn.benchmark = False
     t1 = time.monotonic()
     rate, counted = _rate(marks, warm)
     row = {"members": members, "steps_per_s": round(rate, 1), "counted_steps": counted,
            "ms_per_step": round(1000 / rate, 3) if rate == rate and rate > 0 else None,
            "images_per_s": round(rate * batch * members, 0) if rate == rate else None,
            "amp": trained[0].amp, "compiled": trained[0].compiled, "notes": list(execution.notes),
+           "device_grid": execution.device_grid, "cudnn_benchmark": benchmark,
            "final_loss": [round(t.final_loss, 2) for t in trained], "wall_s": round(t1 - t0, 2),
            "gpu": ctx.gpu(t0, t1), "peak_mib": ctx.peak_mib()}
     if rate == rate and rate > 0:
@@ -693,6 +716,31 @@ def _probe_variant(ctx: Context, backend: Any, options: dict[str, Any], seeds: l
         row["projected_300k_note"] = (f"{group} members in one group" if members > 1
                                       else f"{group} lone runs one after another")
     return row
+
+
+#: probe_28's variants: label, backend class, execution options (``cudnn_benchmark``: the
+#: run with ``torch.backends.cudnn.benchmark``), whether it is the whole group (else a lone
+#: run). ``device_grid: False``: batches rendered on the host and copied each step, as
+#: before the grid was kept on the device (the ratio of that speed-up).
+def _backend(name: str) -> Callable[[], Any]:
+    def make() -> Any:
+        from vaebench.plugins.backends.jax.backend import JaxBackend
+        from vaebench.plugins.backends.torch.backend import TorchBackend
+
+        return {"torch": TorchBackend, "jax": JaxBackend}[name]()
+    return make
+
+
+PROBE_VARIANTS: list[tuple[str, Callable[[], Any], dict[str, Any], bool]] = [
+    ("torch_fp32", _backend("torch"), {}, True),
+    ("torch_bf16", _backend("torch"), {"amp": "bf16"}, True),
+    ("jax_fp32", _backend("jax"), {}, True),
+    ("jax_bf16", _backend("jax"), {"amp": "bf16"}, True),
+    ("torch_fp32_lone", _backend("torch"), {}, False),
+    ("torch_fp32_host_data", _backend("torch"), {"device_grid": False}, True),
+    ("jax_fp32_host_data", _backend("jax"), {"device_grid": False}, True),
+    ("torch_fp32_cudnn_benchmark", _backend("torch"), {"cudnn_benchmark": True}, True),
+]
 
 
 def _probe_best(entry: dict[str, Any]) -> None:
@@ -749,8 +797,14 @@ def _ratios(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def section_grid_torch(ctx: Context, entry: dict[str, Any]) -> None:
+    from vaebench.plugins.backends.torch.backend import device_grid
+
     size = ctx.size
     rows = entry.setdefault("rows", [])
+    # the whole dSprites grid goes to the device once per process (before the first row,
+    # so that no row pays for it; each grid loads its own dataset object: the same grid)
+    device_grid(ctx.dataset, ctx.device if ctx.on_gpu else "cpu", None)
+    entry["device_grid_upload_s"] = _grid_uploads()
     for name, betas, seeds in size["grids"]:
         specs = ctx.specs("beta_vae", "torch", steps=size["grid_steps"], batch_sizes=ctx.size["batch"], betas=betas, seeds=seeds)
         for strategy in ("vectorized", "sequential"):
@@ -793,6 +847,16 @@ def _profile_group(ctx: Context, entry: dict[str, Any], betas: list[float], seed
     for _ in range(steps):
         np.stack([ctx.dataset.sample(64, rng)[0] for rng in rngs])
     entry["profile"]["host_batch_rendering_ms_per_step"] = round(1000 * (time.perf_counter() - t0) / steps, 3)
+    from vaebench.plugins.backends.torch.backend import device_grid, draw_batches
+
+    grid = device_grid(ctx.dataset, ctx.device, None)
+    if grid is not None:  # what the training loops do now on a GPU (synchronised: the device's time too)
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            draw_batches(ctx.dataset, 64, rngs, ctx.device, grid=grid)
+        torch.cuda.synchronize()
+        entry["profile"]["device_grid_batch_ms_per_step"] = round(1000 * (time.perf_counter() - t0) / steps, 3)
 
 
 def section_grid_jax(ctx: Context, entry: dict[str, Any]) -> None:
@@ -1030,7 +1094,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, default=420.0,
                         help="seconds from the start after which no section starts unless it fits (default 420)")
     parser.add_argument("--only", default=None, help="comma-separated section names to run (default: all)")
+    parser.add_argument("--probe-variants", default=None,
+                        help="probe_28's variants, comma-separated (default: the size's; known: "
+                             + ", ".join(label for label, *_ in PROBE_VARIANTS) + ")")
+    parser.add_argument("--probe-steps", type=int, default=None, help="probe_28's timed steps per variant")
+    parser.add_argument("--probe-cap-s", type=float, default=None, help="probe_28's seconds for all its variants")
     args = parser.parse_args(argv)
+    if args.probe_variants:
+        unknown = set(args.probe_variants.split(",")) - {label for label, *_ in PROBE_VARIANTS}
+        if unknown:
+            parser.error(f"unknown probe variant(s) {sorted(unknown)}")
     if not (args.device == "cpu" or args.device.startswith("cuda")):
         parser.error(f"--device must be cuda, cuda:N or cpu, not {args.device!r}")
     names = [n for n, _ in SECTIONS]
@@ -1051,6 +1124,9 @@ def main(argv: list[str] | None = None) -> int:
     results.data["meta"].update(found, jax_ok=jax_ok, **({"jax_problem": jax_why} if jax_why else {}))
     results.save()
     ctx = Context(args, results)
+    ctx.size = {**ctx.size, **{k: v for k, v in (
+        ("probe_variants", tuple(args.probe_variants.split(",")) if args.probe_variants else None),
+        ("probe_steps", args.probe_steps), ("probe_cap_s", args.probe_cap_s)) if v is not None}}
     ctx.jax_ok, ctx.jax_why = jax_ok, jax_why
     if ctx.sampler is not None:
         results.data["meta"]["gpu_sampler"] = {"source": ctx.sampler.source, "error": ctx.sampler.error}

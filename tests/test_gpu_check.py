@@ -73,7 +73,22 @@ def test_a_section_that_raises_is_recorded_and_the_next_runs(tmp_path):
     assert saved["third"]["status"] == "skipped" and "found" not in saved["third"]
 
 
-@pytest.mark.parametrize("args", [["--device", "tpu"], ["--only", "nosuch"]])
+def test_the_rerun_chooses_probe_variants_steps_and_cap(tmp_path):
+    """The lead's one rerun (``--only probe_28 ... --probe-variants``), at tiny sizes."""
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(out), "--device", "cpu", "--tiny", "--only", "probe_28",
+                           "--probe-variants", "torch_fp32_host_data,torch_fp32", "--probe-steps", "4",
+                           "--probe-cap-s", "50"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    probe = json.loads((out / "results.json").read_text())["sections"]["probe_28"]
+    assert probe["status"] == "ok" and probe["setup"]["timed_steps"] == 4
+    assert [k for k in probe if k.startswith("torch_")] == ["torch_fp32_host_data", "torch_fp32"]
+    assert probe["torch_fp32_host_data"]["device_grid"] is False and probe["torch_fp32"]["device_grid"] is None
+    assert probe["torch_fp32_host_data"]["final_loss"] == probe["torch_fp32"]["final_loss"]
+    assert probe["device_grid_upload_s"] == {}  # no grid on a CPU unless asked
+
+
+@pytest.mark.parametrize("args", [["--device", "tpu"], ["--only", "nosuch"], ["--probe-variants", "torch_fp32,nosuch"]])
 def test_bad_options_are_a_one_line_usage_error(tmp_path, args):
     proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "out"), *args], capture_output=True,
                           text=True, timeout=120)

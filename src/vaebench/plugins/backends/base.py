@@ -41,6 +41,10 @@ class ExecutionOptions:
     checkpoint_every: int = 0
     #: Where: ``<registry>/artifacts/<run_id>/partial`` (set per run by the runner).
     checkpoint_dir: str | None = None
+    #: Keep a factor-grid dataset's whole image grid on the device and gather each batch
+    #: there (:func:`device_grid_wanted`): ``None`` on a GPU when it fits, ``True`` also on
+    #: the CPU (the tests' way to run the GPU's path), ``False`` never. Batches are the same.
+    device_grid: bool | None = None
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -55,6 +59,8 @@ class ExecutionOptions:
         _whole("eval_samples", self.eval_samples, 1, 2**63 - 1, "held-out observations")
         _whole("progress_every", self.progress_every, 1, 2**63 - 1, "steps")
         _whole("checkpoint_every", self.checkpoint_every, 0, 2**63 - 1, "steps (0: never)")
+        if self.device_grid not in (None, True, False):
+            raise ValueError(f"device_grid must be true, false or unset, got {self.device_grid!r}")
 
 
 #: The mixed-precision modes (``ExecutionOptions.amp``).
@@ -69,6 +75,80 @@ def _whole(name: str, value: Any, low: int, high: int, unit: str) -> None:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
         bound = f"≥ {low}" if high == 2**63 - 1 else f"from {low} to {high}"
         raise ValueError(f"{name} must be a whole number of {unit} {bound}, got {value!r}")
+
+
+#: Largest factor grid (bytes of its uint8 images) a backend keeps whole on a GPU, and the
+#: share of the device's memory it may take: dSprites (737,280 64 x 64 images, 2.8 GiB) and
+#: 3D Shapes (480,000 64 x 64 x 3, 5.5 GiB) fit a 24 GiB GPU or larger.
+DEVICE_GRID_MAX_BYTES = 8 * 2**30
+DEVICE_GRID_MAX_SHARE = 0.25
+#: Images per chunk of the grid's upload (host memory of one chunk: 128 MiB for dSprites).
+DEVICE_GRID_CHUNK = 32_768
+
+
+def grid_bytes(dataset: Any) -> int | None:
+    """Bytes of ``dataset``'s whole uint8 image grid; ``None`` for a dataset without one
+    (not a ``FactorGridDataset``)."""
+    if not hasattr(dataset, "grid_uint8"):
+        return None
+    return int(dataset.grid_size) * int(np.prod(dataset.image_shape))
+
+
+def device_grid_wanted(dataset: Any, on_gpu: bool, wanted: bool | None, device_bytes: int | None) -> bool:
+    """Whether a backend keeps ``dataset``'s grid on its device (``ExecutionOptions.device_grid``):
+    never without a grid or when ``wanted`` is ``False``; always when ``True``; by default
+    on a GPU when the grid fits :data:`DEVICE_GRID_MAX_BYTES` and :data:`DEVICE_GRID_MAX_SHARE`
+    of ``device_bytes`` (the device's memory, ``None``: unknown)."""
+    size = grid_bytes(dataset)
+    if size is None or wanted is False:
+        return False
+    if wanted:
+        return True
+    limit = DEVICE_GRID_MAX_BYTES if device_bytes is None else min(DEVICE_GRID_MAX_BYTES, DEVICE_GRID_MAX_SHARE * device_bytes)
+    return on_gpu and size <= limit
+
+
+def grid_chunks(dataset: Any, chunk: int = DEVICE_GRID_CHUNK):
+    """``(start, images (n, H, W, C) uint8)`` over ``dataset``'s whole grid in flat order."""
+    total = int(dataset.grid_size)
+    for start in range(0, total, chunk):
+        yield start, dataset.grid_uint8(start, min(total, start + chunk))
+
+
+def draw_grid_indices(dataset: Any, n: int, rngs: Sequence[np.random.Generator]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One batch per generator, drawn as ``dataset.sample(n, rng)`` draws it (the same draws,
+    so the generator goes on alike), as flat grid indices ``(len(rngs), n)`` int64 into
+    :func:`grid_chunks`' order, and each batch's factors ``(n, K)``."""
+    factors = [dataset.sample_factors(n, rng) for rng in rngs]
+    return np.stack([dataset.index_of(f) for f in factors]), factors
+
+
+class DeviceGrids:
+    """Whole image grids kept on devices, uploaded once per process: ``upload(dataset,
+    device)`` builds one; kept by content (dataset kind, variant, digest) and device, so
+    the fresh dataset object each grid loads reuses it; the newest ``keep`` are held."""
+
+    def __init__(self, upload: Callable[[Any, Any], Any], keep: int = 2) -> None:
+        self.upload = upload
+        self.keep = keep
+        self.grids: dict[tuple[str, ...], Any] = {}
+        #: seconds each upload took, by key (what ``benchmarks/gpu_check.py`` reports)
+        self.seconds: dict[tuple[str, ...], float] = {}
+
+    def get(self, dataset: Any, device: Any) -> Any:
+        import time
+
+        key = (type(dataset).__qualname__, str(getattr(dataset, "variant", "")), dataset.digest(), str(device))
+        if key not in self.grids:
+            while len(self.grids) >= self.keep:
+                self.grids.pop(next(iter(self.grids)))
+            t0 = time.perf_counter()
+            self.grids[key] = self.upload(dataset, device)
+            self.seconds[key] = time.perf_counter() - t0
+        return self.grids[key]
+
+    def clear(self) -> None:
+        self.grids.clear()
 
 
 @dataclass

@@ -140,6 +140,20 @@ class FactorGridDataset:
         f = self.sample_factors(n, rng)
         return self.observations_uint8(f), f
 
+    @property
+    def grid_size(self) -> int:
+        """How many images the whole factor grid holds (``prod(factor_sizes)``)."""
+        return int(np.prod(self.factor_sizes))
+
+    def grid_uint8(self, start: int, stop: int) -> np.ndarray:
+        """Images ``start .. stop - 1`` of the whole grid in flat row-major order
+        (:meth:`index_of`): ``(stop - start, H, W, C)`` uint8, as :meth:`observations_uint8`
+        gives them. A GPU backend uploads the grid once, chunk by chunk, and gathers each
+        batch on the device (``backends.base.device_grid_wanted``)."""
+        if not 0 <= start <= stop <= self.grid_size:
+            raise DatasetError(f"grid range [{start}, {stop}) outside [0, {self.grid_size}]")
+        return self.observations_uint8(self.factors_of(np.arange(start, stop, dtype=np.int64)))
+
     def index_of(self, factors: np.ndarray) -> np.ndarray:
         """Factor indices ``(N, K)`` -> flat row-major grid index ``(N,)`` int64."""
         return flat_index(factors, self.factor_sizes)

@@ -32,6 +32,7 @@ from vaebench.plugins.backends import interrupt
 from vaebench.plugins.backends.allocator import retain_freed_memory
 from vaebench.plugins.backends.base import (
     DeviceError,
+    DeviceGrids,
     DeviceInfo,
     TRAINING_STATE,
     ExecutionOptions,
@@ -39,6 +40,9 @@ from vaebench.plugins.backends.base import (
     ResumePoint,
     checkpoint_due,
     cpu_name,
+    device_grid_wanted,
+    draw_grid_indices,
+    grid_chunks,
     group_key,
     load_training_meta,
     parse_device,
@@ -94,16 +98,61 @@ def resolve_device(device: str) -> DeviceInfo:
     return _resolve(device)[0]
 
 
+@partial(jax.jit, donate_argnums=0)
+def _put_rows(grid: jax.Array, rows: jax.Array, start: jax.Array) -> jax.Array:
+    return jax.lax.dynamic_update_slice_in_dim(grid, rows, start, 0)
+
+
+def _upload_grid(dataset: Any, jax_device: Any) -> jax.Array:
+    """``dataset``'s whole grid ``(N, H, W, C)`` uint8 on ``jax_device``, filled chunk by
+    chunk in place (the buffer is donated), so the device holds it once."""
+    with jax.default_device(jax_device):
+        grid = jnp.zeros((int(dataset.grid_size), *dataset.image_shape), jnp.uint8)
+        for start, images in grid_chunks(dataset):
+            grid = _put_rows(grid, jax.device_put(images, jax_device), np.int32(start))
+    return grid
+
+
+#: The grids kept on devices in this process (``ExecutionOptions.device_grid``).
+DEVICE_GRIDS = DeviceGrids(_upload_grid)
+
+
+def device_grid(dataset: Any, jax_device: Any, wanted: bool | None) -> jax.Array | None:
+    """``dataset``'s whole grid on ``jax_device`` (``base.device_grid_wanted``: by default on
+    a GPU where it fits), uploaded once per process; ``None``: batches come from the host."""
+    on_gpu = jax_device.platform != "cpu"
+    memory = None
+    if on_gpu:
+        try:
+            memory = (jax_device.memory_stats() or {}).get("bytes_limit")
+        except Exception:  # noqa: BLE001 - not every platform reports it
+            memory = None
+    if not device_grid_wanted(dataset, on_gpu, wanted, memory):
+        return None
+    return DEVICE_GRIDS.get(dataset, jax_device)
+
+
+@partial(jax.jit, static_argnums=2)
+def _gather(grid: jax.Array, index: jax.Array, scale: float) -> jax.Array:
+    x = jnp.take(grid, index, axis=0).astype(jnp.float32)
+    return x * np.float32(scale) if scale != 1 else x
+
+
 def device_batches(
     dataset: Any, n: int, rngs: Sequence[np.random.Generator], jax_device: Any, stacked: bool = True,
-    compact: bool | None = None,
+    compact: bool | None = None, grid: jax.Array | None = None,
 ) -> tuple[jax.Array, list[np.ndarray]]:
     """One batch per generator, drawn as ``dataset.sample(n, rng)`` draws it: images
     ``(len(rngs), n, H, W, C)`` float32 on ``jax_device`` (without ``stacked``, one
-    generator's ``(n, H, W, C)``) and each batch's factors. On a GPU a factor-grid
-    dataset's uint8 images (``sample_uint8``, a quarter of the bytes) travel and become
-    the same float32 values on the device (as the torch backend's ``draw_batches``;
-    ``compact`` forces the choice)."""
+    generator's ``(n, H, W, C)``) and each batch's factors. With ``grid``
+    (:func:`device_grid`) only the drawn indices travel and the batch is gathered on the
+    device; otherwise on a GPU a factor-grid dataset's uint8 images (``sample_uint8``, a
+    quarter of the bytes) travel. Each way they become the same float32 values (as the
+    torch backend's ``draw_batches``; ``compact`` forces the uint8 copy)."""
+    if grid is not None:
+        index, factors = draw_grid_indices(dataset, n, rngs)
+        index = jax.device_put(index.astype(np.int32) if stacked else index[0].astype(np.int32), jax_device)
+        return _gather(grid, index, float(np.float32(getattr(dataset, "pixel_scale", 1.0)))), factors
     on_gpu = jax_device.platform != "cpu"
     compact = (on_gpu if compact is None else compact) and hasattr(dataset, "sample_uint8")
     draws = [dataset.sample_uint8(n, rng) if compact else dataset.sample(n, rng) for rng in rngs]
@@ -461,9 +510,10 @@ class JaxBackend:
             report_every = max(1, execution.progress_every)
 
             conditional = bool(getattr(model, "needs_factors", False))
+            grid = device_grid(dataset, jax_device, execution.device_grid)
 
             def batch() -> tuple[jax.Array, jax.Array | None]:
-                x, (factors,) = device_batches(dataset, spec.batch_size, [rng], jax_device, stacked=False)
+                x, (factors,) = device_batches(dataset, spec.batch_size, [rng], jax_device, stacked=False, grid=grid)
                 f = jax.device_put(np.asarray(factors, dtype=np.int32), jax_device) if conditional else None
                 return x, f
 

@@ -136,6 +136,7 @@ def train_group(
         _set_compute_dtype,
         _training_device,
         device_batches,
+        device_grid,
         load_flat_state,
     )
 
@@ -183,8 +184,10 @@ def train_group(
         report_every = max(1, execution.progress_every)
         callbacks = list(on_progress or [None] * len(specs))
 
+        grid = device_grid(dataset, jax_device, execution.device_grid)
+
         def batches() -> jax.Array:
-            return device_batches(dataset, batch, rngs, jax_device)[0]  # (M, B, H, W, C)
+            return device_batches(dataset, batch, rngs, jax_device, grid=grid)[0]  # (M, B, H, W, C)
 
         x = batches()
         lr = np.float32(first.lr)

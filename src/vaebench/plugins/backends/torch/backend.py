@@ -23,6 +23,7 @@ from vaebench.plugins.backends import interrupt
 from vaebench.plugins.backends.allocator import retain_freed_memory
 from vaebench.plugins.backends.base import (
     DeviceError,
+    DeviceGrids,
     DeviceInfo,
     ExecutionOptions,
     ProgressCallback,
@@ -31,6 +32,9 @@ from vaebench.plugins.backends.base import (
     checkpoint_due,
     cpu_has_native_bf16,
     cpu_name,
+    device_grid_wanted,
+    draw_grid_indices,
+    grid_chunks,
     load_training_meta,
     parse_device,
     restart_note,
@@ -133,17 +137,57 @@ def _host_to_device(x: torch.Tensor, device: str) -> torch.Tensor:
     return x.to(device)
 
 
+def _upload_grid(dataset: Any, device: str) -> torch.Tensor:
+    """``dataset``'s whole grid ``(N, H, W, C)`` uint8 on ``device``, copied chunk by chunk."""
+    grid = torch.empty((int(dataset.grid_size), *dataset.image_shape), dtype=torch.uint8, device=device)
+    for start, images in grid_chunks(dataset):
+        grid[start : start + len(images)].copy_(torch.from_numpy(images))
+    return grid
+
+
+#: The grids kept on devices in this process (``ExecutionOptions.device_grid``).
+DEVICE_GRIDS = DeviceGrids(_upload_grid)
+
+
+def device_grid(dataset: Any, device: str, wanted: bool | None) -> torch.Tensor | None:
+    """``dataset``'s whole grid on ``device`` (``base.device_grid_wanted``: by default on a
+    GPU where it fits), uploaded once per process; ``None``: batches are drawn on the host."""
+    if device != "cpu":
+        device = resolve_device(device).device  # one name per device ("cuda" -> "cuda:0"): one upload
+    memory = torch.cuda.get_device_properties(torch.device(device)).total_memory if device.startswith("cuda") else None
+    if not device_grid_wanted(dataset, device != "cpu", wanted, memory):
+        return None
+    return DEVICE_GRIDS.get(dataset, device)
+
+
 def draw_batches(
-    dataset: Any, n: int, rngs: Sequence[np.random.Generator], device: str, compact: bool | None = None
+    dataset: Any, n: int, rngs: Sequence[np.random.Generator], device: str, compact: bool | None = None,
+    grid: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, list[np.ndarray]]:
     """One batch per generator, drawn as ``dataset.sample(n, rng)`` draws it: images
     ``(len(rngs), n, C, H, W)`` float32 on ``device`` and each batch's factors ``(n, K)``.
 
-    On a CPU the sampled float32 images are used as they are. On a GPU a factor-grid
-    dataset's uint8 images (``sample_uint8``, a quarter of the bytes) are copied through
-    pinned memory, so the copy runs asynchronously instead of waiting for the steps
-    queued before it, and become the same float32 values on the device. ``compact``
-    forces that choice (default: on any device but the CPU)."""
+    With ``grid`` (:func:`device_grid`: the dataset's whole grid on ``device``) only the
+    drawn indices travel and the batch is gathered there. Otherwise on a CPU the sampled
+    float32 images are used as they are; on a GPU a factor-grid dataset's uint8 images
+    (``sample_uint8``, a quarter of the bytes) are copied through pinned memory, so the
+    copy runs asynchronously instead of waiting for the steps queued before it. Each way
+    the images are the same float32 values. ``compact`` forces the uint8 copy (default:
+    on any device but the CPU)."""
+    if grid is not None:
+        index, factors = draw_grid_indices(dataset, n, rngs)
+        flat = torch.from_numpy(index.reshape(-1))
+        if device != "cpu":
+            flat = _host_to_device(flat, device)
+        # (M, n, H, W, C) -> (M, n, C, H, W) with the host path's strides (NumPy's transpose
+        # and ascontiguousarray: a single channel keeps stride 1, which the convolutions
+        # read as channels-last), so that the same kernels run and the records are equal.
+        x = grid.index_select(0, flat).view(len(rngs), n, *grid.shape[1:]).permute(0, 1, 4, 2, 3)
+        x = x.contiguous().float()
+        scale = np.float32(getattr(dataset, "pixel_scale", 1.0))
+        if scale != 1:
+            x.mul_(torch.tensor(scale, device=x.device))
+        return x, factors
     compact = (device != "cpu" if compact is None else compact) and hasattr(dataset, "sample_uint8")
     draws = [dataset.sample_uint8(n, rng) if compact else dataset.sample(n, rng) for rng in rngs]
     images = draws[0][0][None] if len(draws) == 1 else np.stack([d[0] for d in draws])
@@ -450,10 +494,11 @@ class TorchBackend:
             trained.steps_done = resume.step
         history_every = max(1, spec.steps // HISTORY_POINTS)
         report_every = max(1, execution.progress_every)
+        grid = device_grid(dataset, device, execution.device_grid)
         model.train()
         start = time.perf_counter()
         for step in range(first, spec.steps + 1):
-            batch, (factors,) = draw_batches(dataset, spec.batch_size, [rng], device)
+            batch, (factors,) = draw_batches(dataset, spec.batch_size, [rng], device, grid=grid)
             x = batch[0]
             kwargs = {"factors": _factor_tensor(factors, device)} if conditional else {}
             try:

@@ -113,6 +113,7 @@ def train_group(
         TrainedTorchModel,
         TrainingState,
         adam,
+        device_grid,
         draw_batches,
     )
 
@@ -181,9 +182,10 @@ def train_group(
     report_every = max(1, execution.progress_every)
     callbacks = list(on_progress or [None] * len(specs))
     batch, latent = first.batch_size, first.latent_dim
+    grid = device_grid(dataset, device, execution.device_grid)
     start = time.perf_counter()
     for step in range(start_step + 1, first.steps + 1):
-        x, _ = draw_batches(dataset, batch, rngs, device)  # (M, B, C, H, W)
+        x, _ = draw_batches(dataset, batch, rngs, device, grid=grid)  # (M, B, C, H, W)
         eps = torch.stack([torch.randn((batch, latent), generator=g, device=device) for g in generators])
         try:
             with autocast():
