@@ -258,3 +258,13 @@ def test_ctrl_c_stops_a_running_query(registry: Path) -> None:
     assert "query interrupted (Ctrl-C)" in one_line_error(stderr)
     assert stdout == ""
     assert elapsed < 30  # a hang detector: without the fix it runs for hours
+
+
+def test_registry_connections_draw_no_progress_bar(registry: Path) -> None:
+    """DuckDB draws a progress bar on stdout for queries over ~2 s; it would mix into
+    `query --json` and leaderboard output (seen in the Ctrl-C test under load)."""
+    con, _ = readonly.open_readonly(registry)
+    try:
+        assert con.execute("SELECT current_setting('enable_progress_bar')").fetchone() == (False,)
+    finally:
+        con.close()

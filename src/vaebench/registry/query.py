@@ -206,8 +206,11 @@ def open_runs(
     the connection.
     """
     files = run_files(root)
+    # No progress bar: DuckDB draws one on stdout for queries over ~2 s, which would
+    # mix into `query --json` / leaderboard output.
     con = duckdb.connect(":memory:")
     try:
+        con.execute("SET enable_progress_bar = false")
         con.from_arrow(RECORD_SCHEMA.empty_table()).to_table(_EMPTY_TABLE)
         checked = None if validate else _fast_check(con, files)
         if checked is not None:
