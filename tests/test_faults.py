@@ -126,6 +126,27 @@ def test_kill_9_ends_the_workers_and_resume_trains_each_point_once(tmp_path):
     assert any("picked up from its periodic checkpoint" in (r["error"] or "") for r in done)
 
 
+def test_kill_9_of_a_sequential_grid_leaves_no_idle_loky_workers(tmp_path):
+    """SAP's joblib (loky) workers are not children that die with the CLI: after ``kill -9``
+    they idled on for loky's 300 s; now for ``sap.LOKY_IDLE_SECONDS`` (+ loky's 30 s wait)."""
+    from vaebench.plugins.metrics.sap import LOKY_IDLE_SECONDS
+
+    registry = tmp_path / "reg"
+    proc = start("run", "--betas", "1,4", "--steps", "100", "--batch-size", "8", "--eval-samples", "300",
+                 "--device", "cpu", "--metrics", "sap", "--threads", "2", "--strategy", "sequential",
+                 "--registry", registry, log=tmp_path / "err")
+    try:
+        wait_until(lambda: len(records(registry)) >= 1 or proc.poll() is not None, 120, "the first record")
+        assert proc.poll() is None, (tmp_path / "err").read_text()
+        assert len(in_session(proc.pid)) >= 2, in_session(proc.pid)  # the CLI and SAP's loky workers
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        # an idle worker then waits up to 30 s for its dead parent's exit lock (loky)
+        gone(proc.pid, timeout=LOKY_IDLE_SECONDS + 30 + 15)
+    finally:
+        proc.kill()
+
+
 @pytest.mark.parametrize(("strategy", "signum", "group"), [
     ("sequential", signal.SIGINT, False),
     ("processes", signal.SIGTERM, False),   # `kill`, Slurm, systemd: the CLI alone

@@ -102,6 +102,12 @@ def score_matrix_continuous(latents: np.ndarray, factors: np.ndarray) -> np.ndar
     return scores
 
 
+#: Seconds joblib's loky workers wait idle before they exit (joblib's default is 300).
+#: They are not children that die with their parent: after ``kill -9`` of a grid they
+#: would idle on for five minutes; a later SAP computation starts new ones (~1 s).
+LOKY_IDLE_SECONDS = 5
+
+
 def _fit_single_code_svc(
     x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, c: float
 ) -> tuple[float, bool]:
@@ -129,17 +135,18 @@ def score_matrix_discrete(
 
     Every factor must take at least two values on the training rows.
     """
-    from joblib import Parallel, delayed
+    from joblib import Parallel, delayed, parallel_config
 
     d_count = train_latents.shape[1]
     k_count = train_factors.shape[1]
     tasks = [(d, k) for d in range(d_count) for k in range(k_count)]
-    results = Parallel(n_jobs=n_jobs)(
-        delayed(_fit_single_code_svc)(
-            train_latents[:, d], train_factors[:, k], test_latents[:, d], test_factors[:, k], c
+    with parallel_config(backend="loky", idle_worker_timeout=LOKY_IDLE_SECONDS):
+        results = Parallel(n_jobs=n_jobs)(
+            delayed(_fit_single_code_svc)(
+                train_latents[:, d], train_factors[:, k], test_latents[:, d], test_factors[:, k], c
+            )
+            for d, k in tasks
         )
-        for d, k in tasks
-    )
     scores = np.array([acc for acc, _ in results], dtype=np.float64).reshape(d_count, k_count)
     not_converged = sum(1 for _, converged in results if not converged)
     return scores, not_converged
