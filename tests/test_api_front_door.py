@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import vaebench
 from conftest import TINY
 from vaebench import api
 from vaebench.plugins.metrics.weights import WeightsError
@@ -135,3 +136,37 @@ def test_leaderboard_refuses_a_missing_registry(tmp_path, cli):
     assert not missing.exists()
     res = cli("leaderboard", "--registry", missing)
     assert res.exit_code == 2 and "does not exist" in res.stderr and not missing.exists()
+
+
+class _AbsentFramework:
+    """A backend whose framework is not installed: constructing it fails to import."""
+
+    def __init__(self) -> None:
+        import vaebench_no_such_framework  # noqa: F401
+
+
+class _AbsentBackendPlugin:
+    @vaebench.hookimpl
+    def vaebench_register_backends(self, register):
+        from vaebench.plugins.specs import BackendSpec
+
+        register(BackendSpec(name="absentfw", description="needs a framework not installed",
+                             backend=_AbsentFramework, install="pip install absentfw", model_protocol="torch"))
+
+
+def test_prepare_grid_names_a_missing_backend_with_its_install_hint(tmp_path):
+    from vaebench.harness.plan import plan_grid
+    from vaebench.plugins import builtin
+    from vaebench.plugins.manager import PluginManager
+
+    manager = PluginManager()
+    for plugin, name in ((builtin, "builtin"), (_AbsentBackendPlugin(), "absent")):
+        info = manager.register_plugin(plugin, name, package=name, version=vaebench.__version__)
+        assert info.status == "ok", info.error
+    specs = plan_grid(manager, ["beta_vae"], {"steps": [20], "batch_size": [16]}, architectures=["mlp"],
+                      backends=["absentfw"])
+    with pytest.raises(api.InputError) as info:
+        api.prepare_grid(specs, registry=str(tmp_path / "reg"), metrics=["kl"], device="cpu", manager=manager)
+    assert str(info.value) == ("backend 'absentfw' not installed: No module named 'vaebench_no_such_framework' "
+                               "(pip install absentfw)")
+    assert not list((tmp_path / "reg").rglob("*.parquet"))
