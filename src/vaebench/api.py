@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 DEFAULT_REGISTRY = "vaebench-results"
@@ -65,6 +67,274 @@ def plan_grid(
     )
 
 
+class InputError(ValueError):
+    """A bad input the front door refuses before anything trains or is written (one line)."""
+
+
+#: The mixed-precision modes a command accepts (``ExecutionOptions.amp``).
+AMP_CHOICES = ("off", "bf16", "fp16")
+
+
+def _non_negative(value: Any, option: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InputError(f"{option}: expected a whole number of steps ≥ 0, got {value!r}")
+    return value
+
+
+def _progress_reporter(progress: bool) -> Any:
+    if not progress:
+        return None
+    from rich.console import Console
+
+    from vaebench.harness.progress import RichReporter
+
+    return RichReporter(Console(stderr=True))
+
+
+def check_run_options(
+    specs: Sequence[Any],
+    *,
+    metrics: Sequence[str] | None = None,
+    amp: str = "off",
+    strategy: str = "auto",
+    checkpoint_every: Any = 0,
+    manager: Any = None,
+) -> None:
+    """The option checks of ``vaebench run`` that need no dataset (made before a dry run
+    prints): the metric names exist, each spec's architecture is conv / mlp, ``amp`` and
+    ``strategy`` are known, ``checkpoint_every`` is a whole number ≥ 0. Raises a one-line
+    ``ValueError`` (``PlanError``, ``InputError``) or ``UnknownSpecError``."""
+    from vaebench.harness.plan import PlanError
+    from vaebench.harness.strategies import STRATEGIES
+    from vaebench.plugins.manager import get_manager
+
+    manager = manager or get_manager()
+    if metrics and list(metrics) != ["all"]:
+        for name in metrics:
+            manager.metric(name)
+    for arch in {s.architecture for s in specs}:
+        if arch not in ("conv", "mlp"):
+            raise PlanError(f"unknown architecture {arch!r} (available: conv, mlp)")
+    if amp not in AMP_CHOICES:
+        raise PlanError(f"--amp: unknown AMP mode {amp!r} (use off, bf16 or fp16)")
+    if strategy not in STRATEGIES:
+        raise PlanError(f"--strategy: unknown strategy {strategy!r} (use {', '.join(STRATEGIES)})")
+    _non_negative(checkpoint_every, "--checkpoint-every")
+
+
+def _resolve_devices(backends: Sequence[str], device: str, manager: Any) -> None:
+    """Each backend can place its work on ``device``; a backend whose package is missing
+    raises ``InputError`` naming it with its install hint."""
+    from vaebench.plugins.backends import get_backend
+
+    for b in sorted(set(backends)):
+        try:
+            get_backend(b, manager).resolve_device(device)
+        except ImportError as exc:
+            hint = manager.backend(b).install
+            raise InputError(f"backend {b!r} not installed: {exc}" + (f" ({hint})" if hint else "")) from None
+
+
+@dataclass
+class PreparedGrid:
+    """A grid checked and ready to train (:func:`prepare_grid`): its specs, the options it
+    runs with, the metric options (weights paths included) and the datasets loaded."""
+
+    specs: list[Any]
+    manager: Any
+    registry: str
+    execution: Any
+    metrics: list[str] | None
+    metric_options: dict[str, dict[str, Any]]
+    datasets: dict[Any, Any]
+    resume: bool = False
+    strategy: str = "auto"
+    #: Stale temporary record files of dead writers removed from the registry.
+    removed: list[Path] = field(default_factory=list)
+
+
+def prepare_grid(
+    specs: Sequence[Any],
+    *,
+    registry: str = DEFAULT_REGISTRY,
+    metrics: Sequence[str] | None = None,
+    resume: bool = False,
+    device: str = "auto",
+    amp: str = "off",
+    compile: bool = False,
+    threads: int | None = None,
+    eval_samples: int = 10_000,
+    strategy: str = "auto",
+    metric_options: dict[str, dict[str, Any]] | None = None,
+    checkpoint_every: int = 0,
+    fid_weights: str | None = None,
+    lpips_weights: str | None = None,
+    manager: Any = None,
+) -> PreparedGrid:
+    """Every check ``vaebench run`` makes before anything trains or is written, for the
+    planned ``specs``: options (:func:`check_run_options`), the metrics each dataset
+    supports and the weights they need (``fid_weights`` / ``lpips_weights``: paths, default
+    the environment and the cache), ``metric_options`` against the selected metrics and
+    their checkers, every dataset loaded (``runner.check_grid``), the registry writable
+    (stale temporary files of dead writers removed), each backend's device resolved.
+
+    Raises a one-line ``ValueError`` (``InputError``, ``PlanError``, ``WeightsError``,
+    ``DatasetError``, ``DeviceError``), ``UnknownSpecError`` or ``RegistryError``."""
+    from vaebench.harness.runner import check_grid, metrics_for
+    from vaebench.plugins.backends.base import ExecutionOptions
+    from vaebench.plugins.manager import get_manager
+    from vaebench.plugins.metrics.weights import check_metric_weights
+    from vaebench.registry.store import check_writable
+
+    manager = manager or get_manager()
+    specs = list(specs)
+    metrics = list(metrics) if metrics else None
+    execution = ExecutionOptions(device=str(device), amp=str(amp), compile=bool(compile), threads=threads,
+                                 eval_samples=eval_samples, checkpoint_every=checkpoint_every)
+    check_run_options(specs, metrics=metrics, amp=amp, strategy=strategy, checkpoint_every=checkpoint_every,
+                      manager=manager)
+    selected = {m.name for ds in {s.dataset for s in specs}
+                for m in metrics_for(manager, manager.dataset(ds), metrics)}
+    options = check_metric_weights(sorted(selected), fid_weights, lpips_weights)
+    for name, values in (metric_options or {}).items():
+        if name not in selected:
+            raise InputError(f"--metric-option: metric {name!r} is not among the metrics of this run "
+                             f"({', '.join(sorted(selected))})")
+        options.setdefault(name, {}).update(values)
+    # Every dataset is loaded, and every check that needs one made (metric options, cvae's
+    # condition), before anything is written or announced; run_grid reuses them.
+    datasets = check_grid(specs, manager, metrics, options)
+    removed = check_writable(registry)
+    _resolve_devices([s.backend for s in specs], execution.device, manager)
+    return PreparedGrid(specs, manager, registry, execution, metrics, options, datasets, bool(resume), strategy,
+                        removed)
+
+
+def run_prepared(prepared: PreparedGrid, *, reporter: Any = None, recorded: dict[str, str] | None = None) -> Any:
+    """Train, score and record a grid :func:`prepare_grid` checked; returns a ``GridResult``.
+    ``recorded``: the registry's ``{run_id: status}`` when already read."""
+    from vaebench.harness.runner import run_grid as _run
+
+    p = prepared
+    return _run(p.specs, p.manager, p.registry, p.execution, p.metrics, resume=p.resume, reporter=reporter,
+                strategy=p.strategy, metric_options=p.metric_options, recorded=recorded, datasets=p.datasets)
+
+
+@dataclass
+class PreparedContinue:
+    """A continuation checked and ready to train (:func:`prepare_continue`)."""
+
+    parent: dict[str, Any]
+    spec: Any
+    manager: Any
+    registry: str
+    execution: Any
+    metrics: list[str] | None
+    metric_options: dict[str, dict[str, Any]]
+    dataset: Any
+    steps: int
+    removed: list[Path] = field(default_factory=list)
+
+
+def prepare_continue(
+    run: str,
+    steps: int,
+    *,
+    registry: str = DEFAULT_REGISTRY,
+    metrics: Sequence[str] | None = None,
+    device: str = "auto",
+    amp: str = "off",
+    compile: bool = False,
+    threads: int | None = None,
+    eval_samples: int = 10_000,
+    checkpoint_every: int = 0,
+    manager: Any = None,
+) -> PreparedContinue:
+    """Every check ``vaebench continue`` makes before training: the options, the parent
+    record (``run``: id or unique prefix) and its continued spec, the metrics (default:
+    those the parent was scored with) and the weights they need, the backend's device,
+    the dataset loaded, the registry writable (stale temporary files removed).
+
+    Raises a one-line ``ValueError`` (``InputError``, ``ContinueError``, ``WeightsError``,
+    ``DatasetError``), ``UnknownSpecError`` or ``RegistryError``."""
+    from vaebench.harness.runner import continued_spec, metrics_for, parent_metrics
+    from vaebench.plugins.backends import get_backend
+    from vaebench.plugins.backends.base import ExecutionOptions
+    from vaebench.plugins.manager import get_manager
+    from vaebench.plugins.metrics.weights import check_metric_weights
+    from vaebench.registry.store import check_writable, read_record
+
+    if amp not in AMP_CHOICES:
+        raise InputError(f"--amp: unknown AMP mode {amp!r} (use off, bf16 or fp16)")
+    _non_negative(checkpoint_every, "--checkpoint-every")
+    manager = manager or get_manager()
+    parent = read_record(registry, run)
+    spec = continued_spec(parent, steps, manager)
+    metric_names = list(metrics) if metrics else None
+    if metric_names and metric_names != ["all"]:
+        for name in metric_names:
+            manager.metric(name)
+    metric_names = metric_names or parent_metrics(parent, manager)
+    selected = [m.name for m in metrics_for(manager, manager.dataset(spec.dataset), metric_names)]
+    metric_options = check_metric_weights(selected)
+    try:
+        get_backend(spec.backend, manager).resolve_device(device)
+    except ImportError as exc:
+        raise InputError(str(exc)) from None
+    dataset = manager.dataset(spec.dataset).loader()(path=spec.dataset_path)
+    execution = ExecutionOptions(device=device, amp=amp, compile=compile, threads=threads,
+                                 eval_samples=eval_samples, checkpoint_every=checkpoint_every)
+    removed = check_writable(registry)
+    return PreparedContinue(parent, spec, manager, registry, execution, metric_names, metric_options, dataset,
+                            steps, removed)
+
+
+def continue_prepared(prepared: PreparedContinue, *, reporter: Any = None) -> dict[str, Any]:
+    """Train, score and record a continuation :func:`prepare_continue` checked; returns its record."""
+    from vaebench.harness.runner import continue_run as _continue
+
+    p = prepared
+    return _continue(p.parent, p.steps, p.manager, p.registry, p.execution, p.metrics, reporter=reporter,
+                     metric_options=p.metric_options, dataset=p.dataset)
+
+
+def leaderboard_result(
+    registry: str = DEFAULT_REGISTRY,
+    metric: str = "mig",
+    by: Sequence[str] | None = None,
+    dataset: str | None = None,
+    model: str | None = None,
+    manager: Any = None,
+) -> Any:
+    """:func:`leaderboard` with the record files left out: a ``registry.query.LeaderboardResult``
+    (``.table``, ``.skipped``: ``(path, reason)``). Checks what ``vaebench leaderboard``
+    checks: the registry exists, each ``by`` column is groupable, ``metric`` is a recorded
+    key or a registered metric (``InputError``, one line)."""
+    from vaebench.plugins.manager import get_manager
+    from vaebench.registry import query
+    from vaebench.registry.schema import GROUPABLE_COLUMNS
+
+    manager = manager or get_manager()
+    if not Path(registry).exists():
+        raise InputError(f"registry {registry} does not exist (run `vaebench run` first or pass --registry)")
+    by_cols = list(by) if by is not None else None
+    if by_cols:
+        bad = [c for c in by_cols if c not in GROUPABLE_COLUMNS]
+        if bad:
+            raise InputError(f"--by: unknown column {bad[0]!r} (choose from {', '.join(GROUPABLE_COLUMNS)})")
+    con, _ = query.open_runs(registry)
+    try:
+        known = set(query.metric_keys(con)) | set(manager.specs["metrics"])
+    finally:
+        con.close()
+    if metric not in known:
+        raise InputError(f"--metric: unknown metric {metric!r} (known: {', '.join(sorted(known))})")
+    kwargs: dict[str, Any] = {"dataset": dataset, "model": model, "descending": metric_direction(metric) != "lower"}
+    if by_cols is not None:
+        kwargs["by"] = by_cols
+    return query.leaderboard(registry, metric, **kwargs)
+
+
 def run_grid(
     models: str | Sequence[str] = "beta_vae",
     *,
@@ -80,36 +350,28 @@ def run_grid(
     strategy: str = "auto",
     metric_options: dict[str, dict[str, Any]] | None = None,
     checkpoint_every: int = 0,
+    fid_weights: str | None = None,
+    lpips_weights: str | None = None,
     **grid: Any,
 ) -> Any:
     """Plan and run a grid; returns a ``GridResult`` (``.records``: the records written,
     ``.skipped``: specs already recorded when ``resume``, ``.strategy``: how they were
     trained). ``grid`` takes the keyword arguments of :func:`plan_grid`; ``strategy``:
     ``auto`` | ``sequential`` | ``processes`` | ``vectorized`` (``vaebench run --help``);
-    ``metric_options`` per metric, e.g. ``{"fid_inception": {"n": 2000, "weights": "default_1.pt"}}``;
+    ``metric_options`` per metric, e.g. ``{"fid_inception": {"n": 2000}}``;
+    ``fid_weights`` / ``lpips_weights``: weights files (``vaebench run --fid-weights``);
     ``checkpoint_every``: save each run's state every N steps, so a rerun picks up an
-    interrupted one (``vaebench run --checkpoint-every``)."""
-    from vaebench.harness.runner import check_grid
-    from vaebench.harness.runner import run_grid as _run
-    from vaebench.plugins.backends.base import ExecutionOptions
-    from vaebench.plugins.manager import get_manager
-    from vaebench.registry.store import check_writable
+    interrupted one (``vaebench run --checkpoint-every``).
 
-    # The checks `vaebench run` makes, before anything trains or is written (one-line ValueErrors).
+    Makes every check ``vaebench run`` makes (:func:`prepare_grid`) before anything trains
+    or is written, raising the same one-line errors."""
     specs = plan_grid(models, **grid)
-    execution = ExecutionOptions(device=device, amp=amp, compile=compile, threads=threads, eval_samples=eval_samples,
-                                 checkpoint_every=checkpoint_every)
-    datasets = check_grid(specs, get_manager(), metrics, metric_options)
-    check_writable(registry)
-    reporter = None
-    if progress:
-        from rich.console import Console
-
-        from vaebench.harness.progress import RichReporter
-
-        reporter = RichReporter(Console(stderr=True))
-    return _run(specs, get_manager(), registry, execution, metrics, resume=resume, reporter=reporter,
-                strategy=strategy, metric_options=metric_options, datasets=datasets)
+    prepared = prepare_grid(
+        specs, registry=registry, metrics=metrics, resume=resume, device=device, amp=amp, compile=compile,
+        threads=threads, eval_samples=eval_samples, strategy=strategy, metric_options=metric_options,
+        checkpoint_every=checkpoint_every, fid_weights=fid_weights, lpips_weights=lpips_weights,
+    )
+    return run_prepared(prepared, reporter=_progress_reporter(progress))
 
 
 def continue_run(
@@ -123,27 +385,19 @@ def continue_run(
     compile: bool = False,
     threads: int | None = None,
     eval_samples: int = 10_000,
+    checkpoint_every: int = 0,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Train recorded run ``run`` (id or unique prefix) ``steps`` more steps from its checkpoint
     and record it as a new run; returns that record (``parent_run_id`` = ``run``'s id).
-    ``metrics``: default, those ``run`` was scored with. See ``vaebench continue --help``."""
-    from vaebench.harness.runner import continue_run as _continue
-    from vaebench.plugins.backends.base import ExecutionOptions
-    from vaebench.plugins.manager import get_manager
-    from vaebench.registry.store import check_writable, read_record
-
-    parent = read_record(registry, run)
-    execution = ExecutionOptions(device=device, amp=amp, compile=compile, threads=threads, eval_samples=eval_samples)
-    check_writable(registry)
-    reporter = None
-    if progress:
-        from rich.console import Console
-
-        from vaebench.harness.progress import RichReporter
-
-        reporter = RichReporter(Console(stderr=True))
-    return _continue(parent, steps, get_manager(), registry, execution, metrics, reporter=reporter)
+    ``metrics``: default, those ``run`` was scored with. ``checkpoint_every``: save the
+    state every N steps, so calling again with the same ``run`` and ``steps`` picks up an
+    interrupted continuation. Makes the checks ``vaebench continue`` makes
+    (:func:`prepare_continue`). See ``vaebench continue --help``."""
+    prepared = prepare_continue(run, steps, registry=registry, metrics=metrics, device=device, amp=amp,
+                                compile=compile, threads=threads, eval_samples=eval_samples,
+                                checkpoint_every=checkpoint_every)
+    return continue_prepared(prepared, reporter=_progress_reporter(progress))
 
 
 def leaderboard(
@@ -153,13 +407,10 @@ def leaderboard(
     dataset: str | None = None,
     model: str | None = None,
 ) -> Any:
-    """Runs aggregated over seeds (mean, std, n), best first, as a ``pyarrow.Table``."""
-    from vaebench.registry import query
-
-    kwargs: dict[str, Any] = {"dataset": dataset, "model": model, "descending": metric_direction(metric) != "lower"}
-    if by is not None:
-        kwargs["by"] = list(by)
-    return query.leaderboard(registry, metric, **kwargs).table
+    """Runs aggregated over seeds (mean, std, n), best first, as a ``pyarrow.Table``.
+    Raises ``InputError`` (one line) for a registry that does not exist, a ``by`` column
+    that cannot be grouped on, or an unknown ``metric`` (see :func:`leaderboard_result`)."""
+    return leaderboard_result(registry, metric, by, dataset, model).table
 
 
 def show(run: str, registry: str = DEFAULT_REGISTRY) -> dict[str, Any]:

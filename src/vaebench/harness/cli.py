@@ -15,6 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from vaebench import api
 from vaebench.harness.output import (
     DEFAULT_REGISTRY,
     REGISTRY_HELP,
@@ -109,15 +110,10 @@ def _load_config(path: Path) -> dict[str, Any]:
     return data
 
 
-def _non_negative(value: Any, option: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        fail(f"{option}: expected a whole number of steps ≥ 0, got {value!r}")
-    return value
-
-
-def _metric_options(table: Any, given: list[str] | None, selected: set[str]) -> dict[str, dict[str, Any]]:
+def _metric_options(table: Any, given: list[str] | None) -> dict[str, dict[str, Any]]:
     """``--metric-option METRIC.KEY=VALUE`` (and a config's ``metric_options`` table) ->
-    ``{metric: {key: value}}``; values are read as JSON (numbers, true/false) or kept as text."""
+    ``{metric: {key: value}}``; values are read as JSON (numbers, true/false) or kept as text.
+    ``api.prepare_grid`` checks them against the metrics of the run."""
     out: dict[str, dict[str, Any]] = {}
     if table is not None:
         if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
@@ -133,10 +129,6 @@ def _metric_options(table: Any, given: list[str] | None, selected: set[str]) -> 
         except ValueError:
             value = raw
         out.setdefault(metric, {})[name.strip()] = value
-    for metric in out:
-        if metric not in selected:
-            fail(f"--metric-option: metric {metric!r} is not among the metrics of this run "
-                 f"({', '.join(sorted(selected))})")
     return out
 
 
@@ -218,21 +210,10 @@ def run(
             architectures=_names(opts["architecture"]), dataset_path=opts.get("dataset_path"),
         )
         metric_names = _names(opts["metrics"]) if opts.get("metrics") else None
-        if metric_names and metric_names != ["all"]:
-            for name in metric_names:
-                manager.metric(name)
-        for arch in {s.architecture for s in specs}:
-            if arch not in ("conv", "mlp"):
-                raise PlanError(f"unknown architecture {arch!r} (available: conv, mlp)")
-        if opts["amp"] not in ("off", "bf16", "fp16"):
-            raise PlanError(f"--amp: unknown AMP mode {opts['amp']!r} (use off, bf16 or fp16)")
-        from vaebench.harness.strategies import STRATEGIES
-
-        if opts["strategy"] not in STRATEGIES:
-            raise PlanError(f"--strategy: unknown strategy {opts['strategy']!r} (use {', '.join(STRATEGIES)})")
-    except (PlanError, UnknownSpecError) as exc:
+        api.check_run_options(specs, metrics=metric_names, amp=opts["amp"], strategy=opts["strategy"],
+                              checkpoint_every=opts.get("checkpoint_every") or 0, manager=manager)
+    except (PlanError, UnknownSpecError, api.InputError) as exc:
         fail(str(exc))
-    checkpoint_steps = _non_negative(opts.get("checkpoint_every") or 0, "--checkpoint-every")
 
     from vaebench.registry.query import recorded_runs
     from vaebench.registry.schema import DONE_STATUSES
@@ -259,46 +240,22 @@ def run(
                 console.print(f"{s.run_id}  {s.label()}  steps={s.steps} latent_dim={s.latent_dim}{fate}")
         return
 
-    from vaebench.harness.runner import check_grid, metrics_for, run_grid
-    from vaebench.plugins.backends.base import ExecutionOptions
     from vaebench.plugins.datasets.base import DatasetError
-    from vaebench.registry.store import RegistryError, check_writable
-
-    from vaebench.plugins.metrics.weights import WeightsError, check_metric_weights
+    from vaebench.registry.store import RegistryError
 
     try:
-        selected = {m.name for ds in {s.dataset for s in specs}
-                    for m in metrics_for(manager, manager.dataset(ds), metric_names)}
-    except ValueError as exc:
-        fail(str(exc))
-    try:
-        metric_options = check_metric_weights(sorted(selected), opts.get("fid_weights"), opts.get("lpips_weights"))
-    except WeightsError as exc:
-        fail(str(exc))
-    for name, values in _metric_options(opts.get("metric_options"), opts.get("metric_option"), selected).items():
-        metric_options.setdefault(name, {}).update(values)
-    # Every dataset is loaded, and every check that needs one made (metric options, cvae's
-    # condition), before anything is written or announced: one line and an untouched
-    # registry. run_grid reuses them.
-    try:
-        datasets = check_grid(specs, manager, metric_names, metric_options)
-        execution = ExecutionOptions(
-            device=str(opts["device"]), amp=str(opts["amp"]), compile=bool(opts.get("compile") or False),
-            threads=opts.get("threads"), eval_samples=opts["eval_samples"], checkpoint_every=checkpoint_steps,
+        prepared = api.prepare_grid(
+            specs, registry=opts["registry"], metrics=metric_names, resume=resume, device=str(opts["device"]),
+            amp=str(opts["amp"]), compile=bool(opts.get("compile") or False), threads=opts.get("threads"),
+            eval_samples=opts["eval_samples"], strategy=opts["strategy"],
+            metric_options=_metric_options(opts.get("metric_options"), opts.get("metric_option")),
+            checkpoint_every=opts.get("checkpoint_every") or 0, fid_weights=opts.get("fid_weights"),
+            lpips_weights=opts.get("lpips_weights"), manager=manager,
         )
-        _note_removed(check_writable(opts["registry"]))
-    except (DatasetError, RegistryError, ValueError) as exc:
+    except (DatasetError, RegistryError, UnknownSpecError, ValueError) as exc:
         fail(str(exc))
-    from vaebench.plugins.backends import get_backend
-
-    for b in sorted({s.backend for s in specs}):
-        try:
-            get_backend(b, manager).resolve_device(execution.device)
-        except ImportError as exc:
-            hint = manager.backend(b).install
-            fail(f"backend {b!r} not installed: {exc}" + (f" ({hint})" if hint else ""))
-        except ValueError as exc:
-            fail(str(exc))
+    _note_removed(prepared.removed)
+    checkpoint_steps = prepared.execution.checkpoint_every
 
     from vaebench.harness.progress import RichReporter, summary_table
 
@@ -312,9 +269,7 @@ def run(
 
     with interrupt.installed():
         try:
-            result = run_grid(specs, manager, opts["registry"], execution, metric_names,
-                              resume=resume, reporter=reporter, strategy=opts["strategy"],
-                              metric_options=metric_options, recorded=recorded, datasets=datasets)
+            result = api.run_prepared(prepared, reporter=reporter, recorded=recorded)
         except (DatasetError, RegistryError, ValueError) as exc:
             fail(str(exc))
         except interrupt.Interrupted as exc:
@@ -419,44 +374,30 @@ def continue_(
     record is kept as it is.
     """
     from vaebench.harness.progress import RichReporter, summary_table
-    from vaebench.harness.runner import ContinueError, continue_run, continued_spec, metrics_for, parent_metrics
-    from vaebench.plugins.backends import get_backend
-    from vaebench.plugins.backends.base import ExecutionOptions
+    from vaebench.harness.runner import ContinueError
     from vaebench.plugins.datasets.base import DatasetError
     from vaebench.plugins.manager import UnknownSpecError
-    from vaebench.plugins.metrics.weights import WeightsError, check_metric_weights
-    from vaebench.registry.store import RegistryError, check_writable, read_record
+    from vaebench.registry.store import RegistryError
 
-    if amp not in ("off", "bf16", "fp16"):
-        fail(f"--amp: unknown AMP mode {amp!r} (use off, bf16 or fp16)")
-    _non_negative(checkpoint_every, "--checkpoint-every")
     manager = _manager()
     try:
-        parent = read_record(registry, run_id)
-        spec = continued_spec(parent, steps, manager)
-        metric_names = _names(metrics) if metrics else None
-        if metric_names and metric_names != ["all"]:
-            for name in metric_names:
-                manager.metric(name)
-        metric_names = metric_names or parent_metrics(parent, manager)
-        selected = [m.name for m in metrics_for(manager, manager.dataset(spec.dataset), metric_names)]
-        metric_options = check_metric_weights(selected)
-        get_backend(spec.backend, manager).resolve_device(device)
-        dataset = manager.dataset(spec.dataset).loader()(path=spec.dataset_path)
-        execution = ExecutionOptions(device=device, amp=amp, compile=compile, threads=threads,
-                                     eval_samples=eval_samples, checkpoint_every=checkpoint_every)
-        _note_removed(check_writable(registry))
-    except (ContinueError, RegistryError, UnknownSpecError, WeightsError, ValueError, ImportError) as exc:
+        prepared = api.prepare_continue(
+            run_id, steps, registry=registry, metrics=_names(metrics) if metrics else None, device=device, amp=amp,
+            compile=compile, threads=threads, eval_samples=eval_samples, checkpoint_every=checkpoint_every,
+            manager=manager,
+        )
+    except (RegistryError, UnknownSpecError, ValueError) as exc:
         fail(str(exc))
-    err_console.print(f"[bold]continuing {parent['run_id']}[/] from step {spec.start_step:,} to {spec.steps:,} "
+    _note_removed(prepared.removed)
+    spec = prepared.spec
+    err_console.print(f"[bold]continuing {prepared.parent['run_id']}[/] from step {spec.start_step:,} to {spec.steps:,} "
                       f"as run {spec.run_id} → {registry}")
     from vaebench.plugins.backends import interrupt
 
     reporter = RichReporter(err_console)
     with interrupt.installed():
         try:
-            record = continue_run(parent, steps, manager, registry, execution, metric_names,
-                                  reporter=reporter, metric_options=metric_options, dataset=dataset)
+            record = api.continue_prepared(prepared, reporter=reporter)
         except (ContinueError, DatasetError, RegistryError, ValueError) as exc:
             fail(str(exc))
         except interrupt.Interrupted as exc:
@@ -481,28 +422,12 @@ def leaderboard(
     as_json: bool = typer.Option(False, "--json", help="Print JSON rows."),
 ) -> None:
     """Rank runs by a metric, aggregated over seeds (mean, std, n), with DuckDB."""
-    from vaebench.api import metric_direction
-    from vaebench.registry import query
-    from vaebench.registry.schema import GROUPABLE_COLUMNS
-
     manager = _manager()
-    if not Path(registry).exists():
-        fail(f"registry {registry} does not exist (run `vaebench run` first or pass --registry)")
-    by_cols = _names(by) if by else None
-    if by_cols:
-        bad = [c for c in by_cols if c not in GROUPABLE_COLUMNS]
-        if bad:
-            fail(f"--by: unknown column {bad[0]!r} (choose from {', '.join(GROUPABLE_COLUMNS)})")
-    con, skipped = query.open_runs(registry)
-    known = set(query.metric_keys(con)) | set(manager.specs["metrics"])
-    con.close()
-    if metric not in known:
-        fail(f"--metric: unknown metric {metric!r} (known: {', '.join(sorted(known))})")
-    direction = metric_direction(metric)
-    kwargs: dict[str, Any] = {"dataset": dataset, "model": model, "descending": direction != "lower"}
-    if by_cols:
-        kwargs["by"] = by_cols
-    result = query.leaderboard(registry, metric, **kwargs)
+    try:
+        result = api.leaderboard_result(registry, metric, _names(by) if by else None, dataset, model, manager=manager)
+    except ValueError as exc:
+        fail(str(exc))
+    direction = api.metric_direction(metric)
     for path, reason in result.skipped:
         err_console.print(f"[yellow]warning:[/] skipped record file {escape(f'{path}: {reason}')}", highlight=False)
     rows = result.table.to_pylist()

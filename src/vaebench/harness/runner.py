@@ -111,7 +111,7 @@ def check_grid(
     datasets: Mapping[tuple[str, str | None], Any] | None = None,
 ) -> dict[tuple[str, str | None], Any]:
     """The checks of a grid that need its metrics and datasets, made before anything trains
-    (``vaebench run`` and ``api.run_grid`` both call it): the metrics suit each dataset
+    (``api.prepare_grid`` calls it for ``vaebench run`` and ``api.run_grid``): the metrics suit each dataset
     (:func:`metrics_for`); ``metric_options`` (``{metric: {key: value}}``) name metrics of
     this run and pass each metric's own checker (``MetricSpec.options``), rather than
     dropping the metric from every run after training; each spec fits its dataset (a model

@@ -1,0 +1,172 @@
+"""The API is the one front door: ``api.run_grid``, ``api.continue_run`` and
+``api.leaderboard`` make the checks ``vaebench run / continue / leaderboard`` make, with the
+same one-line errors (ValueErrors), before anything trains or is written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import vaebench
+from conftest import TINY
+from vaebench import api
+from vaebench.plugins.metrics.weights import WeightsError
+
+#: A tiny real run (mlp, 20 steps, 400 held-out observations, only the cheap kl metric).
+SMALL = dict(steps=20, batch_sizes=16, eval_samples=400, device="cpu", threads=1, architectures="mlp",
+             strategy="sequential", metrics=["kl"])
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
+
+
+@pytest.fixture
+def no_weights(tmp_path, monkeypatch):
+    """Empty caches and no weights in the environment."""
+    monkeypatch.setenv("VAEBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("VAEBENCH_FID_WEIGHTS", raising=False)
+    monkeypatch.delenv("VAEBENCH_LPIPS_WEIGHTS", raising=False)
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def parent(tmp_path_factory) -> tuple[Path, dict]:
+    """A registry holding one tiny ok run to continue and rank."""
+    registry = tmp_path_factory.mktemp("front") / "reg"
+    (record,) = api.run_grid("beta_vae", betas=[4.0], registry=str(registry), **SMALL).records
+    assert record["status"] == "ok", record["error"]
+    return registry, record
+
+
+def test_run_grid_checks_the_weights_the_cli_checks(tmp_path, no_weights, cli):
+    """A weights file named for fid_inception that is not the network stops the API as it
+    stops the CLI (it used to train the grid and record the metric as failed)."""
+    bad = tmp_path / "default_1.pt"
+    bad.write_bytes(b"not the network")
+    registry = tmp_path / "reg"
+    with pytest.raises(WeightsError) as info:
+        api.run_grid("beta_vae", registry=str(registry), **{**SMALL, "metrics": ["kl", "fid_inception"]},
+                     fid_weights=str(bad))
+    text = str(info.value)
+    assert "fid_inception: the FID Inception-v3 TorchScript" in text and "not allow-listed" in text and "\n" not in text
+    assert _files(registry) == []
+    res = cli("run", "--metrics", "kl,fid_inception", "--fid-weights", bad, "--registry", registry, *TINY)
+    assert res.exit_code == 2 and res.stderr.strip() == f"error: {text}"
+    # The environment variable is checked the same way.
+    no_weights_env = tmp_path / "missing" / "default_1.pt"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VAEBENCH_FID_WEIGHTS", str(no_weights_env))
+        with pytest.raises(WeightsError, match="does not exist"):
+            api.run_grid("beta_vae", registry=str(registry), **{**SMALL, "metrics": ["kl", "fid_inception"]})
+    assert _files(registry) == []
+
+
+def test_run_grid_checks_metric_options_against_the_run_as_the_cli_does(tmp_path, cli):
+    registry = tmp_path / "reg"
+    with pytest.raises(ValueError) as info:
+        api.run_grid("beta_vae", registry=str(registry), **SMALL, metric_options={"sap": {"n_jobs": 1}})
+    res = cli("run", "--metrics", "kl", "--metric-option", "sap.n_jobs=1", "--registry", registry, *TINY)
+    assert res.exit_code == 2 and res.stderr.strip() == f"error: {info.value}"
+    assert "--metric-option: metric 'sap' is not among the metrics of this run (kl)" == str(info.value)
+    assert _files(registry) == []
+
+
+def test_continue_run_takes_checkpoint_every_and_checks_it(parent, no_weights, cli):
+    registry, record = parent
+    before = _files(registry)
+    with pytest.raises(ValueError) as info:
+        api.continue_run(record["run_id"], 10, registry=str(registry), device="cpu", threads=1, eval_samples=400,
+                         checkpoint_every=-1)
+    res = cli("continue", record["run_id"], "--steps", "10", "--checkpoint-every", "-1", "--registry", registry)
+    assert res.exit_code == 2 and res.stderr.strip() == f"error: {info.value}"
+    assert str(info.value) == "--checkpoint-every: expected a whole number of steps ≥ 0, got -1"
+    # continue makes the weights check too (it used to train first)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VAEBENCH_FID_WEIGHTS", str(no_weights / "missing" / "default_1.pt"))
+        with pytest.raises(WeightsError, match="does not exist"):
+            api.continue_run(record["run_id"], 10, registry=str(registry), metrics=["kl", "fid_inception"],
+                             device="cpu", threads=1, eval_samples=400)
+    assert _files(registry) == before
+
+    # An interrupted continuation leaves its periodic checkpoint; the same call picks up from it.
+    class Interrupt:
+        def start_run(self, spec, index, total): ...
+        def phase(self, run_id, text): ...
+        def end_run(self, record): ...
+        def skipped(self, spec, status): ...
+
+        def progress(self, run_id, step, values):
+            if step >= 35:
+                raise KeyboardInterrupt
+
+    kwargs = dict(registry=str(registry), device="cpu", threads=1, eval_samples=400, checkpoint_every=10)
+    prepared = api.prepare_continue(record["run_id"], 20, **kwargs)
+    assert prepared.execution.checkpoint_every == 10
+    with pytest.raises(KeyboardInterrupt):
+        api.continue_prepared(prepared, reporter=Interrupt())
+    partial = registry / "artifacts" / prepared.spec.run_id / "partial"
+    assert json.loads((partial / "training_state.json").read_text())["step"] == 30
+    child = api.continue_run(record["run_id"], 20, **kwargs)
+    assert child["status"] == "ok" and child["run_id"] == prepared.spec.run_id
+    assert "picked up from its periodic checkpoint at step 30" in (child["error"] or "")
+    assert not partial.exists()
+
+
+@pytest.mark.parametrize(("kwargs", "args", "message"), [
+    ({"metric": "nosuch"}, ["--metric", "nosuch"], "--metric: unknown metric 'nosuch' (known: "),
+    ({"by": ["model", "colour"]}, ["--by", "model,colour"], "--by: unknown column 'colour' (choose from "),
+])
+def test_leaderboard_checks_its_inputs_as_the_cli_does(parent, cli, kwargs, args, message):
+    registry, _ = parent
+    with pytest.raises(ValueError) as info:
+        api.leaderboard(str(registry), **kwargs)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+    res = cli("leaderboard", *args, "--registry", registry)
+    assert res.exit_code == 2 and res.stderr.strip() == f"error: {info.value}"
+
+
+def test_leaderboard_refuses_a_missing_registry(tmp_path, cli):
+    missing = tmp_path / "nope"
+    with pytest.raises(ValueError, match=r"^registry .*nope does not exist"):
+        api.leaderboard(str(missing))
+    assert not missing.exists()
+    res = cli("leaderboard", "--registry", missing)
+    assert res.exit_code == 2 and "does not exist" in res.stderr and not missing.exists()
+
+
+class _AbsentFramework:
+    """A backend whose framework is not installed: constructing it fails to import."""
+
+    def __init__(self) -> None:
+        import vaebench_no_such_framework  # noqa: F401
+
+
+class _AbsentBackendPlugin:
+    @vaebench.hookimpl
+    def vaebench_register_backends(self, register):
+        from vaebench.plugins.specs import BackendSpec
+
+        register(BackendSpec(name="absentfw", description="needs a framework not installed",
+                             backend=_AbsentFramework, install="pip install absentfw", model_protocol="torch"))
+
+
+def test_prepare_grid_names_a_missing_backend_with_its_install_hint(tmp_path):
+    from vaebench.harness.plan import plan_grid
+    from vaebench.plugins import builtin
+    from vaebench.plugins.manager import PluginManager
+
+    manager = PluginManager()
+    for plugin, name in ((builtin, "builtin"), (_AbsentBackendPlugin(), "absent")):
+        info = manager.register_plugin(plugin, name, package=name, version=vaebench.__version__)
+        assert info.status == "ok", info.error
+    specs = plan_grid(manager, ["beta_vae"], {"steps": [20], "batch_size": [16]}, architectures=["mlp"],
+                      backends=["absentfw"])
+    with pytest.raises(api.InputError) as info:
+        api.prepare_grid(specs, registry=str(tmp_path / "reg"), metrics=["kl"], device="cpu", manager=manager)
+    assert str(info.value) == ("backend 'absentfw' not installed: No module named 'vaebench_no_such_framework' "
+                               "(pip install absentfw)")
+    assert not list((tmp_path / "reg").rglob("*.parquet"))
