@@ -3,7 +3,13 @@
 #
 #     bash benchmarks/gpu_check.sh        # results in $OUT (results.json, grid.png, log.txt)
 #
-# The machine has no registry: what it lacks comes as wheels in .whl/ (git-ignored,
+# The machine has no registry: what it lacks comes as wheels in .whl/, fetched here first:
+#
+#     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 -d .whl duckdb==2.0.1
+#     python3 -m pip download --no-deps --only-binary=:all: -d .whl/optional flax==0.12.8
+#
+# (.whl/ is git-ignored,
 # carried with the tree; benchmarks/RESULTS.md, "GPU", lists them). They go into a
 # --target folder put first on PYTHONPATH; flax only where the machine's is not one
 # vaebench supports. vaebench itself is pip-installed (editable, no build isolation:
