@@ -221,9 +221,11 @@ def _run_bounded(con: duckdb.DuckDBPyConnection, sql: str, timeout: float | None
             done.set()
 
     def stop() -> None:
-        """Interrupt the query and wait for the worker to let go of the connection."""
-        con.interrupt()
+        """Interrupt the query and wait for the worker to let go of the connection. The
+        interrupt is repeated until it does: one that lands before DuckDB starts executing
+        (the worker still binding the query, say, on a loaded machine) is lost."""
         while True:
+            con.interrupt()
             try:
                 if done.wait(0.1):
                     return
