@@ -36,3 +36,14 @@ def run_vaebench(*args: str, env_extra: dict[str, str] | None = None, cwd: Path 
     return subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600
     )
+
+
+@pytest.fixture
+def no_weights(tmp_path, monkeypatch):
+    """Empty caches and no weights in the environment: only installed packages could provide
+    weights (``tmp_path`` returned)."""
+    monkeypatch.setenv("VAEBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("VAEBENCH_FID_WEIGHTS", raising=False)
+    monkeypatch.delenv("VAEBENCH_LPIPS_WEIGHTS", raising=False)
+    return tmp_path

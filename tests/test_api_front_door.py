@@ -23,16 +23,6 @@ def _files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
 
 
-@pytest.fixture
-def no_weights(tmp_path, monkeypatch):
-    """Empty caches and no weights in the environment."""
-    monkeypatch.setenv("VAEBENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.delenv("VAEBENCH_FID_WEIGHTS", raising=False)
-    monkeypatch.delenv("VAEBENCH_LPIPS_WEIGHTS", raising=False)
-    return tmp_path
-
-
 @pytest.fixture(scope="module")
 def parent(tmp_path_factory) -> tuple[Path, dict]:
     """A registry holding one tiny ok run to continue and rank."""

@@ -58,6 +58,20 @@ def wait_until(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
         time.sleep(0.1)
 
 
+def stop_while_training(args: list, log: Path, signum: int, group: bool = False) -> subprocess.Popen:
+    """``vaebench ARGS`` started, sent ``signum`` a second into training (to its whole
+    process group if ``group``: Ctrl-C in a terminal), and waited for."""
+    proc = start(*args, log=log)
+    try:
+        wait_until(lambda: "training" in log.read_text() or proc.poll() is not None, 120, "training to start")
+        time.sleep(1.0)
+        (os.killpg if group else os.kill)(proc.pid, signum)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    return proc
+
+
 def partials(registry: Path) -> list[Path]:
     """The periodic checkpoints written so far (one per run in training)."""
     return sorted(registry.glob("artifacts/*/partial/training_state.json"))
@@ -157,16 +171,8 @@ def test_a_stop_signal_ends_the_grid_cleanly_and_resume_finishes_it(tmp_path, st
     registry = tmp_path / "reg"
     grid = ["run", "--betas", "1,4", "--steps", "200", *CHEAP, "--threads", "2", "--strategy", strategy,
             "--checkpoint-every", "1000", "--registry", registry]
-    proc = start(*grid, log=tmp_path / "err")
-    try:
-        # --checkpoint-every 1000 > --steps: only the stop writes a periodic checkpoint.
-        wait_until(lambda: "training" in (tmp_path / "err").read_text() or proc.poll() is not None, 120,
-                   "training to start")
-        time.sleep(1.0)
-        (os.killpg if group else os.kill)(proc.pid, signum)
-        proc.wait(timeout=60)
-    finally:
-        proc.kill()
+    # --checkpoint-every 1000 > --steps: only the stop writes a periodic checkpoint.
+    proc = stop_while_training(grid, tmp_path / "err", signum, group)
     err = (tmp_path / "err").read_text()
     assert proc.returncode == 128 + signum, err
     last = err.strip().splitlines()[-1]
@@ -193,15 +199,7 @@ def test_a_stop_signal_ends_continue_and_the_same_command_picks_up(tmp_path):
     parent = json.loads(first.stdout)[0]["run_id"]
     again = ["continue", parent, "--steps", "300", "--checkpoint-every", "1000", "--threads", "1", "--device", "cpu",
              "--eval-samples", "300", "--registry", tmp_path]
-    proc = start(*again, log=tmp_path / "err")
-    try:
-        wait_until(lambda: "training" in (tmp_path / "err").read_text() or proc.poll() is not None, 120,
-                   "training to start")
-        time.sleep(1.0)
-        os.kill(proc.pid, signal.SIGINT)
-        proc.wait(timeout=60)
-    finally:
-        proc.kill()
+    proc = stop_while_training(again, tmp_path / "err", signal.SIGINT)
     err = (tmp_path / "err").read_text()
     assert proc.returncode == 130, err
     assert "interrupted by SIGINT during" in err.strip().splitlines()[-1] and "same command" in err, err

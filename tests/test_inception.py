@@ -27,16 +27,6 @@ def inception():
         pytest.skip(f"FID Inception weights not installed ({exc})")
 
 
-@pytest.fixture
-def no_weights(tmp_path, monkeypatch):
-    """Empty caches and no environment variables: only installed packages could provide weights."""
-    monkeypatch.setenv("VAEBENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.delenv("VAEBENCH_FID_WEIGHTS", raising=False)
-    monkeypatch.delenv("VAEBENCH_LPIPS_WEIGHTS", raising=False)
-    return tmp_path
-
-
 def test_reproduces_torchmetrics_documented_fid(inception):
     """torchmetrics' FrechetInceptionDistance docstring: feature=64 on its doctest inputs -> 12.6388.
 
