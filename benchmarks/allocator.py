@@ -31,7 +31,7 @@ from report import emit  # noqa: E402
 
 
 def child(backend_name: str, retain: bool, steps: int) -> None:
-    from vaebench.harness.plan import RunSpec
+    from vaebench.plugins.runspec import RunSpec
     from vaebench.plugins.backends.base import ExecutionOptions
     from vaebench.plugins.datasets.dsprites import ProceduralDSprites
 

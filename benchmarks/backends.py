@@ -43,7 +43,7 @@ import time
 
 import numpy as np
 
-from vaebench.harness.plan import RunSpec
+from vaebench.plugins.runspec import RunSpec
 from vaebench.plugins.backends.base import ExecutionOptions, cpu_name
 from vaebench.plugins.datasets.dsprites import ProceduralDSprites
 

@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None, help="a saved torch model directory (default: fresh weights)")
     args = parser.parse_args()
 
-    from vaebench.harness.plan import RunSpec
+    from vaebench.plugins.runspec import RunSpec
     from vaebench.plugins.backends.torch import backend as torch_backend
     from vaebench.plugins.backends.torch.models import build_beta_vae
     from vaebench.plugins.datasets.dsprites import ProceduralDSprites

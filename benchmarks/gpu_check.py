@@ -373,7 +373,7 @@ def section_parity(ctx: Context, entry: dict[str, Any]) -> None:
     import numpy as np
     import torch
 
-    from vaebench.harness.plan import RunSpec
+    from vaebench.plugins.runspec import RunSpec
     from vaebench.plugins.backends.base import ExecutionOptions
     from vaebench.plugins.backends.jax import models as jm
     from flax import nnx

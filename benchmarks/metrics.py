@@ -441,7 +441,7 @@ def _machine() -> dict[str, str]:
 
 
 def trained_model(data: Any, steps: int, checkpoint: str | None) -> tuple[Any, str]:
-    from vaebench.harness.plan import RunSpec
+    from vaebench.plugins.runspec import RunSpec
     from vaebench.plugins.backends.base import ExecutionOptions
     from vaebench.plugins.backends.torch.backend import TorchBackend, load_checkpoint
     from vaebench.plugins.backends.torch.models import build_beta_vae

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, os.path.dirname(__file__))
 from report import emit  # noqa: E402
 
-from vaebench.harness.plan import RunSpec  # noqa: E402
+from vaebench.plugins.runspec import RunSpec  # noqa: E402
 from vaebench.harness.runner import run_grid  # noqa: E402
 from vaebench.plugins.backends.base import ExecutionOptions  # noqa: E402
 from vaebench.plugins.manager import get_manager  # noqa: E402

@@ -12,7 +12,7 @@ import pytest
 # "glibc-default" swaps the backend's call for a no-op, so both sides run the same loop.
 CHILD = """
 import importlib, resource, sys
-from vaebench.harness.plan import RunSpec
+from vaebench.plugins.runspec import RunSpec
 from vaebench.plugins.backends.base import ExecutionOptions
 from vaebench.plugins.datasets.dsprites import ProceduralDSprites
 

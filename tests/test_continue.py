@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import TINY
-from vaebench.harness.plan import RunSpec, plan_grid
+from vaebench.harness.plan import plan_grid
+from vaebench.plugins.runspec import RunSpec
 from vaebench.harness.runner import ContinueError, continue_run, continued_spec, run_grid
 from vaebench.plugins.backends.base import ExecutionOptions
 from vaebench.plugins.manager import get_manager

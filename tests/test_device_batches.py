@@ -74,7 +74,7 @@ def test_jax_uint8_batches_are_the_float_batches():
 
 def test_jax_encodes_at_the_cuda_evaluation_batch_on_a_gpu():
     jax = pytest.importorskip("jax")
-    from vaebench.harness.plan import RunSpec
+    from vaebench.plugins.runspec import RunSpec
     from vaebench.plugins.backends.jax.backend import EVAL_BATCH, JaxBackend, TrainedJaxModel, eval_batch
 
     assert eval_batch("cuda:1") == EVAL_BATCH["cuda"] == 1024 and eval_batch("cpu") == EVAL_BATCH["cpu"]

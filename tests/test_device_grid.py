@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from vaebench.harness.plan import RunSpec
+from vaebench.plugins.runspec import RunSpec
 from vaebench.plugins.backends.base import (
     DEVICE_GRID_MAX_BYTES,
     DeviceGrids,

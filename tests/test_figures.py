@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import TINY
 from vaebench.harness.figures import dims_by_kl, most_informative_factor, tile, traversal_images
-from vaebench.harness.plan import RunSpec
+from vaebench.plugins.runspec import RunSpec
 from vaebench.plugins.backends import load_trained
 from vaebench.plugins.backends.base import ExecutionOptions
 from vaebench.plugins.backends.torch.backend import TorchBackend

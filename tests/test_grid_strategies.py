@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from vaebench.harness.plan import RunSpec
+from vaebench.plugins.runspec import RunSpec
 from vaebench.harness.runner import run_grid
 from vaebench.harness.strategies import choose_strategy, vectorized_groups
 from vaebench.plugins.backends.base import ExecutionOptions

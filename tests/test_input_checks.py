@@ -15,7 +15,7 @@ import pytest
 
 from test_results_commands import record, snapshot
 from vaebench import api
-from vaebench.harness.plan import RunSpec
+from vaebench.plugins.runspec import RunSpec
 from vaebench.registry.store import write_record
 
 #: Cheap settings that would train for real (a few seconds) if a check let the invocation through.

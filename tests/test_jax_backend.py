@@ -23,7 +23,7 @@ import jax.numpy as jnp  # noqa: E402
 import torch  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from vaebench.harness.plan import RunSpec  # noqa: E402
+from vaebench.plugins.runspec import RunSpec  # noqa: E402
 from vaebench.harness.runner import run_grid  # noqa: E402
 from vaebench.plugins.backends.base import ExecutionOptions  # noqa: E402
 from vaebench.plugins.backends.jax import models as jm  # noqa: E402

@@ -13,7 +13,8 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from vaebench.harness.plan import PlanError, RunSpec, plan_grid
+from vaebench.harness.plan import PlanError, plan_grid
+from vaebench.plugins.runspec import RunSpec
 from vaebench.harness.progress import summary_table
 from vaebench.harness.runner import evaluate, run_grid
 from vaebench.plugins.backends.base import ExecutionOptions

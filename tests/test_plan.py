@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from vaebench.harness.plan import PlanError, RunSpec, parse_list, plan_grid
+from vaebench.harness.plan import PlanError, parse_list, plan_grid
+from vaebench.plugins.runspec import RunSpec
 from vaebench.plugins.manager import UnknownSpecError, get_manager
 
 

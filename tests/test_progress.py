@@ -9,7 +9,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from vaebench.harness.cli import app
-from vaebench.harness.plan import RunSpec
+from vaebench.plugins.runspec import RunSpec
 from vaebench.harness.progress import PLAIN_LINE_SECONDS, RichReporter
 
 VALUES = {"loss": 80.5, "recon": 70.25, "kl": 8.5, "images_per_second": 600.0}

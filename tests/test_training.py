@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from vaebench.harness.plan import RunSpec
+from vaebench.plugins.runspec import RunSpec
 from vaebench.harness.runner import run_grid
 from vaebench.plugins.backends.base import ExecutionOptions
 from vaebench.plugins.backends.torch.backend import DeviceError, TorchBackend, load_checkpoint, resolve_device

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from vaebench.harness.plan import RunSpec
+from vaebench.plugins.runspec import RunSpec
 
 PLAIN_LINE_SECONDS = 300.0
 """Longest gap between two plain progress lines of one run (non-terminal consoles)."""

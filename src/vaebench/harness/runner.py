@@ -27,7 +27,8 @@ from typing import Any, Mapping, Protocol, Sequence
 import numpy as np
 
 from vaebench.harness.environment import environment
-from vaebench.harness.plan import INT_MAX, RunSpec
+from vaebench.harness.plan import INT_MAX
+from vaebench.plugins.runspec import RunSpec
 from vaebench.plugins.backends import get_backend, interrupt
 from vaebench.plugins.backends.base import DeviceInfo, ExecutionOptions, partial_resume_point, pickup_note
 from vaebench.plugins.manager import PluginManager

@@ -26,7 +26,7 @@ import time
 from dataclasses import replace
 from typing import Any, Sequence
 
-from vaebench.harness.plan import RunSpec
+from vaebench.plugins.runspec import RunSpec
 from vaebench.plugins.backends import get_backend
 from vaebench.plugins.backends.base import ExecutionOptions, partial_resume_point, pickup_note
 from vaebench.plugins.manager import PluginManager, get_manager

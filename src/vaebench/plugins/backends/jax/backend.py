@@ -574,7 +574,7 @@ def load_checkpoint(directory: str) -> TrainedJaxModel:
     """Rebuild a trained model from ``model.safetensors`` + ``config.json`` (no pickle)."""
     from safetensors.numpy import load_file
 
-    from vaebench.harness.plan import RunSpec
+    from vaebench.plugins.runspec import RunSpec
 
     with open(os.path.join(directory, "config.json")) as fh:
         config = json.load(fh)
