@@ -7,7 +7,8 @@ Public API (importing this module stays light: no torch/jax import)::
     table = vaebench.leaderboard(metric="mig")      # pyarrow.Table
     table.to_pandas()
 
-Plugins mark their hook implementations with :data:`hookimpl`.
+Plugins mark their hook implementations with :data:`hookimpl`; plugin authors import
+it, and everything else they need, from :mod:`vaebench.plugin`.
 """
 
 from __future__ import annotations

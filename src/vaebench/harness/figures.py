@@ -14,6 +14,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from vaebench.plugins.contract import capability
+
 #: Sweep of a traversal: each code from -3 to 3 around the base code, 10 steps.
 DEFAULT_RANGE = (-3.0, 3.0)
 DEFAULT_STEPS = 10
@@ -209,8 +211,8 @@ def write_run_figures(
                                 factor_of_dim=factor_labels(mig_params, factor_names))
     artifacts.update(write_reconstructions(model, images, out_dir))
     artifacts.update(write_samples(model, len(kl_per_dim), out_dir, seed=seed))
-    net = getattr(model, "model", None)
-    if getattr(net, "needs_factors", False) and hasattr(net, "num_classes"):
+    net = capability(model, "model")
+    if capability(net, "needs_factors") and capability(net, "num_classes"):
         name = factor_names[net.factor_index] if net.factor_index < len(factor_names) else "label"
         artifacts.update(write_class_samples(
             model, len(kl_per_dim), net.num_classes, net.factor_index, net.num_factors, out_dir, seed=seed,

@@ -30,6 +30,7 @@ from vaebench.harness.environment import environment
 from vaebench.harness.plan import INT_MAX
 from vaebench.plugins.runspec import RunSpec
 from vaebench.plugins.backends import get_backend, interrupt
+from vaebench.plugins.contract import capability
 from vaebench.plugins.backends.base import DeviceInfo, ExecutionOptions, partial_resume_point, pickup_note
 from vaebench.plugins.manager import PluginManager
 from vaebench.plugins.metrics.context import EvaluationContext
@@ -239,11 +240,12 @@ def evaluate(
     needs = set().union(*(m.needs for m in metric_specs)) if metric_specs else set()
     want_recons = "reconstructions" in needs
     # Conditional models (cvae) are scored given the true labels of the held-out images.
-    conditional = getattr(getattr(trained, "model", None), "needs_factors", False)
+    net = capability(trained, "model")
+    conditional = capability(net, "needs_factors")
     means, logvars, errors, *recons = trained.evaluate(
         images, reconstructions=want_recons, **({"factors": factors} if conditional else {})
     )
-    if getattr(getattr(trained, "model", None), "gaussian_posterior", True):
+    if capability(net, "gaussian_posterior"):
         # One home for the collapse flag of every backend: the note reaches the record's
         # `error` column and the run's summary line (the metric `posterior_collapsed` is opt-out).
         note = posterior_collapse_note(means, logvars)
@@ -293,7 +295,7 @@ def run_one(
     reporter = reporter or SilentReporter()
     run = PendingRun(spec, manager, execution, metric_names, dataset, strategy, concurrent_runs)
     kwargs: dict[str, Any] = {}
-    if getattr(run.backend, "supports_resume", False):
+    if capability(run.backend, "supports_resume"):
         execution, point = _periodic_checkpoints(execution, registry, spec)
         if point is not None:
             kwargs["resume"] = point
@@ -363,7 +365,7 @@ class PendingRun:
             record.update(
                 amp=trained.amp, compiled=trained.compiled, steps_done=trained.steps_done,
                 train_seconds=trained.train_seconds, final_loss=trained.final_loss, history=trained.history,
-                signals=signal_rows(getattr(trained, "signals", None)),
+                signals=signal_rows(capability(trained, "signals")),
             )
             if trained.train_seconds > 0:
                 ips = trained.steps_done * spec.batch_size / trained.train_seconds
@@ -489,7 +491,7 @@ def continue_run(
         raise ContinueError(f"run {parent['run_id']} has no checkpoint in {Path(registry) / 'artifacts' / parent['run_id']} "
                             f"({recorded or 'not recorded'})")
     backend = get_backend(spec.backend, manager)
-    if not getattr(backend, "supports_resume", False):
+    if not capability(backend, "supports_resume"):
         raise ContinueError(f"the {spec.backend} backend cannot continue a run yet (the torch backend can)")
     if metric_names is None:
         metric_names = parent_metrics(parent, manager)

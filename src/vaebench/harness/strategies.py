@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 from vaebench.plugins.runspec import RunSpec
 from vaebench.plugins.backends import get_backend
+from vaebench.plugins.contract import capability
 from vaebench.plugins.backends.base import ExecutionOptions, partial_resume_point, pickup_note
 from vaebench.plugins.manager import PluginManager, get_manager
 from vaebench.registry import store
@@ -76,7 +77,7 @@ def vectorized_groups(
     alone: list[RunSpec] = []
     for spec in specs:
         backend = get_backend(spec.backend, manager)
-        key = backend.group_key(spec) if hasattr(backend, "train_group") else None
+        key = backend.group_key(spec) if capability(backend, "supports_vectorized") else None
         if key is None:
             alone.append(spec)
             continue
@@ -117,7 +118,7 @@ def _split_by_pickup_step(
     members with a checkpoint are picked up on their own and the rest train as a group."""
     kept: list[tuple[list[RunSpec], list[Any] | None]] = []
     for group in groups:
-        if not getattr(get_backend(group[0].backend, manager), "supports_group_resume", False):
+        if not capability(get_backend(group[0].backend, manager), "supports_group_resume"):
             kept.append((group, None))
             continue
         points = [partial_resume_point(str(store.partial_dir(registry, s.run_id))) for s in group]

@@ -1,9 +1,12 @@
 """The plugin contract: four small hooks, each handed a ``register`` callable.
 
 A plugin module (named under the ``vaebench`` entry-point group) implements any
-of these with ``@vaebench.hookimpl``::
+of these with ``@hookimpl``, imported like everything else a plugin uses from the
+public namespace ``vaebench.plugin``::
 
-    @vaebench.hookimpl
+    from vaebench.plugin import MetricSpec, hookimpl
+
+    @hookimpl
     def vaebench_register_metrics(register):
         register(MetricSpec(name="my_metric", description="...", compute="my_pkg.m:compute"))
 

@@ -200,6 +200,12 @@ def get_manager(reload: bool = False) -> PluginManager:
     return _MANAGER
 
 
+def plugin_manager(manager: PluginManager | None = None) -> PluginManager:
+    """``manager``, or the process-wide one (:func:`get_manager`) where it is ``None``:
+    the one place a caller not handed a manager (a script, a test) falls back to it."""
+    return manager if manager is not None else get_manager()
+
+
 def warn_failed_plugins(manager: PluginManager, stream: Any = None) -> None:
     """One stderr line per plugin that failed, so a broken plugin is never silent."""
     stream = stream or sys.stderr

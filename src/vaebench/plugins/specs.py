@@ -49,8 +49,8 @@ class ModelSpec:
 
     ``backends`` maps a backend name (``"torch"``, ``"jax"``) to a factory
     ``factory(spec: RunSpec, image_shape: tuple[int, int, int]) -> model``; the
-    model object implements that backend's model protocol (see
-    ``vaebench.plugins.backends``). ``hyperparameters`` names the RunSpec fields
+    model object implements that backend's model protocol (``TorchModel`` /
+    ``JaxModel`` in ``plugins/contract.py``). ``hyperparameters`` names the RunSpec fields
     the objective reads (``beta``, ``capacity``, ``gamma``, ``capacity_steps``);
     the others are normalised away so that two grid points differing only in an
     unused value are the same run.
@@ -163,12 +163,13 @@ class DatasetSpec:
 class BackendSpec:
     """A training backend, e.g. ``torch``, ``jax``.
 
-    ``backend``: import path (or class) of a class constructed with no arguments that
-    has ``name``, ``resolve_device(device: str) -> DeviceInfo`` (a one-line
+    ``backend``: import path (or class) of a class implementing the ``Backend`` Protocol
+    (``plugins/contract.py``): constructed with the plugin manager whose models it builds,
+    with ``name``, ``resolve_device(device: str) -> DeviceInfo`` (a one-line
     ``ValueError`` subclass for a device that does not exist here) and
-    ``train(spec, dataset, execution, on_progress) -> TrainedModel``
-    (``vaebench.plugins.backends.base``). ``load_checkpoint``: ``fn(directory) ->
-    TrainedModel`` rebuilding what that backend's ``TrainedModel.save`` wrote; default
+    ``train(spec, dataset, execution, on_progress) -> TrainedModel``.
+    ``load_checkpoint``: ``fn(directory, manager) -> TrainedModel`` rebuilding what that
+    backend's ``TrainedModel.save`` wrote, the model built through ``manager``; default
     the ``load_checkpoint`` of the backend class's module. Both are imported only when a
     run or a command uses the backend. ``install``: what to tell a user whose
     environment lacks the backend's framework (e.g. ``pip install 'vaebench[jax]'``).

@@ -1,7 +1,6 @@
 """Hook implementations: what this plugin adds to vaebench."""
 
-from vaebench import hookimpl
-from vaebench.plugins.specs import MetricSpec, ModelSpec
+from vaebench.plugin import MetricSpec, ModelSpec, hookimpl
 
 
 @hookimpl

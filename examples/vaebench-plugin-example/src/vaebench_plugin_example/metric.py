@@ -2,10 +2,10 @@
 
 import numpy as np
 
-from vaebench.plugins.specs import MetricResult
+from vaebench.plugin import EvaluationContext, MetricResult
 
 
-def latent_correlation(ctx) -> MetricResult:
+def latent_correlation(ctx: EvaluationContext) -> MetricResult:
     means = np.asarray(ctx.means, dtype=np.float64)
     active = means.var(axis=0) > 0.01
     if active.sum() < 2:

@@ -1,12 +1,13 @@
-"""What every backend shares: execution options, device info, the trained-model protocol,
-which grid points can train together as one vectorized group."""
+"""What every backend shares: execution options, device info, which grid points can train
+together as one vectorized group. The contract's types (``Backend``, ``TrainedModel``, the
+model protocols) are in ``plugins/contract.py``."""
 
 from __future__ import annotations
 
 import os
 import platform
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -297,36 +298,6 @@ def restart_note(step: int) -> str:
 class DeviceInfo:
     device: str  # e.g. "cpu", "cuda:0"
     name: str  # e.g. "NVIDIA H100 80GB HBM3" or the CPU model
-
-
-class TrainedModel(Protocol):
-    """A trained model as the evaluator and the registry see it."""
-
-    history: list[dict[str, float]]
-    steps_done: int
-    diverged: bool
-    train_seconds: float
-    final_loss: float
-    amp: str
-    compiled: bool
-
-    def evaluate(self, images: np.ndarray, reconstructions: bool = False) -> tuple[np.ndarray, ...]:
-        """Images ``(N, H, W, C)`` in [0, 1] -> posterior means ``(N, D)``,
-        log-variances ``(N, D)`` and reconstruction NLL ``(N,)`` nats (decoded from the mean),
-        and with ``reconstructions`` also the decoded Bernoulli means ``(N, H, W, C)``."""
-        ...
-
-    def decode(self, latents: np.ndarray) -> np.ndarray:
-        """Latents ``(M, D)`` -> Bernoulli means ``(M, H, W, C)`` in [0, 1]."""
-        ...
-
-    def encode(self, images: np.ndarray) -> np.ndarray:
-        """Images ``(N, H, W, C)`` -> posterior means ``(N, D)``."""
-        ...
-
-    def save(self, directory: str) -> dict[str, str]:
-        """Write a checkpoint (safetensors + JSON config); returns artifact name -> path."""
-        ...
 
 
 def cpu_name() -> str:

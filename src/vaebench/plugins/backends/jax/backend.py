@@ -52,6 +52,8 @@ from vaebench.plugins.backends.base import (
     write_signals,
 )
 from vaebench.plugins.backends.jax.nets import ConvTranspose2x
+from vaebench.plugins.contract import capability
+from vaebench.plugins.manager import PluginManager, plugin_manager
 
 #: Loss history keeps at most this many points per run (as the torch backend).
 HISTORY_POINTS = 200
@@ -194,9 +196,9 @@ def _train_step(
 ) -> tuple[Any, Any, Any, dict[str, Any]]:
     step_key = jax.random.fold_in(key, step)
     model = nnx.merge(graphdef, params, others)
-    if hasattr(model, "before_step"):  # may change parameters too (dead-code reset)
-        model.before_step(x, step, step_key, factors)
-        _, params, others = nnx.split(model, nnx.Param, ...)
+    # may change parameters too (VQ-VAE's dead-code reset); the default does nothing
+    capability(model, "before_step")(x, step, step_key, factors)
+    _, params, others = nnx.split(model, nnx.Param, ...)
     grads, others, values = loss_and_grads(graphdef, params, others, x, step, step_key, factors)
     updates, opt_state = optax.adam(lr).update(grads, opt_state, params)
     return optax.apply_updates(params, updates), others, opt_state, values
@@ -241,7 +243,7 @@ def _compiled_step(graphdef: Any, params: Any, others: Any, opt_state: Any, x: j
 @partial(jax.jit, static_argnums=(0, 4))
 def _eval_batch(graphdef: Any, state: Any, x: jax.Array, factors: Any, want_recons: bool) -> tuple[jax.Array, ...]:
     m = nnx.merge(graphdef, state)
-    if getattr(m, "needs_factors", False) and factors is None:
+    if capability(m, "needs_factors") and factors is None:
         factors = m.infer_factors(x)
     mu, logvar = m.encode(x, factors)
     logits = m.decode(mu, factors).astype(jnp.float32)
@@ -313,7 +315,7 @@ class TrainedJaxModel:
         """Chunks of at most :func:`eval_batch` rows on the device, zero-padded to a power of
         two >= 64 (at most 4 compiled shapes per function): ``(chunk, factor chunk or None,
         n_valid)``. Factors are passed only to a model that reads them."""
-        if not getattr(self.model, "needs_factors", False):
+        if not capability(self.model, "needs_factors"):
             factors = None
         size = min(eval_batch(self.device), max(64, 1 << max(0, len(arrays) - 1).bit_length()))
 
@@ -364,7 +366,7 @@ class TrainedJaxModel:
         with open(config, "w") as fh:
             json.dump({
                 "spec": asdict(self.spec), "backend": "jax", "latent_dim": int(self.model.latent_dim),
-                "image_shape": list(getattr(self.model, "image_shape", ())) or None, "layout": "NHWC",
+                "image_shape": list(capability(self.model, "image_shape") or ()) or None, "layout": "NHWC",
             }, fh, indent=2)
         artifacts = {"checkpoint": weights, "config": config, **write_signals(directory, self.signals)}
         if self.training_state is not None:
@@ -423,16 +425,20 @@ class JaxBackend:
     #: ``train`` takes ``resume`` (``vaebench continue``); ``train_group`` takes ``resume``
     #: and ``checkpoint_dirs`` (periodic checkpoints of each member).
     supports_resume = True
+    supports_vectorized = True
     supports_group_resume = True
+
+    def __init__(self, manager: PluginManager | None = None) -> None:
+        #: whose model specs :meth:`build` reads (default: the process-wide manager)
+        self.manager = plugin_manager(manager)
 
     def resolve_device(self, device: str) -> DeviceInfo:
         return resolve_device(device)
 
     def build(self, spec: Any, image_shape: tuple[int, int, int], dataset: Any = None) -> nnx.Module:
-        """The model of ``spec``; a factory that takes a ``dataset`` keyword gets it."""
-        from vaebench.plugins.manager import get_manager
-
-        return get_manager().model(spec.model).build("jax", spec, image_shape, dataset)
+        """The model of ``spec`` from this backend's manager; a factory that takes a
+        ``dataset`` keyword gets it."""
+        return self.manager.model(spec.model).build("jax", spec, image_shape, dataset)
 
     def group_key(self, spec: Any) -> tuple | None:
         """Specs with equal keys can train together in :meth:`train_group`; ``None``: alone."""
@@ -509,7 +515,7 @@ class JaxBackend:
             history_every = max(1, spec.steps // HISTORY_POINTS)
             report_every = max(1, execution.progress_every)
 
-            conditional = bool(getattr(model, "needs_factors", False))
+            conditional = bool(capability(model, "needs_factors"))
             grid = device_grid(dataset, jax_device, execution.device_grid)
 
             def batch() -> tuple[jax.Array, jax.Array | None]:
@@ -563,15 +569,15 @@ class JaxBackend:
             if not trained.diverged:
                 trained.training_state = (trained.steps_done, opt_state, rng, None)
         nnx.update(model, params, others)
-        if hasattr(model, "notes"):
-            execution.notes.extend(f"{spec.model}: {note}" for note in model.notes())
+        execution.notes.extend(f"{spec.model}: {note}" for note in capability(model, "notes")())
         if amp == "bf16":
             _set_compute_dtype(model, None)  # evaluate in float32, as the torch backend does
         return trained
 
 
-def load_checkpoint(directory: str) -> TrainedJaxModel:
-    """Rebuild a trained model from ``model.safetensors`` + ``config.json`` (no pickle)."""
+def load_checkpoint(directory: str, manager: PluginManager | None = None) -> TrainedJaxModel:
+    """Rebuild a trained model from ``model.safetensors`` + ``config.json`` (no pickle),
+    its model built through ``manager`` (default: the process-wide one)."""
     from safetensors.numpy import load_file
 
     from vaebench.plugins.runspec import RunSpec
@@ -581,9 +587,7 @@ def load_checkpoint(directory: str) -> TrainedJaxModel:
     if config.get("backend") != "jax":
         raise ValueError(f"{directory} holds a {config.get('backend')!r} checkpoint, not a JAX one")
     spec = RunSpec.from_dict(config["spec"])
-    from vaebench.plugins.manager import get_manager
-
-    manager = get_manager()
+    manager = plugin_manager(manager)
     image_shape = config.get("image_shape")
     dataset = None
     # The dataset is loaded only where needed: no stored image shape, or a factory that
@@ -593,6 +597,6 @@ def load_checkpoint(directory: str) -> TrainedJaxModel:
         image_shape = image_shape or dataset.image_shape
     cpu = jax.devices("cpu")[0]
     with jax.default_device(cpu):
-        model = JaxBackend().build(spec, tuple(image_shape), dataset)
+        model = JaxBackend(manager).build(spec, tuple(image_shape), dataset)
         load_flat_state(model, load_file(os.path.join(directory, "model.safetensors")))
     return TrainedJaxModel(model, spec, "cpu", "off", False, jax_device=cpu)

@@ -1,7 +1,8 @@
 """JAX (Flax NNX) implementations of the VAE family and the model zoo (cvae, vq_vae).
 
-The JAX model protocol every model factory returns (third-party models too); an
-``nnx.Module`` whose static attributes are hashable (they key the jit cache):
+The JAX model protocol every model factory returns (third-party models too; as a type,
+``contract.JaxModel``); an ``nnx.Module`` whose static attributes are hashable (they key
+the jit cache):
 
 - ``encode(x, factors=None) -> (mu, logvar)``: images ``(B, H, W, C)`` in [0, 1] ->
   ``(B, D)`` each;

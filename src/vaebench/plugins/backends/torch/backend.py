@@ -42,6 +42,8 @@ from vaebench.plugins.backends.base import (
     write_partial,
     write_signals,
 )
+from vaebench.plugins.contract import capability
+from vaebench.plugins.manager import PluginManager, plugin_manager
 
 #: Loss history keeps at most this many points per run.
 HISTORY_POINTS = 200
@@ -237,7 +239,7 @@ class TrainedTorchModel:
 
     @property
     def _conditional(self) -> bool:
-        return bool(getattr(self.model, "needs_factors", False))
+        return bool(capability(self.model, "needs_factors"))
 
     def _batches(self, images: np.ndarray, factors: np.ndarray | None = None):
         size = eval_batch(self.device)
@@ -394,16 +396,20 @@ class TorchBackend:
     #: ``train`` takes ``resume`` (``vaebench continue``); ``train_group`` takes ``resume``
     #: and ``checkpoint_dirs`` (periodic checkpoints of each member).
     supports_resume = True
+    supports_vectorized = True
     supports_group_resume = True
+
+    def __init__(self, manager: PluginManager | None = None) -> None:
+        #: whose model specs :meth:`build` reads (default: the process-wide manager)
+        self.manager = plugin_manager(manager)
 
     def resolve_device(self, device: str) -> DeviceInfo:
         return resolve_device(device)
 
     def build(self, spec: Any, image_shape: tuple[int, int, int], dataset: Any = None) -> torch.nn.Module:
-        """The model of ``spec``; a factory that takes a ``dataset`` keyword gets it."""
-        from vaebench.plugins.manager import get_manager
-
-        return get_manager().model(spec.model).build("torch", spec, image_shape, dataset)
+        """The model of ``spec`` from this backend's manager; a factory that takes a
+        ``dataset`` keyword gets it."""
+        return self.manager.model(spec.model).build("torch", spec, image_shape, dataset)
 
     def train(
         self,
@@ -469,7 +475,7 @@ class TorchBackend:
         model = model.to(device)
         # Optimizers a model owns (FactorVAE's discriminator); their parameters are
         # left out of the main Adam. See the model protocol in models.py.
-        aux_optimizers = model.auxiliary_optimizers() if hasattr(model, "auxiliary_optimizers") else {}
+        aux_optimizers = capability(model, "auxiliary_optimizers")()
         aux_params = {id(p) for opt in aux_optimizers.values() for g in opt.param_groups for p in g["params"]}
         optimizer = adam([p for p in model.parameters() if id(p) not in aux_params], spec.lr)
         scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
@@ -479,7 +485,7 @@ class TorchBackend:
             rng = np.random.default_rng([spec.seed, resume.step])
             torch.manual_seed(int(rng.integers(2**62)))
             execution.notes.append(restart_note(resume.step))
-        conditional = bool(getattr(model, "needs_factors", False))
+        conditional = bool(capability(model, "needs_factors"))
         step_fn = model.loss_terms
         compiled = False
         if execution.compile:
@@ -562,13 +568,13 @@ class TorchBackend:
         trained.train_seconds = time.perf_counter() - start + (resume.train_seconds if resume is not None else 0.0)
         if not trained.diverged:
             trained.training_state = TrainingState(trained.steps_done, optimizers, rng, device, scaler)
-        if hasattr(model, "notes"):
-            execution.notes.extend(f"{spec.model}: {note}" for note in model.notes())
+        execution.notes.extend(f"{spec.model}: {note}" for note in capability(model, "notes")())
         return trained
 
 
-def load_checkpoint(directory: str) -> TrainedTorchModel:
-    """Rebuild a trained model from ``model.safetensors`` + ``config.json`` (no pickle)."""
+def load_checkpoint(directory: str, manager: PluginManager | None = None) -> TrainedTorchModel:
+    """Rebuild a trained model from ``model.safetensors`` + ``config.json`` (no pickle),
+    its model built through ``manager`` (default: the process-wide one)."""
     from safetensors.torch import load_file
 
     from vaebench.plugins.runspec import RunSpec
@@ -576,11 +582,9 @@ def load_checkpoint(directory: str) -> TrainedTorchModel:
     with open(os.path.join(directory, "config.json")) as fh:
         config = json.load(fh)
     spec = RunSpec.from_dict(config["spec"])
-    from vaebench.plugins.manager import get_manager
-
-    dataset_spec = get_manager().dataset(spec.dataset)
+    backend = TorchBackend(manager)
+    dataset_spec = backend.manager.dataset(spec.dataset)
     dataset = dataset_spec.loader()(path=spec.dataset_path)
-    backend = TorchBackend()
     model = backend.build(spec, dataset.image_shape, dataset)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

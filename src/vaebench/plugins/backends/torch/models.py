@@ -1,6 +1,7 @@
 """Torch implementations of the VAE family and the model zoo.
 
-The torch model protocol every model factory returns (third-party models too).
+The torch model protocol every model factory returns (third-party models too); as a
+type, ``contract.TorchModel`` (its optional members' defaults: ``contract.capability``).
 Required:
 
 - ``encode(x) -> (mu, logvar)``: images ``(B, C, H, W)`` in [0, 1] -> ``(B, D)`` each;

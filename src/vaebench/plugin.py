@@ -1,0 +1,83 @@
+"""Everything a vaebench plugin author imports, in one place.
+
+A plugin imports from here and nowhere else in vaebench: the modules behind these names
+(``vaebench.plugins.*``) are internal and may move; this namespace is the contract.
+Importing it imports neither torch nor jax.
+
+A plugin is a module named under the ``vaebench`` entry-point group of its package::
+
+    [project.entry-points.vaebench]
+    myplugin = "my_pkg.plugin"
+
+that implements any of the four hooks with :data:`hookimpl`, each handed a ``register``
+callable::
+
+    from vaebench.plugin import MetricSpec, ModelSpec, hookimpl
+
+    @hookimpl
+    def vaebench_register_models(register):
+        register(ModelSpec(name="my_vae", description="...",
+                           backends={"torch": "my_pkg.model:build"},   # imported when trained
+                           hyperparameters=("beta",), defaults={"beta": 4.0}))
+
+    @hookimpl
+    def vaebench_register_metrics(register):
+        register(MetricSpec(name="my_metric", description="...",
+                            compute="my_pkg.metric:compute", direction="higher"))
+
+- A **model**: ``ModelSpec.backends`` maps a backend to a factory ``factory(spec:
+  RunSpec, image_shape: (H, W, C)) -> model``; the model implements :class:`TorchModel`
+  (an ``nn.Module``) or :class:`JaxModel` (an ``nnx.Module``). Optional members
+  (``needs_factors``, ``notes()``, ...) have the defaults those Protocols declare.
+- A **metric**: ``compute(ctx: EvaluationContext) -> MetricResult | dict[str, float]``;
+  raise :class:`MetricUnavailable` when it cannot be computed here.
+- A **dataset**: ``DatasetSpec.load(path=None) -> FactorDataset``; raise
+  :class:`DatasetError` with what to do when it cannot be loaded.
+- A **backend**: ``BackendSpec.backend`` names a class implementing :class:`Backend`,
+  constructed with the plugin manager whose models it builds; it trains a
+  :class:`RunSpec` under :class:`ExecutionOptions` into a :class:`TrainedModel`.
+
+Heavy code is named by import path (``"package.module:attribute"``) and imported only
+when used, so listing plugins stays cheap. ``examples/vaebench-plugin-example`` is a
+complete, pip-installable plugin.
+"""
+
+from __future__ import annotations
+
+from vaebench import hookimpl
+from vaebench.plugins.backends.base import DeviceInfo, ExecutionOptions, ResumePoint
+from vaebench.plugins.contract import (
+    Backend,
+    BackendCapabilities,
+    JaxModel,
+    ModelCapabilities,
+    TorchModel,
+    TrainedModel,
+    VectorizedBackend,
+)
+from vaebench.plugins.datasets.base import DatasetError, FactorDataset
+from vaebench.plugins.metrics.context import EvaluationContext
+from vaebench.plugins.runspec import RunSpec
+from vaebench.plugins.specs import (
+    BackendSpec,
+    DatasetSpec,
+    MetricResult,
+    MetricSpec,
+    MetricUnavailable,
+    ModelSpec,
+)
+
+__all__ = [
+    # hooks
+    "hookimpl",
+    # what a plugin registers
+    "ModelSpec", "MetricSpec", "DatasetSpec", "BackendSpec",
+    # metrics
+    "EvaluationContext", "MetricResult", "MetricUnavailable",
+    # datasets
+    "FactorDataset", "DatasetError",
+    # models and backends
+    "TorchModel", "JaxModel", "ModelCapabilities",
+    "Backend", "VectorizedBackend", "BackendCapabilities", "TrainedModel",
+    "RunSpec", "ExecutionOptions", "DeviceInfo", "ResumePoint",
+]

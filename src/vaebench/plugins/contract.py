@@ -1,0 +1,283 @@
+"""The backend contract as types: what a backend, a torch model, a JAX model and a trained
+model provide. Types only (no torch, no jax); the implementations live in
+``plugins/backends/``. Plugin authors read these through :mod:`vaebench.plugin`.
+
+Each Protocol's optional part — capability flags and optional methods, each with its
+default — is a Protocol of its own (:class:`BackendCapabilities`,
+:class:`ModelCapabilities`, :class:`TorchModelCapabilities`,
+:class:`JaxModelCapabilities`, :class:`TrainedModelCapabilities`) that the full
+Protocol extends. An implementation declares any of them or none; the harness and the
+backends read one with :func:`capability`, the one place where a member an
+implementation left out becomes the default declared here.
+
+Why a reader rather than a base class that implementations inherit the defaults from: a
+third-party model is a plain ``nn.Module`` or ``nnx.Module`` that implements the
+Protocol structurally; a default reached only through inheritance would break every
+model that does not inherit it (all that exist outside this package), and
+``nnx.Module``'s metaclass cannot be combined with ``Protocol``'s, so a JAX model could
+not inherit the Protocol's defaults anyway.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
+
+import numpy as np
+
+from vaebench.plugins.backends.base import DeviceInfo, ExecutionOptions, ProgressCallback, ResumePoint
+
+if TYPE_CHECKING:  # types only: the manager is handed in, never imported from here
+    from vaebench.plugins.manager import PluginManager
+    from vaebench.plugins.runspec import RunSpec
+
+
+# ----------------------------------------------------------------- backends
+
+
+class BackendCapabilities(Protocol):
+    """What a backend may declare it can do (class attributes; defaults: it cannot)."""
+
+    #: ``train`` takes ``resume: ResumePoint`` (``vaebench continue``; a run picked up
+    #: from its periodic checkpoint): it starts at ``resume.step + 1`` and extends the
+    #: point's history, signals and seconds.
+    supports_resume: bool = False
+    #: ``group_key(spec)`` and ``train_group(...)`` exist (:class:`VectorizedBackend`):
+    #: the ``vectorized`` strategy trains grid points with equal keys as one program.
+    supports_vectorized: bool = False
+    #: ``train_group`` takes ``resume`` (one point per member, one step for all) and
+    #: ``checkpoint_dirs`` (each member's periodic checkpoint directory).
+    supports_group_resume: bool = False
+
+
+class Backend(BackendCapabilities, Protocol):
+    """A training backend: the class a ``BackendSpec`` names.
+
+    Constructed with the plugin manager whose models it builds (``cls(manager)``:
+    ``get_backend(name, manager)``), so a model registered on an in-process manager
+    trains like an installed one.
+    """
+
+    name: str
+
+    def __init__(self, manager: PluginManager) -> None: ...
+
+    def resolve_device(self, device: str) -> DeviceInfo:
+        """``auto | cpu | gpu | cuda | cuda:N`` -> the device a run trains on; a device
+        that does not exist here raises a ``ValueError`` subclass with one line."""
+        ...
+
+    def train(
+        self,
+        spec: RunSpec,
+        dataset: Any,
+        execution: ExecutionOptions,
+        on_progress: ProgressCallback | None = None,
+        model: Any = None,
+        resume: ResumePoint | None = None,
+    ) -> TrainedModel:
+        """Train ``spec`` on ``dataset`` (a ``FactorDataset``): batches from
+        ``np.random.default_rng(spec.seed)``; ``on_progress(step, {loss, recon, kl,
+        images_per_second})`` every ``execution.progress_every`` steps; a non-finite loss
+        ends training with ``diverged``; notes for the record go to ``execution.notes``.
+        ``model``: a prebuilt model (default: the model spec's factory, through the
+        manager). ``resume`` only where :attr:`supports_resume`."""
+        ...
+
+
+class VectorizedBackend(Backend, Protocol):
+    """A backend with ``supports_vectorized = True``."""
+
+    def group_key(self, spec: RunSpec) -> tuple | None:
+        """Specs with equal keys train together in :meth:`train_group`; ``None``: alone."""
+        ...
+
+    def train_group(
+        self,
+        specs: Sequence[RunSpec],
+        dataset: Any,
+        execution: ExecutionOptions,
+        on_progress: Sequence[ProgressCallback | None] | None = None,
+        resume: Sequence[ResumePoint | None] | None = None,
+        checkpoint_dirs: Sequence[str | None] | None = None,
+    ) -> list[TrainedModel]:
+        """One trained model per spec (``resume`` / ``checkpoint_dirs`` only where
+        :attr:`supports_group_resume`)."""
+        ...
+
+
+# ----------------------------------------------------------------- models
+
+
+class ModelCapabilities(Protocol):
+    """What a torch or JAX model may declare (defaults: a plain Gaussian VAE)."""
+
+    #: The model reads the dataset's factors: the training step passes the batch's factor
+    #: rows ``(B, K)`` int as ``factors``, evaluation passes the held-out set's; without
+    #: them (a metric's ``encode``, a figure) ``encode`` infers them (``infer_factors``)
+    #: and ``decode`` uses a default condition.
+    needs_factors: bool = False
+    #: ``encode`` returns a Gaussian posterior (``False``: VQ-VAE; the posterior-collapse
+    #: check is skipped).
+    gaussian_posterior: bool = True
+    #: A label-conditional model (cvae): how many labels it conditions on, read from
+    #: factor ``factor_index`` of ``num_factors`` (both then required); the run's figures
+    #: add samples per label. ``None``: not label-conditional.
+    num_classes: int | None = None
+
+    def notes(self) -> list[str]:
+        """One-line warnings added to the run's record after training (VQ-VAE: codebook
+        collapse)."""
+        return []
+
+
+class TorchModelCapabilities(ModelCapabilities, Protocol):
+    def auxiliary_optimizers(self) -> dict[str, Any]:
+        """``{name: torch.optim.Optimizer}`` the model owns over some of its parameters
+        (FactorVAE's discriminator): the backend leaves those out of the main Adam and
+        steps each on ``loss_terms(...)["aux_losses"][name]``."""
+        return {}
+
+
+class TorchModel(TorchModelCapabilities, Protocol):
+    """What a torch model factory returns: an ``nn.Module`` with these members
+    (``plugins/backends/torch/models.py`` has the full text)."""
+
+    #: D, the width of what ``encode`` returns and ``decode`` takes.
+    latent_dim: int
+
+    def encode(self, x: Any, factors: Any = None) -> tuple[Any, Any]:
+        """Images ``(B, C, H, W)`` in [0, 1] -> ``(mu, logvar)``, ``(B, D)`` each."""
+        ...
+
+    def decode(self, z: Any, factors: Any = None) -> Any:
+        """``(B, D)`` -> pixel logits ``(B, C, H, W)``."""
+        ...
+
+    def loss_terms(self, x: Any, step: int, **factors: Any) -> dict[str, Any]:
+        """``loss`` (scalar to minimise), ``recon`` and ``kl`` (batch means, nats per
+        image), ``kl_per_dim`` ``(D,)``, ``capacity`` (float or ``None``); optionally
+        ``signals`` and ``aux_losses`` (``{name: scalar}``)."""
+        ...
+
+    def recon_errors(self, x: Any, logits: Any) -> Any:
+        """Per-image negative log-likelihood ``(B,)`` nats."""
+        ...
+
+
+class JaxModelCapabilities(ModelCapabilities, Protocol):
+    #: ``(H, W, C)`` the model was built for: written to ``config.json``, so that loading
+    #: the checkpoint need not load the dataset to learn it. ``None``: not known.
+    image_shape: tuple[int, int, int] | None = None
+
+    def before_step(self, x: Any, step: Any, key: Any, factors: Any = None) -> None:
+        """Traced before each gradient step; may change any variable, parameters included
+        (VQ-VAE's dead-code reset). Default: nothing."""
+        return None
+
+
+class JaxModel(JaxModelCapabilities, Protocol):
+    """What a JAX model factory returns: an ``nnx.Module`` with these members, traceable
+    (``plugins/backends/jax/models.py`` has the full text)."""
+
+    latent_dim: int
+
+    def encode(self, x: Any, factors: Any = None) -> tuple[Any, Any]:
+        """Images ``(B, H, W, C)`` in [0, 1] -> ``(mu, logvar)``, ``(B, D)`` each."""
+        ...
+
+    def decode(self, z: Any, factors: Any = None) -> Any:
+        """``(B, D)`` -> pixel logits ``(B, H, W, C)``."""
+        ...
+
+    def loss_terms(self, x: Any, step: Any, key: Any = None, factors: Any = None, eps: Any = None) -> dict[str, Any]:
+        """As :meth:`TorchModel.loss_terms`, traced with ``step`` an ``int32`` and ``key``
+        the step's PRNG key; ``signals`` always present (may be empty)."""
+        ...
+
+    def recon_errors(self, x: Any, logits: Any) -> Any:
+        """Per-image negative log-likelihood ``(B,)`` nats."""
+        ...
+
+
+# ----------------------------------------------------------------- trained models
+
+
+class TrainedModelCapabilities(Protocol):
+    """What a trained model may carry besides its record."""
+
+    #: Per history point, ``{"step": s, name: value}`` for the training signals the model
+    #: reports (scheduled β, TC estimate, codebook perplexity, ...).
+    signals: Sequence[dict[str, float]] = ()
+    #: The backend's model (a :class:`TorchModel` / :class:`JaxModel`), whose capabilities
+    #: the evaluator reads; ``None``: none to read (all defaults).
+    model: Any = None
+
+
+class TrainedModel(TrainedModelCapabilities, Protocol):
+    """A trained model as the evaluator and the registry see it."""
+
+    #: ≤ 200 points ``{step, loss, recon, kl, capacity}``.
+    history: list[dict[str, float]]
+    steps_done: int
+    diverged: bool
+    train_seconds: float
+    final_loss: float
+    amp: str
+    compiled: bool
+
+    def evaluate(
+        self, images: np.ndarray, reconstructions: bool = False, factors: np.ndarray | None = None
+    ) -> tuple[np.ndarray, ...]:
+        """Images ``(N, H, W, C)`` in [0, 1] -> posterior means ``(N, D)``, log-variances
+        ``(N, D)`` and reconstruction NLL ``(N,)`` nats (decoded from the mean), and with
+        ``reconstructions`` also the decoded Bernoulli means ``(N, H, W, C)``. ``factors``
+        ``(N, K)`` only for a model that ``needs_factors``."""
+        ...
+
+    def decode(self, latents: np.ndarray, factors: np.ndarray | None = None) -> np.ndarray:
+        """Latents ``(M, D)`` -> Bernoulli means ``(M, H, W, C)`` in [0, 1]."""
+        ...
+
+    def encode(self, images: np.ndarray, factors: np.ndarray | None = None) -> np.ndarray:
+        """Images ``(N, H, W, C)`` -> posterior means ``(N, D)``."""
+        ...
+
+    def save(self, directory: str) -> dict[str, str]:
+        """Write a checkpoint (safetensors + ``config.json`` with ``"backend": name``, no
+        pickle); returns artifact name -> path."""
+        ...
+
+
+# ----------------------------------------------------------------- reading capabilities
+
+
+def _declared(*protocols: type) -> dict[str, Any]:
+    """Every optional member the capability Protocols declare, with its default."""
+    defaults: dict[str, Any] = {}
+    for protocol in protocols:
+        for name, value in vars(protocol).items():
+            if not name.startswith("_"):
+                defaults[name] = value
+    return defaults
+
+
+#: Optional member name -> its default (a value, or a function bound to the object read).
+CAPABILITIES: dict[str, Any] = _declared(
+    BackendCapabilities, ModelCapabilities, TorchModelCapabilities, JaxModelCapabilities, TrainedModelCapabilities,
+)
+
+_ABSENT = object()
+
+
+def capability(obj: object, name: str) -> Any:
+    """``obj``'s optional member ``name`` (a flag, or a method to call) as ``obj`` declares
+    it, or the contract's default where it does not (a method default comes bound to
+    ``obj``). ``obj`` may be ``None`` (all defaults). An undeclared ``name`` is a
+    ``KeyError``: only the contract's optional members have defaults."""
+    default = CAPABILITIES[name]
+    value = getattr(obj, name, _ABSENT)
+    if value is not _ABSENT:
+        return value
+    return functools.partial(default, obj) if inspect.isfunction(default) else default
