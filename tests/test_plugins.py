@@ -23,6 +23,7 @@ import pytest
 import vaebench
 from vaebench.plugins import builtin
 from vaebench.plugins.manager import PluginManager
+from vaebench.plugins.runspec import BETA_SCHEDULE_FIELDS
 from vaebench.plugins.specs import DatasetSpec, MetricSpec, ModelSpec
 
 from conftest import ROOT, TINY, run_vaebench
@@ -138,7 +139,8 @@ def test_list_gives_name_and_one_line_description(kind):
     for name in expected:
         assert _by_name(rows)[name]["plugin"] == "builtin"
     if kind == "models":
-        assert _by_name(rows)["beta_vae"]["hyperparameters"] == ["beta"]
+        # what the model reads, declared once: β and the β schedule every β model shares
+        assert _by_name(rows)["beta_vae"]["hyperparameters"] == ["beta", *BETA_SCHEDULE_FIELDS]
         assert _by_name(rows)["beta_vae"]["backends"] == ["jax", "torch"]
         assert _by_name(rows)["cvae"]["backends"] == ["jax", "torch"]
         assert _by_name(rows)["dip_vae"]["backends"] == ["torch"]
@@ -206,7 +208,7 @@ def test_list_includes_example_plugin_specs(example_site):
     env = _env(example_site)
     models = _by_name(_json(run_vaebench("list", "models", "--json", env_extra=env)))
     assert models["mse_beta_vae"]["plugin"] == "example"
-    assert models["mse_beta_vae"]["hyperparameters"] == ["beta"]
+    assert models["mse_beta_vae"]["hyperparameters"] == ["beta", *BETA_SCHEDULE_FIELDS]  # a plain "beta", as before
     assert models["mse_beta_vae"]["backends"] == ["torch"]
     assert models["beta_vae"]["plugin"] == "builtin"
     metrics = _by_name(_json(run_vaebench("list", "metrics", "--json", env_extra=env)))

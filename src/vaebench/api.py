@@ -28,42 +28,32 @@ def _as_list(value: Any) -> list[Any] | None:
 def plan_grid(
     models: str | Sequence[str] = "beta_vae",
     *,
-    betas: Sequence[float] | float | None = None,
-    capacities: Sequence[float] | float | None = None,
-    gammas: Sequence[float] | float | None = None,
-    capacity_steps: Sequence[int] | int | None = None,
-    seeds: Sequence[int] | int | None = None,
-    latent_dims: Sequence[int] | int | None = None,
-    steps: Sequence[int] | int | None = None,
-    batch_sizes: Sequence[int] | int | None = None,
-    lrs: Sequence[float] | float | None = None,
     datasets: str | Sequence[str] = "dsprites",
     backends: str | Sequence[str] = "torch",
     architectures: str | Sequence[str] = "conv",
     dataset_path: str | None = None,
-    **more_axes: Any,
+    per_model: dict[str, dict[str, Any]] | None = None,
+    manager: Any = None,
+    **axes: Any,
 ) -> list[Any]:
     """The RunSpecs of a grid (the product of every list), without running anything.
 
-    ``more_axes`` takes any other grid axis by its RunSpec field name, a value or a
-    list: ``dip_type="ii"``, ``lambda_od=[1, 10]``, ``beta_schedule="linear"``.
+    ``axes``: every grid axis by name or alias (``vaebench list models`` shows each
+    model's hyperparameters), a value, a list or a string ``"1,4,8"`` / ``"1:16:5:log"``:
+    the shared ``seeds`` (``seed``), ``latent_dims``, ``steps``, ``batch_sizes``, ``lrs``;
+    the built-in models' ``betas``, ``capacities``, ``gammas``, ``capacity_steps``,
+    ``beta_schedule``, ``dip_type``, ``lambda_od``, ...; a plugin model's own
+    (``sigma=[0.1, 0.3]``). ``per_model``: a model's own lists, which replace the
+    top-level ones for that model: ``per_model={"factor_vae": {"gamma": [10, 40]}}``.
+    ``manager``: the plugin manager (default: the process's).
     """
-    from vaebench.harness.plan import AXES, PlanError
     from vaebench.harness.plan import plan_grid as _plan
     from vaebench.plugins.manager import get_manager
 
-    unknown = sorted(set(more_axes) - set(AXES))
-    if unknown:
-        raise PlanError(f"unknown grid axis {unknown[0]!r} (known: {', '.join(sorted(AXES))})")
-    axes = {k: _as_list(v) for k, v in more_axes.items()}
-    axes |= {
-        "beta": _as_list(betas), "capacity": _as_list(capacities), "gamma": _as_list(gammas),
-        "capacity_steps": _as_list(capacity_steps), "seed": _as_list(seeds), "latent_dim": _as_list(latent_dims),
-        "steps": _as_list(steps), "batch_size": _as_list(batch_sizes), "lr": _as_list(lrs),
-    }
     return _plan(
-        get_manager(), _as_list(models) or [], axes, datasets=_as_list(datasets) or [],
+        manager or get_manager(), _as_list(models) or [], axes, datasets=_as_list(datasets) or [],
         backends=_as_list(backends) or [], architectures=_as_list(architectures) or [], dataset_path=dataset_path,
+        per_model=per_model,
     )
 
 
@@ -352,11 +342,13 @@ def run_grid(
     checkpoint_every: int = 0,
     fid_weights: str | None = None,
     lpips_weights: str | None = None,
+    manager: Any = None,
     **grid: Any,
 ) -> Any:
     """Plan and run a grid; returns a ``GridResult`` (``.records``: the records written,
     ``.skipped``: specs already recorded when ``resume``, ``.strategy``: how they were
-    trained). ``grid`` takes the keyword arguments of :func:`plan_grid`; ``strategy``:
+    trained). ``grid`` takes the keyword arguments of :func:`plan_grid` (every grid axis,
+    ``per_model``, ``datasets`` ...); ``manager``: the plugin manager; ``strategy``:
     ``auto`` | ``sequential`` | ``processes`` | ``vectorized`` (``vaebench run --help``);
     ``metric_options`` per metric, e.g. ``{"fid_inception": {"n": 2000}}``;
     ``fid_weights`` / ``lpips_weights``: weights files (``vaebench run --fid-weights``);
@@ -365,11 +357,11 @@ def run_grid(
 
     Makes every check ``vaebench run`` makes (:func:`prepare_grid`) before anything trains
     or is written, raising the same one-line errors."""
-    specs = plan_grid(models, **grid)
+    specs = plan_grid(models, manager=manager, **grid)
     prepared = prepare_grid(
         specs, registry=registry, metrics=metrics, resume=resume, device=device, amp=amp, compile=compile,
         threads=threads, eval_samples=eval_samples, strategy=strategy, metric_options=metric_options,
-        checkpoint_every=checkpoint_every, fid_weights=fid_weights, lpips_weights=lpips_weights,
+        checkpoint_every=checkpoint_every, fid_weights=fid_weights, lpips_weights=lpips_weights, manager=manager,
     )
     return run_prepared(prepared, reporter=_progress_reporter(progress))
 

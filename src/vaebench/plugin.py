@@ -12,13 +12,15 @@ A plugin is a module named under the ``vaebench`` entry-point group of its packa
 that implements any of the four hooks with :data:`hookimpl`, each handed a ``register``
 callable::
 
-    from vaebench.plugin import MetricSpec, ModelSpec, hookimpl
+    from vaebench.plugin import Hyperparameter, MetricSpec, ModelSpec, hookimpl
 
     @hookimpl
     def vaebench_register_models(register):
         register(ModelSpec(name="my_vae", description="...",
                            backends={"torch": "my_pkg.model:build"},   # imported when trained
-                           hyperparameters=("beta",), defaults={"beta": 4.0}))
+                           hyperparameters=("beta", Hyperparameter("sigma", float, 0.1, minimum=0.0,
+                                                                   help="decoder noise")),
+                           defaults={"beta": 4.0}))
 
     @hookimpl
     def vaebench_register_metrics(register):
@@ -26,7 +28,8 @@ callable::
                             compute="my_pkg.metric:compute", direction="higher"))
 
 - A **model**: ``ModelSpec.backends`` maps a backend to a factory ``factory(spec:
-  RunSpec, image_shape: (H, W, C)) -> model``; the model implements :class:`TorchModel`
+  RunSpec, image_shape: (H, W, C)) -> model``, reading its own hyperparameters with
+  ``spec.hyperparameter(name)`` (each a grid axis: ``--hp sigma=0.1,0.3``); the model implements :class:`TorchModel`
   (an ``nn.Module``) or :class:`JaxModel` (an ``nnx.Module``). Optional members
   (``needs_factors``, ``notes()``, ...) have the defaults those Protocols declare.
 - A **metric**: ``compute(ctx: EvaluationContext) -> MetricResult | dict[str, float]``;
@@ -61,6 +64,7 @@ from vaebench.plugins.runspec import RunSpec
 from vaebench.plugins.specs import (
     BackendSpec,
     DatasetSpec,
+    Hyperparameter,
     MetricResult,
     MetricSpec,
     MetricUnavailable,
@@ -71,7 +75,7 @@ __all__ = [
     # hooks
     "hookimpl",
     # what a plugin registers
-    "ModelSpec", "MetricSpec", "DatasetSpec", "BackendSpec",
+    "ModelSpec", "Hyperparameter", "MetricSpec", "DatasetSpec", "BackendSpec",
     # metrics
     "EvaluationContext", "MetricResult", "MetricUnavailable",
     # datasets

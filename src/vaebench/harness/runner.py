@@ -140,7 +140,7 @@ def check_grid(
         if key not in loaded:
             loaded[key] = manager.dataset(key[0]).loader()(path=key[1])
     for spec in specs:
-        if "condition" in manager.model(spec.model).hyperparameters:
+        if "condition" in manager.model(spec.model).hyperparameter_names:
             from vaebench.plugins.models.objectives import cvae_condition
 
             cvae_condition(spec, loaded[(spec.dataset, spec.dataset_path)])
@@ -458,7 +458,7 @@ def continued_spec(parent: Mapping[str, Any], more_steps: int, manager: PluginMa
     if done + more_steps > INT_MAX:
         raise ContinueError(f"--steps: {more_steps} more steps would end past step {INT_MAX}, the largest int64")
     pinned: dict[str, Any] = {"steps": done + more_steps, "start_step": done}
-    reads = set(manager.model(spec.model).hyperparameters)
+    reads = set(manager.model(spec.model).hyperparameter_names)
     if "capacity_steps" in reads and spec.capacity_steps is None:
         pinned["capacity_steps"] = spec.steps
     if spec.beta_schedule == "linear" and spec.beta_warmup_steps is None:

@@ -4,10 +4,47 @@ exactly as a third-party package registers its own (see pyproject.toml)."""
 from __future__ import annotations
 
 from vaebench import hookimpl
-from vaebench.plugins.specs import BackendSpec, DatasetSpec, MetricSpec, ModelSpec
+from vaebench.plugins.specs import BackendSpec, DatasetSpec, Hyperparameter, MetricSpec, ModelSpec
 
 _TORCH = "vaebench.plugins.backends.torch.models"
 _JAX = "vaebench.plugins.backends.jax.models"
+
+# The built-in models' hyperparameters, each declared once (a model's ``defaults`` entry
+# wins over the declaration's default). Every one is a grid axis: ``--NAME VALUES`` or
+# an alias (``--betas``), ``--hp NAME=VALUES``, a config key, an API keyword argument.
+BETA = Hyperparameter("beta", float, minimum=0.0, aliases=("betas",),
+                      help="β, the weight of the KL (or TC) term.")
+#: The β schedule (``objectives.beta_at``): read by every model that reads β.
+BETA_SCHEDULE = (
+    Hyperparameter("beta_schedule", str, choices=("constant", "linear", "cyclical"),
+                   help="β schedule: constant | linear | cyclical (Fu et al. 2019). [default: constant]"),
+    Hyperparameter("beta_start", float, minimum=0.0, help="β at the start of a linear / cyclical schedule. [default: 0]"),
+    Hyperparameter("beta_warmup_steps", int, minimum=0, help="Steps of the linear β warm-up. [default: --steps]"),
+    Hyperparameter("beta_cycles", int, minimum=1, help="Cycles of the cyclical β schedule. [default: 4]"),
+)
+READS_BETA = (BETA, *BETA_SCHEDULE)
+GAMMA = Hyperparameter("gamma", float, minimum=0.0, inclusive=False, aliases=("gammas",),
+                       help="γ: the weight of |KL − C| (beta_vae_capacity) or of the TC (factor_vae).")
+CAPACITY = (
+    Hyperparameter("capacity", float, minimum=0.0, aliases=("capacities",), help="C_max in nats."),
+    GAMMA,
+    Hyperparameter("capacity_steps", int, minimum=0, help="Steps to ramp C from 0 to C_max. [default: --steps]"),
+)
+CONDITION = Hyperparameter("condition", str, help="The factor cvae conditions on, e.g. shape, digit. "
+                                                  "[default: the dataset's first]")
+DIP = (
+    Hyperparameter("dip_type", str, "i", choices=("i", "ii"), help="DIP-VAE type: i | ii."),
+    Hyperparameter("lambda_od", float, 10.0, minimum=0.0, help="DIP-VAE off-diagonal weight."),
+    Hyperparameter("lambda_d", float, minimum=0.0, help="DIP-VAE diagonal weight. [default: 10·λ_od (i), λ_od (ii)]"),
+)
+VQ = (
+    Hyperparameter("codebook_size", int, 512, minimum=1, help="VQ-VAE codebook size K."),
+    Hyperparameter("codebook_dim", int, 8, minimum=1, help="VQ-VAE code dimension."),
+    Hyperparameter("commitment", float, 0.25, minimum=0.0, help="VQ-VAE commitment cost."),
+    Hyperparameter("codebook_update", str, "loss", choices=("loss", "ema"),
+                   help="VQ-VAE codebook learning: loss | ema (decay 0.99)."),
+    Hyperparameter("dead_code_steps", int, 0, minimum=0, help="VQ-VAE: reset codes unused this many steps (0: never)."),
+)
 
 
 @hookimpl
@@ -21,38 +58,37 @@ def vaebench_register_models(register):
         name="beta_vae",
         description="β-VAE (Higgins et al. 2017): recon + β·KL.",
         backends={"torch": f"{_TORCH}:build_beta_vae", "jax": f"{_JAX}:build_beta_vae"},
-        hyperparameters=("beta",),
+        hyperparameters=READS_BETA,
         defaults={"beta": 4.0},
     ))
     register(ModelSpec(
         name="beta_vae_capacity",
         description="β-VAE with controlled capacity (Burgess et al. 2018): recon + γ·|KL − C|, C ramped 0→C_max.",
         backends={"torch": f"{_TORCH}:build_beta_vae_capacity", "jax": f"{_JAX}:build_beta_vae_capacity"},
-        hyperparameters=("capacity", "gamma", "capacity_steps"),
-        defaults={"capacity": 25.0, "gamma": 1000.0, "capacity_steps": None},
+        hyperparameters=CAPACITY,
+        defaults={"capacity": 25.0, "gamma": 1000.0},
     ))
-    # The model zoo. A model reading β also reads the β schedule (beta_schedule,
-    # beta_start, beta_warmup_steps, beta_cycles: harness.plan.fields_read).
+    # The model zoo. A model reading β also reads the β schedule (READS_BETA).
     register(ModelSpec(
         name="cvae",
         description="Conditional VAE (Sohn et al. 2015): encoder and decoder see the one-hot of a factor "
                     "(--condition, default the dataset's first); recon + β·KL.",
         backends={"torch": f"{_TORCH}:build_cvae", "jax": f"{_JAX}:build_cvae"},
-        hyperparameters=("beta", "condition"),
-        defaults={"beta": 1.0, "condition": None},
+        hyperparameters=(*READS_BETA, CONDITION),
+        defaults={"beta": 1.0},
     ))
     register(ModelSpec(
         name="beta_tcvae",
         description="β-TCVAE (Chen et al. 2018): recon + MI + β·TC + dim-wise KL, minibatch weighted sampling.",
         backends={"torch": f"{_TORCH}:build_beta_tcvae"},
-        hyperparameters=("beta",),
+        hyperparameters=READS_BETA,
         defaults={"beta": 6.0},
     ))
     register(ModelSpec(
         name="factor_vae",
         description="FactorVAE (Kim & Mnih 2018): recon + KL + γ·TC, TC by a 6×1000 discriminator (density ratio).",
         backends={"torch": f"{_TORCH}:build_factor_vae"},
-        hyperparameters=("gamma",),
+        hyperparameters=(GAMMA,),
         defaults={"gamma": 40.0},
     ))
     register(ModelSpec(
@@ -60,17 +96,14 @@ def vaebench_register_models(register):
         description="DIP-VAE (Kumar et al. 2018), type i or ii: recon + KL + λ_od·off-diag² + λ_d·(diag − 1)² of the "
                     "latent covariance; λ_d defaults to 10·λ_od (i) or λ_od (ii), as disentanglement_lib's study.",
         backends={"torch": f"{_TORCH}:build_dip_vae"},
-        hyperparameters=("dip_type", "lambda_od", "lambda_d"),
-        defaults={"dip_type": "i", "lambda_od": 10.0, "lambda_d": None},
+        hyperparameters=DIP,
     ))
     register(ModelSpec(
         name="vq_vae",
         description="VQ-VAE (van den Oord et al. 2017): latent_dim slots quantised to a shared codebook "
                     "(K 512, dim 8), straight-through, commitment 0.25; optional EMA codebook and dead-code reset.",
         backends={"torch": f"{_TORCH}:build_vq_vae", "jax": f"{_JAX}:build_vq_vae"},
-        hyperparameters=("codebook_size", "codebook_dim", "commitment", "codebook_update", "dead_code_steps"),
-        defaults={"codebook_size": 512, "codebook_dim": 8, "commitment": 0.25, "codebook_update": "loss",
-                  "dead_code_steps": 0},
+        hyperparameters=VQ,
     ))
 
 

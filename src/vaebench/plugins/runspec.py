@@ -3,38 +3,30 @@
 It lives under ``plugins`` (not ``harness``) because backends and models read it:
 the harness plans RunSpecs and hands them downward.
 
-Fields added after the first recorded runs (:data:`LATER_FIELDS`: the model zoo's
-hyperparameters and the β schedule) are left out of the canonical JSON while they
-are ``None``, so every spec that does not use them keeps the run id it always had.
+The run id is the hash of the canonical JSON (:meth:`RunSpec.to_json`). The rule that
+keeps recorded ids valid is declared on each field, not implied by field order: a field
+marked ``omitted while default`` (:data:`LATER_FIELDS`: the model zoo's hyperparameters,
+the β schedule, ``start_step``, ``extra_hyperparameters``, all added after runs were first
+recorded) is left out of the canonical JSON while it holds its default (``None``, or
+``()`` for ``extra_hyperparameters``), so every spec that does not use it keeps the run
+id it always had. A new field must be declared that way.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping
 
-#: Fields of a RunSpec that only some models read.
-MODEL_HYPERPARAMETERS = (
-    "beta", "capacity", "gamma", "capacity_steps",
-    # β schedule (models that read β: beta_vae, cvae, beta_tcvae)
-    "beta_schedule", "beta_start", "beta_warmup_steps", "beta_cycles",
-    # cvae
-    "condition",
-    # vq_vae
-    "codebook_size", "codebook_dim", "commitment", "codebook_update", "dead_code_steps",
-    # dip_vae
-    "dip_type", "lambda_od", "lambda_d",
-)
+#: Field metadata: left out of the canonical JSON (and so of the run id) while at its default.
+OMITTED_WHILE_DEFAULT = "omitted_while_default"
+#: Field metadata: a model hyperparameter, ``None`` unless the run's model reads it.
+MODEL_HYPERPARAMETER = "model_hyperparameter"
 
-#: RunSpec fields added after runs were first recorded: omitted from the canonical
-#: JSON (and so from the run id) while ``None``.
-LATER_FIELDS = frozenset(MODEL_HYPERPARAMETERS[4:]) | {"start_step"}
 
-#: The β schedule's fields (see ``objectives.beta_at``); read by every model that reads β.
-BETA_SCHEDULE_FIELDS = ("beta_schedule", "beta_start", "beta_warmup_steps", "beta_cycles")
-
+def _hp_field(*, later: bool) -> Any:
+    return field(default=None, metadata={MODEL_HYPERPARAMETER: True, OMITTED_WHILE_DEFAULT: later})
 
 
 @dataclass(frozen=True)
@@ -70,29 +62,46 @@ class RunSpec:
     dataset_path: str | None = None
     backend: str = "torch"
     architecture: str = "conv"
-    beta: float | None = None
-    capacity: float | None = None
-    gamma: float | None = None
-    capacity_steps: int | None = None
+    beta: float | None = _hp_field(later=False)
+    capacity: float | None = _hp_field(later=False)
+    gamma: float | None = _hp_field(later=False)
+    capacity_steps: int | None = _hp_field(later=False)
     latent_dim: int = 10
     seed: int = 0
     steps: int = 3000
     batch_size: int = 64
     lr: float = 5e-4
-    beta_schedule: str | None = None
-    beta_start: float | None = None
-    beta_warmup_steps: int | None = None
-    beta_cycles: int | None = None
-    condition: str | None = None
-    codebook_size: int | None = None
-    codebook_dim: int | None = None
-    commitment: float | None = None
-    codebook_update: str | None = None
-    dead_code_steps: int | None = None
-    dip_type: str | None = None
-    lambda_od: float | None = None
-    lambda_d: float | None = None
-    start_step: int | None = None
+    beta_schedule: str | None = _hp_field(later=True)
+    beta_start: float | None = _hp_field(later=True)
+    beta_warmup_steps: int | None = _hp_field(later=True)
+    beta_cycles: int | None = _hp_field(later=True)
+    condition: str | None = _hp_field(later=True)
+    codebook_size: int | None = _hp_field(later=True)
+    codebook_dim: int | None = _hp_field(later=True)
+    commitment: float | None = _hp_field(later=True)
+    codebook_update: str | None = _hp_field(later=True)
+    dead_code_steps: int | None = _hp_field(later=True)
+    dip_type: str | None = _hp_field(later=True)
+    lambda_od: float | None = _hp_field(later=True)
+    lambda_d: float | None = _hp_field(later=True)
+    start_step: int | None = field(default=None, metadata={OMITTED_WHILE_DEFAULT: True})
+    #: A plugin model's hyperparameters that are no field above: sorted ``(name, value)``
+    #: pairs (a dict is accepted and sorted); a JSON object in the canonical JSON.
+    extra_hyperparameters: tuple[tuple[str, Any], ...] = field(default=(), metadata={OMITTED_WHILE_DEFAULT: True})
+
+    def __post_init__(self) -> None:
+        extra = self.extra_hyperparameters
+        pairs = extra.items() if isinstance(extra, Mapping) else extra
+        object.__setattr__(self, "extra_hyperparameters", tuple(sorted((str(k), v) for k, v in pairs)))
+
+    def hyperparameter(self, name: str, default: Any = None) -> Any:
+        """A model hyperparameter's value by name: a field above (``beta``) or one of
+        :attr:`extra_hyperparameters` (a plugin's ``sigma``); ``default`` when unset."""
+        if name in MODEL_HYPERPARAMETERS:
+            value = getattr(self, name)
+        else:
+            value = dict(self.extra_hyperparameters).get(name)
+        return default if value is None else value
 
     @property
     def run_id(self) -> str:
@@ -108,8 +117,11 @@ class RunSpec:
         return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
 
     def to_json(self) -> str:
-        """Canonical JSON (sorted keys); :data:`LATER_FIELDS` are left out while ``None``."""
-        data = {k: v for k, v in asdict(self).items() if not (v is None and k in LATER_FIELDS)}
+        """Canonical JSON (sorted keys); :data:`LATER_FIELDS` are left out while at their
+        default; ``extra_hyperparameters`` is an object ``{"sigma": 0.1}``."""
+        data = {k: v for k, v in asdict(self).items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+        if "extra_hyperparameters" in data:
+            data["extra_hyperparameters"] = dict(self.extra_hyperparameters)
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod
@@ -121,9 +133,24 @@ class RunSpec:
         parts = [self.model]
         for name in MODEL_HYPERPARAMETERS:
             value = getattr(self, name)
-            if value is not None and name not in ("capacity_steps", "beta_warmup_steps", "beta_start", "beta_cycles"):
+            if value is not None and name not in NOT_IN_LABEL:
                 parts.append(f"{name}={value:g}" if isinstance(value, (int, float)) else f"{name}={value}")
+        for name, value in self.extra_hyperparameters:
+            parts.append(f"{name}={value:g}" if isinstance(value, (int, float)) else f"{name}={value}")
         parts.append(f"seed={self.seed}")
         if self.start_step is not None:
             parts.append(f"from step {self.start_step}")
         return " ".join(parts)
+
+
+#: Fields of a RunSpec that only some models read (declared by field metadata), in field order.
+MODEL_HYPERPARAMETERS: tuple[str, ...] = tuple(f.name for f in fields(RunSpec) if f.metadata.get(MODEL_HYPERPARAMETER))
+
+#: Fields left out of the canonical JSON while at their default: ``{field: default}``.
+LATER_FIELDS: dict[str, Any] = {f.name: f.default for f in fields(RunSpec) if f.metadata.get(OMITTED_WHILE_DEFAULT)}
+
+#: The β schedule's fields (see ``objectives.beta_at``); read by every model that reads β.
+BETA_SCHEDULE_FIELDS = ("beta_schedule", "beta_start", "beta_warmup_steps", "beta_cycles")
+
+#: Hyperparameters left out of a run's one-line label (lengths and starts of ramps).
+NOT_IN_LABEL = frozenset({"capacity_steps", "beta_warmup_steps", "beta_start", "beta_cycles"})

@@ -44,23 +44,98 @@ def _resolve(target: str | Callable[..., Any]) -> Callable[..., Any]:
 
 
 @dataclass(frozen=True)
+class Hyperparameter:
+    """One hyperparameter a model reads: a grid axis (``--NAME VALUES``, ``--hp NAME=VALUES``,
+    a config-file key, an API keyword argument), declared once.
+
+    ``type``: ``float``, ``int`` or ``str``. ``default``: the value a run gets when none
+    is given (a model's ``ModelSpec.defaults`` entry wins; ``None``: unset, the model
+    decides). Numbers must be ``>= minimum`` (``> minimum`` when not ``inclusive``;
+    ``None``: no bound); a ``str`` with ``choices`` must be one of them. ``aliases``:
+    other spellings accepted for the axis (``betas`` for ``beta``: ``--betas``, a config's
+    ``betas = [...]``, ``api.run_grid(betas=...)``). ``help``: one line, shown by
+    ``vaebench list models``.
+
+    A name that is a RunSpec field (``beta``, ``gamma``, ...) is stored in that field;
+    any other name is stored in ``RunSpec.extra_hyperparameters`` and read by the model's
+    factory with ``spec.hyperparameter(name)``.
+    """
+
+    name: str
+    type: type = float
+    default: Any = None
+    minimum: float | None = None
+    inclusive: bool = True
+    choices: tuple[str, ...] = ()
+    help: str = ""
+    aliases: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier() or self.name.startswith("_"):
+            raise ValueError(f"hyperparameter name {self.name!r} must be a Python identifier without a leading '_'")
+        if self.type not in (float, int, str):
+            raise ValueError(f"hyperparameter {self.name!r}: type must be float, int or str, not {self.type!r}")
+        if self.type is str and self.minimum is not None:
+            raise ValueError(f"hyperparameter {self.name!r}: a str hyperparameter has choices, not a minimum")
+        if self.choices and self.type is not str:
+            raise ValueError(f"hyperparameter {self.name!r}: choices are for str hyperparameters")
+        object.__setattr__(self, "choices", tuple(self.choices))
+        object.__setattr__(self, "aliases", tuple(self.aliases))
+
+    def bound(self) -> str:
+        """The allowed values in words: ``>= 0``, ``> 0``, ``one of i, ii`` or ``""``."""
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        if self.minimum is None:
+            return ""
+        return f"{'>=' if self.inclusive else '>'} {self.minimum:g}"
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` (already of :attr:`type`) is not allowed, or ``None``."""
+        if self.type is str:
+            if not isinstance(value, str) or not value:
+                return f"{value!r} is not a name"
+            if self.choices and value not in self.choices:
+                return f"{value!r} is not one of {', '.join(self.choices)}"
+            return None
+        if self.minimum is not None and (value < self.minimum or (not self.inclusive and value == self.minimum)):
+            return f"{value:g} is out of range (must be {self.bound()})"
+        return None
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A model family, e.g. ``beta_vae``.
 
     ``backends`` maps a backend name (``"torch"``, ``"jax"``) to a factory
     ``factory(spec: RunSpec, image_shape: tuple[int, int, int]) -> model``; the
     model object implements that backend's model protocol (``TorchModel`` /
-    ``JaxModel`` in ``plugins/contract.py``). ``hyperparameters`` names the RunSpec fields
-    the objective reads (``beta``, ``capacity``, ``gamma``, ``capacity_steps``);
-    the others are normalised away so that two grid points differing only in an
-    unused value are the same run.
+    ``JaxModel`` in ``plugins/contract.py``). ``hyperparameters`` declares what the model reads:
+    :class:`Hyperparameter` objects, or plain names of hyperparameters another model
+    declares (``"beta"``; a plain ``"beta"`` also reads the β schedule, as it always did;
+    a plain name nobody declares is a float with no bound). Each is a grid axis; the
+    ones a model does not read are normalised away, so that two grid points differing
+    only in an unused value are the same run. ``defaults``: per-model defaults, winning
+    over the declarations' (``beta_vae``'s β is 4, ``cvae``'s 1).
     """
 
     name: str
     description: str
     backends: dict[str, str | Callable[..., Any]]
-    hyperparameters: tuple[str, ...] = ()
+    hyperparameters: tuple[Hyperparameter | str, ...] = ()
     defaults: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for hp in self.hyperparameters:
+            if not isinstance(hp, (Hyperparameter, str)):
+                raise TypeError(f"model {self.name!r}: hyperparameters holds Hyperparameter objects or names, "
+                                f"not {type(hp).__name__}")
+        object.__setattr__(self, "hyperparameters", tuple(self.hyperparameters))
+
+    @property
+    def hyperparameter_names(self) -> tuple[str, ...]:
+        """The names in :attr:`hyperparameters`, as declared (plain names as given)."""
+        return tuple(hp if isinstance(hp, str) else hp.name for hp in self.hyperparameters)
 
     def factory(self, backend: str) -> Callable[..., Any]:
         if backend not in self.backends:
