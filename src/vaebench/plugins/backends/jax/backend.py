@@ -23,39 +23,17 @@ import optax
 from flax import nnx
 
 from vaebench.plugins.backends import interrupt
-from vaebench.plugins.backends.base import (
-    DeviceError,
-    DeviceInfo,
-    TRAINING_STATE,
-    ExecutionOptions,
-    ProgressCallback,
-    ResumePoint,
-    group_key,
-    load_training_meta,
-    restart_note,
+from vaebench.plugins.backends.base import (  # noqa: F401 - DeviceError: re-exported
+    DeviceError, DeviceInfo, TRAINING_STATE, ExecutionOptions, ProgressCallback, ResumePoint, group_key,
+    load_training_meta, restart_note
 )
-from vaebench.plugins.backends.jax.training import (  # noqa: F401 - the backend's public names
-    DEVICE_GRIDS,
-    EVAL_BATCH,
-    TrainedJaxModel,
-    compile_cached,
-    device_batches,
-    device_grid,
-    effective_amp,
-    eval_batch,
-    flat_state,
-    load_flat_state,
-    resolve_device,
-    restore_tree,
-    set_compute_dtype,
-    training_device,
+from vaebench.plugins.backends.jax.training import (  # noqa: F401 - re-exported: the backend's public names
+    DEVICE_GRIDS, EVAL_BATCH, TrainedJaxModel, compile_cached, device_batches, device_grid, effective_amp,
+    eval_batch, flat_state, load_flat_state, resolve_device, restore_tree, set_compute_dtype, training_device
 )
 from vaebench.plugins.backends.jax.vectorized import train_group
 from vaebench.plugins.backends.loop import GroupStart, Readout, read_config, train_loop
 
-__all__ = ["DEVICE_GRIDS", "EVAL_BATCH", "DeviceError", "JaxBackend", "TrainedJaxModel", "device_batches",
-           "device_grid", "eval_batch", "flat_state", "load_checkpoint", "load_flat_state", "loss_and_grads",
-           "resolve_device"]
 
 
 # -- the compiled step -----------------------------------------------------------------
@@ -105,7 +83,6 @@ def _compiled_step(graphdef: Any, params: Any, others: Any, opt_state: Any, x: j
     fshape = None if factors is None else (factors.shape, str(factors.dtype))
     cache_key = (graphdef, x.shape, str(x.dtype), fshape, str(device))
     return compile_cached(cache_key, _train_step_jit, graphdef, params, others, opt_state, x, factors, key, step, lr)
-
 
 
 class LoneSteps:

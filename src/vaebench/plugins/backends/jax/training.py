@@ -17,17 +17,8 @@ from flax import nnx
 
 from vaebench.plugins.backends.allocator import retain_freed_memory
 from vaebench.plugins.backends.base import (
-    DeviceError,
-    DeviceGrids,
-    DeviceInfo,
-    TRAINING_STATE,
-    ExecutionOptions,
-    cpu_name,
-    device_grid_wanted,
-    draw_grid_indices,
-    grid_chunks,
-    parse_device,
-    save_training_meta,
+    DeviceError, DeviceGrids, DeviceInfo, TRAINING_STATE, ExecutionOptions, cpu_name, device_grid_wanted,
+    draw_grid_indices, grid_chunks, parse_device, save_training_meta
 )
 from vaebench.plugins.backends.jax.nets import ConvTranspose2x
 from vaebench.plugins.backends.loop import TrainedRecord, write_config

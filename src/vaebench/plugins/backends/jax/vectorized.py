@@ -49,24 +49,12 @@ from flax import nnx
 
 from vaebench.plugins.backends import interrupt
 from vaebench.plugins.backends.base import (
-    TRAINING_STATE,
-    ExecutionOptions,
-    ProgressCallback,
-    ResumePoint,
-    check_group,
-    load_training_meta,
+    TRAINING_STATE, ExecutionOptions, ProgressCallback, ResumePoint, check_group, load_training_meta
 )
 from vaebench.plugins.backends.jax.models import GaussianVAE, gaussian_objective
 from vaebench.plugins.backends.jax.training import (
-    TrainedJaxModel,
-    compile_cached,
-    device_batches,
-    device_grid,
-    effective_amp,
-    load_flat_state,
-    restore_tree,
-    set_compute_dtype,
-    training_device,
+    TrainedJaxModel, compile_cached, device_batches, device_grid, effective_amp, load_flat_state, restore_tree,
+    set_compute_dtype, training_device
 )
 from vaebench.plugins.backends.loop import GroupStart, Readout, train_loop
 

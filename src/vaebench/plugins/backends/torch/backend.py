@@ -19,33 +19,15 @@ import torch
 from vaebench.plugins.backends import interrupt
 from vaebench.plugins.backends.allocator import retain_freed_memory
 from vaebench.plugins.backends.base import (
-    DeviceError,
-    DeviceInfo,
-    ExecutionOptions,
-    ProgressCallback,
-    ResumePoint,
-    cpu_has_native_bf16,
-    group_key,
-    restart_note,
+    DeviceError, DeviceInfo, ExecutionOptions, ProgressCallback, ResumePoint, cpu_has_native_bf16, group_key,
+    restart_note
 )
 from vaebench.plugins.backends.loop import GroupStart, Readout, read_config, train_loop
-from vaebench.plugins.backends.torch.training import (  # noqa: F401 - the backend's public names
-    DEVICE_GRIDS,
-    EVAL_BATCH,
-    TrainedTorchModel,
-    TrainingState,
-    adam,
-    autocast,
-    device_grid,
-    draw_batches,
-    eval_batch,
-    factor_tensor,
-    resolve_device,
+from vaebench.plugins.backends.torch.training import (  # noqa: F401 - re-exported: the backend's public names
+    DEVICE_GRIDS, EVAL_BATCH, TrainedTorchModel, TrainingState, adam, autocast, device_grid, draw_batches,
+    eval_batch, factor_tensor, resolve_device
 )
 from vaebench.plugins.backends.torch.vectorized import train_group
-
-__all__ = ["DEVICE_GRIDS", "EVAL_BATCH", "DeviceError", "TorchBackend", "TrainedTorchModel", "TrainingState",
-           "adam", "device_grid", "draw_batches", "eval_batch", "load_checkpoint", "resolve_device"]
 
 
 def _effective_amp(device: str, amp: str, notes: list[str]) -> str:

@@ -12,16 +12,8 @@ import numpy as np
 import torch
 
 from vaebench.plugins.backends.base import (
-    DeviceGrids,
-    DeviceInfo,
-    TRAINING_STATE,
-    cpu_name,
-    device_grid_wanted,
-    draw_grid_indices,
-    grid_chunks,
-    load_training_meta,
-    parse_device,
-    save_training_meta,
+    DeviceGrids, DeviceInfo, TRAINING_STATE, cpu_name, device_grid_wanted, draw_grid_indices, grid_chunks,
+    load_training_meta, parse_device, save_training_meta
 )
 from vaebench.plugins.backends.loop import TrainedRecord, write_config
 
@@ -52,7 +44,6 @@ def autocast(device: str, amp: str) -> contextlib.AbstractContextManager[Any]:
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     return torch.autocast(device_type=device.split(":")[0], dtype=dtype)
-
 
 
 def adam(params: Any, lr: float) -> torch.optim.Adam:

@@ -38,21 +38,11 @@ import numpy as np
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
-from vaebench.plugins.backends.base import (
-    ExecutionOptions,
-    ProgressCallback,
-    ResumePoint,
-    check_group,
-)
+from vaebench.plugins.backends.base import ExecutionOptions, ProgressCallback, ResumePoint, check_group
 from vaebench.plugins.backends.loop import GroupStart, Readout, train_loop
 from vaebench.plugins.backends.torch.models import GaussianVAE, gaussian_kl_per_dim
 from vaebench.plugins.backends.torch.training import (
-    TrainedTorchModel,
-    TrainingState,
-    adam,
-    autocast,
-    device_grid,
-    draw_batches,
+    TrainedTorchModel, TrainingState, adam, autocast, device_grid, draw_batches
 )
 from vaebench.plugins.models.objectives import objective
 
