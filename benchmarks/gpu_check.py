@@ -378,12 +378,13 @@ def section_parity(ctx: Context, entry: dict[str, Any]) -> None:
     from vaebench.plugins.backends.jax import models as jm
     from flax import nnx
 
-    from vaebench.plugins.backends.jax.backend import JaxBackend, _resolve, loss_and_grads
+    from vaebench.plugins.backends.jax.backend import JaxBackend, loss_and_grads
+    from vaebench.plugins.backends.jax.training import resolve as jax_resolve
     from vaebench.plugins.backends.torch import models as tm
     from vaebench.plugins.backends.torch.backend import TorchBackend, resolve_device
 
     tdev = resolve_device(ctx.device).device
-    jdev = _resolve(ctx.device)[1]
+    jdev = jax_resolve(ctx.device)[1]
     shape = ctx.dataset.image_shape
     hps = {"vae": {}, "beta_vae": {"beta": 4.0}, "beta_vae_capacity": {"capacity": 20.0, "gamma": 10.0,
                                                                        "capacity_steps": 10}}
@@ -455,13 +456,13 @@ def section_parity(ctx: Context, entry: dict[str, Any]) -> None:
     finally:
         torch.randn_like = real_randn_like  # type: ignore[assignment]
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
-    from vaebench.plugins.backends.jax import backend as jb
+    from vaebench.plugins.backends.jax.training import COMPILED
 
-    known = set(jb._COMPILED)
+    known = set(COMPILED)
     with jax.default_matmul_precision("highest"):
         jh = JaxBackend().train(jspec, ctx.dataset, ExecutionOptions(device=ctx.device, progress_every=5), model=j).history
-    for key in [k for k in jb._COMPILED if k not in known]:  # the cache key has no precision: not for others
-        del jb._COMPILED[key]
+    for key in [k for k in COMPILED if k not in known]:  # the cache key has no precision: not for others
+        del COMPILED[key]
     diffs = [max(_rel(b[k], a[k]) for k in ("loss", "recon", "kl")) for a, b in zip(th, jh)]
     entry["training_steps"] = {"steps": len(diffs), "max_rel_by_step": [float(f"{d:.3g}") for d in diffs],
                                   "torch_final": th[-1]["loss"], "jax_final": jh[-1]["loss"]}
@@ -496,22 +497,23 @@ def section_dtype_probe(ctx: Context, entry: dict[str, Any]) -> None:
         entry["jax"] = f"skipped: {ctx.jax_why}"
         return
     from vaebench.plugins.backends.jax import backend as jb
+    from vaebench.plugins.backends.jax.training import COMPILED
 
     for amp in ("off", "bf16"):
-        known = set(jb._COMPILED)
+        known = set(COMPILED)
         trained = jb.JaxBackend().train(ctx.specs("beta_vae", "jax", betas=4.0, steps=3)[0], ctx.dataset,
                                         ctx.execution(amp=amp))
-        new = [key for key in jb._COMPILED if key not in known]
+        new = [key for key in COMPILED if key not in known]
         if not new:  # compiled by an earlier section (the same graph and batch shape): find it
             from flax import nnx
 
             graphdef = nnx.split(trained.model, nnx.Param, ...)[0]
-            new = [key for key in jb._COMPILED if key[0] == graphdef and key[1][0] == ctx.size["batch"]]
-        text = jb._COMPILED[new[-1]].as_text()
+            new = [key for key in COMPILED if key[0] == graphdef and key[1][0] == ctx.size["batch"]]
+        text = COMPILED[new[-1]].as_text()
         ops = [line for line in text.splitlines() if "convolution(" in line or " dot(" in line]
         row = entry[f"jax_{amp}"] = {"recorded_amp": trained.amp, "conv_and_dot_ops": len(ops),
                                      "bf16_ops": sum("bf16[" in line for line in ops),
-                                     "bf16_anywhere": "bf16[" in text, "device": str(next(iter(jb._COMPILED)))[-40:]}
+                                     "bf16_anywhere": "bf16[" in text, "device": str(next(iter(COMPILED)))[-40:]}
         # XLA:CPU computes bf16 products in float32 between converts; a GPU runs them in bf16.
         in_bf16 = row["bf16_ops"] > 0 if ctx.on_gpu else row["bf16_anywhere"]
         if (amp == "bf16") != in_bf16 or row["bf16_ops"] and amp == "off":

@@ -48,6 +48,28 @@ def test_same_seed_same_training_and_checkpoint_round_trip(tmp_path):
     assert restored.spec == spec
 
 
+def test_checkpoint_reads_its_image_shape_from_config_json(tmp_path):
+    """config.json holds the image shape, so loading a checkpoint needs no dataset (its file
+    may be gone); one written before it stored the shape still loads, from the dataset."""
+    import json
+
+    spec = RunSpec(model="beta_vae", beta=4.0, steps=3, batch_size=16, seed=3)
+    trained = _train(spec)
+    directory = tmp_path / "ckpt"
+    trained.save(str(directory))
+    config_path = directory / "config.json"
+    config = json.loads(config_path.read_text())
+    assert config["image_shape"] == list(DATA.image_shape) and config["layout"] == "NCHW"
+    images = DATA.observations(DATA.sample_factors(8, np.random.default_rng(0)))
+    config["spec"]["dataset_path"] = str(tmp_path / "gone.npz")  # loading the dataset would fail
+    config_path.write_text(json.dumps(config))
+    np.testing.assert_array_equal(load_checkpoint(str(directory)).encode(images), trained.encode(images))
+    del config["image_shape"]
+    config["spec"]["dataset_path"] = None
+    config_path.write_text(json.dumps(config))
+    np.testing.assert_array_equal(load_checkpoint(str(directory)).encode(images), trained.encode(images))
+
+
 def test_capacity_schedule_is_recorded_in_history():
     spec = RunSpec(model="beta_vae_capacity", capacity=20.0, gamma=10.0, capacity_steps=40, steps=60, batch_size=16)
     trained = _train(spec)

@@ -113,7 +113,7 @@ def _split_by_pickup_step(
 ) -> tuple[list[tuple[list[RunSpec], list[Any] | None]], list[RunSpec]]:
     """Each group with its members' periodic checkpoint points (``None`` for a backend that
     cannot pick a group up: it starts over), and the specs to train alone. A group goes
-    on from one step (``base.GroupStart``): where its members' checkpoints are at
+    on from one step (``loop.GroupStart``): where its members' checkpoints are at
     different steps (or only some have one, e.g. beside a member that diverged), the
     members with a checkpoint are picked up on their own and the rest train as a group."""
     kept: list[tuple[list[RunSpec], list[Any] | None]] = []

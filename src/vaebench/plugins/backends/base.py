@@ -227,62 +227,6 @@ def replace_directory(new: str, final: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def write_partial(trained: Any, directory: str) -> None:
-    """A periodic checkpoint: ``trained.save`` into a fresh directory, then swapped in whole
-    for the previous one (:func:`replace_directory`)."""
-    import shutil
-
-    new = directory + ".new"
-    shutil.rmtree(new, ignore_errors=True)
-    trained.save(new)
-    replace_directory(new, directory)
-
-
-def checkpoint_due(execution: ExecutionOptions, step: int, last: int, directory: str | None = None) -> bool:
-    """Whether a backend writes its periodic checkpoint after ``step`` (never after the last)
-    into ``directory`` (default: ``execution.checkpoint_dir``; a vectorized group passes
-    each member's own): every ``checkpoint_every`` steps, and at the step a stop signal
-    arrived (``interrupt``), so the stopped run picks up from there."""
-    from vaebench.plugins.backends import interrupt
-
-    every = execution.checkpoint_every
-    if not ((directory or execution.checkpoint_dir) and every > 0 and step < last):
-        return False
-    return step % every == 0 or interrupt.received() is not None
-
-
-@dataclass
-class GroupStart:
-    """Where a vectorized group goes on from: ``step`` (0: the start), each member's resume
-    point, periodic checkpoint directory and training seconds before this process. A
-    group goes on from one step for all members; the grid trains members interrupted
-    at other steps on their own (``strategies._split_by_pickup_step``)."""
-
-    step: int
-    points: list[ResumePoint | None]
-    dirs: list[str | None]
-    earlier: list[float]
-
-    @classmethod
-    def of(cls, resume: Sequence[ResumePoint | None] | None, checkpoint_dirs: Sequence[str | None] | None,
-           count: int) -> "GroupStart":
-        """A ``ValueError`` when the points are not one per member at one step."""
-        dirs = list(checkpoint_dirs or [None] * count)
-        if not resume or all(p is None for p in resume):
-            return cls(0, [None] * count, dirs, [0.0] * count)
-        steps = {p.step if p is not None else None for p in resume}
-        if len(resume) != count or len(steps) != 1:
-            raise ValueError(f"a vectorized group goes on from one step for all members, not {sorted(map(str, steps))}")
-        points = list(resume)
-        return cls(int(points[0].step), points, dirs, [p.train_seconds for p in points])  # type: ignore[union-attr]
-
-    def extend(self, trained: Sequence[Any]) -> None:
-        """Give each member's trained model the history, signals and step it left off at."""
-        for run, point in zip(trained, self.points):
-            if point is not None:
-                run.history, run.signals, run.steps_done = list(point.history), list(point.signals), point.step
-
-
 def pickup_note(step: int) -> str:
     """The record's note for a run picked up from its periodic checkpoint."""
     return f"picked up from its periodic checkpoint at step {step}"
@@ -356,19 +300,6 @@ def check_group(specs: Sequence[Any]) -> None:
     if not specs or None in keys or len(keys) != 1:
         raise ValueError("a vectorized group needs specs of vectorizable models (" + ", ".join(VECTORIZABLE_MODELS)
                          + ") differing only in " + ", ".join(MEMBER_FIELDS))
-
-
-def write_signals(directory: str, signals: list[dict[str, float]]) -> dict[str, str]:
-    """A model's training signals (β, TC, perplexity, ... per history point) as
-    ``signals.json`` beside the checkpoint; returns the artifact, or nothing to add."""
-    if not signals:
-        return {}
-    import json
-
-    path = os.path.join(directory, "signals.json")
-    with open(path, "w") as fh:
-        json.dump({"history": signals}, fh, indent=1)
-    return {"signals": path}
 
 
 class DeviceError(ValueError):

@@ -3,7 +3,7 @@
 :func:`install` makes either signal raise :class:`Interrupted` in the main thread: at
 once, or, inside a :func:`deferred` block (a training loop, a record being written), when
 the block reaches a clean point. A training loop calls :func:`check` at the end of each
-step, after writing its periodic checkpoint (``base.checkpoint_due`` asks for one at the
+step, after writing its periodic checkpoint (``loop.checkpoint_due`` asks for one at the
 step a signal arrived, where periodic checkpoints are on), so a stopped run picks up
 exactly where it stopped. The harness catches :class:`Interrupted`, ends its workers and
 exits ``128 + signal`` (130 for SIGINT, 143 for SIGTERM).

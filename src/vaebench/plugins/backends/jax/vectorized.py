@@ -38,10 +38,8 @@ is continued or picked up from a periodic checkpoint alone or in a group alike.
 
 from __future__ import annotations
 
-import math
 import os
-import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -51,17 +49,14 @@ from flax import nnx
 
 from vaebench.plugins.backends import interrupt
 from vaebench.plugins.backends.base import (
-    TRAINING_STATE,
-    ExecutionOptions,
-    GroupStart,
-    ProgressCallback,
-    ResumePoint,
-    check_group,
-    checkpoint_due,
-    load_training_meta,
-    write_partial,
+    TRAINING_STATE, ExecutionOptions, ProgressCallback, ResumePoint, check_group, load_training_meta
 )
 from vaebench.plugins.backends.jax.models import GaussianVAE, gaussian_objective
+from vaebench.plugins.backends.jax.training import (
+    TrainedJaxModel, compile_cached, device_batches, device_grid, effective_amp, load_flat_state, restore_tree,
+    set_compute_dtype, training_device
+)
+from vaebench.plugins.backends.loop import GroupStart, Readout, train_loop
 
 #: ``(objective name, hyperparameter items)`` per member: static, part of the compiled step.
 Objectives = tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]
@@ -107,51 +102,102 @@ def _member(tree: Any, i: int) -> Any:
     return jax.tree.map(lambda a: a[i], tree)
 
 
+class GroupSteps:
+    """A vectorized group's step for ``loop.train_loop``: each member's batch, then the
+    compiled group step (``_group_step``) on the stacked state; a member's model gets its
+    slice where the loop asks (a checkpoint, its divergence, the end)."""
+
+    steps_per_call = 1
+
+    def __init__(self, models: list[GaussianVAE], trained: list[TrainedJaxModel], rngs: list[np.random.Generator],
+                 points: Sequence[ResumePoint | None], dataset: Any, execution: ExecutionOptions, first: int) -> None:
+        from safetensors.numpy import load_file
+
+        spec, jax_device = trained[0].spec, trained[0].jax_device
+        self.models, self.trained, self.rngs, self.dataset, self.jax_device = models, trained, rngs, dataset, jax_device
+        # The architecture (and compute dtype) is shared; the objective is each member's own.
+        graphdef = nnx.split(models[0], nnx.Param, ...)[0]
+        objectives: Objectives = tuple((m.objective_name, m.hp_items) for m in models)
+        states = [nnx.split(m, nnx.Param, ...)[1:] for m in models]
+        self.params = jax.device_put(jax.tree.map(lambda *a: jnp.stack(a), *[p for p, _ in states]), jax_device)
+        self.others = jax.device_put(jax.tree.map(lambda *a: jnp.stack(a), *[o for _, o in states]), jax_device)
+        self.opt_state = jax.vmap(optax.adam(spec.lr).init)(self.params)
+        if first > 1:
+            like = _member(self.opt_state, 0)
+            saved = [restore_tree(like, load_file(os.path.join(p.directory, TRAINING_STATE + ".safetensors")))
+                     for p in points if p is not None]
+            self.opt_state = jax.device_put(jax.tree.map(lambda *a: jnp.stack(a), *saved), jax_device)
+        self.keys = jax.device_put(jnp.stack([jax.random.key(s.seed) for s in (t.spec for t in trained)]), jax_device)
+        self.grid = device_grid(dataset, jax_device, execution.device_grid)
+        self.batch_size, self.lr = spec.batch_size, np.float32(spec.lr)
+        self.next: jax.Array | None = self.batch()
+        cache_key = ("group", graphdef, objectives, self.next.shape, str(self.next.dtype), str(jax_device))
+        self.step_fn, compile_seconds = compile_cached(
+            cache_key, _group_step_jit, graphdef, objectives, self.params, self.others, self.opt_state, self.next,
+            self.keys, np.int32(first), self.lr)
+        for run in trained:
+            run.compile_seconds = compile_seconds
+        self.terms: dict[str, Any] = {}
+
+    def batch(self) -> jax.Array:
+        """Each member's batch: ``(M, B, H, W, C)`` on the device."""
+        return device_batches(self.dataset, self.batch_size, self.rngs, self.jax_device, grid=self.grid)[0]
+
+    def run(self, step: int, count: int, live: Sequence[int]) -> None:
+        for s in range(step, step + count):
+            x, self.next = self.next if self.next is not None else self.batch(), None
+            self.params, self.others, self.opt_state, self.terms = self.step_fn(
+                self.params, self.others, self.opt_state, x, self.keys, np.int32(s), self.lr)
+
+    def read(self) -> Readout:
+        t = self.terms
+        table = np.asarray(jnp.stack([t["loss"], t["recon"], t["kl"]]), dtype=np.float64)
+        return Readout(table[0].tolist(), table[1].tolist(), table[2].tolist(),
+                       [None if c is None else float(c) for c in t["capacity"]],
+                       [{k: float(v) for k, v in s.items()} for s in t["signals"]])
+
+    def keep(self, i: int) -> None:
+        """Its model keeps its state as it is now (the group's later steps go on with NaNs)."""
+        nnx.update(self.models[i], _member(self.params, i), _member(self.others, i))
+
+    def state(self, i: int, step: int, progress: dict[str, Any] | None) -> tuple[int, Any, np.random.Generator, Any]:
+        nnx.update(self.models[i], _member(self.params, i), _member(self.others, i))
+        return step, _member(self.opt_state, i), self.rngs[i], progress
+
+    def sync(self) -> None:
+        jax.block_until_ready(self.params)
+
+
 def train_group(
-    backend: Any,
+    build: Callable[..., nnx.Module],
     specs: Sequence[Any],
     dataset: Any,
     execution: ExecutionOptions,
     on_progress: Sequence[ProgressCallback | None] | None = None,
     resume: Sequence[ResumePoint | None] | None = None,
     checkpoint_dirs: Sequence[str | None] | None = None,
-) -> list[Any]:
+) -> list[TrainedJaxModel]:
     """Train ``specs`` (one ``base.group_key``) together; one ``TrainedJaxModel`` per spec.
 
-    ``backend`` builds the models. Each member's history, signals, ``steps_done``,
-    ``diverged`` and ``final_loss`` are what its lone run would record; ``train_seconds``
-    is the group's training time (or until the member diverged), ``compile_seconds``
-    the group step's compilation (0 when cached), shared by every member. ``resume``: one
-    point per member, all at one step (``base.GroupStart``), to go on from;
-    ``checkpoint_dirs``: each member's periodic checkpoint directory.
+    ``build(spec, image_shape, dataset)`` builds the models (``JaxBackend.build``). Each
+    member's history, signals, ``steps_done``, ``diverged`` and ``final_loss`` are what its
+    lone run would record; ``train_seconds`` is the group's training time (or until the
+    member diverged), ``compile_seconds`` the group step's compilation (0 when cached),
+    shared by every member. ``resume``: one point per member, all at one step
+    (``loop.GroupStart``), to go on from; ``checkpoint_dirs``: each member's periodic
+    checkpoint directory.
     """
     from safetensors.numpy import load_file
 
-    from vaebench.plugins.backends.jax.backend import (
-        HISTORY_POINTS,
-        TrainedJaxModel,
-        _compile_cached,
-        _effective_amp,
-        _restore_tree,
-        _set_compute_dtype,
-        _training_device,
-        device_batches,
-        device_grid,
-        load_flat_state,
-    )
-
     check_group(specs)
-    info, jax_device = _training_device(execution)
-    amp = _effective_amp(info.device, execution.amp, execution.notes)
-    first = specs[0]
-    batch = first.batch_size
+    info, jax_device = training_device(execution)
+    amp = effective_amp(info.device, execution.amp, execution.notes)
     begin = GroupStart.of(resume, checkpoint_dirs, len(specs))
-    start_step, points, dirs, earlier = begin.step, begin.points, begin.dirs, begin.earlier
     rngs = [np.random.default_rng(spec.seed) for spec in specs]  # the lone run's batches
     with jax.default_device(jax_device), interrupt.deferred():
         models: list[GaussianVAE] = []
-        for spec, point, rng in zip(specs, points, rngs):  # built and seeded as JaxBackend.train builds a lone run's model
-            model = backend.build(spec, dataset.image_shape, dataset)
+        for spec, point, rng in zip(specs, begin.points, rngs):  # built and seeded as JaxBackend.train builds a lone run's model
+            model = build(spec, dataset.image_shape, dataset)
             if type(model) is not GaussianVAE:
                 raise ValueError(f"model {spec.model!r} built a {type(model).__name__}, not a plain GaussianVAE")
             if point is not None:
@@ -159,101 +205,13 @@ def train_group(
                 if load_training_meta(point.directory, point.step, rng) is None:
                     raise ValueError(f"{point.directory} holds no training state to go on from")
             if amp == "bf16":
-                _set_compute_dtype(model, jnp.bfloat16)
+                set_compute_dtype(model, jnp.bfloat16)
             models.append(model)
-        # The architecture (and compute dtype) is shared; the objective is each member's own.
-        graphdef = nnx.split(models[0], nnx.Param, ...)[0]
-        objectives: Objectives = tuple((m.objective_name, m.hp_items) for m in models)
-        states = [nnx.split(m, nnx.Param, ...)[1:] for m in models]
-        params = jax.device_put(jax.tree.map(lambda *a: jnp.stack(a), *[p for p, _ in states]), jax_device)
-        others = jax.device_put(jax.tree.map(lambda *a: jnp.stack(a), *[o for _, o in states]), jax_device)
-        opt_state = jax.vmap(optax.adam(first.lr).init)(params)
-        if start_step:
-            like = _member(opt_state, 0)
-            saved = [_restore_tree(like, load_file(os.path.join(p.directory, TRAINING_STATE + ".safetensors")))
-                     for p in points if p is not None]
-            opt_state = jax.device_put(jax.tree.map(lambda *a: jnp.stack(a), *saved), jax_device)
-        keys = jax.device_put(jnp.stack([jax.random.key(spec.seed) for spec in specs]), jax_device)
-
         trained = [TrainedJaxModel(m, s, info.device, amp, compiled=True, jax_device=jax_device, notes=execution.notes)
                    for m, s in zip(models, specs)]
-        begin.extend(trained)
-        final_state: list[tuple[Any, Any] | None] = [None] * len(specs)  # a diverged member's state
-        live = list(range(len(specs)))
-        history_every = max(1, first.steps // HISTORY_POINTS)
-        report_every = max(1, execution.progress_every)
-        callbacks = list(on_progress or [None] * len(specs))
-
-        grid = device_grid(dataset, jax_device, execution.device_grid)
-
-        def batches() -> jax.Array:
-            return device_batches(dataset, batch, rngs, jax_device, grid=grid)[0]  # (M, B, H, W, C)
-
-        x = batches()
-        lr = np.float32(first.lr)
-        cache_key = ("group", graphdef, objectives, x.shape, str(x.dtype), str(jax_device))
-        step_fn, compile_seconds = _compile_cached(
-            cache_key, _group_step_jit, graphdef, objectives, params, others, opt_state, x, keys,
-            np.int32(start_step + 1), lr
-        )
-        for run in trained:
-            run.compile_seconds = compile_seconds
-
-        def save_partials(step: int) -> None:
-            """The periodic checkpoint of each live member due one after ``step``."""
-            for i in live:
-                if checkpoint_due(execution, step, first.steps, dirs[i]):
-                    run = trained[i]
-                    nnx.update(models[i], _member(params, i), _member(others, i))
-                    run.steps_done = step
-                    run.training_state = (step, _member(opt_state, i), rngs[i], {
-                        "train_seconds": time.perf_counter() - start + earlier[i], "history": run.history,
-                        "signals": run.signals})
-                    write_partial(run, str(dirs[i]))
-            interrupt.check()
-
-        start = time.perf_counter()
-        for step in range(start_step + 1, first.steps + 1):
-            if step > start_step + 1:
-                x = batches()
-            params, others, opt_state, terms = step_fn(params, others, opt_state, x, keys, np.int32(step), lr)
-            last = step == first.steps
-            if not (step % history_every == 0 or step % report_every == 0 or last):
-                save_partials(step)
-                continue
-            table = np.asarray(jnp.stack([terms["loss"], terms["recon"], terms["kl"]]), dtype=np.float64)
-            elapsed = time.perf_counter() - start
-            for i in list(live):
-                run = trained[i]
-                values = {"loss": float(table[0, i]), "recon": float(table[1, i]), "kl": float(table[2, i])}
-                capacity = terms["capacity"][i]
-                point = {"step": step, **values, "capacity": None if capacity is None else float(capacity)}
-                signals = {k: float(v) for k, v in terms["signals"][i].items()}
-                run.steps_done = step
-                run.final_loss = values["loss"]
-                finite = all(math.isfinite(v) for v in values.values())
-                if not finite or step % history_every == 0 or last:
-                    run.history.append(point)
-                    if signals:
-                        run.signals.append({"step": step, **signals})
-                if not finite:  # where its lone run would stop: keep its state as it is now
-                    run.diverged = True
-                    run.train_seconds = elapsed + earlier[i]
-                    final_state[i] = (_member(params, i), _member(others, i))
-                    live.remove(i)
-                elif callbacks[i] is not None and (step % report_every == 0 or last):
-                    callbacks[i](step, {**values, "images_per_second": (step - start_step) * batch / elapsed})
-            if not live:
-                break
-            save_partials(step)
-        jax.block_until_ready(params)
-        elapsed = time.perf_counter() - start
-    for i, (model, run) in enumerate(zip(models, trained)):
-        member_params, member_others = final_state[i] or (_member(params, i), _member(others, i))
-        nnx.update(model, member_params, member_others)
-        if not run.diverged:
-            run.train_seconds = elapsed + earlier[i]
-            run.training_state = (run.steps_done, _member(opt_state, i), rngs[i], None)
-        if amp == "bf16":
-            _set_compute_dtype(model, None)  # evaluate in float32, as a lone run does
+        steps = GroupSteps(models, trained, rngs, begin.points, dataset, execution, begin.step + 1)
+        train_loop(steps, trained, begin, specs[0].steps, specs[0].batch_size, execution, on_progress)
+    if amp == "bf16":
+        for model in models:
+            set_compute_dtype(model, None)  # evaluate in float32, as a lone run does
     return trained

@@ -31,27 +31,21 @@ runner chooses it only on a GPU unless asked (``--strategy vectorized``).
 from __future__ import annotations
 
 import copy
-import math
 import os
-import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
-from vaebench.plugins.backends import interrupt
-from vaebench.plugins.backends.base import (
-    ExecutionOptions,
-    ProgressCallback,
-    ResumePoint,
-    check_group,
-    checkpoint_due,
-    GroupStart,
-    write_partial,
-)
+from vaebench.plugins.backends.base import ExecutionOptions, ProgressCallback, ResumePoint, check_group
+from vaebench.plugins.backends.loop import GroupStart, Readout, train_loop
 from vaebench.plugins.backends.torch.models import GaussianVAE, gaussian_kl_per_dim
+from vaebench.plugins.backends.torch.training import (
+    TrainedTorchModel, TrainingState, adam, autocast, device_grid, draw_batches
+)
 from vaebench.plugins.models.objectives import objective
+
 
 def _generator_like_global(device: str) -> torch.Generator:
     """A generator in the state the global one for ``device`` is in now."""
@@ -67,8 +61,6 @@ def _member_optimizer(optimizer: torch.optim.Optimizer, model: torch.nn.Module, 
     """An Adam over ``model``'s parameters holding member ``i``'s slice of the stacked
     ``optimizer``'s state: what the member's lone run would hold (parameters are stacked
     in ``model.parameters()`` order, so index ``j`` is the same tensor in both)."""
-    from vaebench.plugins.backends.torch.backend import adam
-
     member = adam(list(model.parameters()), lr)
     stacked = optimizer.state_dict()
     state = {j: {k: (v.clone() if k == "step" else v[i].clone()) for k, v in values.items()}
@@ -85,50 +77,150 @@ def _stack_optimizers(optimizer: torch.optim.Optimizer, members: Sequence[torch.
     optimizer.load_state_dict({"state": stacked, "param_groups": optimizer.state_dict()["param_groups"]})
 
 
+class GroupSteps:
+    """A vectorized group's step for ``loop.train_loop``: each member's batch and noise, one
+    vmapped forward pass, each member's objective, one Adam over the stacked parameters
+    on the summed loss of the members not diverged. ``torch.compile`` of the forward pass
+    (``execution.compile``) falls back to the eager one where it fails, with a note."""
+
+    steps_per_call = 1
+
+    def __init__(self, models: list[GaussianVAE], trained: list[TrainedTorchModel], rngs: list[np.random.Generator],
+                 generators: list[torch.Generator], restored: list[torch.optim.Optimizer], dataset: Any,
+                 execution: ExecutionOptions, first_step: int) -> None:
+        spec, device = trained[0].spec, trained[0].device
+        self.models, self.trained, self.rngs, self.generators = models, trained, rngs, generators
+        self.dataset, self.execution, self.first_step, self.device = dataset, execution, first_step, device
+        self.params, self.buffers = stack_module_state(models)
+        template = copy.deepcopy(models[0]).to("meta")
+        enc_keys = [k for k in self.params if k.startswith("encoder.")]
+        dec_keys = [k for k in self.params if k.startswith("decoder.")]
+
+        def member(p: dict[str, torch.Tensor], x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            # The same arithmetic as GaussianVAE.forward_with_sample + _gaussian_terms,
+            # with the noise passed in so that each member draws its own.
+            h = functional_call(template.encoder, {k[8:]: p[k] for k in enc_keys}, (x,))
+            mu, logvar = h.chunk(2, dim=1)
+            z = mu + eps * torch.exp(0.5 * logvar)
+            logits = functional_call(template.decoder, {k[8:]: p[k] for k in dec_keys}, (z,))
+            recon = template.recon_errors(x, logits.float()).mean()
+            kl_per_dim = gaussian_kl_per_dim(mu.float(), logvar.float()).mean(0)
+            return recon, kl_per_dim
+
+        self.eager = self.forward = vmap(member)
+        if execution.compile:
+            try:
+                self.forward = torch.compile(self.eager)
+                for run in trained:
+                    run.compiled = True
+            except Exception as exc:  # noqa: BLE001 - compile is an optimisation, never a failure
+                execution.notes.append(f"torch.compile unavailable ({type(exc).__name__}); trained eagerly")
+        self.optimizer = adam(list(self.params.values()), spec.lr)
+        if restored:
+            _stack_optimizers(self.optimizer, restored)
+        self.scaler = torch.amp.GradScaler("cuda") if trained[0].amp == "fp16" else None
+        self.grid = device_grid(dataset, device, execution.device_grid)
+        self.batch, self.latent = spec.batch_size, spec.latent_dim
+        self.last: tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, list[Any]] | None = None
+        self.step_done = first_step - 1
+
+    def run(self, step: int, count: int, live: Sequence[int]) -> None:
+        for s in range(step, step + count):
+            self.last = self.one(s, live)
+
+    def one(self, step: int, live: Sequence[int]) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, list[Any]]:
+        device, amp, batch = self.device, self.trained[0].amp, self.batch
+        x, _ = draw_batches(self.dataset, batch, self.rngs, device, grid=self.grid)  # (M, B, C, H, W)
+        eps = torch.stack([torch.randn((batch, self.latent), generator=g, device=device) for g in self.generators])
+        try:
+            with autocast(device, amp):
+                recon, kl_per_dim = self.forward(self.params, x, eps)
+        except Exception as exc:  # noqa: BLE001 - a failed compile surfaces at the first call
+            if not self.trained[0].compiled or step != self.first_step:
+                raise
+            self.execution.notes.append(f"torch.compile failed at the first step ({type(exc).__name__}); trained eagerly")
+            self.forward = self.eager
+            for run in self.trained:
+                run.compiled = False
+            with autocast(device, amp):
+                recon, kl_per_dim = self.forward(self.params, x, eps)
+        kl = kl_per_dim.sum(1)
+        losses, capacities = [], []
+        for i, model in enumerate(self.models):
+            loss, capacity = objective(model.objective_name, recon[i], kl[i], model.hp, step)
+            losses.append(loss)
+            capacities.append(capacity)
+        self.optimizer.zero_grad(set_to_none=True)
+        total = torch.stack([losses[i] for i in live]).sum()
+        if self.scaler is not None:
+            self.scaler.scale(total).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            total.backward()
+            self.optimizer.step()
+        self.step_done = step
+        return losses, recon, kl, capacities
+
+    def read(self) -> Readout:
+        assert self.last is not None
+        losses, recon, kl, capacities = self.last
+        table = torch.stack([torch.stack(losses), recon, kl]).detach().float().cpu().tolist()
+        signals = [m.beta_signal(self.step_done) for m in self.models]  # what a lone run records (loss_terms)
+        return Readout(table[0], table[1], table[2], capacities, signals)
+
+    def load(self, i: int, params: dict[str, torch.Tensor]) -> None:
+        """Member ``i``'s model gets ``params`` (its slice of the stacked ones) and its buffers."""
+        with torch.no_grad():
+            self.models[i].load_state_dict(params | {k: v[i] for k, v in self.buffers.items()})
+
+    def keep(self, i: int) -> None:
+        """Adam's momentum would move a diverged member on: its model keeps its weights now."""
+        self.load(i, {k: v[i].detach().clone() for k, v in self.params.items()})
+
+    def state(self, i: int, step: int, progress: dict[str, Any] | None) -> TrainingState:
+        self.load(i, {k: v[i] for k, v in self.params.items()})
+        member_optimizer = _member_optimizer(self.optimizer, self.models[i], i, self.trained[i].spec.lr)
+        return TrainingState(step, {"adam": member_optimizer}, self.rngs[i], self.device, self.scaler, progress,
+                             noise=self.generators[i])
+
+    def sync(self) -> None:
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize(self.device)
+
+
 def train_group(
-    backend: Any,
+    build: Callable[..., torch.nn.Module],
     specs: Sequence[Any],
     dataset: Any,
     execution: ExecutionOptions,
     on_progress: Sequence[ProgressCallback | None] | None,
     device: str,
     amp: str,
-    autocast: Callable[[], Any],
     resume: Sequence[ResumePoint | None] | None = None,
     checkpoint_dirs: Sequence[str | None] | None = None,
-) -> list[Any]:
+) -> list[TrainedTorchModel]:
     """Train ``specs`` (one ``base.group_key``) together; one ``TrainedTorchModel`` per spec.
 
-    ``backend`` builds the models; ``autocast()`` gives the AMP context for ``amp``.
-    A member whose loss turns non-finite is marked diverged at that check point, as
-    a lone run would be, and leaves the summed loss; the others go on. ``resume``: one
-    point per member, all at one step (``base.GroupStart``), to go on from;
-    ``checkpoint_dirs``: each member's periodic checkpoint directory
+    ``build(spec, image_shape, dataset)`` builds the models (``TorchBackend.build``); ``amp``:
+    the AMP mode in effect. A member whose loss turns non-finite is marked diverged at
+    that check point, as a lone run would be, and leaves the summed loss; the others go
+    on. ``resume``: one point per member, all at one step (``loop.GroupStart``), to go on
+    from; ``checkpoint_dirs``: each member's periodic checkpoint directory
     (``execution.checkpoint_every``).
     """
     from safetensors.torch import load_file
 
-    from vaebench.plugins.backends.torch.backend import (
-        HISTORY_POINTS,
-        TrainedTorchModel,
-        TrainingState,
-        adam,
-        device_grid,
-        draw_batches,
-    )
-
     check_group(specs)
-    first = specs[0]
     begin = GroupStart.of(resume, checkpoint_dirs, len(specs))
-    start_step, points, dirs, earlier = begin.step, begin.points, begin.dirs, begin.earlier
     models: list[GaussianVAE] = []
     generators: list[torch.Generator] = []
     rngs: list[np.random.Generator] = []
     restored: list[torch.optim.Optimizer] = []
-    for spec, point in zip(specs, points):  # seeded exactly as TorchBackend._train seeds a lone run
+    for spec, point in zip(specs, begin.points):  # seeded exactly as TorchBackend._train seeds a lone run
         torch.manual_seed(spec.seed)
         rngs.append(np.random.default_rng(spec.seed))
-        model = backend.build(spec, dataset.image_shape, dataset)
+        model = build(spec, dataset.image_shape, dataset)
         if type(model) is not GaussianVAE:
             raise ValueError(f"model {spec.model!r} built a {type(model).__name__}, not a plain GaussianVAE")
         if point is not None:
@@ -140,121 +232,7 @@ def train_group(
                 raise ValueError(f"{point.directory} holds no training state to go on from")
             restored.append(member_optimizer)
         generators.append(_generator_like_global(device))
-    params, buffers = stack_module_state(models)
-    template = copy.deepcopy(models[0]).to("meta")
-    enc_keys = [k for k in params if k.startswith("encoder.")]
-    dec_keys = [k for k in params if k.startswith("decoder.")]
-
-    def member(p: dict[str, torch.Tensor], x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # The same arithmetic as GaussianVAE.forward_with_sample + _gaussian_terms,
-        # with the noise passed in so that each member draws its own.
-        h = functional_call(template.encoder, {k[8:]: p[k] for k in enc_keys}, (x,))
-        mu, logvar = h.chunk(2, dim=1)
-        z = mu + eps * torch.exp(0.5 * logvar)
-        logits = functional_call(template.decoder, {k[8:]: p[k] for k in dec_keys}, (z,))
-        recon = template.recon_errors(x, logits.float()).mean()
-        kl_per_dim = gaussian_kl_per_dim(mu.float(), logvar.float()).mean(0)
-        return recon, kl_per_dim
-
-    forward = vmap(member)
-    compiled = False
-    if execution.compile:
-        try:
-            forward, compiled = torch.compile(forward), True
-        except Exception as exc:  # noqa: BLE001 - compile is an optimisation, never a failure
-            execution.notes.append(f"torch.compile unavailable ({type(exc).__name__}); trained eagerly")
-    optimizer = adam(list(params.values()), first.lr)
-    if restored:
-        _stack_optimizers(optimizer, restored)
-    scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
-    trained = [TrainedTorchModel(m, s, device, amp, compiled) for m, s in zip(models, specs)]
-    begin.extend(trained)
-    at_divergence: dict[int, dict[str, torch.Tensor]] = {}  # Adam's momentum would move them on
-
-    def member_state(i: int, step: int, progress: dict[str, Any] | None = None) -> TrainingState:
-        with torch.no_grad():
-            models[i].load_state_dict({k: v[i] for k, v in params.items()} | {k: v[i] for k, v in buffers.items()})
-        member_optimizer = _member_optimizer(optimizer, models[i], i, first.lr)
-        return TrainingState(step, {"adam": member_optimizer}, rngs[i], device, scaler, progress, noise=generators[i])
-
-    live = list(range(len(specs)))
-    history_every = max(1, first.steps // HISTORY_POINTS)
-    report_every = max(1, execution.progress_every)
-    callbacks = list(on_progress or [None] * len(specs))
-    batch, latent = first.batch_size, first.latent_dim
-    grid = device_grid(dataset, device, execution.device_grid)
-    start = time.perf_counter()
-    for step in range(start_step + 1, first.steps + 1):
-        x, _ = draw_batches(dataset, batch, rngs, device, grid=grid)  # (M, B, C, H, W)
-        eps = torch.stack([torch.randn((batch, latent), generator=g, device=device) for g in generators])
-        try:
-            with autocast():
-                recon, kl_per_dim = forward(params, x, eps)
-        except Exception as exc:  # noqa: BLE001 - a failed compile surfaces at the first call
-            if not compiled or step != start_step + 1:
-                raise
-            execution.notes.append(f"torch.compile failed at the first step ({type(exc).__name__}); trained eagerly")
-            forward, compiled = vmap(member), False
-            for run in trained:
-                run.compiled = False
-            with autocast():
-                recon, kl_per_dim = forward(params, x, eps)
-        kl = kl_per_dim.sum(1)
-        losses, capacities = [], []
-        for i, spec in enumerate(specs):
-            loss, capacity = objective(models[i].objective_name, recon[i], kl[i], models[i].hp, step)
-            losses.append(loss)
-            capacities.append(capacity)
-        optimizer.zero_grad(set_to_none=True)
-        total = torch.stack([losses[i] for i in live]).sum()
-        if scaler is not None:
-            scaler.scale(total).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            total.backward()
-            optimizer.step()
-        last = step == first.steps
-        if step % history_every == 0 or step % report_every == 0 or last:
-            table = torch.stack([torch.stack(losses), recon, kl]).detach().float().cpu().tolist()
-            elapsed = time.perf_counter() - start
-            for i in list(live):
-                values = {"loss": table[0][i], "recon": table[1][i], "kl": table[2][i]}
-                run = trained[i]
-                run.steps_done = step
-                finite = all(math.isfinite(v) for v in values.values())
-                if not finite or step % history_every == 0 or last:
-                    run.history.append({"step": step, **values, "capacity": capacities[i]})
-                    signals = models[i].beta_signal(step)  # what a lone run records (loss_terms)
-                    if signals:
-                        run.signals.append({"step": step, **signals})
-                run.final_loss = values["loss"]
-                if not finite:  # where its lone run would stop: keep its weights as they are now
-                    run.diverged = True
-                    run.train_seconds = elapsed + earlier[i]
-                    at_divergence[i] = {k: v[i].detach().clone() for k, v in params.items()}
-                    live.remove(i)
-                elif callbacks[i] is not None and (step % report_every == 0 or last):
-                    callbacks[i](step, {**values, "images_per_second": (step - start_step) * batch / elapsed})
-            if not live:
-                break
-        for i in live:
-            if checkpoint_due(execution, step, first.steps, dirs[i]):
-                run = trained[i]
-                run.steps_done = step
-                run.training_state = member_state(i, step, progress={
-                    "train_seconds": time.perf_counter() - start + earlier[i], "history": run.history,
-                    "signals": run.signals})
-                write_partial(run, str(dirs[i]))
-        interrupt.check()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-    elapsed = time.perf_counter() - start
-    for i, model in enumerate(models):
-        if trained[i].diverged:
-            with torch.no_grad():
-                model.load_state_dict(at_divergence[i] | {k: v[i] for k, v in buffers.items()})
-        else:
-            trained[i].train_seconds = elapsed + earlier[i]
-            trained[i].training_state = member_state(i, trained[i].steps_done)
+    trained = [TrainedTorchModel(m, s, device, amp, False, dataset.image_shape) for m, s in zip(models, specs)]
+    steps = GroupSteps(models, trained, rngs, generators, restored, dataset, execution, begin.step + 1)
+    train_loop(steps, trained, begin, specs[0].steps, specs[0].batch_size, execution, on_progress)
     return trained
