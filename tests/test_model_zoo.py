@@ -16,7 +16,8 @@ from torch import nn
 from vaebench.harness.plan import PlanError, plan_grid
 from vaebench.plugins.runspec import RunSpec
 from vaebench.harness.progress import summary_table
-from vaebench.harness.runner import evaluate, run_grid
+from vaebench.harness.evaluation import evaluate
+from vaebench.harness.runner import run_grid
 from vaebench.plugins.backends.base import ExecutionOptions
 from vaebench.plugins.backends.torch.backend import TorchBackend, TrainedTorchModel, load_checkpoint
 from vaebench.plugins.backends.torch.models import (

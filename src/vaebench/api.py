@@ -180,7 +180,8 @@ def prepare_grid(
 
     Raises a one-line ``ValueError`` (``InputError``, ``PlanError``, ``WeightsError``,
     ``DatasetError``, ``DeviceError``), ``UnknownSpecError`` or ``RegistryError``."""
-    from vaebench.harness.runner import check_grid, metrics_for
+    from vaebench.harness.evaluation import metrics_for
+    from vaebench.harness.runner import check_grid
     from vaebench.plugins.backends.base import ExecutionOptions
     from vaebench.plugins.manager import get_manager
     from vaebench.plugins.metrics.weights import check_metric_weights
@@ -257,7 +258,8 @@ def prepare_continue(
 
     Raises a one-line ``ValueError`` (``InputError``, ``ContinueError``, ``WeightsError``,
     ``DatasetError``), ``UnknownSpecError`` or ``RegistryError``."""
-    from vaebench.harness.runner import continued_spec, metrics_for, parent_metrics
+    from vaebench.harness.evaluation import metrics_for
+    from vaebench.harness.runner import continued_spec, parent_metrics
     from vaebench.plugins.backends import get_backend
     from vaebench.plugins.backends.base import ExecutionOptions
     from vaebench.plugins.manager import get_manager
@@ -441,13 +443,11 @@ def report(
 
 
 def metric_direction(key: str) -> str:
-    """``higher`` / ``lower`` / ``none`` for a metric key (``mig``, ``mig.gap.posX``) from its plugin."""
-    from vaebench.plugins.manager import get_manager
+    """``higher`` / ``lower`` / ``none`` for a metric key (``mig``, ``mig.gap.posX``) from its plugin
+    (``plugins.manager.metric_direction``)."""
+    from vaebench.plugins.manager import metric_direction as direction
 
-    specs = get_manager().specs["metrics"]
-    head = key.split(".", 1)[0]
-    spec = specs.get(key) or specs.get(head)
-    return spec.direction if spec is not None else "higher"
+    return direction(key)
 
 
 #: What a representation computed elsewhere provides: latent codes and their factors.
@@ -483,7 +483,7 @@ def evaluate_latents(
     """
     import numpy as np
 
-    from vaebench.harness.runner import score
+    from vaebench.harness.evaluation import score
     from vaebench.plugins.manager import get_manager
     from vaebench.plugins.metrics.context import EvaluationContext
 

@@ -226,15 +226,14 @@ def run(
             _print_json([{"run_id": s.run_id, **json.loads(s.to_json()), "recorded": recorded.get(s.run_id)}
                          for s in specs])
         else:
-            from vaebench.plugins.backends.base import partial_resume_point
-            from vaebench.registry.store import partial_dir
+            from vaebench.harness.resumption import pick_up
 
             for s in specs:
                 status = recorded.get(s.run_id)
                 fate = "" if status is None else f"  (recorded: {status}, " + (
                     "skipped" if resume and status in DONE_STATUSES else "retried" if resume else "will be replaced"
                 ) + ")"
-                point = partial_resume_point(str(partial_dir(opts["registry"], s.run_id)))
+                point = pick_up(opts["registry"], s.run_id)
                 if point is not None and not (resume and status in DONE_STATUSES):
                     fate += f"  (interrupted at step {point.step}: picked up from there)"
                 console.print(f"{s.run_id}  {s.label()}  steps={s.steps} latent_dim={s.latent_dim}{fate}")
@@ -286,7 +285,7 @@ def run(
 def _exit_for(records: list[dict[str, Any]]) -> None:
     """Exit 1 when a run failed or could not be stored (its checkpoint or record not
     written: a full disk), saying which."""
-    from vaebench.harness.runner import RECORD_NOT_WRITTEN, storage_failed
+    from vaebench.harness.pending import RECORD_NOT_WRITTEN, storage_failed
 
     lost = [r for r in records if RECORD_NOT_WRITTEN in (r.get("error") or "")]
     failed = [r for r in records if r["status"] == "failed" and r not in lost]
@@ -324,16 +323,15 @@ def _note_removed(removed: list[Path]) -> None:
 def _interrupted(exc: Any, reporter: Any, specs: list, registry: str, checkpoint_every: int,
                  again: str = "run the same command with --resume to finish the grid") -> None:
     """After SIGINT / SIGTERM: one line saying what stopped and how to go on; exit 130 / 143."""
-    from vaebench.plugins.backends.base import partial_resume_point
+    from vaebench.harness.resumption import pick_up
     from vaebench.registry.query import recorded_status
-    from vaebench.registry.store import partial_dir
 
     from vaebench.plugins.backends import interrupt
 
     with interrupt.deferred(raise_on_exit=False):  # a second Ctrl-C does not cut this line short
         stopped = reporter.stop()
         recorded = recorded_status(registry)
-        steps = [p.step for s in stopped if (p := partial_resume_point(str(partial_dir(registry, s.run_id))))]
+        steps = [p.step for s in stopped if (p := pick_up(registry, s.run_id))]
     done = sum(1 for s in specs if s.run_id in recorded and recorded[s.run_id] != "failed")
     during = f" during {', '.join(f'{s.run_id} ({s.label()})' for s in stopped)}" if stopped else ""
     kept = (f" (picked up from {'its' if len(stopped) == 1 else 'their'} periodic checkpoint"
@@ -601,7 +599,7 @@ def traverse(
 
     from vaebench.harness.figures import factor_labels, write_traversal
     from vaebench.harness.plan import PlanError, parse_list
-    from vaebench.harness.runner import held_out
+    from vaebench.harness.evaluation import held_out
 
     low_high = _float_pair(value_range, "--range")
     base_index = None if base == "prior" else _base_index(base)

@@ -255,7 +255,7 @@ class GroupStart:
     """Where a vectorized group goes on from: ``step`` (0: the start), each member's resume
     point, periodic checkpoint directory and training seconds before this process. A
     group goes on from one step for all members; the grid trains members interrupted
-    at other steps on their own (``strategies._split_by_pickup_step``)."""
+    at other steps on their own (``resumption.split_by_pickup_step``)."""
 
     step: int
     points: list[ResumePoint | None]
@@ -280,11 +280,6 @@ class GroupStart:
         for run, point in zip(trained, self.points):
             if point is not None:
                 run.history, run.signals, run.steps_done = list(point.history), list(point.signals), point.step
-
-
-def pickup_note(step: int) -> str:
-    """The record's note for a run picked up from its periodic checkpoint."""
-    return f"picked up from its periodic checkpoint at step {step}"
 
 
 def restart_note(step: int) -> str:
