@@ -32,8 +32,8 @@ from vaebench.plugins.datasets.dsprites import ProceduralDSprites
 from vaebench.plugins.manager import get_manager
 from vaebench.plugins.metrics import collapse
 from vaebench.plugins.metrics.context import EvaluationContext
-from vaebench.plugins.models.diagnostics import posterior_collapse_note
-from vaebench.plugins.models.objectives import beta_at, dip_regulariser, objective
+from vaebench.plugins.metrics.collapse import posterior_collapse_note
+from vaebench.plugins.objectives import beta_at, dip_regulariser, objective
 from vaebench.registry.query import open_runs
 
 DATA = ProceduralDSprites()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-DEFAULT_REGISTRY = "vaebench-results"
+from vaebench.registry import DEFAULT_REGISTRY
 
 
 def _as_list(value: Any) -> list[Any] | None:
@@ -48,8 +48,8 @@ def plan_grid(
     ``more_axes`` takes any other grid axis by its RunSpec field name, a value or a
     list: ``dip_type="ii"``, ``lambda_od=[1, 10]``, ``beta_schedule="linear"``.
     """
+    from vaebench.harness import plan
     from vaebench.harness.plan import AXES, PlanError
-    from vaebench.harness.plan import plan_grid as _plan
     from vaebench.plugins.manager import get_manager
 
     unknown = sorted(set(more_axes) - set(AXES))
@@ -61,7 +61,7 @@ def plan_grid(
         "capacity_steps": _as_list(capacity_steps), "seed": _as_list(seeds), "latent_dim": _as_list(latent_dims),
         "steps": _as_list(steps), "batch_size": _as_list(batch_sizes), "lr": _as_list(lrs),
     }
-    return _plan(
+    return plan.plan_grid(
         get_manager(), _as_list(models) or [], axes, datasets=_as_list(datasets) or [],
         backends=_as_list(backends) or [], architectures=_as_list(architectures) or [], dataset_path=dataset_path,
     )
@@ -69,10 +69,6 @@ def plan_grid(
 
 class InputError(ValueError):
     """A bad input the front door refuses before anything trains or is written (one line)."""
-
-
-#: The mixed-precision modes a command accepts (``ExecutionOptions.amp``).
-AMP_CHOICES = ("off", "bf16", "fp16")
 
 
 def _non_negative(value: Any, option: str) -> int:
@@ -106,6 +102,7 @@ def check_run_options(
     ``ValueError`` (``PlanError``, ``InputError``) or ``UnknownSpecError``."""
     from vaebench.harness.plan import PlanError
     from vaebench.harness.strategies import STRATEGIES
+    from vaebench.plugins.backends.base import AMP_MODES, amp_choices
     from vaebench.plugins.manager import get_manager
 
     manager = manager or get_manager()
@@ -115,8 +112,8 @@ def check_run_options(
     for arch in {s.architecture for s in specs}:
         if arch not in ("conv", "mlp"):
             raise PlanError(f"unknown architecture {arch!r} (available: conv, mlp)")
-    if amp not in AMP_CHOICES:
-        raise PlanError(f"--amp: unknown AMP mode {amp!r} (use off, bf16 or fp16)")
+    if amp not in AMP_MODES:
+        raise PlanError(f"--amp: unknown AMP mode {amp!r} (use {amp_choices()})")
     if strategy not in STRATEGIES:
         raise PlanError(f"--strategy: unknown strategy {strategy!r} (use {', '.join(STRATEGIES)})")
     _non_negative(checkpoint_every, "--checkpoint-every")
@@ -214,10 +211,10 @@ def prepare_grid(
 def run_prepared(prepared: PreparedGrid, *, reporter: Any = None, recorded: dict[str, str] | None = None) -> Any:
     """Train, score and record a grid :func:`prepare_grid` checked; returns a ``GridResult``.
     ``recorded``: the registry's ``{run_id: status}`` when already read."""
-    from vaebench.harness.runner import run_grid as _run
+    from vaebench.harness import runner
 
     p = prepared
-    return _run(p.specs, p.manager, p.registry, p.execution, p.metrics, resume=p.resume, reporter=reporter,
+    return runner.run_grid(p.specs, p.manager, p.registry, p.execution, p.metrics, resume=p.resume, reporter=reporter,
                 strategy=p.strategy, metric_options=p.metric_options, recorded=recorded, datasets=p.datasets)
 
 
@@ -261,13 +258,13 @@ def prepare_continue(
     from vaebench.harness.evaluation import metrics_for
     from vaebench.harness.runner import continued_spec, parent_metrics
     from vaebench.plugins.backends import get_backend
-    from vaebench.plugins.backends.base import ExecutionOptions
+    from vaebench.plugins.backends.base import AMP_MODES, ExecutionOptions, amp_choices
     from vaebench.plugins.manager import get_manager
     from vaebench.plugins.metrics.weights import check_metric_weights
     from vaebench.registry.store import check_writable, read_record
 
-    if amp not in AMP_CHOICES:
-        raise InputError(f"--amp: unknown AMP mode {amp!r} (use off, bf16 or fp16)")
+    if amp not in AMP_MODES:
+        raise InputError(f"--amp: unknown AMP mode {amp!r} (use {amp_choices()})")
     _non_negative(checkpoint_every, "--checkpoint-every")
     manager = manager or get_manager()
     parent = read_record(registry, run)
@@ -293,10 +290,10 @@ def prepare_continue(
 
 def continue_prepared(prepared: PreparedContinue, *, reporter: Any = None) -> dict[str, Any]:
     """Train, score and record a continuation :func:`prepare_continue` checked; returns its record."""
-    from vaebench.harness.runner import continue_run as _continue
+    from vaebench.harness import runner
 
     p = prepared
-    return _continue(p.parent, p.steps, p.manager, p.registry, p.execution, p.metrics, reporter=reporter,
+    return runner.continue_run(p.parent, p.steps, p.manager, p.registry, p.execution, p.metrics, reporter=reporter,
                      metric_options=p.metric_options, dataset=p.dataset)
 
 

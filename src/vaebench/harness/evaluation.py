@@ -16,7 +16,7 @@ from vaebench.plugins.backends.base import ExecutionOptions
 from vaebench.plugins.manager import PluginManager
 from vaebench.plugins.metrics.context import EvaluationContext
 from vaebench.plugins.metrics.posterior import kl_per_dim
-from vaebench.plugins.models.diagnostics import posterior_collapse_note
+from vaebench.plugins.metrics.collapse import posterior_collapse_note
 from vaebench.plugins.runspec import RunSpec
 from vaebench.plugins.specs import DatasetSpec, MetricResult, MetricSpec, MetricUnavailable
 

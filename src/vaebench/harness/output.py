@@ -10,12 +10,13 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from vaebench.registry import DEFAULT_REGISTRY
+
 # Piped output (files, CI logs) gets room for a leaderboard rather than Rich's 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 REGISTRY_HELP = "Registry directory holding one Parquet record per run."
-DEFAULT_REGISTRY = "./vaebench-results"
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

@@ -72,7 +72,7 @@ def check_grid(
             loaded[key] = manager.dataset(key[0]).loader()(path=key[1])
     for spec in specs:
         if "condition" in manager.model(spec.model).hyperparameters:
-            from vaebench.plugins.models.objectives import cvae_condition
+            from vaebench.plugins.objectives import cvae_condition
 
             cvae_condition(spec, loaded[(spec.dataset, spec.dataset_path)])
     return loaded

@@ -6,7 +6,7 @@ The training step is one XLA program: the model's optional ``before_step`` (VQ-V
 dead-code reset), forward pass, loss, gradients, Adam update, and the updates of the
 model's non-parameter state (VQ-VAE's EMA codebook). The loss is the model's
 ``loss_terms``, which combines its terms with the shared objectives of
-:mod:`vaebench.plugins.models.objectives`; their β and capacity schedules are
+:mod:`vaebench.plugins.objectives`; their β and capacity schedules are
 traceable, so the step number is a traced ``int32`` argument and the step is compiled
 once per model graph and batch shape, not once per step.
 """
@@ -267,8 +267,10 @@ def _set_compute_dtype(model: nnx.Module, dtype: Any) -> None:
 
 
 def _effective_amp(device: str, amp: str, notes: list[str]) -> str:
-    if amp not in ("off", "bf16", "fp16"):
-        raise DeviceError(f"unknown AMP mode {amp!r} (use off, bf16 or fp16)")
+    from vaebench.plugins.backends.base import AMP_MODES, amp_choices
+
+    if amp not in AMP_MODES:
+        raise DeviceError(f"unknown AMP mode {amp!r} (use {amp_choices()})")
     if amp == "fp16":
         notes.append("fp16 AMP is not implemented in the JAX backend; trained in float32")
         return "off"

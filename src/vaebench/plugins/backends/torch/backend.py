@@ -75,8 +75,10 @@ def _autocast(device: str, amp: str) -> contextlib.AbstractContextManager[Any]:
 
 
 def _effective_amp(device: str, amp: str, notes: list[str]) -> str:
-    if amp not in ("off", "bf16", "fp16"):
-        raise DeviceError(f"unknown AMP mode {amp!r} (use off, bf16 or fp16)")
+    from vaebench.plugins.backends.base import AMP_MODES, amp_choices
+
+    if amp not in AMP_MODES:
+        raise DeviceError(f"unknown AMP mode {amp!r} (use {amp_choices()})")
     if amp == "fp16" and not device.startswith("cuda"):
         notes.append("fp16 AMP needs CUDA; trained in float32")
         return "off"
