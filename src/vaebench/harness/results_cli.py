@@ -17,6 +17,8 @@ from rich.markup import escape
 
 from vaebench import api
 from vaebench.harness.output import (
+    ARROWS,
+    DIRECTION_TEXT,
     DEFAULT_REGISTRY,
     REGISTRY_HELP,
     console,
@@ -112,7 +114,7 @@ def leaderboard(
         filters = [f"--{k} {v}" for k, v in (("dataset", dataset), ("model", model)) if v]
         err_console.print(f"no recorded run matches {' '.join(filters)}" if filters else "no runs recorded yet")
         return
-    arrow = {"higher": "↑ higher is better", "lower": "↓ lower is better"}.get(direction, "")
+    arrow = DIRECTION_TEXT[direction] if direction in ARROWS else ""
     table = Table(title=f"leaderboard: {metric} {arrow}")
     # Columns that no run sets (e.g. capacity in a β grid) only take width from people.
     cols = [c for c in rows[0]
@@ -280,7 +282,6 @@ def compare(
         style = "bold yellow" if row["differs"] else "dim"
         table.add_row(row["column"], _cell(row["a"]), _cell(row["b"]), "≠" if row["differs"] else "", style=style)
     table.add_section()
-    arrows = {"higher": " ↑", "lower": " ↓"}
     for row in result["metrics"]:
         def side(s: dict[str, Any]) -> str:
             return "-" if s["mean"] is None else f"{fmt(s['mean'])} (n={s['n']})"
@@ -288,7 +289,7 @@ def compare(
         delta = "-" if row["delta"] is None else f"{row['delta']:+.4g}"
         color = {"better": "green", "worse": "red"}.get(row["better"] or "")
         table.add_row(
-            escape(row["metric"]) + arrows.get(row["direction"], ""), side(row["a"]), side(row["b"]),
+            escape(row["metric"]) + (f" {ARROWS[row['direction']]}" if row["direction"] in ARROWS else ""), side(row["a"]), side(row["b"]),
             f"[{color}]{delta}[/]" if color else delta,
         )
     console.print(table)
@@ -361,7 +362,7 @@ def check(
                          ("threshold / baseline", "right"), ("verdict", "left"), ("n runs", "right"), ("detail", "left")):
         table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for r in results:
-        arrow = {"higher": " ↑", "lower": " ↓"}.get(r.direction, "")
+        arrow = f" {ARROWS[r.direction]}" if r.direction in ARROWS else ""
         cells = tg.describe(r)
         color = "green" if r.verdict == "pass" else "yellow" if r.passed else "red"
         table.add_row(escape(r.name), escape(r.metric) + arrow, escape(cells["value"]), escape(cells["reference"]),

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vaebench.harness.output import fmt
-from vaebench.harness.report.gather import DIRECTION_TEXT, RUN_ID, Gathered, capacity_runs, tradeoff_series
+from vaebench.harness.output import DIRECTION_TEXT, fmt
+from vaebench.harness.report.gather import RUN_ID, Gathered, capacity_runs, tradeoff_series
 from vaebench.registry.store import artifact_path
 
 _MAGIC = {b"\x89PNG\r\n\x1a\n": ".png", b"GIF87a": ".gif", b"GIF89a": ".gif"}

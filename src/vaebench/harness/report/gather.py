@@ -21,8 +21,6 @@ from vaebench.registry.selection import Selection, check_prefixes, fetch_runs, p
 EXTRA_COLUMNS = ("spec_json", "error", "steps", "steps_done", "history", "artifacts")
 #: Leaderboard grouping columns shown (``config_id`` last); columns no row sets are dropped.
 BOARD_COLUMNS = ("model", "dataset", "dataset_variant", "beta", "capacity", "gamma", "latent_dim", "config_id")
-#: How a metric's declared direction reads in the figures and tables.
-DIRECTION_TEXT = {"higher": "↑ higher is better", "lower": "↓ lower is better", "none": "no better direction"}
 #: Spec fields that never separate two lines of the trade-off figure (a line is a config minus these).
 LINE_IGNORES = ("seed", "beta", "dataset_path")
 #: What a run id looks like; anything else is never used in a path.

@@ -22,14 +22,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from vaebench.harness.output import fmt
+from vaebench.harness.output import ARROWS, DIRECTION_TEXT, fmt
 from vaebench.harness.report.figures import Figures
-from vaebench.harness.report.gather import DIRECTION_TEXT, Gathered
+from vaebench.harness.report.gather import Gathered
 from vaebench.version import __version__
 
 HEADERS = {"dataset_variant": "variant", "beta": "β", "capacity": "C", "gamma": "γ", "latent_dim": "D",
            "config_id": "config"}
-ARROWS = {"higher": "↑", "lower": "↓"}
 #: The sections the navigation links to, in page order, where present.
 SECTIONS = (("targets", "Targets"), ("tradeoff", "β trade-off"), ("capacity", "Capacity"),
             ("leaderboard", "Leaderboard"), ("runs", "Runs"), ("problems", "Diverged / failed"),
