@@ -914,7 +914,7 @@ def section_evaluation(ctx: Context, entry: dict[str, Any]) -> None:
     import numpy as np
     import torch
 
-    from vaebench.harness.runner import evaluate, held_out
+    from vaebench.harness.evaluation import evaluate, held_out
     from vaebench.plugins.backends.torch.backend import TorchBackend, load_checkpoint
     from vaebench.plugins.manager import get_manager
 

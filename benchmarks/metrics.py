@@ -503,7 +503,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     command = "python benchmarks/metrics.py " + " ".join(sys.argv[1:] if argv is None else argv)
 
-    from vaebench.harness.runner import held_out
+    from vaebench.harness.evaluation import held_out
     from vaebench.plugins.datasets.dsprites import ProceduralDSprites
     from vaebench.plugins.metrics import beta_vae_metric as bvm
     from vaebench.plugins.metrics import factor_vae_metric as fvm

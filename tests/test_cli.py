@@ -286,7 +286,7 @@ def test_bad_metric_options_are_usage_errors(cli, tmp_path, option, message):
 
 
 def test_default_metrics_skip_what_a_one_factor_dataset_cannot_support():
-    from vaebench.harness.runner import metrics_for
+    from vaebench.harness.evaluation import metrics_for
     from vaebench.plugins.manager import get_manager
 
     m = get_manager()

@@ -274,7 +274,7 @@ SCHEDULES = [
 
 @pytest.mark.parametrize("hp", SCHEDULES)
 def test_schedules_are_the_same_on_python_ints_and_traced_steps(hp):
-    from vaebench.plugins.models.objectives import beta_at, capacity_at
+    from vaebench.plugins.objectives import beta_at, capacity_at
 
     traced = jax.jit(lambda s: (beta_at(s, hp), capacity_at(s, 25.0, 30)))
     for step in (1, 2, 5, 9, 10, 11, 17, 33, 34, 35, 40, 67, 99, 100, 250):

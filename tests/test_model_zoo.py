@@ -16,7 +16,8 @@ from torch import nn
 from vaebench.harness.plan import PlanError, plan_grid
 from vaebench.plugins.runspec import RunSpec
 from vaebench.harness.progress import summary_table
-from vaebench.harness.runner import evaluate, run_grid
+from vaebench.harness.evaluation import evaluate
+from vaebench.harness.runner import run_grid
 from vaebench.plugins.backends.base import ExecutionOptions
 from vaebench.plugins.backends.torch.backend import TorchBackend, TrainedTorchModel, load_checkpoint
 from vaebench.plugins.backends.torch.models import (
@@ -31,8 +32,8 @@ from vaebench.plugins.datasets.dsprites import ProceduralDSprites
 from vaebench.plugins.manager import get_manager
 from vaebench.plugins.metrics import collapse
 from vaebench.plugins.metrics.context import EvaluationContext
-from vaebench.plugins.models.diagnostics import posterior_collapse_note
-from vaebench.plugins.models.objectives import beta_at, dip_regulariser, objective
+from vaebench.plugins.metrics.collapse import posterior_collapse_note
+from vaebench.plugins.objectives import beta_at, dip_regulariser, objective
 from vaebench.registry.query import open_runs
 
 DATA = ProceduralDSprites()

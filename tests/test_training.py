@@ -14,7 +14,7 @@ from vaebench.plugins.backends.base import ExecutionOptions
 from vaebench.plugins.backends.torch.backend import DeviceError, TorchBackend, load_checkpoint, resolve_device
 from vaebench.plugins.datasets.dsprites import ProceduralDSprites
 from vaebench.plugins.manager import get_manager
-from vaebench.plugins.models.objectives import capacity_at, objective
+from vaebench.plugins.objectives import capacity_at, objective
 
 DATA = ProceduralDSprites()
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pluggy
 
-__version__ = "0.1.0"
+from vaebench.version import __version__
 
 hookimpl = pluggy.HookimplMarker("vaebench")
 

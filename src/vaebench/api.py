@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-DEFAULT_REGISTRY = "vaebench-results"
+from vaebench.registry import DEFAULT_REGISTRY
 
 
 def _as_list(value: Any) -> list[Any] | None:
@@ -47,10 +47,10 @@ def plan_grid(
     top-level ones for that model: ``per_model={"factor_vae": {"gamma": [10, 40]}}``.
     ``manager``: the plugin manager (default: the process's).
     """
-    from vaebench.harness.plan import plan_grid as _plan
+    from vaebench.harness import plan
     from vaebench.plugins.manager import get_manager
 
-    return _plan(
+    return plan.plan_grid(
         manager or get_manager(), _as_list(models) or [], axes, datasets=_as_list(datasets) or [],
         backends=_as_list(backends) or [], architectures=_as_list(architectures) or [], dataset_path=dataset_path,
         per_model=per_model,
@@ -59,10 +59,6 @@ def plan_grid(
 
 class InputError(ValueError):
     """A bad input the front door refuses before anything trains or is written (one line)."""
-
-
-#: The mixed-precision modes a command accepts (``ExecutionOptions.amp``).
-AMP_CHOICES = ("off", "bf16", "fp16")
 
 
 def _non_negative(value: Any, option: str) -> int:
@@ -96,6 +92,7 @@ def check_run_options(
     ``ValueError`` (``PlanError``, ``InputError``) or ``UnknownSpecError``."""
     from vaebench.harness.plan import PlanError
     from vaebench.harness.strategies import STRATEGIES
+    from vaebench.plugins.backends.base import AMP_MODES, amp_choices
     from vaebench.plugins.manager import get_manager
 
     manager = manager or get_manager()
@@ -105,8 +102,8 @@ def check_run_options(
     for arch in {s.architecture for s in specs}:
         if arch not in ("conv", "mlp"):
             raise PlanError(f"unknown architecture {arch!r} (available: conv, mlp)")
-    if amp not in AMP_CHOICES:
-        raise PlanError(f"--amp: unknown AMP mode {amp!r} (use off, bf16 or fp16)")
+    if amp not in AMP_MODES:
+        raise PlanError(f"--amp: unknown AMP mode {amp!r} (use {amp_choices()})")
     if strategy not in STRATEGIES:
         raise PlanError(f"--strategy: unknown strategy {strategy!r} (use {', '.join(STRATEGIES)})")
     _non_negative(checkpoint_every, "--checkpoint-every")
@@ -170,7 +167,8 @@ def prepare_grid(
 
     Raises a one-line ``ValueError`` (``InputError``, ``PlanError``, ``WeightsError``,
     ``DatasetError``, ``DeviceError``), ``UnknownSpecError`` or ``RegistryError``."""
-    from vaebench.harness.runner import check_grid, metrics_for
+    from vaebench.harness.evaluation import metrics_for
+    from vaebench.harness.runner import check_grid
     from vaebench.plugins.backends.base import ExecutionOptions
     from vaebench.plugins.manager import get_manager
     from vaebench.plugins.metrics.weights import check_metric_weights
@@ -203,10 +201,10 @@ def prepare_grid(
 def run_prepared(prepared: PreparedGrid, *, reporter: Any = None, recorded: dict[str, str] | None = None) -> Any:
     """Train, score and record a grid :func:`prepare_grid` checked; returns a ``GridResult``.
     ``recorded``: the registry's ``{run_id: status}`` when already read."""
-    from vaebench.harness.runner import run_grid as _run
+    from vaebench.harness import runner
 
     p = prepared
-    return _run(p.specs, p.manager, p.registry, p.execution, p.metrics, resume=p.resume, reporter=reporter,
+    return runner.run_grid(p.specs, p.manager, p.registry, p.execution, p.metrics, resume=p.resume, reporter=reporter,
                 strategy=p.strategy, metric_options=p.metric_options, recorded=recorded, datasets=p.datasets)
 
 
@@ -247,15 +245,16 @@ def prepare_continue(
 
     Raises a one-line ``ValueError`` (``InputError``, ``ContinueError``, ``WeightsError``,
     ``DatasetError``), ``UnknownSpecError`` or ``RegistryError``."""
-    from vaebench.harness.runner import continued_spec, metrics_for, parent_metrics
+    from vaebench.harness.evaluation import metrics_for
+    from vaebench.harness.runner import continued_spec, parent_metrics
     from vaebench.plugins.backends import get_backend
-    from vaebench.plugins.backends.base import ExecutionOptions
+    from vaebench.plugins.backends.base import AMP_MODES, ExecutionOptions, amp_choices
     from vaebench.plugins.manager import get_manager
     from vaebench.plugins.metrics.weights import check_metric_weights
     from vaebench.registry.store import check_writable, read_record
 
-    if amp not in AMP_CHOICES:
-        raise InputError(f"--amp: unknown AMP mode {amp!r} (use off, bf16 or fp16)")
+    if amp not in AMP_MODES:
+        raise InputError(f"--amp: unknown AMP mode {amp!r} (use {amp_choices()})")
     _non_negative(checkpoint_every, "--checkpoint-every")
     manager = manager or get_manager()
     parent = read_record(registry, run)
@@ -281,10 +280,10 @@ def prepare_continue(
 
 def continue_prepared(prepared: PreparedContinue, *, reporter: Any = None) -> dict[str, Any]:
     """Train, score and record a continuation :func:`prepare_continue` checked; returns its record."""
-    from vaebench.harness.runner import continue_run as _continue
+    from vaebench.harness import runner
 
     p = prepared
-    return _continue(p.parent, p.steps, p.manager, p.registry, p.execution, p.metrics, reporter=reporter,
+    return runner.continue_run(p.parent, p.steps, p.manager, p.registry, p.execution, p.metrics, reporter=reporter,
                      metric_options=p.metric_options, dataset=p.dataset)
 
 
@@ -433,13 +432,11 @@ def report(
 
 
 def metric_direction(key: str) -> str:
-    """``higher`` / ``lower`` / ``none`` for a metric key (``mig``, ``mig.gap.posX``) from its plugin."""
-    from vaebench.plugins.manager import get_manager
+    """``higher`` / ``lower`` / ``none`` for a metric key (``mig``, ``mig.gap.posX``) from its plugin
+    (``plugins.manager.metric_direction``)."""
+    from vaebench.plugins.manager import metric_direction as direction
 
-    specs = get_manager().specs["metrics"]
-    head = key.split(".", 1)[0]
-    spec = specs.get(key) or specs.get(head)
-    return spec.direction if spec is not None else "higher"
+    return direction(key)
 
 
 #: What a representation computed elsewhere provides: latent codes and their factors.
@@ -475,7 +472,7 @@ def evaluate_latents(
     """
     import numpy as np
 
-    from vaebench.harness.runner import score
+    from vaebench.harness.evaluation import score
     from vaebench.plugins.manager import get_manager
     from vaebench.plugins.metrics.context import EvaluationContext
 

@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from vaebench import api
+from vaebench.harness import results_cli
 from vaebench.harness.output import (
     DEFAULT_REGISTRY,
     REGISTRY_HELP,
@@ -213,15 +214,14 @@ def run(
             _print_json([{"run_id": s.run_id, **json.loads(s.to_json()), "recorded": recorded.get(s.run_id)}
                          for s in specs])
         else:
-            from vaebench.plugins.backends.base import partial_resume_point
-            from vaebench.registry.store import partial_dir
+            from vaebench.harness.resumption import pick_up
 
             for s in specs:
                 status = recorded.get(s.run_id)
                 fate = "" if status is None else f"  (recorded: {status}, " + (
                     "skipped" if resume and status in DONE_STATUSES else "retried" if resume else "will be replaced"
                 ) + ")"
-                point = partial_resume_point(str(partial_dir(opts["registry"], s.run_id)))
+                point = pick_up(opts["registry"], s.run_id)
                 if point is not None and not (resume and status in DONE_STATUSES):
                     fate += f"  (interrupted at step {point.step}: picked up from there)"
                 console.print(f"{s.run_id}  {s.label()}  steps={s.steps} latent_dim={s.latent_dim}{fate}")
@@ -273,7 +273,7 @@ def run(
 def _exit_for(records: list[dict[str, Any]]) -> None:
     """Exit 1 when a run failed or could not be stored (its checkpoint or record not
     written: a full disk), saying which."""
-    from vaebench.harness.runner import RECORD_NOT_WRITTEN, storage_failed
+    from vaebench.harness.pending import RECORD_NOT_WRITTEN, storage_failed
 
     lost = [r for r in records if RECORD_NOT_WRITTEN in (r.get("error") or "")]
     failed = [r for r in records if r["status"] == "failed" and r not in lost]
@@ -311,16 +311,15 @@ def _note_removed(removed: list[Path]) -> None:
 def _interrupted(exc: Any, reporter: Any, specs: list, registry: str, checkpoint_every: int,
                  again: str = "run the same command with --resume to finish the grid") -> None:
     """After SIGINT / SIGTERM: one line saying what stopped and how to go on; exit 130 / 143."""
-    from vaebench.plugins.backends.base import partial_resume_point
+    from vaebench.harness.resumption import pick_up
     from vaebench.registry.query import recorded_status
-    from vaebench.registry.store import partial_dir
 
     from vaebench.plugins.backends import interrupt
 
     with interrupt.deferred(raise_on_exit=False):  # a second Ctrl-C does not cut this line short
         stopped = reporter.stop()
         recorded = recorded_status(registry)
-        steps = [p.step for s in stopped if (p := partial_resume_point(str(partial_dir(registry, s.run_id))))]
+        steps = [p.step for s in stopped if (p := pick_up(registry, s.run_id))]
     done = sum(1 for s in specs if s.run_id in recorded and recorded[s.run_id] != "failed")
     during = f" during {', '.join(f'{s.run_id} ({s.label()})' for s in stopped)}" if stopped else ""
     kept = (f" (picked up from {'its' if len(stopped) == 1 else 'their'} periodic checkpoint"
@@ -396,92 +395,8 @@ def continue_(
     _exit_for([record])
 
 
-# ---------------------------------------------------------------- leaderboard
-@app.command(
-    epilog="Examples:\n\n  vaebench leaderboard\n\n  vaebench leaderboard --metric reconstruction --by model,beta --json",
-)
-def leaderboard(
-    metric: str = typer.Option("mig", "--metric", help="Metric key to rank by (see `vaebench list metrics`)."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Only runs on this dataset."),
-    model: Optional[str] = typer.Option(None, "--model", help="Only runs of this model."),
-    by: Optional[str] = typer.Option(None, "--by", help="Columns to group by, e.g. model,beta. \\[default: the run config minus seed]"),
-    registry: str = typer.Option(DEFAULT_REGISTRY, "--registry", help=REGISTRY_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON rows."),
-) -> None:
-    """Rank runs by a metric, aggregated over seeds (mean, std, n), with DuckDB."""
-    manager = _manager()
-    try:
-        result = api.leaderboard_result(registry, metric, _names(by) if by else None, dataset, model, manager=manager)
-    except ValueError as exc:
-        fail(str(exc))
-    direction = api.metric_direction(metric)
-    for path, reason in result.skipped:
-        err_console.print(f"[yellow]warning:[/] skipped record file {escape(f'{path}: {reason}')}", highlight=False)
-    rows = result.table.to_pylist()
-    from vaebench.harness.targets import tier
-
-    if manager.specs["metrics"].get(metric) is not None and manager.metric(metric).tiers:
-        for row in rows:
-            row["tier"] = tier(metric, row["mean"])
-    if as_json:
-        _print_json(rows)
-        return
-    if not rows:
-        filters = [f"--{k} {v}" for k, v in (("dataset", dataset), ("model", model)) if v]
-        err_console.print(f"no recorded run matches {' '.join(filters)}" if filters else "no runs recorded yet")
-        return
-    arrow = {"higher": "↑ higher is better", "lower": "↓ lower is better"}.get(direction, "")
-    table = Table(title=f"leaderboard: {metric} {arrow}")
-    # Columns that no run sets (e.g. capacity in a β grid) only take width from people.
-    cols = [c for c in rows[0]
-            if c in ("mean", "std", "n") or any(r[c] is not None for r in rows)]
-    headers = {"dataset_variant": "variant", "latent_dim": "D", "n_diverged": "diverged", "capacity": "C", "config_id": "config"}
-    for col in cols:
-        left = col in ("model", "dataset", "dataset_variant", "backend", "architecture")
-        table.add_column(headers.get(col, col), justify="left" if left else "right", overflow="fold")
-    for row in rows:
-        table.add_row(*[_fmt(row[c]) for c in cols])
-    console.print(table)
-
-
-# ---------------------------------------------------------------- show
-@app.command(epilog="Example:\n\n  vaebench show 3fa2c1")
-def show(
-    run_id: str = typer.Argument(..., metavar="RUN", help="Run id or a unique prefix of one."),
-    registry: str = typer.Option(DEFAULT_REGISTRY, "--registry", help=REGISTRY_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print the record as JSON."),
-) -> None:
-    """Print one run's record."""
-    from vaebench.registry.store import RegistryError, read_record
-
-    try:
-        record = read_record(registry, run_id)
-    except RegistryError as exc:
-        fail(str(exc))
-    if as_json:
-        _print_json(record)
-        return
-    table = Table(title=f"run {record['run_id']}", show_header=False)
-    table.add_column("field", style="bold")
-    table.add_column("value")
-    for key, value in record.items():
-        if key in ("metrics", "history", "signals", "metric_params", "spec_json", "environment", "kl_per_dim", "artifacts"):
-            continue
-        table.add_row(key, _fmt(value))
-    for key, value in sorted((record.get("metrics") or {}).items()):
-        table.add_row(f"metrics.{key}", _fmt(value))
-    if record.get("kl_per_dim"):
-        table.add_row("kl_per_dim", " ".join(f"{v:.2f}" for v in record["kl_per_dim"]))
-    last: dict[str, tuple[int, float]] = {}
-    for point in record.get("signals") or []:
-        last[point["name"]] = (point["step"], point["value"])
-    for name, (step, value) in sorted(last.items()):
-        table.add_row(f"signal.{name}", f"{_fmt(value)} (step {step})")
-    for key, value in sorted((record.get("environment") or {}).items()):
-        table.add_row(f"env.{key}", value)
-    for key, value in sorted((record.get("artifacts") or {}).items()):
-        table.add_row(f"artifact.{key}", value)
-    console.print(table)
+# ---------------------------------------------------------------- leaderboard, show
+results_cli.register(app, ("leaderboard", "show"))
 
 
 # ---------------------------------------------------------------- evaluate-latents
@@ -501,7 +416,6 @@ def evaluate_latents(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Score representations computed elsewhere (any framework) against known factors."""
-    from vaebench.api import evaluate_latents as _evaluate
     from vaebench.harness.arrays import load_matrix
     from vaebench.plugins.manager import UnknownSpecError
 
@@ -510,7 +424,7 @@ def evaluate_latents(
         z, _ = load_matrix(latents, "latents")
         f, columns = load_matrix(factors, "factors")
         names = _names(factor_names) if factor_names else columns
-        result = _evaluate(z, f, _names(metrics) if metrics else None, factor_names=names,
+        result = api.evaluate_latents(z, f, _names(metrics) if metrics else None, factor_names=names,
                            train_fraction=train_fraction, seed=seed)
     except (ValueError, UnknownSpecError) as exc:
         fail(str(exc))
@@ -588,7 +502,7 @@ def traverse(
 
     from vaebench.harness.figures import factor_labels, write_traversal
     from vaebench.harness.plan import PlanError, parse_list
-    from vaebench.harness.runner import held_out
+    from vaebench.harness.evaluation import held_out
 
     low_high = _float_pair(value_range, "--range")
     base_index = None if base == "prior" else _base_index(base)
@@ -718,9 +632,7 @@ def list_specs(
     console.print(table)
 
 
-from vaebench.harness import results_cli  # noqa: E402 - query, compare, check
-
-results_cli.register(app)
+results_cli.register(app, ("query", "compare", "check", "report"))
 
 
 def main() -> None:

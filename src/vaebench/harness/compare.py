@@ -71,7 +71,7 @@ def compare(
     matches no run or a bare run id prefix is ambiguous.
     """
     if direction is None:
-        from vaebench.api import metric_direction as direction
+        from vaebench.plugins.manager import metric_direction as direction
     sides: dict[str, list[dict[str, Any]]] = {}
     for label, sel in (("A", a), ("B", b)):
         check_prefixes(con, sel)

@@ -1,4 +1,5 @@
-"""What every CLI command shares: consoles, the one-line error exit, JSON output."""
+"""What every CLI command shares: consoles, the one-line error exit, JSON output, number
+formatting and how a metric's direction reads."""
 
 from __future__ import annotations
 
@@ -10,12 +11,17 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from vaebench.registry import DEFAULT_REGISTRY
+
 # Piped output (files, CI logs) gets room for a leaderboard rather than Rich's 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 REGISTRY_HELP = "Registry directory holding one Parquet record per run."
-DEFAULT_REGISTRY = "./vaebench-results"
+
+#: How a metric's declared direction reads: an arrow (table headers) and in words (titles).
+ARROWS = {"higher": "↑", "lower": "↓"}
+DIRECTION_TEXT = {"higher": "↑ higher is better", "lower": "↓ lower is better", "none": "no better direction"}
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

@@ -1,6 +1,7 @@
-"""Results commands: ``vaebench query``, ``compare``, ``check``, ``report``.
+"""Results commands, over recorded runs: ``vaebench leaderboard``, ``show``, ``query``,
+``compare``, ``check``, ``report``.
 
-``register(app)`` adds them to a Typer app (``vaebench.harness.cli`` calls it).
+``register(app, names)`` adds them to a Typer app (``vaebench.harness.cli`` calls it).
 Exit codes as everywhere: 0 ok, 1 a check failed (``check``: a target failed or
 could not be evaluated), 2 bad usage or input (one line on stderr).
 """
@@ -8,23 +9,31 @@ could not be evaluated), 2 bad usage or input (one line on stderr).
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Optional
 
 import typer
 from rich.markup import escape
 
+from vaebench import api
 from vaebench.harness.output import (
+    ARROWS,
+    DIRECTION_TEXT,
     DEFAULT_REGISTRY,
     REGISTRY_HELP,
     console,
     err_console,
     fail,
     fmt,
+    manager,
     names,
     print_json,
 )
 
-__all__ = ["check", "compare", "query", "register", "report"]
+__all__ = ["check", "compare", "leaderboard", "query", "register", "report", "show"]
+
+#: Every results command, in the order ``vaebench --help`` lists them.
+COMMANDS = ("leaderboard", "show", "query", "compare", "check", "report")
 
 SELECTION_HELP = (
     "key=value pairs (model, dataset, beta, seed, status, ...; comma-separated, ANDed) "
@@ -70,6 +79,94 @@ def _selection(text: Optional[str], option: str):
         return Selection.parse(text)
     except ValueError as exc:
         fail(f"{option}: {exc}")
+
+
+# ---------------------------------------------------------------- leaderboard
+def leaderboard(
+    metric: str = typer.Option("mig", "--metric", help="Metric key to rank by (see `vaebench list metrics`)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Only runs on this dataset."),
+    model: Optional[str] = typer.Option(None, "--model", help="Only runs of this model."),
+    by: Optional[str] = typer.Option(None, "--by", help="Columns to group by, e.g. model,beta. \\[default: the run config minus seed]"),
+    registry: str = typer.Option(DEFAULT_REGISTRY, "--registry", help=REGISTRY_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON rows."),
+) -> None:
+    """Rank runs by a metric, aggregated over seeds (mean, std, n), with DuckDB."""
+    plugins = manager()
+    try:
+        result = api.leaderboard_result(registry, metric, names(by) if by else None, dataset, model, manager=plugins)
+    except ValueError as exc:
+        fail(str(exc))
+    direction = api.metric_direction(metric)
+    for path, reason in result.skipped:
+        err_console.print(f"[yellow]warning:[/] skipped record file {escape(f'{path}: {reason}')}", highlight=False)
+    rows = result.table.to_pylist()
+    from rich.table import Table
+
+    from vaebench.harness.targets import tier
+
+    if plugins.specs["metrics"].get(metric) is not None and plugins.metric(metric).tiers:
+        for row in rows:
+            row["tier"] = tier(metric, row["mean"])
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        filters = [f"--{k} {v}" for k, v in (("dataset", dataset), ("model", model)) if v]
+        err_console.print(f"no recorded run matches {' '.join(filters)}" if filters else "no runs recorded yet")
+        return
+    arrow = DIRECTION_TEXT[direction] if direction in ARROWS else ""
+    table = Table(title=f"leaderboard: {metric} {arrow}")
+    # Columns that no run sets (e.g. capacity in a β grid) only take width from people.
+    cols = [c for c in rows[0]
+            if c in ("mean", "std", "n") or any(r[c] is not None for r in rows)]
+    headers = {"dataset_variant": "variant", "latent_dim": "D", "n_diverged": "diverged", "capacity": "C", "config_id": "config"}
+    for col in cols:
+        left = col in ("model", "dataset", "dataset_variant", "backend", "architecture")
+        table.add_column(headers.get(col, col), justify="left" if left else "right", overflow="fold")
+    for row in rows:
+        table.add_row(*[fmt(row[c]) for c in cols])
+    console.print(table)
+
+
+# ---------------------------------------------------------------- show
+def show(
+    run_id: str = typer.Argument(..., metavar="RUN", help="Run id or a unique prefix of one."),
+    registry: str = typer.Option(DEFAULT_REGISTRY, "--registry", help=REGISTRY_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the record as JSON."),
+) -> None:
+    """Print one run's record."""
+    from rich.table import Table
+
+    from vaebench.registry.store import RegistryError, read_record
+
+    try:
+        record = read_record(registry, run_id)
+    except RegistryError as exc:
+        fail(str(exc))
+    if as_json:
+        print_json(record)
+        return
+    table = Table(title=f"run {record['run_id']}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key, value in record.items():
+        if key in ("metrics", "history", "signals", "metric_params", "spec_json", "environment", "kl_per_dim", "artifacts"):
+            continue
+        table.add_row(key, fmt(value))
+    for key, value in sorted((record.get("metrics") or {}).items()):
+        table.add_row(f"metrics.{key}", fmt(value))
+    if record.get("kl_per_dim"):
+        table.add_row("kl_per_dim", " ".join(f"{v:.2f}" for v in record["kl_per_dim"]))
+    last: dict[str, tuple[int, float]] = {}
+    for point in record.get("signals") or []:
+        last[point["name"]] = (point["step"], point["value"])
+    for name, (step, value) in sorted(last.items()):
+        table.add_row(f"signal.{name}", f"{fmt(value)} (step {step})")
+    for key, value in sorted((record.get("environment") or {}).items()):
+        table.add_row(f"env.{key}", value)
+    for key, value in sorted((record.get("artifacts") or {}).items()):
+        table.add_row(f"artifact.{key}", value)
+    console.print(table)
 
 
 # ---------------------------------------------------------------- query
@@ -152,13 +249,13 @@ def compare(
     of each side (n shown); the delta B − A is green when B is better by the
     metric's declared direction, red when worse, plain for direction "none".
     """
-    from vaebench.harness.compare import compare as _compare
+    from vaebench.harness import compare as comparison
 
     sel_a = _selection(a, "A")
     sel_b = _selection(b, "B")
     con = _open(registry)
     try:
-        result = _compare(con, sel_a, sel_b, names(metrics) if metrics else None)
+        result = comparison.compare(con, sel_a, sel_b, names(metrics) if metrics else None)
     except ValueError as exc:
         fail(str(exc))
     finally:
@@ -185,7 +282,6 @@ def compare(
         style = "bold yellow" if row["differs"] else "dim"
         table.add_row(row["column"], _cell(row["a"]), _cell(row["b"]), "≠" if row["differs"] else "", style=style)
     table.add_section()
-    arrows = {"higher": " ↑", "lower": " ↓"}
     for row in result["metrics"]:
         def side(s: dict[str, Any]) -> str:
             return "-" if s["mean"] is None else f"{fmt(s['mean'])} (n={s['n']})"
@@ -193,7 +289,7 @@ def compare(
         delta = "-" if row["delta"] is None else f"{row['delta']:+.4g}"
         color = {"better": "green", "worse": "red"}.get(row["better"] or "")
         table.add_row(
-            escape(row["metric"]) + arrows.get(row["direction"], ""), side(row["a"]), side(row["b"]),
+            escape(row["metric"]) + (f" {ARROWS[row['direction']]}" if row["direction"] in ARROWS else ""), side(row["a"]), side(row["b"]),
             f"[{color}]{delta}[/]" if color else delta,
         )
     console.print(table)
@@ -266,7 +362,7 @@ def check(
                          ("threshold / baseline", "right"), ("verdict", "left"), ("n runs", "right"), ("detail", "left")):
         table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for r in results:
-        arrow = {"higher": " ↑", "lower": " ↓"}.get(r.direction, "")
+        arrow = f" {ARROWS[r.direction]}" if r.direction in ARROWS else ""
         cells = tg.describe(r)
         color = "green" if r.verdict == "pass" else "yellow" if r.passed else "red"
         table.add_row(escape(r.name), escape(r.metric) + arrow, escape(cells["value"]), escape(cells["reference"]),
@@ -343,23 +439,35 @@ def report(
         err_console.print(f"note: {escape(note)}", highlight=False)
 
 
-def register(app: typer.Typer) -> None:
-    """Add ``query``, ``compare``, ``check`` and ``report`` to ``app``."""
-    app.command(
-        "query",
-        epilog="Examples:\n\n"
+def register(app: typer.Typer, commands: Sequence[str] = COMMANDS) -> None:
+    """Add the results commands named in ``commands`` to ``app``, in that order (``vaebench --help``
+    lists commands in the order they were added)."""
+    for name in commands:
+        epilog, function = _COMMANDS[name]
+        app.command(name, epilog=epilog)(function)
+
+
+#: name -> (the help's examples, the command)
+_COMMANDS: dict[str, tuple[str, Any]] = {
+    "leaderboard": (
+        "Examples:\n\n  vaebench leaderboard\n\n  vaebench leaderboard --metric reconstruction --by model,beta --json",
+        leaderboard,
+    ),
+    "show": ("Example:\n\n  vaebench show 3fa2c1", show),
+    "query": (
+        "Examples:\n\n"
         "  vaebench query \"SELECT model, count(*) AS n FROM runs GROUP BY model\"\n\n"
         "  vaebench query \"SELECT run_id, beta, metrics['mig'] AS mig FROM runs WHERE status = 'ok' ORDER BY mig DESC\" --json",
-    )(query)
-    app.command(
-        "compare",
-        epilog="Examples:\n\n"
+        query,
+    ),
+    "compare": (
+        "Examples:\n\n"
         "  vaebench compare 3fa2c1 9b0e44\n\n"
         "  vaebench compare model=beta_vae,beta=1 model=beta_vae,beta=4 --metrics mig,reconstruction",
-    )(compare)
-    app.command(
-        "check",
-        epilog="Example targets.toml:\n\n"
+        compare,
+    ),
+    "check": (
+        "Example targets.toml:\n\n"
         "  \\[\\[target]]\n\n"
         "  name = \"beta4 MIG\"\n\n"
         "  select = { model = \"beta_vae\", beta = 4, dataset = \"dsprites\" }\n\n"
@@ -370,11 +478,13 @@ def register(app: typer.Typer) -> None:
         "  vaebench check --targets targets.toml\n\n"
         "  vaebench check --targets targets.toml --runs steps=3000 --baseline steps=1500 --json\n\n"
         "  vaebench check --targets targets.toml --baseline-registry main-results",
-    )(check)
-    app.command(
-        "report",
-        epilog="Examples:\n\n"
+        check,
+    ),
+    "report": (
+        "Examples:\n\n"
         "  vaebench report --out report/\n\n"
         "  vaebench report model=beta_vae,dataset=dsprites --out report/ --targets targets.toml\n\n"
         "  vaebench report model=beta_vae_capacity --out cap-report/ --json",
-    )(report)
+        report,
+    ),
+}

@@ -14,7 +14,7 @@
 - ``auto``: vectorized on a GPU, processes on a CPU when two or more runs have two or
   more threads (``--threads``, default: the cores) to share, sequential otherwise.
 
-Every strategy ends each run in :meth:`PendingRun.finish`, so records are the same
+Every strategy ends each run in :meth:`pending.PendingRun.finish`, so records are the same
 whichever trained them, except the ``strategy`` and ``concurrent_runs`` columns.
 """
 
@@ -26,12 +26,14 @@ import time
 from dataclasses import replace
 from typing import Any, Sequence
 
-from vaebench.plugins.runspec import RunSpec
-from vaebench.plugins.backends import get_backend
+from vaebench.harness import resumption
+from vaebench.harness.messages import one_line
+from vaebench.harness.pending import PendingRun, run_one
 from vaebench.plugins.contract import capability
-from vaebench.plugins.backends.base import ExecutionOptions, partial_resume_point, pickup_note
+from vaebench.plugins.backends import get_backend
+from vaebench.plugins.backends.base import ExecutionOptions
 from vaebench.plugins.manager import PluginManager, get_manager
-from vaebench.registry import store
+from vaebench.plugins.runspec import RunSpec
 
 STRATEGIES = ("auto", "sequential", "processes", "vectorized")
 
@@ -95,8 +97,6 @@ def vectorized_groups(
 
 
 def run_sequential(specs, manager, registry, execution, metric_names, reporter, metric_options, datasets):  # noqa: ANN001
-    from vaebench.harness.runner import run_one
-
     records = []
     for index, spec in enumerate(specs):
         reporter.start_run(spec, index, len(specs))
@@ -112,33 +112,23 @@ def _split_by_pickup_step(
     groups: list[list[RunSpec]], alone: list[RunSpec], registry: str, manager: PluginManager | None
 ) -> tuple[list[tuple[list[RunSpec], list[Any] | None]], list[RunSpec]]:
     """Each group with its members' periodic checkpoint points (``None`` for a backend that
-    cannot pick a group up: it starts over), and the specs to train alone. A group goes
-    on from one step (``loop.GroupStart``): where its members' checkpoints are at
-    different steps (or only some have one, e.g. beside a member that diverged), the
-    members with a checkpoint are picked up on their own and the rest train as a group."""
+    cannot pick a group up: it starts over), and the specs to train alone
+    (``resumption.split_by_pickup_step``)."""
     kept: list[tuple[list[RunSpec], list[Any] | None]] = []
+    alone = list(alone)
     for group in groups:
         if not capability(get_backend(group[0].backend, manager), "supports_group_resume"):
             kept.append((group, None))
             continue
-        points = [partial_resume_point(str(store.partial_dir(registry, s.run_id))) for s in group]
-        if len({p.step if p is not None else None for p in points}) == 1:
-            kept.append((group, points))
-            continue
-        alone.extend(s for s, p in zip(group, points) if p is not None)
-        rest = [s for s, p in zip(group, points) if p is None]
-        if len(rest) >= 2:
-            kept.append((rest, [None] * len(rest)))
-        else:
-            alone.extend(rest)
+        picked, more_alone = resumption.split_by_pickup_step([group], registry)
+        kept.extend(picked)
+        alone.extend(more_alone)
     return kept, alone
 
 
 def run_vectorized(specs, manager, registry, execution, metric_names, reporter, metric_options, datasets):  # noqa: ANN001
     """Each group trained as one program, then each member scored and recorded; runs that
     cannot be grouped train one after another."""
-    from vaebench.harness.runner import PendingRun, _one_line
-
     groups, alone = vectorized_groups(specs, manager)
     groups, alone = _split_by_pickup_step(groups, alone, registry, manager)
     records = []
@@ -152,19 +142,13 @@ def run_vectorized(specs, manager, registry, execution, metric_names, reporter, 
         execution.notes.clear()
         callbacks = [lambda step, values, rid=s.run_id: reporter.progress(rid, step, values) for s in group]
         backend = get_backend(group[0].backend, manager)
-        kwargs: dict[str, Any] = {}
-        if points is not None:
-            if any(p is not None for p in points):
-                kwargs["resume"] = points
-                execution.notes.append(pickup_note(points[0].step))
-            if execution.checkpoint_every:
-                kwargs["checkpoint_dirs"] = [str(store.partial_dir(registry, s.run_id)) for s in group]
+        kwargs = {} if points is None else resumption.group_checkpoints(execution, registry, group, points)
         try:
             trained = backend.train_group(group, runs[0].dataset, execution, callbacks, **kwargs)
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - the group's runs are recorded as failed, the grid goes on
-            records.extend(run.fail(registry, _one_line(exc), reporter) for run in runs)
+            records.extend(run.fail(registry, one_line(exc), reporter) for run in runs)
             continue
         group_notes = list(execution.notes)
         for run, model in zip(runs, trained):
@@ -202,7 +186,6 @@ def run_processes(specs, manager, registry, execution, metric_names, reporter, m
     it too, their runs stop at a step's end (periodic checkpoint written, if asked), no
     further run starts, and :class:`interrupt.Interrupted` goes on up once they ended.
     """
-    from vaebench.harness.runner import PendingRun
     from vaebench.harness.workers import STOP_GRACE_SECONDS, Pool, plan_workers
     from vaebench.plugins.backends import interrupt
 

@@ -60,6 +60,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from vaebench.plugins.manager import direction_of, metric_directions
 from vaebench.registry.selection import Selection, check_prefixes, fetch_runs
 
 __all__ = [
@@ -207,18 +208,6 @@ class TargetResult:
 # --------------------------------------------------------------------------- loading
 
 
-def _metric_directions() -> dict[str, str]:
-    from vaebench.plugins.manager import get_manager
-
-    return {name: spec.direction for name, spec in get_manager().specs["metrics"].items()}
-
-
-def _direction_of(key: str, directions: Mapping[str, str]) -> str | None:
-    if key in directions:
-        return directions[key]
-    return directions.get(key.split(".", 1)[0])
-
-
 def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise TargetsError(f"{where}: expected a finite number, not {value!r}")
@@ -239,7 +228,7 @@ def parse_targets(
     whose only check is ``max_regression`` is a usage error without one.
     """
     if directions is None:
-        directions = _metric_directions()
+        directions = metric_directions()
     extra = sorted(set(data) - {"target"})
     if extra:
         raise TargetsError(f"{source}: unknown top-level key {extra[0]!r} (expected [[target]] tables)")
@@ -262,7 +251,7 @@ def parse_targets(
         if not isinstance(metric, str) or not metric.strip():
             raise TargetsError(f"{where}: 'metric' is required (a metric key, e.g. \"mig\")")
         metric = metric.strip()
-        direction = _direction_of(metric, directions)
+        direction = direction_of(metric, directions)
         if direction is None:
             raise TargetsError(f"{where}: unknown metric {metric!r} (known: {', '.join(sorted(directions))})")
         if "select" not in item:

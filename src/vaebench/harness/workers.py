@@ -156,9 +156,9 @@ class _Worker:
                 except interrupt.Interrupted:
                     raise
                 except Exception as exc:  # noqa: BLE001 - the parent records the run as failed
-                    from vaebench.harness.runner import _one_line
+                    from vaebench.harness.messages import one_line
 
-                    outcome = ("error", run_id, _one_line(exc))
+                    outcome = ("error", run_id, one_line(exc))
                 run_id = None
                 self.send(*outcome)
         except interrupt.Interrupted as exc:
@@ -171,7 +171,7 @@ class _Worker:
 
     def run(self, spec: Any, registry: str, execution: Any, metric_names: Any, metric_options: Any,
             workers: int) -> dict[str, Any]:
-        from vaebench.harness.runner import run_one
+        from vaebench.harness.pending import run_one
         from vaebench.plugins.manager import get_manager
 
         manager = get_manager()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import pluggy
 
@@ -204,6 +204,27 @@ def plugin_manager(manager: PluginManager | None = None) -> PluginManager:
     """``manager``, or the process-wide one (:func:`get_manager`) where it is ``None``:
     the one place a caller not handed a manager (a script, a test) falls back to it."""
     return manager if manager is not None else get_manager()
+
+
+def direction_of(key: str, directions: Mapping[str, str]) -> str | None:
+    """The direction (``higher`` / ``lower`` / ``none``) of metric key ``key`` in ``directions``
+    (metric name -> direction): its own, else its head's (``mig.gap.posX`` -> ``mig``);
+    ``None`` when neither is there."""
+    if key in directions:
+        return directions[key]
+    return directions.get(key.split(".", 1)[0])
+
+
+def metric_directions(manager: PluginManager | None = None) -> dict[str, str]:
+    """Metric name -> its plugin's declared direction, for every registered metric."""
+    manager = plugin_manager(manager)
+    return {name: spec.direction for name, spec in manager.specs["metrics"].items()}
+
+
+def metric_direction(key: str, manager: PluginManager | None = None) -> str:
+    """``higher`` / ``lower`` / ``none`` for a metric key (``mig``, ``mig.gap.posX``) from its
+    plugin; ``higher`` for a key no registered metric declares."""
+    return direction_of(key, metric_directions(manager)) or "higher"
 
 
 def warn_failed_plugins(manager: PluginManager, stream: Any = None) -> None:

@@ -65,7 +65,7 @@ _FILES_VIEW = "_vaebench_run_files"
 Skipped = list[tuple[Path, str]]
 
 
-def _one_line(exc: BaseException, limit: int = 300) -> str:
+def one_line(exc: BaseException, limit: int = 300) -> str:
     """First line of an exception message, whitespace-collapsed and truncated."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     text = " ".join(text.split())
@@ -78,7 +78,7 @@ def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _to_arrow(rel: duckdb.DuckDBPyRelation) -> pa.Table:
+def to_arrow(rel: duckdb.DuckDBPyRelation) -> pa.Table:
     """Materialise a relation as an Arrow table (duckdb 1.x and 2.x).
 
     duckdb 2.0: ``DuckDBPyRelation.arrow()`` returns a RecordBatchReader, and
@@ -120,7 +120,7 @@ def _pyarrow_check(path: Path) -> tuple[str | None, str | None]:
     try:
         table = pq.read_table(path)
     except Exception as exc:  # noqa: BLE001 - any failure means "skip this file"
-        return None, _one_line(exc)
+        return None, one_line(exc)
     problem = record_problem(table)
     if problem is not None:
         return None, problem
@@ -183,7 +183,7 @@ def _duckdb_problem(con: duckdb.DuckDBPyConnection, path: Path) -> str | None:
             f"SELECT * FROM {_EMPTY_TABLE} UNION ALL BY NAME SELECT * FROM _vaebench_probe"
         ).fetchall()
     except duckdb.Error as exc:
-        return _one_line(exc)
+        return one_line(exc)
     finally:
         con.sql("DROP VIEW IF EXISTS _vaebench_probe")
     return None
@@ -244,7 +244,7 @@ def open_runs(
                 _build_view(con, still_good)
             except duckdb.Error as exc:
                 raise RegistryError(
-                    f"cannot query registry {root}: {_one_line(exc)}"
+                    f"cannot query registry {root}: {one_line(exc)}"
                 ) from exc
         skipped.sort(key=lambda item: item[0])
         return con, skipped
@@ -341,7 +341,7 @@ def rank(
     where, where_params = selection.where() if selection is not None else ("TRUE", [])
     sql = _leaderboard_sql(cols, descending, where)
     params: list[Any] = [metric, dataset, dataset, model, model, *where_params]
-    return _to_arrow(con.sql(sql, params=params))
+    return to_arrow(con.sql(sql, params=params))
 
 
 def leaderboard(

@@ -38,7 +38,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from vaebench.registry.query import Skipped, _one_line, _to_arrow, open_runs
+from vaebench.registry.query import Skipped, one_line, open_runs, to_arrow
 from vaebench.registry.store import RegistryError
 
 __all__ = [
@@ -147,7 +147,7 @@ def open_readonly(
             _materialise(con)
         except duckdb.Error as exc:
             con.close()
-            raise RegistryError(f"cannot query registry {root}: {_one_line(exc)}") from exc
+            raise RegistryError(f"cannot query registry {root}: {one_line(exc)}") from exc
     try:
         lock(con, memory_limit)
     except BaseException:
@@ -164,7 +164,7 @@ def check_select(sql: str, con: duckdb.DuckDBPyConnection | None = None) -> str:
     try:
         statements = parser.extract_statements(sql)
     except duckdb.Error as exc:
-        raise ValueError(f"query does not parse: {_one_line(exc)}") from None
+        raise ValueError(f"query does not parse: {one_line(exc)}") from None
     finally:
         if con is None:
             parser.close()
@@ -214,7 +214,7 @@ def _run_bounded(con: duckdb.DuckDBPyConnection, sql: str, timeout: float | None
 
     def work() -> None:
         try:
-            out["table"] = _to_arrow(con.sql(sql))
+            out["table"] = to_arrow(con.sql(sql))
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
             out["error"] = exc
         finally:
@@ -245,9 +245,9 @@ def _run_bounded(con: duckdb.DuckDBPyConnection, sql: str, timeout: float | None
     error = out.get("error")
     if isinstance(error, duckdb.OutOfMemoryException):
         raise QueryLimitError(f"query stopped: it needs more memory than its limit of {limit or 'DuckDB default'} "
-                              f"({_one_line(error)})", "memory")
+                              f"({one_line(error)})", "memory")
     if isinstance(error, duckdb.Error):
-        raise ValueError(_one_line(error)) from None
+        raise ValueError(one_line(error)) from None
     if error is not None:
         raise error
     return out["table"]

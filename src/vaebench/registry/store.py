@@ -1,6 +1,6 @@
 """Where run records live: one Parquet file (one row) per run.
 
-Layout under the registry root (default ``./vaebench-results``)::
+Layout under the registry root (default ``registry.DEFAULT_REGISTRY``, ``./vaebench-results``)::
 
     <root>/runs/<run_id>.parquet      the record, schema ``RECORD_SCHEMA``
     <root>/artifacts/<run_id>/...     checkpoints, plots (written by others)
@@ -41,7 +41,6 @@ import pyarrow.parquet as pq
 from vaebench.registry.schema import RECORD_SCHEMA, SCHEMA_VERSION, STATUSES, schema_problem
 
 __all__ = [
-    "DEFAULT_ROOT",
     "STALE_AFTER_SECONDS",
     "RegistryError",
     "RegistryWriteError",
@@ -60,9 +59,6 @@ __all__ = [
     "stale_temporaries",
     "write_record",
 ]
-
-#: Default registry root, relative to the working directory.
-DEFAULT_ROOT = Path("vaebench-results")
 
 _RUN_ID_RE = re.compile(r"[0-9a-f]{6,64}")
 _PREFIX_RE = re.compile(r"[0-9a-f]{1,64}")

@@ -54,7 +54,7 @@ class ExecutionOptions:
         if not isinstance(self.device, str) or not self.device:
             raise ValueError(f"device must be a name such as auto, cpu, cuda or cuda:0, got {self.device!r}")
         if self.amp not in AMP_MODES:
-            raise ValueError(f"amp: unknown AMP mode {self.amp!r} (use {', '.join(AMP_MODES)})")
+            raise ValueError(f"amp: unknown AMP mode {self.amp!r} (use {amp_choices()})")
         if self.threads is not None:
             _whole("threads", self.threads, 1, MAX_THREADS, "CPU threads")
         _whole("eval_samples", self.eval_samples, 1, 2**63 - 1, "held-out observations")
@@ -66,6 +66,11 @@ class ExecutionOptions:
 
 #: The mixed-precision modes (``ExecutionOptions.amp``).
 AMP_MODES = ("off", "bf16", "fp16")
+
+
+def amp_choices() -> str:
+    """The AMP modes as a message lists them: ``off, bf16 or fp16``."""
+    return f"{', '.join(AMP_MODES[:-1])} or {AMP_MODES[-1]}"
 #: Most CPU threads a run may ask for: more than any machine has cores (a typo's guard;
 #: torch would try to start them all).
 MAX_THREADS = 1024
@@ -225,11 +230,6 @@ def replace_directory(new: str, final: str) -> None:
         os.replace(final, old)
     os.replace(new, final)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def pickup_note(step: int) -> str:
-    """The record's note for a run picked up from its periodic checkpoint."""
-    return f"picked up from its periodic checkpoint at step {step}"
 
 
 def restart_note(step: int) -> str:

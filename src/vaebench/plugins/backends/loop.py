@@ -36,7 +36,7 @@ class GroupStart:
     """Where a run goes on from (a lone run is a group of one): ``step`` (0: the start),
     each member's resume point, periodic checkpoint directory and training seconds before
     this process. A group goes on from one step for all members; the grid trains members
-    interrupted at other steps on their own (``strategies._split_by_pickup_step``)."""
+    interrupted at other steps on their own (``resumption.split_by_pickup_step``)."""
 
     step: int
     points: list[ResumePoint | None]

@@ -1,7 +1,7 @@
 """Summaries of the posterior and the likelihood: reconstruction, KL, active dimensions.
 
 All are computed on the held-out evaluation set the runner encodes (default
-10,000 observations), with the reductions of ``models/objectives.py``: nats per
+10,000 observations), with the reductions of ``plugins/objectives.py``: nats per
 image, KL summed over latent dimensions.
 """
 

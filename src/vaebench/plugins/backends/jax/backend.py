@@ -6,7 +6,7 @@ The training step is one XLA program: the model's optional ``before_step`` (VQ-V
 dead-code reset), forward pass, loss, gradients, Adam update, and the updates of the
 model's non-parameter state (VQ-VAE's EMA codebook). The loss is the model's
 ``loss_terms``, which combines its terms with the shared objectives of
-:mod:`vaebench.plugins.models.objectives`; their β and capacity schedules are
+:mod:`vaebench.plugins.objectives`; their β and capacity schedules are
 traceable, so the step number is a traced ``int32`` argument and the step is compiled
 once per model graph and batch shape, not once per step.
 """

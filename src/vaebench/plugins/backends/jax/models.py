@@ -27,7 +27,7 @@ free to change any variable, parameters included (VQ-VAE's dead-code reset);
 
 The losses are the torch backend's exactly: Bernoulli NLL summed over pixels, KL
 summed over dimensions, both averaged over the batch, combined by the shared
-:mod:`vaebench.plugins.models.objectives` (``objective``, ``beta_at``,
+:mod:`vaebench.plugins.objectives` (``objective``, ``beta_at``,
 ``vq_vae_loss``), whose schedules are traceable.
 """
 
@@ -42,7 +42,7 @@ import numpy as np
 from flax import nnx
 
 from vaebench.plugins.backends.jax.nets import build_networks
-from vaebench.plugins.models.objectives import (
+from vaebench.plugins.objectives import (
     VQ_COLLAPSE_FRACTION as COLLAPSE_FRACTION,
     VQ_EMA_DECAY as EMA_DECAY,
     VQ_EMA_EPSILON as EMA_EPSILON,
@@ -73,7 +73,7 @@ class GaussianVAE(nnx.Module):
     """Encoder -> diagonal Gaussian posterior -> decoder with a Bernoulli likelihood.
 
     ``objective_name`` and ``hp`` select the loss from
-    :func:`vaebench.plugins.models.objectives.objective`.
+    :func:`vaebench.plugins.objectives.objective`.
     """
 
     needs_factors = False

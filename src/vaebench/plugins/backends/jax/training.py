@@ -17,6 +17,7 @@ from flax import nnx
 
 from vaebench.plugins.backends.allocator import retain_freed_memory
 from vaebench.plugins.backends.base import (
+    AMP_MODES, amp_choices,
     DeviceError, DeviceGrids, DeviceInfo, TRAINING_STATE, ExecutionOptions, cpu_name, device_grid_wanted,
     draw_grid_indices, grid_chunks, parse_device, save_training_meta
 )
@@ -187,8 +188,8 @@ def set_compute_dtype(model: nnx.Module, dtype: Any) -> None:
 
 
 def effective_amp(device: str, amp: str, notes: list[str]) -> str:
-    if amp not in ("off", "bf16", "fp16"):
-        raise DeviceError(f"unknown AMP mode {amp!r} (use off, bf16 or fp16)")
+    if amp not in AMP_MODES:
+        raise DeviceError(f"unknown AMP mode {amp!r} (use {amp_choices()})")
     if amp == "fp16":
         notes.append("fp16 AMP is not implemented in the JAX backend; trained in float32")
         return "off"

@@ -19,6 +19,7 @@ import torch
 from vaebench.plugins.backends import interrupt
 from vaebench.plugins.backends.allocator import retain_freed_memory
 from vaebench.plugins.backends.base import (
+    AMP_MODES, amp_choices,
     DeviceError, DeviceInfo, ExecutionOptions, ProgressCallback, ResumePoint, cpu_has_native_bf16, group_key,
     restart_note
 )
@@ -33,8 +34,8 @@ from vaebench.plugins.manager import PluginManager, plugin_manager
 
 
 def _effective_amp(device: str, amp: str, notes: list[str]) -> str:
-    if amp not in ("off", "bf16", "fp16"):
-        raise DeviceError(f"unknown AMP mode {amp!r} (use off, bf16 or fp16)")
+    if amp not in AMP_MODES:
+        raise DeviceError(f"unknown AMP mode {amp!r} (use {amp_choices()})")
     if amp == "fp16" and not device.startswith("cuda"):
         notes.append("fp16 AMP needs CUDA; trained in float32")
         return "off"

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaebench.plugins.backends.torch.nets import build_networks
-from vaebench.plugins.models.objectives import (
+from vaebench.plugins.objectives import (
     VQ_COLLAPSE_FRACTION,
     VQ_EMA_DECAY,
     VQ_EMA_EPSILON,
@@ -86,7 +86,7 @@ class GaussianVAE(nn.Module):
     """Encoder -> diagonal Gaussian posterior -> decoder with a Bernoulli likelihood.
 
     ``objective_name`` and ``hp`` select the loss from
-    :func:`vaebench.plugins.models.objectives.objective`.
+    :func:`vaebench.plugins.objectives.objective`.
     """
 
     needs_factors = False

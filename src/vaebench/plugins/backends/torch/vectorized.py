@@ -13,7 +13,7 @@ generator and its reparameterisation noise from its own torch generator, seeded
 as a lone run seeds them, so a member trains like the same run trained alone (to
 float rounding: the grouped kernels add in a different order; see
 ``tests/test_grid_strategies.py``). The loss of each member is computed by
-:func:`~vaebench.plugins.models.objectives.objective` with that member's
+:func:`~vaebench.plugins.objectives.objective` with that member's
 hyperparameters, the same call a lone run makes.
 
 Each member's checkpoint holds what a lone run's holds (``TrainingState``): its slice
@@ -44,7 +44,7 @@ from vaebench.plugins.backends.torch.models import GaussianVAE, gaussian_kl_per_
 from vaebench.plugins.backends.torch.training import (
     TrainedTorchModel, TrainingState, adam, autocast, device_grid, draw_batches
 )
-from vaebench.plugins.models.objectives import objective
+from vaebench.plugins.objectives import objective
 
 
 def _generator_like_global(device: str) -> torch.Generator:

@@ -1,0 +1,245 @@
+"""A run between its start and its record, and the one way every run ends.
+
+A run ends in exactly one record: ``ok`` (trained and scored), ``diverged``
+(non-finite loss; the grid goes on) or ``failed`` (an exception, kept as one
+line; the grid goes on). Every strategy (``harness/strategies.py``: sequential, worker
+processes, vectorized groups) trains its own way and ends each run in
+:meth:`PendingRun.finish` or :meth:`PendingRun.fail`; :func:`run_one` is a lone run.
+
+Storage failures (a full disk, a file size limit) lose as little as possible: a
+checkpoint that cannot be written is noted and what it left removed, the run keeps its
+metrics (``ok``); a record that cannot be written leaves nothing behind (the run's
+artifacts are removed, its periodic checkpoint kept for a later pick-up) and the grid
+goes on. :func:`storage_failed` tells the CLI to exit 1 for either.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from datetime import datetime, timezone
+from typing import Any, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from vaebench.harness import resumption
+from vaebench.harness.environment import environment
+from vaebench.harness.evaluation import evaluate, held_out, metrics_for
+from vaebench.harness.messages import one_line, storage_reason
+from vaebench.plugins.contract import capability
+from vaebench.plugins.backends import get_backend, interrupt
+from vaebench.plugins.backends.base import DeviceInfo, ExecutionOptions
+from vaebench.plugins.manager import PluginManager
+from vaebench.plugins.runspec import RunSpec
+from vaebench.registry import store
+from vaebench.registry.schema import RECORD_SCHEMA, SCHEMA_VERSION, signal_rows
+
+#: Notes (in ``error``) of a run whose checkpoint / record could not be written.
+CHECKPOINT_NOT_WRITTEN = "checkpoint not written"
+RECORD_NOT_WRITTEN = "record not written"
+
+
+class Reporter(Protocol):
+    def start_run(self, spec: RunSpec, index: int, total: int) -> None: ...
+    def progress(self, run_id: str, step: int, values: dict[str, float]) -> None: ...
+    def phase(self, run_id: str, text: str) -> None: ...
+    def end_run(self, record: dict[str, Any]) -> None: ...
+    def skipped(self, spec: RunSpec, status: str) -> None: ...
+
+
+class SilentReporter:
+    def start_run(self, spec: RunSpec, index: int, total: int) -> None: ...
+    def progress(self, run_id: str, step: int, values: dict[str, float]) -> None: ...
+    def phase(self, run_id: str, text: str) -> None: ...
+    def end_run(self, record: dict[str, Any]) -> None: ...
+    def skipped(self, spec: RunSpec, status: str) -> None: ...
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def storage_failed(record: Mapping[str, Any]) -> bool:
+    """Whether ``record`` (as a run returned it) lost its checkpoint or was not written."""
+    error = record.get("error") or ""
+    return CHECKPOINT_NOT_WRITTEN in error or RECORD_NOT_WRITTEN in error
+
+
+def base_record(spec: RunSpec, dataset: Any, device: DeviceInfo, execution: ExecutionOptions) -> dict[str, Any]:
+    return {
+        "run_id": spec.run_id,
+        "model": spec.model,
+        "backend": spec.backend,
+        "dataset": spec.dataset,
+        "dataset_variant": getattr(dataset, "variant", None),
+        "dataset_digest": dataset.digest() if dataset is not None else None,
+        "architecture": spec.architecture,
+        "beta": spec.beta,
+        "capacity": spec.capacity,
+        "gamma": spec.gamma,
+        "capacity_steps": spec.capacity_steps,
+        "latent_dim": spec.latent_dim,
+        "seed": spec.seed,
+        "steps": spec.steps,
+        "batch_size": spec.batch_size,
+        "lr": spec.lr,
+        "spec_json": spec.to_json(),
+        "config_id": spec.config_id,
+        "device": device.device,
+        "device_name": device.name,
+        "threads": execution.threads,
+        "environment": environment(),
+    }
+
+
+def run_figures(trained: Any, dataset: Any, spec: RunSpec, kl: np.ndarray, params: dict[str, Any], out_dir: str,
+             execution: ExecutionOptions) -> dict[str, str]:
+    """The run's images; a failure here is noted, never a failed run."""
+    from vaebench.harness.figures import write_run_figures
+
+    try:
+        images, _ = held_out(dataset, 10)
+        return write_run_figures(trained, images, kl.tolist(), out_dir, params.get("mig"), tuple(dataset.factor_names),
+                                 seed=spec.seed)
+    except Exception as exc:  # noqa: BLE001
+        execution.notes.append(f"figures not written ({one_line(exc)})")
+        return {}
+
+
+def run_one(
+    spec: RunSpec,
+    manager: PluginManager,
+    registry: str,
+    execution: ExecutionOptions,
+    metric_names: Sequence[str] | None = None,
+    reporter: Reporter | None = None,
+    dataset: Any = None,
+    metric_options: dict[str, dict[str, Any]] | None = None,
+    strategy: str = "sequential",
+    concurrent_runs: int = 1,
+) -> dict[str, Any]:
+    """Train, score and record one run; returns the record as written (every schema column).
+
+    ``strategy`` and ``concurrent_runs`` say how the grid ran it (recorded as such)."""
+    reporter = reporter or SilentReporter()
+    run = PendingRun(spec, manager, execution, metric_names, dataset, strategy, concurrent_runs)
+    kwargs: dict[str, Any] = {}
+    if capability(run.backend, "supports_resume"):
+        execution, point = resumption.periodic_checkpoints(execution, registry, spec)
+        if point is not None:
+            kwargs["resume"] = point
+    try:
+        trained = run.backend.train(
+            spec, run.dataset, execution, on_progress=lambda step, values: reporter.progress(spec.run_id, step, values),
+            **kwargs,
+        )
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failed run is recorded, the grid goes on
+        return run.fail(registry, one_line(exc), reporter)
+    return run.finish(trained, registry, reporter, metric_options)
+
+
+class PendingRun:
+    """A run between its start and its record: the spec, its dataset and backend,
+    and the record's columns known before training (start time, device, ...).
+
+    Every strategy (sequential, worker processes, vectorized groups) trains its own
+    way and then calls :meth:`finish` (or :meth:`fail`) for each run, so that
+    scoring, artifacts and the record are written one way.
+    """
+
+    def __init__(self, spec: RunSpec, manager: PluginManager, execution: ExecutionOptions,
+                 metric_names: Sequence[str] | None = None, dataset: Any = None,
+                 strategy: str = "sequential", concurrent_runs: int = 1) -> None:
+        self.spec = spec
+        self.execution = execution
+        self.backend = get_backend(spec.backend, manager)
+        device = self.backend.resolve_device(execution.device)
+        started = _now()
+        dataset_spec = manager.dataset(spec.dataset)
+        self.dataset = dataset if dataset is not None else dataset_spec.loader()(path=spec.dataset_path)
+        self.metric_specs = metrics_for(manager, dataset_spec, metric_names)
+        execution.notes.clear()
+        self.record = base_record(spec, self.dataset, device, execution)
+        self.record.update(started_at=started, strategy=strategy, concurrent_runs=concurrent_runs)
+
+    def finish(
+        self, trained: Any, registry: str, reporter: Reporter, metric_options: dict[str, dict[str, Any]] | None = None, notes: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """Score ``trained``, save its checkpoint and figures, write the record."""
+        spec, dataset, execution, record = self.spec, self.dataset, self.execution, self.record
+        try:
+            record.update(
+                amp=trained.amp, compiled=trained.compiled, steps_done=trained.steps_done,
+                train_seconds=trained.train_seconds, final_loss=trained.final_loss, history=trained.history,
+                signals=signal_rows(capability(trained, "signals")),
+            )
+            if trained.train_seconds > 0:
+                ips = trained.steps_done * spec.batch_size / trained.train_seconds
+                record["images_per_second"] = ips
+                size = math.prod(dataset.factor_sizes) if dataset.factor_sizes else None
+                record["seconds_per_epoch"] = size / ips if size else None
+            if trained.diverged:
+                record["status"] = "diverged"
+                record["error"] = f"non-finite loss at step {trained.steps_done}"
+            else:
+                reporter.phase(spec.run_id, "evaluating")
+                t0 = time.perf_counter()
+                values, params, per_dim = evaluate(trained, spec, dataset, self.metric_specs, execution, metric_options)
+                record["eval_seconds"] = time.perf_counter() - t0
+                record.update(status="ok", metrics=values, metric_params=json.dumps(params), kl_per_dim=per_dim.tolist())
+                record["artifacts"] = self._save(trained, registry, reporter, per_dim, params)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failed run is recorded, the grid goes on
+            record["status"] = "failed"
+            record["error"] = one_line(exc)
+        return self._write(registry, reporter, notes)
+
+    def _save(self, trained: Any, registry: str, reporter: Reporter, per_dim: np.ndarray,
+              params: dict[str, Any]) -> dict[str, str]:
+        """Write the checkpoint and figures under ``<registry>/artifacts/<run_id>/``; returns
+        their paths relative to the registry (``store.artifact_refs``). A checkpoint that
+        cannot be written is a note (the run keeps its metrics), and what it left is removed."""
+        spec, execution = self.spec, self.execution
+        try:
+            out_dir = str(store.artifact_dir(registry, spec.run_id))
+            paths = dict(trained.save(out_dir))
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a full disk must not lose the run's metrics
+            store.remove_artifacts(registry, spec.run_id)
+            execution.notes.append(f"{CHECKPOINT_NOT_WRITTEN} ({storage_reason(exc)})")
+            return {}
+        if execution.figures:
+            reporter.phase(spec.run_id, "figures")
+            paths.update(run_figures(trained, self.dataset, spec, per_dim, params, out_dir, execution))
+        return store.artifact_refs(registry, spec.run_id, paths)
+
+    def fail(self, registry: str, error: str, reporter: Reporter) -> dict[str, Any]:
+        """Record the run as ``failed`` with a one-line ``error``."""
+        self.record.update(status="failed", error=error)
+        return self._write(registry, reporter)
+
+    def _write(self, registry: str, reporter: Reporter, notes: Sequence[str] = ()) -> dict[str, Any]:
+        record = self.record
+        notes = [*notes, *self.execution.notes]
+        if notes:
+            note = "; ".join(notes)
+            record["error"] = f"{record['error']}; {note}" if record.get("error") else note
+        record["finished_at"] = _now()
+        with interrupt.deferred():  # a stop signal waits until the record is written and shown
+            try:
+                store.write_record(registry, record)
+            except store.RegistryWriteError as exc:
+                # Nothing of the run stays without its record; the grid goes on.
+                store.remove_artifacts(registry, record["run_id"])
+                note = f"{RECORD_NOT_WRITTEN} ({exc})"
+                record.update(status="failed", artifacts=None,
+                              error=f"{record['error']}; {note}" if record.get("error") else note)
+            record = {name: record.get(name) for name in RECORD_SCHEMA.names} | {"schema_version": SCHEMA_VERSION}
+            resumption.drop(record, registry)
+            reporter.end_run(record)
+        return record

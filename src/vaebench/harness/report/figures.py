@@ -1,0 +1,218 @@
+"""The report's figures, written under ``DIR/figures/``: the β trade-off and the capacity
+curves (matplotlib, Agg) and each run's traversal copied from its artifacts.
+
+Artifacts are only copied from the registry's own ``artifacts/<run_id>/`` directory, and
+only when they are real PNG/GIF files.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vaebench.harness.output import DIRECTION_TEXT, fmt
+from vaebench.harness.report.gather import RUN_ID, Gathered, capacity_runs, tradeoff_series
+from vaebench.registry.store import artifact_path
+
+_MAGIC = {b"\x89PNG\r\n\x1a\n": ".png", b"GIF87a": ".gif", b"GIF89a": ".gif"}
+
+
+@dataclass
+class Traversal:
+    """A run's traversal as the report shows it: the copied PNG (and GIF), or why there is none."""
+
+    run: Mapping[str, Any]
+    png: Path | None = None
+    gif: Path | None = None
+    #: why there is no traversal (``None``: there is one)
+    missing: str | None = None
+    #: the record's run id is not a run id (nothing was looked for)
+    invalid_id: bool = False
+
+
+@dataclass
+class Figures:
+    """What :func:`write_figures` wrote (``None``: not drawn)."""
+
+    tradeoff: Path | None = None
+    capacity: Path | None = None
+    traversals: list[Traversal] = field(default_factory=list)
+
+    def files(self) -> list[Path]:
+        """Every file written, in the order the report shows them."""
+        out = [p for p in (self.tradeoff, self.capacity) if p is not None]
+        for t in self.traversals:
+            out += [p for p in (t.png, t.gif) if p is not None]
+        return out
+
+
+def write_figures(data: Gathered, ordered: Sequence[Mapping[str, Any]], figures_dir: Path,
+                  direction: Callable[[str], str]) -> Figures:
+    """Draw and copy the report's figures into ``figures_dir`` (created); traversals of
+    ``ordered`` (the runs in the report's order)."""
+    figures_dir.mkdir()
+    out = Figures()
+    tradeoff = figures_dir / "beta_tradeoff.png"
+    groups = [("disentanglement", data.disentangle), ("reconstruction / quality", data.quality)]
+    if plot_tradeoff(data.runs, groups, direction, tradeoff):
+        out.tradeoff = tradeoff
+    else:
+        tradeoff.unlink(missing_ok=True)
+    cap_groups = capacity_runs(data.runs)
+    if cap_groups:
+        out.capacity = figures_dir / "capacity.png"
+        plot_capacity(cap_groups, out.capacity)
+    for r in ordered:
+        if not RUN_ID.fullmatch(str(r["run_id"])):
+            out.traversals.append(Traversal(r, missing="invalid run id", invalid_id=True))
+            continue
+        dest = figures_dir / "runs" / str(r["run_id"])
+        png, why = _copy_artifact(data.root, r, "traversal_png", dest, "traversal")
+        if png is None:
+            out.traversals.append(Traversal(r, missing=f"traversal {why}"))
+            continue
+        gif, _ = _copy_artifact(data.root, r, "traversal_gif", dest, "traversal")
+        out.traversals.append(Traversal(r, png=png, gif=gif))
+    return out
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _log_beta_axis(ax: Any, betas: Sequence[float]) -> None:
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    ax.set_xscale("log")
+    ticks = sorted(set(betas))
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([f"{b:g}" for b in ticks])
+    if len(ticks) == 1:
+        ax.set_xlim(ticks[0] / 2, ticks[0] * 2)
+
+
+def plot_tradeoff(runs: Sequence[Mapping[str, Any]], groups: Sequence[tuple[str, Sequence[str]]],
+                  direction: Callable[[str], str], path: Path) -> bool:
+    """The β trade-off figure: one panel per metric, groups (title, metrics) starting new rows.
+    Returns False (nothing written) when no run has both a β and one of the metrics."""
+    panels: list[tuple[str, str, dict[str, list[dict[str, Any]]]]] = []
+    for title, metrics in groups:
+        for m in metrics:
+            series = tradeoff_series(runs, m)
+            if series:
+                panels.append((title, m, series))
+    if not panels:
+        return False
+    plt = _pyplot()
+    ncols = min(4, max(sum(p[0] == t for p in panels) for t, _ in groups))
+    layout: list[list[Any]] = []
+    for title, _ in groups:
+        mine = [p for p in panels if p[0] == title]
+        for i in range(0, len(mine), ncols):
+            layout.append(mine[i:i + ncols])
+    labels = sorted({label for p in panels for label in p[2]})
+    colors = {label: plt.get_cmap("tab10")(i % 10) for i, label in enumerate(labels)}
+    fig, axes = plt.subplots(len(layout), ncols, figsize=(3.6 * ncols, 2.9 * len(layout) + 0.7), squeeze=False)
+    for r, row in enumerate(layout):
+        for c in range(ncols):
+            ax = axes[r][c]
+            if c >= len(row):
+                ax.set_visible(False)
+                continue
+            group, metric, series = row[c]
+            betas: list[float] = []
+            for label, points in series.items():
+                xs = [p["beta"] for p in points]
+                betas += xs
+                ax.errorbar(xs, [p["mean"] for p in points], yerr=[p["std"] or 0.0 for p in points],
+                            marker="o", markersize=4, capsize=3, linewidth=1.4, color=colors[label], label=label)
+            _log_beta_axis(ax, betas)
+            d = direction(metric)
+            ax.set_title(f"{metric}  ({DIRECTION_TEXT.get(d, d)})", fontsize=9)
+            ax.set_xlabel("β (log scale)", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+            if c == 0:
+                ax.set_ylabel(group, fontsize=8, fontweight="bold")
+    handles = [plt.Line2D([], [], color=colors[label], marker="o", label=label) for label in labels]
+    fig.legend(handles=handles, loc="upper center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def plot_capacity(groups: Mapping[str, Sequence[Mapping[str, Any]]], path: Path) -> bool:
+    """KL (training batches) vs step with the target C(step), one panel per configuration."""
+    if not groups:
+        return False
+    plt = _pyplot()
+    ncols = min(3, len(groups))
+    nrows = math.ceil(len(groups) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.2 * nrows), squeeze=False)
+    for i, (config, runs) in enumerate(groups.items()):
+        ax = axes[i // ncols][i % ncols]
+        target_drawn = False
+        for j, r in enumerate(runs):
+            points = [h for h in r["history"] if h.get("kl") is not None and math.isfinite(h["kl"])]
+            status = "" if r["status"] == "ok" else f" ({r['status']})"
+            ax.plot([h["step"] for h in points], [h["kl"] for h in points], color=plt.get_cmap("tab10")(j % 10),
+                    linewidth=1.3, label=f"KL, seed {r['seed']}{status}")
+            if not target_drawn:
+                cap = [h for h in r["history"] if h.get("capacity") is not None]
+                ax.plot([h["step"] for h in cap], [h["capacity"] for h in cap], "k--", linewidth=1.3,
+                        label="target C(step)")
+                target_drawn = True
+        first = runs[0]
+        ax.set_title(f"{first['model']}  C_max={fmt(first['capacity'])} nats, γ={fmt(first['gamma'])}\n"
+                     f"config {config}", fontsize=9)
+        ax.set_xlabel("training step", fontsize=8)
+        ax.set_ylabel("KL (nats)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for k in range(len(groups), nrows * ncols):
+        axes[k // ncols][k % ncols].set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _copy_artifact(registry: Path, run: Mapping[str, Any], key: str, dest_dir: Path, name: str) -> tuple[Path | None, str | None]:
+    """Copy artifact ``key`` of ``run`` into ``dest_dir``: ``(copied path, None)`` or ``(None, why not)``.
+
+    Only files inside ``<registry>/artifacts/<run_id>/`` are copied (``store.artifact_path``:
+    a moved registry still finds its file there), and only real PNG / GIF files.
+    """
+    recorded = (run.get("artifacts") or {}).get(key)
+    if not recorded:
+        return None, "not recorded"
+    run_id = str(run["run_id"])
+    if not RUN_ID.fullmatch(run_id):
+        return None, "invalid run id"
+    source = artifact_path(registry, run_id, recorded)
+    if source is None:
+        return None, f"file missing ({recorded})"
+    try:
+        with open(source, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        return None, f"cannot read {source.name} ({exc.strerror or exc})"
+    suffix = next((s for magic, s in _MAGIC.items() if head.startswith(magic)), None)
+    if suffix is None:
+        return None, f"{source.name} is not a PNG or GIF file"
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    target = dest_dir / f"{name}{suffix}"
+    shutil.copyfile(source, target)
+    return target, None
