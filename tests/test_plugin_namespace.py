@@ -24,7 +24,8 @@ import pytest
 
 import vaebench.plugin
 from vaebench.harness.plan import plan_grid
-from vaebench.harness.runner import held_out, run_grid
+from vaebench.harness.evaluation import held_out
+from vaebench.harness.runner import run_grid
 from vaebench.plugins.backends import get_backend, load_trained
 from vaebench.plugins.backends.base import ExecutionOptions
 from vaebench.plugins.contract import CAPABILITIES, capability
