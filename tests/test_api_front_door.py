@@ -131,7 +131,7 @@ def test_leaderboard_refuses_a_missing_registry(tmp_path, cli):
 class _AbsentFramework:
     """A backend whose framework is not installed: constructing it fails to import."""
 
-    def __init__(self) -> None:
+    def __init__(self, manager: object = None) -> None:
         import vaebench_no_such_framework  # noqa: F401
 
 
