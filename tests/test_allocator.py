@@ -18,8 +18,9 @@ from vaebench.plugins.datasets.dsprites import ProceduralDSprites
 
 backend_name, mode = sys.argv[1], sys.argv[2]
 module = importlib.import_module(f"vaebench.plugins.backends.{backend_name}.backend")
-if mode == "glibc-default":
-    module.retain_freed_memory = lambda: False
+if mode == "glibc-default":  # the backends call it through its module, wherever their loop lives
+    from vaebench.plugins.backends import allocator
+    allocator.retain_freed_memory = lambda: False
 backend = module.TorchBackend() if backend_name == "torch" else module.JaxBackend()
 data = ProceduralDSprites()
 STEPS = int(sys.argv[3])

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vaebench.plugins.backends.allocator import retain_freed_memory
+from vaebench.plugins.backends import allocator
 from vaebench.plugins.backends.base import (
     AMP_MODES, amp_choices,
     DeviceError, DeviceGrids, DeviceInfo, TRAINING_STATE, ExecutionOptions, cpu_name, device_grid_wanted,
@@ -57,7 +57,7 @@ def training_device(execution: ExecutionOptions) -> tuple[DeviceInfo, Any]:
     buffers otherwise cost ~22 k page faults a step)."""
     info, jax_device = resolve(execution.device)
     if info.device == "cpu":
-        retain_freed_memory()
+        allocator.retain_freed_memory()
         if execution.threads and execution.threads < (os.cpu_count() or 1):
             execution.notes.append(f"the JAX backend ignores --threads {execution.threads} (XLA uses all CPU cores)")
     return info, jax_device

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from vaebench.plugins.backends import interrupt
-from vaebench.plugins.backends.allocator import retain_freed_memory
+from vaebench.plugins.backends import allocator
 from vaebench.plugins.backends.base import (
     AMP_MODES, amp_choices,
     DeviceError, DeviceInfo, ExecutionOptions, ProgressCallback, ResumePoint, cpu_has_native_bf16, group_key,
@@ -61,7 +61,7 @@ def _training_mode(device: str, threads: int | None):
     if device != "cpu":
         yield
         return
-    retain_freed_memory()
+    allocator.retain_freed_memory()
     # Denormal floats appear in the weights/activations of these VAEs after ~1k steps
     # and make CPU convolutions up to 20x slower (measured: 1,200 -> 69 images/s at
     # beta = 1); flushing them to zero costs nothing in accuracy. The setting is
