@@ -46,6 +46,12 @@ class ExecutionOptions:
     #: there (:func:`device_grid_wanted`): ``None`` on a GPU when it fits, ``True`` also on
     #: the CPU (the tests' way to run the GPU's path), ``False`` never. Batches are the same.
     device_grid: bool | None = None
+    #: Most training steps a backend may fuse into one device program (a JAX group's
+    #: ``lax.scan`` over its batches, gathered from the device grid): ``None`` chooses
+    #: (:data:`FUSED_STEPS` where the grid is on a GPU, else 1), ``1`` never fuses. The
+    #: loop still looks at every history / progress / checkpoint step, so records are the
+    #: same; only fewer programs are launched and the host waits less.
+    fuse_steps: int | None = None
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -62,7 +68,12 @@ class ExecutionOptions:
         _whole("checkpoint_every", self.checkpoint_every, 0, 2**63 - 1, "steps (0: never)")
         if self.device_grid not in (None, True, False):
             raise ValueError(f"device_grid must be true, false or unset, got {self.device_grid!r}")
+        if self.fuse_steps is not None:
+            _whole("fuse_steps", self.fuse_steps, 1, 100_000, "steps")
 
+
+#: Steps fused into one program by default where a backend can (``ExecutionOptions.fuse_steps``).
+FUSED_STEPS = 100
 
 #: The mixed-precision modes (``ExecutionOptions.amp``).
 AMP_MODES = ("off", "bf16", "fp16")

@@ -167,6 +167,17 @@ class Readout:
     signals: Sequence[dict[str, float]]
 
 
+def fusable_steps(total: int, execution: ExecutionOptions, cap: int) -> int:
+    """The most steps a :class:`Steps` may fuse so that each call ends on a step the loop
+    looks at anyway: the greatest common divisor of the history, progress and checkpoint
+    cadences, at most ``cap`` (1: no fusing). Calls of that size then fill the run; the
+    loop asks for fewer only at the last step."""
+    every = [max(1, total // HISTORY_POINTS), max(1, execution.progress_every)]
+    if execution.checkpoint_every > 0:
+        every.append(execution.checkpoint_every)
+    return max(1, min(cap, math.gcd(*every)))
+
+
 class Steps(Protocol):
     """What a backend fills :func:`train_loop` with, for ``M`` members (1: a lone run)."""
 

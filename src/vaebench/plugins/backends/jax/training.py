@@ -103,9 +103,16 @@ def device_grid(dataset: Any, jax_device: Any, wanted: bool | None) -> jax.Array
 
 
 @partial(jax.jit, static_argnums=2)
-def _gather(grid: jax.Array, index: jax.Array, scale: float) -> jax.Array:
+def gather_images(grid: jax.Array, index: jax.Array, scale: float) -> jax.Array:
+    """Grid rows ``index`` (any shape ``S``) as float32 images ``(*S, H, W, C)`` times
+    ``scale`` (the dataset's ``pixel_scale``); traceable inside a larger program."""
     x = jnp.take(grid, index, axis=0).astype(jnp.float32)
     return x * np.float32(scale) if scale != 1 else x
+
+
+def pixel_scale(dataset: Any) -> float:
+    """The dataset's ``pixel_scale`` (1 when it has none) as the float32 value batches use."""
+    return float(np.float32(getattr(dataset, "pixel_scale", 1.0)))
 
 
 def device_batches(
@@ -122,7 +129,7 @@ def device_batches(
     if grid is not None:
         index, factors = draw_grid_indices(dataset, n, rngs)
         index = jax.device_put(index.astype(np.int32) if stacked else index[0].astype(np.int32), jax_device)
-        return _gather(grid, index, float(np.float32(getattr(dataset, "pixel_scale", 1.0)))), factors
+        return gather_images(grid, index, pixel_scale(dataset)), factors
     on_gpu = jax_device.platform != "cpu"
     compact = (on_gpu if compact is None else compact) and hasattr(dataset, "sample_uint8")
     draws = [dataset.sample_uint8(n, rng) if compact else dataset.sample(n, rng) for rng in rngs]

@@ -49,14 +49,15 @@ from flax import nnx
 
 from vaebench.plugins.backends import interrupt
 from vaebench.plugins.backends.base import (
-    TRAINING_STATE, ExecutionOptions, ProgressCallback, ResumePoint, check_group, load_training_meta
+    FUSED_STEPS, TRAINING_STATE, ExecutionOptions, ProgressCallback, ResumePoint, check_group, draw_grid_indices,
+    load_training_meta
 )
 from vaebench.plugins.backends.jax.models import GaussianVAE, gaussian_objective
 from vaebench.plugins.backends.jax.training import (
-    TrainedJaxModel, compile_cached, device_batches, device_grid, effective_amp, load_flat_state, restore_tree,
-    set_compute_dtype, training_device
+    TrainedJaxModel, compile_cached, device_batches, device_grid, effective_amp, gather_images, load_flat_state,
+    pixel_scale, restore_tree, set_compute_dtype, training_device
 )
-from vaebench.plugins.backends.loop import GroupStart, Readout, train_loop
+from vaebench.plugins.backends.loop import GroupStart, Readout, fusable_steps, train_loop
 
 #: ``(objective name, hyperparameter items)`` per member: static, part of the compiled step.
 Objectives = tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]
@@ -97,6 +98,30 @@ def _group_step(
 _group_step_jit = jax.jit(_group_step, static_argnums=(0, 1), donate_argnums=(2, 3, 4))
 
 
+def _group_steps(
+    graphdef: Any, objectives: Objectives, params: Any, others: Any, opt_state: Any, grid: jax.Array,
+    index: jax.Array, keys: jax.Array, first: jax.Array, lr: jax.Array, scale: float,
+) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """``K`` steps of :func:`_group_step` as one program (``lax.scan``): step ``first + k``
+    trains on grid rows ``index[k]`` (``index`` ``(K, M, B)`` int32, drawn on the host as
+    the lone runs draw them; ``grid`` ``(N, H, W, C)`` uint8 on the device). Returns the
+    states after the last step and that step's terms."""
+
+    def body(carry: tuple[Any, Any, Any], item: tuple[jax.Array, jax.Array]) -> tuple[tuple[Any, Any, Any], Any]:
+        k, rows = item
+        x = gather_images(grid, rows, scale)
+        p, o, s, terms = _group_step(graphdef, objectives, *carry, x, keys, first + k, lr)
+        return (p, o, s), terms
+
+    count = index.shape[0]
+    (params, others, opt_state), terms = jax.lax.scan(
+        body, (params, others, opt_state), (jnp.arange(count, dtype=jnp.int32), index))
+    return params, others, opt_state, jax.tree.map(lambda a: a[-1], terms)
+
+
+_group_steps_jit = jax.jit(_group_steps, static_argnums=(0, 1, 10), donate_argnums=(2, 3, 4))
+
+
 def _member(tree: Any, i: int) -> Any:
     """Member ``i``'s slice of a stacked pytree (new arrays: safe from donation)."""
     return jax.tree.map(lambda a: a[i], tree)
@@ -106,8 +131,6 @@ class GroupSteps:
     """A vectorized group's step for ``loop.train_loop``: each member's batch, then the
     compiled group step (``_group_step``) on the stacked state; a member's model gets its
     slice where the loop asks (a checkpoint, its divergence, the end)."""
-
-    steps_per_call = 1
 
     def __init__(self, models: list[GaussianVAE], trained: list[TrainedJaxModel], rngs: list[np.random.Generator],
                  points: Sequence[ResumePoint | None], dataset: Any, execution: ExecutionOptions, first: int) -> None:
@@ -135,6 +158,21 @@ class GroupSteps:
         self.step_fn, compile_seconds = compile_cached(
             cache_key, _group_step_jit, graphdef, objectives, self.params, self.others, self.opt_state, self.next,
             self.keys, np.int32(first), self.lr)
+        self.graphdef, self.objectives = graphdef, objectives
+        #: With the grid on the device, ``steps_per_call`` steps (``loop.fusable_steps``) run
+        #: as one program (:func:`_group_steps`); its compilation counts in ``compile_seconds``.
+        self.steps_per_call = 1
+        if self.grid is not None:
+            cap = execution.fuse_steps or (FUSED_STEPS if jax_device.platform != "cpu" else 1)
+            self.steps_per_call = fusable_steps(spec.steps, execution, cap)
+        self.fused = None
+        if self.steps_per_call > 1:
+            self.scale = pixel_scale(dataset)
+            index = jnp.zeros((self.steps_per_call, len(trained), self.batch_size), jnp.int32)
+            self.fused, seconds = compile_cached(
+                ("group", self.steps_per_call, *cache_key[1:]), _group_steps_jit, graphdef, objectives, self.params,
+                self.others, self.opt_state, self.grid, index, self.keys, np.int32(first), self.lr, self.scale)
+            compile_seconds += seconds
         for run in trained:
             run.compile_seconds = compile_seconds
         self.terms: dict[str, Any] = {}
@@ -144,6 +182,26 @@ class GroupSteps:
         return device_batches(self.dataset, self.batch_size, self.rngs, self.jax_device, grid=self.grid)[0]
 
     def run(self, step: int, count: int, live: Sequence[int]) -> None:
+        if self.fused is not None and count == self.steps_per_call:
+            rows = []
+            if self.next is not None:  # the first batch, drawn before compiling: its images
+                self.run(step, 1, live)
+                step, count = step + 1, count - 1
+                if count == 0:
+                    return
+                if count != self.steps_per_call:
+                    self.run_one_by_one(step, count)
+                    return
+            for _ in range(count):
+                rows.append(draw_grid_indices(self.dataset, self.batch_size, self.rngs)[0])
+            index = jax.device_put(np.stack(rows).astype(np.int32), self.jax_device)
+            self.params, self.others, self.opt_state, self.terms = self.fused(
+                self.params, self.others, self.opt_state, self.grid, index, self.keys, np.int32(step), self.lr)
+            return
+        self.run_one_by_one(step, count)
+
+    def run_one_by_one(self, step: int, count: int) -> None:
+        """Steps ``step .. step + count - 1``, one compiled group step each."""
         for s in range(step, step + count):
             x, self.next = self.next if self.next is not None else self.batch(), None
             self.params, self.others, self.opt_state, self.terms = self.step_fn(
