@@ -280,6 +280,7 @@ class Context:
         self.device = args.device
         self.on_gpu = args.device.startswith("cuda")
         self.size = SIZES["tiny" if args.tiny else "full"]
+        self.tiny = bool(args.tiny)
         self.results = results
         self.out = args.out
         self.scratch = tempfile.mkdtemp(prefix="gpu_check_")
@@ -681,12 +682,15 @@ def _probe_variant(ctx: Context, backend: Any, options: dict[str, Any], seeds: l
     """Issue 28's beta_vae (β = 4) for ``probe_warm + probe_steps`` steps, one member per
     seed (one seed: a lone run); steps/s after the warm-up, from the progress callbacks."""
     size = ctx.size
+    options = dict(options)
     steps, warm, batch, members = size["probe_steps"] + size["probe_warm"], size["probe_warm"], size["probe_batch"], len(seeds)
+    if not ctx.tiny:  # a variant's own length (fused steps want aligned cadences)
+        steps = options.pop("probe_total_steps", steps)
+    options.pop("probe_total_steps", None)
     specs = ctx.specs("beta_vae", backend.name, betas=4.0, seeds=seeds, steps=steps, batch_sizes=batch)
     marks: list[tuple[int, float]] = []
     report = max(1, min(100, warm))
     callbacks = [(lambda step, values: marks.append((step, time.perf_counter())))] + [None] * (members - 1)
-    options = dict(options)
     benchmark = options.pop("cudnn_benchmark", False)
     execution = ctx.execution(progress_every=report, **options)
     ctx.peak_reset()
@@ -705,7 +709,9 @@ def _probe_variant(ctx: Context, backend: Any, options: dict[str, Any], seeds: l
             torch.backends.cudnn.benchmark = False
     t1 = time.monotonic()
     rate, counted = _rate(marks, warm)
-    row = {"members": members, "steps_per_s": round(rate, 1), "counted_steps": counted,
+    row = {"members": members, "steps": steps, "fuse_steps": execution.fuse_steps,
+           "compile_s": round(getattr(trained[0], "compile_seconds", 0.0), 2),
+           "steps_per_s": round(rate, 1), "counted_steps": counted,
            "ms_per_step": round(1000 / rate, 3) if rate == rate and rate > 0 else None,
            "images_per_s": round(rate * batch * members, 0) if rate == rate else None,
            "amp": trained[0].amp, "compiled": trained[0].compiled, "notes": list(execution.notes),
@@ -742,6 +748,12 @@ PROBE_VARIANTS: list[tuple[str, Callable[[], Any], dict[str, Any], bool]] = [
     ("torch_fp32_host_data", _backend("torch"), {"device_grid": False}, True),
     ("jax_fp32_host_data", _backend("jax"), {"device_grid": False}, True),
     ("torch_fp32_cudnn_benchmark", _backend("torch"), {"cudnn_benchmark": True}, True),
+    # fused steps (``ExecutionOptions.fuse_steps``: a lax.scan of 100 steps a program); the
+    # loop fuses up to its cadences' common divisor, so these run 20,000 steps (a history
+    # point every 100) with progress every 100
+    ("jax_fp32_fused", _backend("jax"), {"fuse_steps": 100, "probe_total_steps": 20_000}, True),
+    ("jax_bf16_fused", _backend("jax"), {"fuse_steps": 100, "amp": "bf16", "probe_total_steps": 20_000}, True),
+    ("jax_fp32_unfused_aligned", _backend("jax"), {"fuse_steps": 1, "probe_total_steps": 4_000}, True),
 ]
 
 

@@ -136,3 +136,39 @@ def test_torch_training_on_the_grid_records_what_the_host_path_records(small_npz
         assert a.history == b.history and a.history
         for key, value in _weights(b.model).items():
             assert torch.equal(_weights(a.model)[key], value), key
+
+
+def test_jax_group_fused_steps_record_what_step_by_step_records(small_npz, monkeypatch):
+    """The JAX group's fused steps (``fuse_steps``: a ``lax.scan`` over batches gathered from
+    the device grid) against one compiled step a call: the loop looks at the same steps, so
+    histories, final losses and weights are equal; the fused program really ran (8 steps a
+    call: ``loop.fusable_steps`` of the cadences 8 and 8; 10 history points instead of 200,
+    so that a short run has a cadence to fuse up to)."""
+    pytest.importorskip("jax")
+    from flax import nnx
+
+    from vaebench.plugins.backends.jax.backend import JaxBackend
+    from vaebench.plugins.backends import loop
+    from vaebench.plugins.backends.loop import fusable_steps
+
+    monkeypatch.setattr(loop, "HISTORY_POINTS", 10)
+
+    group = [RunSpec(model="beta_vae", backend="jax", architecture="mlp", beta=b, seed=s, steps=80, batch_size=4)
+             for b, s in ((1.0, 0), (4.0, 1))]
+    runs = {}
+    for fuse in (1, 8):
+        execution = ExecutionOptions(device="cpu", progress_every=8, device_grid=True, fuse_steps=fuse, figures=False)
+        assert fusable_steps(80, execution, fuse) == fuse
+        runs[fuse] = JaxBackend().train_group(group, small_npz, execution)
+    assert runs[8][0].compile_seconds > 0  # the fused program (the one-step program was cached by then)
+    for a, b in zip(runs[1], runs[8]):
+        assert a.history == b.history and len(a.history) == 10 and a.final_loss == b.final_loss
+        wa, wb = nnx.state(a.model, nnx.Param), nnx.state(b.model, nnx.Param)
+        for x, y in zip(jax_leaves(wa), jax_leaves(wb)):
+            assert np.array_equal(np.asarray(x), np.asarray(y))
+
+
+def jax_leaves(tree):
+    import jax
+
+    return jax.tree.leaves(tree)
