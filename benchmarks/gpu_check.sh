@@ -17,7 +17,9 @@
 # (plugins/manager.py), which needs the installed metadata, not only the code on the
 # path; where pip cannot, the same metadata is written by hand. Then
 # benchmarks/gpu_check.py runs with its own time budget; everything is logged to
-# $OUT/log.txt. Overrides: PYTHON, WHEELS, SITE, DEVICE, GPU_CHECK_ARGS.
+# $OUT/log.txt. Overrides: PYTHON, WHEELS, SITE, DEVICE, GPU_CHECK_ARGS; GPU_COMMAND runs
+# a command of its own after the same setup in place of gpu_check.py (e.g. a timed
+# `python -m vaebench.harness.cli run ...` for issue 28).
 set -u
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/gpu_check}"
@@ -42,6 +44,12 @@ mkdir -p "$OUT"
     printf '[vaebench]\nbuiltin = vaebench.plugins.builtin\n' > "$SITE/vaebench-0.1.0.dist-info/entry_points.txt"
   fi
   $PY -c 'import duckdb, flax, vaebench; from vaebench.plugins.manager import get_manager as g; m = g(); print("== vaebench", vaebench.__file__, "duckdb", duckdb.__version__, "flax", flax.__version__, "plugins", [(p.name, p.status, p.error) for p in m.plugins])'
-  PYTHONUNBUFFERED=1 $PY benchmarks/gpu_check.py "$OUT" --device "${DEVICE:-cuda}" ${GPU_CHECK_ARGS:-}
-  echo "== gpu_check.py exit $? at $(date -u +%FT%TZ)"
+  if [ -n "${GPU_COMMAND:-}" ]; then
+    echo "== $GPU_COMMAND"
+    PYTHONUNBUFFERED=1 PY="$PY" bash -c "$GPU_COMMAND"
+    echo "== command exit $? at $(date -u +%FT%TZ)"
+  else
+    PYTHONUNBUFFERED=1 $PY benchmarks/gpu_check.py "$OUT" --device "${DEVICE:-cuda}" ${GPU_CHECK_ARGS:-}
+    echo "== gpu_check.py exit $? at $(date -u +%FT%TZ)"
+  fi
 } 2>&1 | tee "$OUT/log.txt"

@@ -117,3 +117,20 @@ def test_a_resumed_run_goes_on_from_its_point():
     train_loop(steps, trained, GroupStart.of([point], None, 1), 20, 4, ExecutionOptions(device="cpu"))
     assert steps.calls[0] == (11, 1) and [h["step"] for h in run.history] == list(range(10, 21))
     assert run.signals[0] == {"step": 10, "beta": 10.0} and run.train_seconds >= 5.0 and run.steps_done == 20
+
+
+def test_fused_calls_end_on_the_steps_the_loop_looks_at():
+    """``fusable_steps``: the largest divisor (at most the cap) of the cadences' common divisor;
+    ``report_cadence``: progress every 10 steps, or every fused call where that is more."""
+    from vaebench.plugins.backends.base import ExecutionOptions
+    from vaebench.plugins.backends.loop import fusable_steps, report_cadence
+
+    default = ExecutionOptions()
+    assert fusable_steps(300_000, default, 100) == 100  # history every 1,500
+    assert fusable_steps(30_000, default, 100) == 75  # history every 150
+    assert fusable_steps(300_000, ExecutionOptions(progress_every=10), 100) == 10
+    assert fusable_steps(300_000, ExecutionOptions(checkpoint_every=20_000), 100) == 100  # gcd 500
+    assert fusable_steps(300_000, ExecutionOptions(checkpoint_every=7), 100) == 1
+    assert fusable_steps(3_000, default, 1) == 1
+    assert report_cadence(default, 1) == 10 and report_cadence(default, 100) == 100
+    assert report_cadence(ExecutionOptions(progress_every=3), 100) == 3

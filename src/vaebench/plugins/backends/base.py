@@ -34,7 +34,11 @@ class ExecutionOptions:
     compile: bool = False
     threads: int | None = None
     eval_samples: int = 10_000
-    progress_every: int = 10
+    #: Look at the losses (progress report, divergence check) every this many steps;
+    #: ``None``: every :data:`PROGRESS_EVERY` steps, or every fused call where a backend
+    #: fuses more steps than that (``fuse_steps``: on a GPU a look every 10 steps would cap
+    #: the fusing at 10).
+    progress_every: int | None = None
     #: Write the traversal grid (PNG + GIF), reconstructions and samples of each run.
     figures: bool = True
     #: Every this many steps, write the run's weights and training state to
@@ -64,7 +68,8 @@ class ExecutionOptions:
         if self.threads is not None:
             _whole("threads", self.threads, 1, MAX_THREADS, "CPU threads")
         _whole("eval_samples", self.eval_samples, 1, 2**63 - 1, "held-out observations")
-        _whole("progress_every", self.progress_every, 1, 2**63 - 1, "steps")
+        if self.progress_every is not None:
+            _whole("progress_every", self.progress_every, 1, 2**63 - 1, "steps")
         _whole("checkpoint_every", self.checkpoint_every, 0, 2**63 - 1, "steps (0: never)")
         if self.device_grid not in (None, True, False):
             raise ValueError(f"device_grid must be true, false or unset, got {self.device_grid!r}")
@@ -72,6 +77,8 @@ class ExecutionOptions:
             _whole("fuse_steps", self.fuse_steps, 1, 100_000, "steps")
 
 
+#: Steps between progress reports unless told (``ExecutionOptions.progress_every``).
+PROGRESS_EVERY = 10
 #: Steps fused into one program by default where a backend can (``ExecutionOptions.fuse_steps``).
 FUSED_STEPS = 100
 

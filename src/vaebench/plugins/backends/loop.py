@@ -25,7 +25,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol, Sequence
 
 from vaebench.plugins.backends import interrupt
-from vaebench.plugins.backends.base import ExecutionOptions, ProgressCallback, ResumePoint, replace_directory
+from vaebench.plugins.backends.base import (
+    PROGRESS_EVERY, ExecutionOptions, ProgressCallback, ResumePoint, replace_directory
+)
 
 #: Loss history keeps at most this many points per run.
 HISTORY_POINTS = 200
@@ -169,13 +171,24 @@ class Readout:
 
 def fusable_steps(total: int, execution: ExecutionOptions, cap: int) -> int:
     """The most steps a :class:`Steps` may fuse so that each call ends on a step the loop
-    looks at anyway: the greatest common divisor of the history, progress and checkpoint
-    cadences, at most ``cap`` (1: no fusing). Calls of that size then fill the run; the
-    loop asks for fewer only at the last step."""
-    every = [max(1, total // HISTORY_POINTS), max(1, execution.progress_every)]
+    looks at anyway: the largest divisor, at most ``cap``, of the greatest common divisor
+    of the history, progress (where set) and checkpoint cadences (1: no fusing). Calls of
+    that size then fill the run; the loop asks for fewer only at the last step."""
+    every = [max(1, total // HISTORY_POINTS)]
+    if execution.progress_every is not None:
+        every.append(max(1, execution.progress_every))
     if execution.checkpoint_every > 0:
         every.append(execution.checkpoint_every)
-    return max(1, min(cap, math.gcd(*every)))
+    common = math.gcd(*every)
+    return max(d for d in range(1, max(1, min(cap, common)) + 1) if common % d == 0)
+
+
+def report_cadence(execution: ExecutionOptions, steps_per_call: int) -> int:
+    """Steps between the loop's looks at the losses: ``execution.progress_every``, else
+    :data:`base.PROGRESS_EVERY` or a fused call's steps where that is more."""
+    if execution.progress_every is not None:
+        return max(1, execution.progress_every)
+    return max(PROGRESS_EVERY, steps_per_call)
 
 
 class Steps(Protocol):
@@ -216,7 +229,7 @@ def train_loop(
 ) -> None:
     """Train ``trained``'s members from ``begin.step + 1`` to ``total`` with ``steps``.
 
-    Every ``total // HISTORY_POINTS`` steps, every ``execution.progress_every`` steps and at
+    Every ``total // HISTORY_POINTS`` steps, every :func:`report_cadence` steps and at
     the last, the loop reads the terms: each member's history point (and its signals) at
     the history cadence, its final loss and a progress report (``images_per_second`` of
     ``batch`` images a step). A member whose loss, reconstruction or KL is non-finite at
@@ -230,7 +243,7 @@ def train_loop(
     begin.extend(trained)
     live = list(range(len(trained)))
     history_every = max(1, total // HISTORY_POINTS)
-    report_every = max(1, execution.progress_every)
+    report_every = report_cadence(execution, steps.steps_per_call)
     every = execution.checkpoint_every
     callbacks = list(callbacks or [None] * len(trained))
     dirs = [d or execution.checkpoint_dir for d in begin.dirs]
