@@ -69,6 +69,25 @@ CYCLICAL_RAMP = 0.5
 DEFAULT_BETA_CYCLES = 4
 
 
+#: What a model reading β passes to its objective when β is scheduled: β, the schedule
+#: and the run length (:func:`beta_at` reads them).
+BETA_HYPERPARAMETERS = ("beta", "beta_schedule", "beta_start", "beta_warmup_steps", "beta_cycles", "steps")
+
+
+def spec_values(spec: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """``{name: spec.name}`` for the RunSpec fields an objective reads."""
+    return {n: getattr(spec, n) for n in names}
+
+
+def beta_hyperparameters(spec: Any) -> dict[str, Any]:
+    """A β-reading model's objective hyperparameters, one rule for every backend: without a
+    schedule only β (a model's hyperparameters key JAX's compiled step, and runs that differ
+    only in their length share one compilation); with one, :data:`BETA_HYPERPARAMETERS`."""
+    if getattr(spec, "beta_schedule", None) in (None, "constant"):
+        return {"beta": spec.beta}
+    return {n: getattr(spec, n, None) for n in BETA_HYPERPARAMETERS}
+
+
 def beta_at(step: Any, hp: dict[str, Any]) -> Any:
     """The β weight at optimisation ``step`` (1-based, like the training loop): a
     float for a Python int step, an array scalar for an array step (traceable by

@@ -43,6 +43,8 @@ from flax import nnx
 
 from vaebench.plugins.backends.jax.nets import build_networks
 from vaebench.plugins.objectives import (
+    beta_hyperparameters,
+    spec_values,
     VQ_COLLAPSE_FRACTION as COLLAPSE_FRACTION,
     VQ_EMA_DECAY as EMA_DECAY,
     VQ_EMA_EPSILON as EMA_EPSILON,
@@ -388,23 +390,6 @@ class VQVAE(nnx.Module):
 # --------------------------------------------------------------------------- factories
 
 
-def _hp(spec: Any, names: tuple[str, ...]) -> dict[str, Any]:
-    return {n: getattr(spec, n) for n in names}
-
-
-#: What a model reading β passes to the objective: β, its schedule and the run length
-#: (the torch factories' ``_BETA_HP``).
-_BETA_HP = ("beta", "beta_schedule", "beta_start", "beta_warmup_steps", "beta_cycles", "steps")
-
-
-def _beta_hp(spec: Any) -> dict[str, Any]:
-    """Without a schedule only β: the hyperparameters key the compiled step, and runs that
-    differ only in their length should share one compilation."""
-    if getattr(spec, "beta_schedule", None) in (None, "constant"):
-        return {"beta": spec.beta}
-    return {n: getattr(spec, n, None) for n in _BETA_HP}
-
-
 def _rngs(spec: Any) -> nnx.Rngs:
     return nnx.Rngs(params=int(spec.seed))
 
@@ -414,24 +399,24 @@ def build_vae(spec: Any, image_shape: tuple[int, int, int]) -> GaussianVAE:
 
 
 def build_beta_vae(spec: Any, image_shape: tuple[int, int, int]) -> GaussianVAE:
-    return GaussianVAE(image_shape, spec.latent_dim, spec.architecture, "beta_vae", _beta_hp(spec), rngs=_rngs(spec))
+    return GaussianVAE(image_shape, spec.latent_dim, spec.architecture, "beta_vae", beta_hyperparameters(spec), rngs=_rngs(spec))
 
 
 def build_beta_vae_capacity(spec: Any, image_shape: tuple[int, int, int]) -> GaussianVAE:
-    hp = _hp(spec, ("capacity", "gamma", "capacity_steps"))
+    hp = spec_values(spec, ("capacity", "gamma", "capacity_steps"))
     return GaussianVAE(image_shape, spec.latent_dim, spec.architecture, "beta_vae_capacity", hp, rngs=_rngs(spec))
 
 
 def build_cvae(spec: Any, image_shape: tuple[int, int, int], dataset: Any = None) -> ConditionalVAE:
     index, num_classes, num_factors = cvae_condition(spec, dataset)
     return ConditionalVAE(
-        image_shape, spec.latent_dim, spec.architecture, _beta_hp(spec),
+        image_shape, spec.latent_dim, spec.architecture, beta_hyperparameters(spec),
         factor_index=index, num_classes=num_classes, num_factors=num_factors, rngs=_rngs(spec),
     )
 
 
 def build_vq_vae(spec: Any, image_shape: tuple[int, int, int]) -> VQVAE:
-    hp = _hp(spec, ("codebook_size", "codebook_dim", "commitment", "codebook_update", "dead_code_steps"))
+    hp = spec_values(spec, ("codebook_size", "codebook_dim", "commitment", "codebook_update", "dead_code_steps"))
     return VQVAE(image_shape, spec.latent_dim, spec.architecture, hp, rngs=_rngs(spec))
 
 

@@ -56,6 +56,8 @@ from torch import nn
 
 from vaebench.plugins.backends.torch.nets import build_networks
 from vaebench.plugins.objectives import (
+    beta_hyperparameters,
+    spec_values,
     VQ_COLLAPSE_FRACTION,
     VQ_EMA_DECAY,
     VQ_EMA_EPSILON,
@@ -561,28 +563,16 @@ class VQVAE(nn.Module):
 # --------------------------------------------------------------------------- factories
 
 
-def _hp(spec: Any, names: tuple[str, ...]) -> dict[str, Any]:
-    return {n: getattr(spec, n) for n in names}
-
-
-#: What a model reading β passes to the objective: β, its schedule and the run length.
-_BETA_HP = ("beta", "beta_schedule", "beta_start", "beta_warmup_steps", "beta_cycles", "steps")
-
-
-def _beta_hp(spec: Any) -> dict[str, Any]:
-    return {n: getattr(spec, n, None) for n in _BETA_HP}
-
-
 def build_vae(spec: Any, image_shape: tuple[int, int, int]) -> GaussianVAE:
     return GaussianVAE(image_shape, spec.latent_dim, spec.architecture, "vae", {})
 
 
 def build_beta_vae(spec: Any, image_shape: tuple[int, int, int]) -> GaussianVAE:
-    return GaussianVAE(image_shape, spec.latent_dim, spec.architecture, "beta_vae", _beta_hp(spec))
+    return GaussianVAE(image_shape, spec.latent_dim, spec.architecture, "beta_vae", beta_hyperparameters(spec))
 
 
 def build_beta_vae_capacity(spec: Any, image_shape: tuple[int, int, int]) -> GaussianVAE:
-    hp = _hp(spec, ("capacity", "gamma", "capacity_steps"))
+    hp = spec_values(spec, ("capacity", "gamma", "capacity_steps"))
     return GaussianVAE(image_shape, spec.latent_dim, spec.architecture, "beta_vae_capacity", hp)
 
 
@@ -595,7 +585,7 @@ def _need_dataset(dataset: Any, model: str) -> Any:
 def build_cvae(spec: Any, image_shape: tuple[int, int, int], dataset: Any = None) -> ConditionalVAE:
     index, num_classes, num_factors = cvae_condition(spec, dataset)
     return ConditionalVAE(
-        image_shape, spec.latent_dim, spec.architecture, _beta_hp(spec),
+        image_shape, spec.latent_dim, spec.architecture, beta_hyperparameters(spec),
         factor_index=index, num_classes=num_classes, num_factors=num_factors,
     )
 
@@ -611,17 +601,17 @@ def dataset_size(dataset: Any) -> int:
 
 def build_beta_tcvae(spec: Any, image_shape: tuple[int, int, int], dataset: Any = None) -> BetaTCVAE:
     dataset = _need_dataset(dataset, "beta_tcvae")
-    return BetaTCVAE(image_shape, spec.latent_dim, spec.architecture, _beta_hp(spec), dataset_size(dataset))
+    return BetaTCVAE(image_shape, spec.latent_dim, spec.architecture, beta_hyperparameters(spec), dataset_size(dataset))
 
 
 def build_factor_vae(spec: Any, image_shape: tuple[int, int, int]) -> FactorVAE:
-    return FactorVAE(image_shape, spec.latent_dim, spec.architecture, _hp(spec, ("gamma",)))
+    return FactorVAE(image_shape, spec.latent_dim, spec.architecture, spec_values(spec, ("gamma",)))
 
 
 def build_dip_vae(spec: Any, image_shape: tuple[int, int, int]) -> DIPVAE:
-    return DIPVAE(image_shape, spec.latent_dim, spec.architecture, _hp(spec, ("dip_type", "lambda_od", "lambda_d")))
+    return DIPVAE(image_shape, spec.latent_dim, spec.architecture, spec_values(spec, ("dip_type", "lambda_od", "lambda_d")))
 
 
 def build_vq_vae(spec: Any, image_shape: tuple[int, int, int]) -> VQVAE:
-    hp = _hp(spec, ("codebook_size", "codebook_dim", "commitment", "codebook_update", "dead_code_steps"))
+    hp = spec_values(spec, ("codebook_size", "codebook_dim", "commitment", "codebook_update", "dead_code_steps"))
     return VQVAE(image_shape, spec.latent_dim, spec.architecture, hp)
