@@ -11,6 +11,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from vaebench.plugins.manager import PluginManager, plugin_manager
+
 #: ``on_progress(step, values)`` is called every few steps with ``loss``, ``recon``,
 #: ``kl``, ``images_per_second`` (floats).
 ProgressCallback = Callable[[int, dict[str, float]], None]
@@ -310,6 +312,33 @@ def group_key(spec: Any) -> tuple | None:
         return None
     shared = {k: v for k, v in asdict(spec).items() if k not in MEMBER_FIELDS}
     return tuple(sorted(shared.items()))
+
+
+class BuiltinBackend:
+    """What the built-in backends (torch, JAX) share as classes: built with the plugin manager
+    whose model specs they build (default: the process-wide one), resumable alone and in
+    groups, vectorized groups keyed by :func:`group_key`. Subclasses set ``name`` (also the
+    key of the models' factories) and add ``resolve_device``, ``train`` and ``train_group``."""
+
+    name = ""
+    #: ``train`` takes ``resume`` (``vaebench continue``); ``train_group`` takes ``resume``
+    #: and ``checkpoint_dirs`` (periodic checkpoints of each member).
+    supports_resume = True
+    supports_group_resume = True
+    supports_vectorized = True
+
+    def __init__(self, manager: PluginManager | None = None) -> None:
+        #: whose model specs :meth:`build` reads
+        self.manager = plugin_manager(manager)
+
+    def build(self, spec: Any, image_shape: tuple[int, int, int], dataset: Any = None) -> Any:
+        """The model of ``spec`` from this backend's manager; a factory that takes a
+        ``dataset`` keyword gets it."""
+        return self.manager.model(spec.model).build(self.name, spec, image_shape, dataset)
+
+    def group_key(self, spec: Any) -> tuple | None:
+        """Specs with equal keys can train together in ``train_group``; ``None``: alone."""
+        return group_key(spec)
 
 
 def check_group(specs: Sequence[Any]) -> None:

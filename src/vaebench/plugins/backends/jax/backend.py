@@ -23,8 +23,9 @@ import optax
 from flax import nnx
 
 from vaebench.plugins.backends import interrupt
-from vaebench.plugins.backends.base import (  # noqa: F401 - DeviceError: re-exported
-    DeviceError, DeviceInfo, TRAINING_STATE, ExecutionOptions, ProgressCallback, ResumePoint, group_key,
+from vaebench.plugins.backends.base import (
+    BuiltinBackend,  # noqa: F401 - DeviceError: re-exported
+    DeviceError, DeviceInfo, TRAINING_STATE, ExecutionOptions, ProgressCallback, ResumePoint,
     load_training_meta, restart_note
 )
 from vaebench.plugins.backends.jax.training import (  # noqa: F401 - re-exported: the backend's public names
@@ -33,7 +34,7 @@ from vaebench.plugins.backends.jax.training import (  # noqa: F401 - re-exported
 )
 from vaebench.plugins.backends.jax.vectorized import train_group
 from vaebench.plugins.contract import capability
-from vaebench.plugins.manager import PluginManager, plugin_manager
+from vaebench.plugins.manager import PluginManager
 from vaebench.plugins.backends.loop import GroupStart, Readout, read_config, train_loop
 
 
@@ -142,29 +143,11 @@ class LoneSteps:
         jax.block_until_ready(self.params)
 
 
-class JaxBackend:
+class JaxBackend(BuiltinBackend):
     name = "jax"
-    #: ``train`` takes ``resume`` (``vaebench continue``); ``train_group`` takes ``resume``
-    #: and ``checkpoint_dirs`` (periodic checkpoints of each member).
-    supports_resume = True
-    supports_group_resume = True
-    supports_vectorized = True
-
-    def __init__(self, manager: PluginManager | None = None) -> None:
-        #: whose model specs :meth:`build` reads (default: the process-wide manager)
-        self.manager = plugin_manager(manager)
 
     def resolve_device(self, device: str) -> DeviceInfo:
         return resolve_device(device)
-
-    def build(self, spec: Any, image_shape: tuple[int, int, int], dataset: Any = None) -> nnx.Module:
-        """The model of ``spec`` from this backend's manager; a factory that takes a
-        ``dataset`` keyword gets it."""
-        return self.manager.model(spec.model).build("jax", spec, image_shape, dataset)
-
-    def group_key(self, spec: Any) -> tuple | None:
-        """Specs with equal keys can train together in :meth:`train_group`; ``None``: alone."""
-        return group_key(spec)
 
     def train_group(
         self,

@@ -19,8 +19,9 @@ import torch
 from vaebench.plugins.backends import interrupt
 from vaebench.plugins.backends import allocator
 from vaebench.plugins.backends.base import (
+    BuiltinBackend,
     AMP_MODES, amp_choices,
-    DeviceError, DeviceInfo, ExecutionOptions, ProgressCallback, ResumePoint, cpu_has_native_bf16, group_key,
+    DeviceError, DeviceInfo, ExecutionOptions, ProgressCallback, ResumePoint, cpu_has_native_bf16,
     restart_note
 )
 from vaebench.plugins.backends.loop import GroupStart, Readout, read_config, train_loop
@@ -30,7 +31,7 @@ from vaebench.plugins.backends.torch.training import (  # noqa: F401 - re-export
 )
 from vaebench.plugins.backends.torch.vectorized import train_group
 from vaebench.plugins.contract import capability
-from vaebench.plugins.manager import PluginManager, plugin_manager
+from vaebench.plugins.manager import PluginManager
 
 
 def _effective_amp(device: str, amp: str, notes: list[str]) -> str:
@@ -147,25 +148,11 @@ class LoneSteps:
             torch.cuda.synchronize(self.device)
 
 
-class TorchBackend:
+class TorchBackend(BuiltinBackend):
     name = "torch"
-    #: ``train`` takes ``resume`` (``vaebench continue``); ``train_group`` takes ``resume``
-    #: and ``checkpoint_dirs`` (periodic checkpoints of each member).
-    supports_resume = True
-    supports_group_resume = True
-    supports_vectorized = True
-
-    def __init__(self, manager: PluginManager | None = None) -> None:
-        #: whose model specs :meth:`build` reads (default: the process-wide manager)
-        self.manager = plugin_manager(manager)
 
     def resolve_device(self, device: str) -> DeviceInfo:
         return resolve_device(device)
-
-    def build(self, spec: Any, image_shape: tuple[int, int, int], dataset: Any = None) -> torch.nn.Module:
-        """The model of ``spec`` from this backend's manager; a factory that takes a
-        ``dataset`` keyword gets it."""
-        return self.manager.model(spec.model).build("torch", spec, image_shape, dataset)
 
     def train(
         self,
@@ -203,10 +190,6 @@ class TorchBackend:
             amp = _effective_amp(info.device, execution.amp, execution.notes)
             return train_group(self.build, specs, dataset, execution, on_progress, info.device, amp,
                                resume=resume, checkpoint_dirs=checkpoint_dirs)
-
-    def group_key(self, spec: Any) -> tuple | None:
-        """Specs with equal keys can train together in :meth:`train_group`; ``None``: alone."""
-        return group_key(spec)
 
     def _train(
         self, spec: Any, dataset: Any, execution: ExecutionOptions, on_progress: ProgressCallback | None,
