@@ -116,12 +116,9 @@ def _metric_options(table: Any, given: list[str] | None) -> dict[str, dict[str, 
 
 @app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    epilog="Model hyperparameters: every hyperparameter a model declares is its own flag, --NAME VALUES "
-    "(or an alias): --betas 1,4,8 --beta-schedule linear (models reading β), --capacities 5,25 --gamma 100,1000 "
-    "--capacity-steps (beta_vae_capacity; --gamma also factor_vae), --condition (cvae), --codebook-size "
-    "--codebook-dim --commitment --codebook-update --dead-code-steps (vq_vae), --dip-type --lambda-od --lambda-d "
-    "(dip_vae), a plugin's own (--sigma 0.1,0.3, or --hp sigma=0.1,0.3). `vaebench list models` lists each "
-    "model's with its default and range.\n\n"
+    epilog="Model hyperparameters: every hyperparameter a model declares (its ModelSpec, built-in or a "
+    "plugin's) is its own flag, --NAME VALUES or an alias (--betas 1,4,8, --beta-schedule linear, --sigma 0.1,0.3), "
+    "or --hp [MODEL.]NAME=VALUES; `vaebench list models` lists each model's with its type, default and range.\n\n"
     "Lists: 1,4,8, or a range START:STOP:N (N points, both ends included) or START:STOP:N:log (log-spaced): "
     "--betas 1:16:5:log is 1,2,4,8,16. Points are rounded to 12 significant digits, to whole numbers on an "
     "integer axis.\n\n"
