@@ -168,7 +168,7 @@ def test_clash_between_two_third_party_plugins_keeps_the_rest(manager):
     assert manager.owner("models", "second_only") == "second" and "second_metric" in manager.specs["metrics"]
     (line,) = manager.clashes
     assert line == ("model 'gauss_vae' is registered by plugin 'first' (first-pkg 1.0) and by plugin 'second' "
-                    "(second-pkg 2.0): 'first''s is used")
+                    "(second-pkg 2.0): plugin 'first' keeps it")
     assert first.warnings == [line] and second.warnings == [line]
     assert manager.failed() == []
 

@@ -221,7 +221,7 @@ class PluginManager:
         """``info``'s plugin registers a name another plugin holds: the holder keeps it, both are told."""
         holder = next(p for p in self.plugins if p.name == self._owner[(kind, name)] and p.status == "ok")
         line = (f"{kind[:-1]} {name!r} is registered by plugin {holder.name!r} ({holder.package} {holder.version}) "
-                f"and by plugin {info.name!r} ({info.package} {info.version}): {holder.name!r}'s is used")
+                f"and by plugin {info.name!r} ({info.package} {info.version}): plugin {holder.name!r} keeps it")
         self.clashes.append(line)
         holder.warnings.append(line)
         info.warnings.append(line)
