@@ -295,15 +295,18 @@ def test_plugin_raising_inside_a_hook_commits_nothing(tmp_path):
 
 
 # ----------------------------------------------------------------- 4. duplicate names
-def test_third_party_duplicate_of_builtin_model_is_refused(tmp_path):
+def test_third_party_duplicate_of_builtin_model_keeps_the_rest(tmp_path):
+    """A clash drops only the clashing name (the built-in keeps it), named on both plugins."""
     write_fake_dist(tmp_path, "dupe-plugin", "1.0", {"dupe": "dupe_plugin"}, {"dupe_plugin": DUPLICATES_BUILTIN})
     env = _env(tmp_path)
 
     rows = _by_name(_json(run_vaebench("plugins", "--json", env_extra=env)))
     dupe = rows["dupe"]
-    assert (dupe["package"], dupe["status"]) == ("dupe-plugin", "error")
-    assert "'beta_vae'" in dupe["error"] and "'builtin'" in dupe["error"] and "'dupe'" in dupe["error"]
-    assert dupe["registered"] == {"models": [], "metrics": [], "datasets": [], "backends": []}
+    assert (dupe["package"], dupe["status"], dupe["error"]) == ("dupe-plugin", "ok", "")
+    (clash,) = dupe["warnings"]
+    assert "'beta_vae'" in clash and "'builtin'" in clash and "'dupe' (dupe-plugin 1.0)" in clash
+    assert rows["builtin"]["warnings"] == [clash]
+    assert dupe["registered"] == {"models": ["dupe_only"], "metrics": [], "datasets": [], "backends": []}
     assert rows["builtin"]["status"] == "ok"
     assert rows["builtin"]["registered"]["models"] == BUILTIN_MODELS
 
@@ -311,9 +314,9 @@ def test_third_party_duplicate_of_builtin_model_is_refused(tmp_path):
     models = _by_name(_json(proc))
     assert models["beta_vae"]["plugin"] == "builtin"
     assert models["beta_vae"]["description"] != "an impostor beta_vae"
-    assert "dupe_only" not in models  # all or nothing
+    assert models["dupe_only"]["plugin"] == "dupe"  # the rest of the plugin is kept
     (warning,) = _stderr_lines(proc)
-    assert "plugin 'dupe' (dupe-plugin 1.0)" in warning and "beta_vae" in warning
+    assert warning == f"warning: {clash}"
 
 
 def test_third_party_reusing_the_builtin_plugin_name_is_refused(tmp_path):
@@ -391,11 +394,11 @@ def test_in_process_duplicate_within_one_plugin(manager):
 def test_in_process_duplicate_of_builtin(manager):
     before = manager.specs["models"]["beta_vae"]
     info = manager.register_plugin(_Plugin(models=[_model("fresh"), _model("beta_vae")]), "clash", package="clash-pkg")
-    assert info.status == "error"
-    assert "'beta_vae'" in info.error and "'builtin'" in info.error and "'clash'" in info.error
+    assert info.status == "ok" and len(info.warnings) == 1
+    assert "'beta_vae'" in info.warnings[0] and "'builtin'" in info.warnings[0] and "'clash'" in info.warnings[0]
     assert manager.specs["models"]["beta_vae"] is before
     assert manager.owner("models", "beta_vae") == "builtin"
-    assert "fresh" not in manager.specs["models"]
+    assert manager.owner("models", "fresh") == "clash"
 
 
 def test_in_process_wrong_spec_type_is_an_error(manager):

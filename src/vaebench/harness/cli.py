@@ -18,6 +18,7 @@ from rich.table import Table
 from vaebench import api
 from vaebench.harness import results_cli
 from vaebench.harness.output import (
+    DEBUG_ENV,
     DEFAULT_REGISTRY,
     REGISTRY_HELP,
     console,
@@ -38,6 +39,25 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def main_options(
+    debug: bool = typer.Option(False, "--debug", help="Print the full traceback where an error prints one line (or set VAEBENCH_DEBUG=1)."),
+    disable_plugin: Optional[list[str]] = typer.Option(None, "--disable-plugin", metavar="NAME", help="Do not load third-party plugin NAME (repeatable; also VAEBENCH_DISABLE_PLUGINS=a,b). VAEBENCH_PLUGINS=a,b loads only those besides the built-in one."),
+) -> None:
+    """Options for every command; they reach worker processes through the environment."""
+    import os
+
+    from vaebench.plugins.manager import BUILTIN, DISABLE_ENV
+
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+    if disable_plugin:
+        if BUILTIN in disable_plugin:
+            fail(f"--disable-plugin {BUILTIN}: the built-in plugin cannot be disabled")
+        given = [n for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()]
+        os.environ[DISABLE_ENV] = ",".join(given + list(disable_plugin))
 
 
 # ---------------------------------------------------------------- run
@@ -559,26 +579,48 @@ def samples(
 
 
 # ---------------------------------------------------------------- plugins / list
-@app.command()
-def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+@app.command(epilog="Examples:\n\n  vaebench plugins\n\n  vaebench plugins --check --json\n\n"
+             "  VAEBENCH_PLUGINS= vaebench plugins   (the built-in plugin only)")
+def plugins(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    check: bool = typer.Option(False, "--check", help="Also import every import path each spec names; exit 1 on any problem (a plugin that failed, a clash, a path that does not import): for a plugin's CI."),
+) -> None:
     """List every plugin: package, version, status and what it registered."""
     manager = _manager(warn=False)
     rows = [
         {"name": p.name, "package": p.package, "version": p.version, "status": p.status, "error": p.error,
-         "registered": p.registered}
+         "registered": p.registered, "warnings": p.warnings}
         for p in manager.plugins
     ]
+    problems: list[str] = []
+    notes: list[str] = list(manager.notes)
+    if check:
+        problems = [f"plugin {p.name!r} ({p.package} {p.version}): {p.error}" for p in manager.failed()]
+        problems += manager.clashes
+        imports, missing = manager.import_problems()
+        problems += imports
+        notes += missing
+    for line in notes:
+        err_console.print(f"note: {line}", markup=False, highlight=False, soft_wrap=True)
     if as_json:
-        _print_json(rows)
-        return
-    table = Table(title="plugins (entry-point group 'vaebench')")
-    for col in ("plugin", "package", "version", "status", "registered"):
-        table.add_column(col)
-    for r in rows:
-        status = "[green]ok[/]" if r["status"] == "ok" else f"[red]error[/]: {r['error']}"
-        reg = "; ".join(f"{k}: {', '.join(v)}" for k, v in r["registered"].items() if v) or "-"
-        table.add_row(r["name"], r["package"], r["version"], status, reg)
-    console.print(table)
+        _print_json({"ok": not problems, "plugins": rows, "problems": problems, "notes": notes} if check else rows)
+    else:
+        table = Table(title="plugins (entry-point group 'vaebench')")
+        for col in ("plugin", "package", "version", "status", "registered"):
+            table.add_column(col)
+        for r in rows:
+            status = {"ok": "[green]ok[/]", "disabled": f"[dim]disabled[/]: {escape(r['error'])}"}.get(
+                r["status"], f"[red]error[/]: {escape(r['error'])}")
+            status += "".join(f"\n[yellow]clash[/]: {escape(w)}" for w in r["warnings"])
+            reg = "; ".join(f"{k}: {', '.join(v)}" for k, v in r["registered"].items() if v) or "-"
+            table.add_row(escape(r["name"]), escape(r["package"]), escape(r["version"]), status, escape(reg))
+        console.print(table)
+        for line in problems:
+            err_console.print(f"problem: {line}", markup=False, highlight=False, soft_wrap=True)
+        if check:
+            err_console.print(f"{len(problems)} problem(s)" if problems else "no problems", highlight=False)
+    if problems:
+        raise typer.Exit(1)
 
 
 @app.command("list", epilog="Examples:\n\n  vaebench list models\n\n  vaebench list metrics --json")
@@ -625,7 +667,7 @@ def list_specs(
     for col in cols:
         table.add_column(col)
     for r in rows:
-        table.add_row(*[", ".join(v) if isinstance(v, list) else _fmt(v) for v in r.values()])
+        table.add_row(*[escape(", ".join(v) if isinstance(v, list) else _fmt(v)) for v in r.values()])
     console.print(table)
 
 

@@ -4,7 +4,9 @@ formatting and how a metric's direction reads."""
 from __future__ import annotations
 
 import json
+import os
 import sys
+import traceback
 from typing import Any, NoReturn
 
 import typer
@@ -24,19 +26,33 @@ ARROWS = {"higher": "↑", "lower": "↓"}
 DIRECTION_TEXT = {"higher": "↑ higher is better", "lower": "↓ lower is better", "none": "no better direction"}
 
 
+#: Set (to anything but ``""`` / ``0``) for full tracebacks where the CLI prints one line;
+#: the global ``--debug`` option sets it (so worker processes see it too).
+DEBUG_ENV = "VAEBENCH_DEBUG"
+
+
+def debug_enabled() -> bool:
+    """``--debug`` given or ``VAEBENCH_DEBUG`` set: errors come with their traceback."""
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
-    """Print ``error: message`` on stderr (one line) and exit with ``code`` (2: bad usage/input)."""
+    """Print ``error: message`` on stderr (one line) and exit with ``code`` (2: bad usage/input).
+    With :func:`debug_enabled`, the traceback of the exception being handled comes first."""
+    if debug_enabled() and sys.exc_info()[1] is not None:
+        err_console.print(traceback.format_exc().rstrip(), markup=False, highlight=False, soft_wrap=True)
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
 def manager(warn: bool = True):
-    """The plugin manager; one stderr warning line per plugin that failed to load."""
+    """The plugin manager; one stderr warning line per plugin that failed to load (its
+    traceback too with :func:`debug_enabled`) and per name two plugins register."""
     from vaebench.plugins.manager import get_manager, warn_failed_plugins
 
     m = get_manager()
     if warn:
-        warn_failed_plugins(m)
+        warn_failed_plugins(m, debug=debug_enabled())
     return m
 
 

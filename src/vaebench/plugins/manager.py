@@ -4,13 +4,25 @@ pluggy's ``load_setuptools_entrypoints`` stops at the first plugin that fails to
 import (taking the CLI down with it) and silently skips a second plugin with the
 same entry-point name, so entry points are loaded here one by one, each in its
 own ``try``. Each plugin's registrations are staged and committed only when all of
-its hooks succeeded: a plugin is either fully in or fully out, and a failure is
-reported by plugin name and version (``vaebench plugins``) instead of raised.
+its hooks succeeded and its module passed the contract checks (no misspelt hook, no
+hook function without ``@hookimpl``; specs check their own fields when made): a
+plugin is either fully in or fully out, and a failure is reported by plugin name and
+version (``vaebench plugins``) instead of raised. A name two plugins register is a
+clash, not a failure: the first loaded (the built-in plugin loads first) keeps it, the
+other plugin keeps everything else, and both carry a warning naming the two.
+
+Which plugins load: ``VAEBENCH_PLUGINS`` (comma list: only these third-party plugins;
+empty: none) and ``VAEBENCH_DISABLE_PLUGINS`` (comma list; the CLI's repeatable
+``--disable-plugin NAME`` adds to it). The built-in plugin always loads.
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import os
 import sys
+import traceback
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Iterable, Mapping
@@ -18,9 +30,14 @@ from typing import Any, Iterable, Mapping
 import pluggy
 
 from vaebench.plugins import hookspecs
-from vaebench.plugins.specs import BackendSpec, DatasetSpec, MetricSpec, ModelSpec
+from vaebench.plugins.specs import BackendSpec, DatasetSpec, MetricSpec, ModelSpec, load_object
 
 ENTRY_POINT_GROUP = "vaebench"
+#: Environment variables choosing what loads (comma lists of plugin names).
+PLUGINS_ENV = "VAEBENCH_PLUGINS"
+DISABLE_ENV = "VAEBENCH_DISABLE_PLUGINS"
+#: The entry-point name of vaebench's own plugin, which cannot be disabled.
+BUILTIN = "builtin"
 
 KINDS: dict[str, type] = {
     "models": ModelSpec, "metrics": MetricSpec, "datasets": DatasetSpec, "backends": BackendSpec,
@@ -51,9 +68,41 @@ class PluginInfo:
     name: str
     package: str
     version: str
-    status: str = "ok"  # "ok" or "error"
+    status: str = "ok"  # "ok", "error" or "disabled" (not loaded: error says why)
     error: str = ""
     registered: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    #: One line per name this plugin and another both register (the clash), on both plugins.
+    warnings: list[str] = field(default_factory=list)
+    #: The failure's full traceback (shown with ``--debug`` / ``VAEBENCH_DEBUG=1``).
+    traceback: str = ""
+
+
+@dataclass(frozen=True)
+class PluginSelection:
+    """Which third-party plugins load: ``only`` (``None``: all installed) less ``disabled``."""
+
+    only: frozenset[str] | None = None
+    disabled: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "PluginSelection":
+        """``VAEBENCH_PLUGINS`` / ``VAEBENCH_DISABLE_PLUGINS`` of ``environ`` (default ``os.environ``)."""
+        environ = os.environ if environ is None else environ
+        only = environ.get(PLUGINS_ENV)
+        return cls(only=None if only is None else frozenset(_split(only)),
+                   disabled=frozenset(_split(environ.get(DISABLE_ENV, ""))))
+
+    def skip_reason(self, name: str) -> str | None:
+        """Why third-party plugin ``name`` is not loaded, or ``None`` when it is."""
+        if name in self.disabled:
+            return f"disabled ({DISABLE_ENV} / --disable-plugin)"
+        if self.only is not None and name not in self.only:
+            return f"not named in {PLUGINS_ENV}"
+        return None
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 class PluginManager:
@@ -65,15 +114,28 @@ class PluginManager:
         self.plugins: list[PluginInfo] = []
         self.specs: dict[str, dict[str, Any]] = {k: {} for k in KINDS}
         self._owner: dict[tuple[str, str], str] = {}
+        #: One line per clash (a name two plugins register), each once.
+        self.clashes: list[str] = []
+        #: One line per oddity in the plugin selection (a name no plugin has, the built-in disabled).
+        self.notes: list[str] = []
 
     # -- loading ---------------------------------------------------------
-    def load_entry_points(self, eps: Iterable[EntryPoint] | None = None) -> None:
-        """Load every plugin of the ``vaebench`` group; failures are recorded, not raised."""
+    def load_entry_points(self, eps: Iterable[EntryPoint] | None = None,
+                          selection: PluginSelection | None = None) -> None:
+        """Load the plugins of the ``vaebench`` group that ``selection`` (default: the
+        environment's) lets through; failures are recorded, not raised."""
         if eps is None:
             eps = entry_points(group=ENTRY_POINT_GROUP)
+        selection = PluginSelection.from_env() if selection is None else selection
+        eps = list(eps)
+        if BUILTIN in selection.disabled:
+            self.notes.append(f"the built-in plugin {BUILTIN!r} cannot be disabled: loaded")
+        present = {ep.name for ep in eps}
+        for name in sorted((selection.disabled | (selection.only or frozenset())) - present - {BUILTIN}):
+            self.notes.append(f"no installed plugin is named {name!r} ({PLUGINS_ENV} / {DISABLE_ENV})")
         seen: set[str] = set()
-        # The built-in plugin goes first so a third-party duplicate is the one refused.
-        for ep in sorted(eps, key=lambda e: (e.value.split(".")[0] != "vaebench", e.name)):
+        # The built-in plugin goes first so that it keeps a name a third-party plugin also registers.
+        for ep in sorted(eps, key=lambda e: (not _is_builtin(e), e.name)):
             dist = getattr(ep, "dist", None)
             package = dist.metadata["Name"] if dist is not None else "?"
             version = dist.version if dist is not None else "?"
@@ -82,10 +144,16 @@ class PluginManager:
                 continue
             seen.add(key)
             info = PluginInfo(name=ep.name, package=package, version=version)
+            skipped = None if _is_builtin(ep) else selection.skip_reason(ep.name)
+            if skipped is not None:
+                info.status, info.error = "disabled", skipped
+                self.plugins.append(info)
+                continue
             try:
                 module = ep.load()
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - any import failure must be isolated
                 info.status, info.error = "error", f"import failed: {_one_line(exc)}"
+                info.traceback = traceback.format_exc()
                 self.plugins.append(info)
                 continue
             self._register(module, info)
@@ -104,10 +172,16 @@ class PluginManager:
             self.plugins.append(info)
             return
         staged: dict[str, list[Any]] = {k: [] for k in KINDS}
+        problem = hook_problem(plugin)
+        if problem is not None:
+            info.status, info.error = "error", problem
+            self.plugins.append(info)
+            return
         try:
             self._pm.register(plugin, name=info.name)
         except Exception as exc:  # noqa: BLE001 - e.g. a hookimpl with an unknown hook name
             info.status, info.error = "error", f"registration failed: {_one_line(exc)}"
+            info.traceback = traceback.format_exc()
             self.plugins.append(info)
             return
         try:
@@ -121,28 +195,36 @@ class PluginManager:
         except Exception as exc:  # noqa: BLE001
             self._pm.unregister(name=info.name)
             info.status, info.error = "error", f"registration failed: {_one_line(exc)}"
+            info.traceback = traceback.format_exc()
             self.plugins.append(info)
             return
         for kind, specs in staged.items():
             for spec in specs:
+                if spec.name in self.specs[kind]:
+                    self._clash(kind, spec.name, info)
+                    continue
                 self.specs[kind][spec.name] = spec
                 self._owner[(kind, spec.name)] = info.name
                 info.registered[kind].append(spec.name)
         self.plugins.append(info)
 
     def _check_duplicates(self, staged: dict[str, list[Any]], info: PluginInfo) -> None:
+        """A name one plugin registers twice is that plugin's error."""
         for kind, specs in staged.items():
             names: set[str] = set()
             for spec in specs:
                 if spec.name in names:
                     raise PluginError(f"{kind[:-1]} {spec.name!r} registered twice by plugin {info.name!r}")
                 names.add(spec.name)
-                if spec.name in self.specs[kind]:
-                    owner = self._owner[(kind, spec.name)]
-                    raise PluginError(
-                        f"duplicate {kind[:-1]} name {spec.name!r}: registered by plugin {owner!r} "
-                        f"and by plugin {info.name!r} ({info.package})"
-                    )
+
+    def _clash(self, kind: str, name: str, info: PluginInfo) -> None:
+        """``info``'s plugin registers a name another plugin holds: the holder keeps it, both are told."""
+        holder = next(p for p in self.plugins if p.name == self._owner[(kind, name)] and p.status == "ok")
+        line = (f"{kind[:-1]} {name!r} is registered by plugin {holder.name!r} ({holder.package} {holder.version}) "
+                f"and by plugin {info.name!r} ({info.package} {info.version}): plugin {holder.name!r} keeps it")
+        self.clashes.append(line)
+        holder.warnings.append(line)
+        info.warnings.append(line)
 
     # -- lookup ----------------------------------------------------------
     def get(self, kind: str, name: str) -> Any:
@@ -168,7 +250,31 @@ class PluginManager:
         return self._owner[(kind, name)]
 
     def failed(self) -> list[PluginInfo]:
-        return [p for p in self.plugins if p.status != "ok"]
+        """The plugins that failed to load or register (not the disabled ones)."""
+        return [p for p in self.plugins if p.status == "error"]
+
+    def import_problems(self) -> tuple[list[str], list[str]]:
+        """``(problems, notes)``: every import path of every registered spec actually imported.
+        A path whose own package or attribute is missing, or that raises, is a problem; a path
+        whose module imports a framework not installed here (``jax``) is a note."""
+        problems: list[str] = []
+        notes: list[str] = []
+        for kind, specs in self.specs.items():
+            for name, spec in sorted(specs.items()):
+                for where, path in spec.import_paths().items():
+                    try:
+                        load_object(path)
+                    except ModuleNotFoundError as exc:
+                        missing = (exc.name or "").split(".")[0]
+                        line = f"{kind[:-1]} {name!r} (plugin {self.owner(kind, name)!r}): {where} {path!r}: "
+                        if missing and missing != path.split(".")[0].split(":")[0]:
+                            notes.append(line + f"needs {missing!r}, which is not installed here")
+                        else:
+                            problems.append(line + f"does not import: {_one_line(exc)}")
+                    except (Exception, SystemExit) as exc:  # noqa: BLE001 - report any failure as one line
+                        problems.append(f"{kind[:-1]} {name!r} (plugin {self.owner(kind, name)!r}): {where} "
+                                        f"{path!r} does not import: {_one_line(exc)}")
+        return problems, notes
 
 
 def _collector(kind: str, into: list[Any]):
@@ -180,6 +286,36 @@ def _collector(kind: str, into: list[Any]):
         into.append(spec)
 
     return register
+
+
+def _is_builtin(ep: EntryPoint) -> bool:
+    return ep.value.split(".")[0] == "vaebench"
+
+
+def hook_problem(plugin: object) -> str | None:
+    """A one-line reason when ``plugin`` (a module or object) has a function named ``vaebench_*``
+    that is not a hook (a misspelling: pluggy would ignore it) or a hook function without the
+    ``@hookimpl`` marker (ignored too); ``None`` when every such function is a marked hook."""
+    hooks = sorted(_HOOKS.values())
+    for attr in dir(plugin):
+        if not attr.startswith("vaebench_"):
+            continue
+        try:
+            value = inspect.getattr_static(plugin, attr)
+        except AttributeError:
+            continue
+        if isinstance(value, (staticmethod, classmethod)):
+            value = value.__func__
+        if not inspect.isfunction(value):
+            continue
+        if attr not in hooks:
+            close = difflib.get_close_matches(attr, hooks, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"the hooks are {', '.join(hooks)}"
+            return f"{attr!r} is not a vaebench hook ({hint})"
+        if getattr(value, "vaebench_impl", None) is None:
+            return (f"{attr!r} lacks the @hookimpl marker (from vaebench.plugin import hookimpl), "
+                    "so it would never be called")
+    return None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -227,8 +363,13 @@ def metric_direction(key: str, manager: PluginManager | None = None) -> str:
     return direction_of(key, metric_directions(manager)) or "higher"
 
 
-def warn_failed_plugins(manager: PluginManager, stream: Any = None) -> None:
-    """One stderr line per plugin that failed, so a broken plugin is never silent."""
+def warn_failed_plugins(manager: PluginManager, stream: Any = None, debug: bool = False) -> None:
+    """One stderr line per plugin that failed, per clash and per selection note, so a broken
+    plugin is never silent; with ``debug``, a failure's traceback after its line."""
     stream = stream or sys.stderr
     for p in manager.failed():
         print(f"warning: plugin {p.name!r} ({p.package} {p.version}) skipped: {p.error}", file=stream)
+        if debug and p.traceback:
+            print(p.traceback.rstrip(), file=stream)
+    for line in manager.clashes + manager.notes:
+        print(f"warning: {line}", file=stream)

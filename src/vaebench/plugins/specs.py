@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping, get_args
 
 #: "none" for a quantity that is reported but not better either way (KL, active dims).
 Direction = Literal["higher", "lower", "none"]
@@ -26,6 +26,33 @@ Direction = Literal["higher", "lower", "none"]
 #: ``generator``: a ``decode`` function for samples from the prior, plus real images
 #: from the dataset (FID-style metrics).
 Need = Literal["latents", "posterior", "factors", "sampler", "reconstructions", "generator"]
+
+#: The allowed values of :data:`Direction` and :data:`Need`, checked when a spec is made.
+DIRECTIONS: tuple[str, ...] = get_args(Direction)
+NEEDS: tuple[str, ...] = get_args(Need)
+
+
+def import_path_problem(target: Any) -> str | None:
+    """Why ``target`` is neither a callable nor an import path ``"package.module:attr"`` (every
+    part a Python identifier), or ``None``. Only the spelling is checked: nothing is imported
+    (``vaebench plugins --check`` imports it)."""
+    if callable(target):
+        return None
+    if not isinstance(target, str):
+        return f"{target!r} is neither a callable nor an import path 'package.module:attribute'"
+    module_name, colon, attr = target.partition(":")
+    parts = module_name.split(".") + (attr.split(".") if colon else [])
+    if not colon or not attr or not all(p.isidentifier() for p in parts):
+        return f"import path {target!r} must look like 'package.module:attribute'"
+    return None
+
+
+def _check_paths(kind: str, name: str, paths: Mapping[str, Any]) -> None:
+    """Raise a one-line ``ValueError`` naming the first field of ``paths`` that is not an import path."""
+    for field_name, target in paths.items():
+        problem = import_path_problem(target)
+        if problem is not None:
+            raise ValueError(f"{kind} {name!r}: {field_name}: {problem}")
 
 
 def load_object(path: str) -> Any:
@@ -126,6 +153,10 @@ class ModelSpec:
     defaults: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.backends, Mapping):
+            raise TypeError(f"model {self.name!r}: backends maps a backend name to a factory, "
+                            f"not {type(self.backends).__name__}")
+        _check_paths("model", self.name, {f"backends[{b!r}]": f for b, f in self.backends.items()})
         for hp in self.hyperparameters:
             if not isinstance(hp, (Hyperparameter, str)):
                 raise TypeError(f"model {self.name!r}: hyperparameters holds Hyperparameter objects or names, "
@@ -136,6 +167,10 @@ class ModelSpec:
     def hyperparameter_names(self) -> tuple[str, ...]:
         """The names in :attr:`hyperparameters`, as declared (plain names as given)."""
         return tuple(hp if isinstance(hp, str) else hp.name for hp in self.hyperparameters)
+
+    def import_paths(self) -> dict[str, str]:
+        """Every import path this spec names (field -> path)."""
+        return {f"backends[{b!r}]": f for b, f in self.backends.items() if isinstance(f, str)}
 
     def factory(self, backend: str) -> Callable[..., Any]:
         if backend not in self.backends:
@@ -207,6 +242,26 @@ class MetricSpec:
     #: are checked only when the metric runs.
     options: str | Callable[[str, Mapping[str, Any]], dict[str, Any]] | None = None
 
+    def __post_init__(self) -> None:
+        """A misspelt direction, an unknown need or a malformed import path is a one-line
+        ``ValueError`` here, so the plugin registering it fails (``vaebench plugins``)."""
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"metric {self.name!r}: direction {self.direction!r} is not one of {', '.join(DIRECTIONS)}")
+        if isinstance(self.needs, str) or not all(isinstance(n, str) for n in self.needs):
+            raise ValueError(f"metric {self.name!r}: needs is a set of names, e.g. frozenset({{'latents'}}), "
+                             f"not {self.needs!r}")
+        unknown = sorted(set(self.needs) - set(NEEDS))
+        if unknown:
+            raise ValueError(f"metric {self.name!r}: unknown need(s) {', '.join(map(repr, unknown))} "
+                             f"(allowed: {', '.join(NEEDS)})")
+        object.__setattr__(self, "needs", frozenset(self.needs))
+        _check_paths("metric", self.name, {"compute": self.compute,
+                                           **({} if self.options is None else {"options": self.options})})
+
+    def import_paths(self) -> dict[str, str]:
+        """Every import path this spec names (field -> path)."""
+        return {k: v for k, v in (("compute", self.compute), ("options", self.options)) if isinstance(v, str)}
+
     def function(self) -> Callable[..., Any]:
         return _resolve(self.compute)
 
@@ -229,6 +284,13 @@ class DatasetSpec:
     #: How many factors the dataset has, where that is known without loading it
     #: (``None``: unknown, no metric is skipped for it).
     num_factors: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_paths("dataset", self.name, {"load": self.load})
+
+    def import_paths(self) -> dict[str, str]:
+        """Every import path this spec names (field -> path)."""
+        return {"load": self.load} if isinstance(self.load, str) else {}
 
     def loader(self) -> Callable[..., Any]:
         return _resolve(self.load)
@@ -262,6 +324,18 @@ class BackendSpec:
     load_checkpoint: str | Callable[..., Any] | None = None
     install: str = ""
     model_protocol: str = ""
+
+    def __post_init__(self) -> None:
+        _check_paths("backend", self.name, {"backend": self.backend, **(
+            {} if self.load_checkpoint is None else {"load_checkpoint": self.load_checkpoint})})
+
+    def import_paths(self) -> dict[str, str]:
+        """Every import path this spec names (field -> path), the default checkpoint loader included."""
+        paths = {k: v for k, v in (("backend", self.backend), ("load_checkpoint", self.load_checkpoint))
+                 if isinstance(v, str)}
+        if self.load_checkpoint is None and isinstance(self.backend, str):
+            paths["load_checkpoint"] = f"{self.backend.split(':', 1)[0]}:load_checkpoint"
+        return paths
 
     def backend_class(self) -> Callable[..., Any]:
         return _resolve(self.backend)
