@@ -584,6 +584,22 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -
     console.print(table)
 
 
+@app.command("new-plugin", epilog="Example:\n\n  vaebench new-plugin gauss --dir ./vaebench-gauss")
+def new_plugin(
+    name: str = typer.Argument(..., metavar="NAME", help="Plugin name: lower case, e.g. gauss."),
+    directory: Optional[Path] = typer.Option(None, "--dir", help="Where to write it (default ./vaebench-NAME)."),
+) -> None:
+    """Write a ready plugin package (a model with its own hyperparameter, a metric, a dataset,
+    tests using vaebench.testing) that installs with pip install -e and passes its tests."""
+    from vaebench.harness.scaffold import ScaffoldError, new_plugin as write_plugin
+
+    try:
+        target = write_plugin(name, directory)
+    except ScaffoldError as exc:
+        fail(str(exc))
+    console.print(escape(f"wrote {target}: cd there, pip install -e '.[test]', pytest"))
+
+
 @app.command("list", epilog="Examples:\n\n  vaebench list models\n\n  vaebench list metrics --json")
 def list_specs(
     kind: str = typer.Argument(..., metavar="KIND", help="models | metrics | datasets | backends"),
