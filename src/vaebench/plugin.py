@@ -40,6 +40,11 @@ callable::
   constructed with the plugin manager whose models it builds; it trains a
   :class:`RunSpec` under :class:`ExecutionOptions` into a :class:`TrainedModel`.
 
+Its companion is :mod:`vaebench.testing`, the conformance kit a plugin's own tests call
+(``check_model``, ``check_metric``, ``check_dataset``, ``check_backend`` and
+``plugin_manager``, an in-process manager with the plugin registered); ``docs/plugins.md``
+is the hook reference, and ``vaebench plugins new NAME`` writes a ready package.
+
 Heavy code is named by import path (``"package.module:attribute"``) and imported only
 when used, so listing plugins stays cheap. ``examples/vaebench-plugin-example`` is a
 complete, pip-installable plugin.

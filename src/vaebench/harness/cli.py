@@ -579,13 +579,25 @@ def samples(
 
 
 # ---------------------------------------------------------------- plugins / list
-@app.command(epilog="Examples:\n\n  vaebench plugins\n\n  vaebench plugins --check --json\n\n"
-             "  VAEBENCH_PLUGINS= vaebench plugins   (the built-in plugin only)")
+plugins_app = typer.Typer(
+    invoke_without_command=True, no_args_is_help=False, rich_markup_mode="rich",
+    epilog="Examples:\n\n  vaebench plugins\n\n  vaebench plugins --check --json\n\n"
+    "  VAEBENCH_PLUGINS= vaebench plugins   (the built-in plugin only)\n\n"
+    "  vaebench plugins new gauss --dir ./vaebench-gauss",
+)
+app.add_typer(plugins_app, name="plugins")
+
+
+@plugins_app.callback()
 def plugins(
+    ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     check: bool = typer.Option(False, "--check", help="Also import every import path each spec names; exit 1 on any problem (a plugin that failed, a clash, a path that does not import): for a plugin's CI."),
 ) -> None:
-    """List every plugin: package, version, status and what it registered."""
+    """List every plugin: package, version, status and what it registered (`plugins new NAME`:
+    write a ready plugin package)."""
+    if ctx.invoked_subcommand is not None:
+        return
     manager = _manager(warn=False)
     rows = [
         {"name": p.name, "package": p.package, "version": p.version, "status": p.status, "error": p.error,
@@ -621,6 +633,22 @@ def plugins(
             err_console.print(f"{len(problems)} problem(s)" if problems else "no problems", highlight=False)
     if problems:
         raise typer.Exit(1)
+
+
+@plugins_app.command("new", epilog="Example:\n\n  vaebench plugins new gauss --dir ./vaebench-gauss")
+def new_plugin(
+    name: str = typer.Argument(..., metavar="NAME", help="Plugin name: lower case, e.g. gauss."),
+    directory: Optional[Path] = typer.Option(None, "--dir", help="Where to write it (default ./vaebench-NAME)."),
+) -> None:
+    """Write a ready plugin package (a model with its own hyperparameter, a metric, a dataset,
+    tests using vaebench.testing) that installs with pip install -e and passes its tests."""
+    from vaebench.harness.scaffold import ScaffoldError, new_plugin as write_plugin
+
+    try:
+        target = write_plugin(name, directory)
+    except ScaffoldError as exc:
+        fail(str(exc))
+    console.print(escape(f"wrote {target}: cd there, pip install -e '.[test]', pytest"))
 
 
 @app.command("list", epilog="Examples:\n\n  vaebench list models\n\n  vaebench list metrics --json")
