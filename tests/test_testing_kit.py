@@ -62,8 +62,6 @@ def _metric(compute, **kw):
     (_metric(lambda ctx: {"other": 1.0}), "headline key 'mine'"),
     (_metric(lambda ctx: {"mine": 1.0, "mig": 2.0}), "must be 'mine' or start with 'mine.'"),
     (_metric(lambda ctx: {"mine": float("nan")}), "is nan"),
-    (_metric(lambda ctx: {"mine": 1.0}, direction="lowerr"), "direction='lowerr'"),
-    (_metric(lambda ctx: {"mine": 1.0}, needs=frozenset({"encodings"})), "'latents'"),
     (_metric("no_such_module.metric:compute"), "does not import"),
     (_metric(lambda ctx: MetricResult({"mine": float(np.random.default_rng().random())})), "not deterministic"),
     (_metric(lambda ctx: MetricResult({"mine": 1.0}, {"array": np.zeros(2)})), "JSON-serialisable"),

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-import typing
 from dataclasses import replace
 from typing import Any, Mapping
 
@@ -35,13 +34,10 @@ from vaebench.plugins.datasets.base import FactorDataset
 from vaebench.plugins.manager import PluginManager
 from vaebench.plugins.metrics.context import EvaluationContext
 from vaebench.plugins.runspec import RunSpec
-from vaebench.plugins.specs import BackendSpec, DatasetSpec, MetricResult, MetricSpec, ModelSpec, Need
+from vaebench.plugins.specs import BackendSpec, DatasetSpec, MetricResult, MetricSpec, ModelSpec
 
 __all__ = ["plugin_manager", "check_model", "check_metric", "check_dataset", "check_backend", "tiny_context"]
 
-#: Every ``MetricSpec.needs`` item, from the ``Need`` vocabulary.
-NEEDS = frozenset(typing.get_args(Need))
-DIRECTIONS = ("higher", "lower", "none")
 
 
 def _fail(message: str) -> None:
@@ -319,20 +315,13 @@ def tiny_context(n: int = 300, latent_dim: int = 4, seed: int = 0, dataset: Any 
 
 
 def check_metric(spec: MetricSpec, ctx: EvaluationContext | None = None) -> MetricResult:
-    """Check ``spec``'s fields (direction, needs, tiers, min_factors, options) and compute
+    """Check ``spec``'s fields (tiers, min_factors, options; ``MetricSpec`` itself refuses a
+    bad direction or needs item when it is made) and compute
     it twice on ``ctx`` (default: :func:`tiny_context`): a :class:`MetricResult` or a dict
     of finite floats keyed ``name`` (the headline, required) or ``name.sub``,
     JSON-serialisable params, the same values both times. Returns the result. A metric
     that raises :class:`MetricUnavailable` here passes it through (``pytest.skip`` it)."""
-    name = spec.name
-    if spec.direction not in DIRECTIONS:
-        _fail(f"metric {name!r}: direction={spec.direction!r} is not one of {', '.join(DIRECTIONS)}")
-    unknown = set(spec.needs) - NEEDS
-    if unknown:
-        _fail(f"metric {name!r}: needs={sorted(unknown)} are not in the vocabulary ({', '.join(sorted(NEEDS))}); "
-              f"the posterior means are 'latents'")
-    if not isinstance(spec.needs, frozenset):
-        _fail(f"metric {name!r}: needs must be a frozenset, e.g. frozenset({{'latents', 'factors'}})")
+    name = spec.name  # direction and needs: MetricSpec refuses bad ones when it is made
     for tier in spec.tiers:
         if not (isinstance(tier, tuple) and len(tier) == 2 and isinstance(tier[0], str)
                 and isinstance(tier[1], (int, float))):
