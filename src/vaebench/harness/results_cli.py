@@ -152,6 +152,11 @@ def show(
     for key, value in record.items():
         if key in ("metrics", "history", "signals", "metric_params", "spec_json", "environment", "kl_per_dim", "artifacts"):
             continue
+        if key == "error" and value and record.get("status") == "ok":
+            # An ok run's notes (a metric that failed or was refused, posterior collapse): one row each.
+            for note in str(value).split("; "):
+                table.add_row("note", note)
+            continue
         table.add_row(key, fmt(value))
     for key, value in sorted((record.get("metrics") or {}).items()):
         table.add_row(f"metrics.{key}", fmt(value))

@@ -1,0 +1,128 @@
+"""What a third-party plugin's metrics, datasets and models leave in a run's record: a
+metric that raises, returns a bare float, NaN or keys not its own; a dataset whose images
+or factors break the dataset protocol; a model's likelihood; each metric's direction and
+category carried by the record itself."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import vaebench
+from vaebench.harness.evaluation import score, score_notes
+from vaebench.plugins import manager as manager_module
+from vaebench.plugins import builtin
+from vaebench.plugins.manager import PluginManager
+from vaebench.plugins.metrics.context import EvaluationContext
+from vaebench.plugins.specs import MetricResult, MetricSpec
+
+
+def boom(ctx):
+    raise RuntimeError("estimator exploded\nsecond line")
+
+
+def bare(ctx):
+    return 0.25
+
+
+def nan_metric(ctx):
+    return {"nan_metric": float("nan"), "nan_metric.extra": 1.0}
+
+
+def greedy(ctx):
+    return MetricResult({"greedy": 2.0, "kl": 99.0, "other": 3.0})
+
+
+def lowish(ctx):
+    return {"lowish": 0.5}
+
+
+METRICS = [
+    MetricSpec(name="boom", description="raises", compute=boom),
+    MetricSpec(name="bare", description="a bare float", compute=bare),
+    MetricSpec(name="nan_metric", description="NaN", compute=nan_metric),
+    MetricSpec(name="greedy", description="keys not its own", compute=greedy),
+]
+
+
+class _Plugin:
+    def __init__(self, metrics=(), datasets=(), models=()):
+        self.metrics, self.datasets, self.models = list(metrics), list(datasets), list(models)
+
+    @vaebench.hookimpl
+    def vaebench_register_metrics(self, register):
+        for spec in self.metrics:
+            register(spec)
+
+    @vaebench.hookimpl
+    def vaebench_register_datasets(self, register):
+        for spec in self.datasets:
+            register(spec)
+
+    @vaebench.hookimpl
+    def vaebench_register_models(self, register):
+        for spec in self.models:
+            register(spec)
+
+
+def install(monkeypatch, **specs) -> PluginManager:
+    """A fresh manager with the built-ins and one in-process plugin, made the process's."""
+    m = PluginManager()
+    assert m.register_plugin(builtin, "builtin", package="vaebench", version=vaebench.__version__).status == "ok"
+    info = m.register_plugin(_Plugin(**specs), "authored", package="authored-pkg", version="0.1")
+    assert info.status == "ok", info.error
+    monkeypatch.setattr(manager_module, "_MANAGER", m)
+    return m
+
+
+def _ctx() -> EvaluationContext:
+    z = np.random.default_rng(0).normal(size=(50, 3))
+    return EvaluationContext(means=z, logvars=np.zeros_like(z), recon_errors=np.ones(50))
+
+
+def test_score_words_what_a_metric_did_wrong():
+    kl = MetricSpec(name="kl", description="kl", compute="vaebench.plugins.metrics.posterior:kl")
+    values, params = score(_ctx(), [kl, *METRICS])
+    assert "boom" not in values and "estimator exploded" in params["boom"]["error"]
+    assert values["bare"] == 0.25  # a bare float is {name: value}
+    assert math.isnan(values["nan_metric"]) and values["nan_metric.extra"] == 1.0
+    assert values["greedy"] == 2.0 and "other" not in values
+    assert values["kl"] != 99.0  # never overwrites another metric's value
+    notes = score_notes(params)
+    assert notes[0].startswith("metric boom failed: ") and "\n" not in notes[0] and "second line" not in notes[0]
+    assert "metric nan_metric returned non-finite values: nan_metric" in notes
+    assert any(n.startswith("metric greedy keys refused: kl, other") for n in notes)
+    assert len(notes) == 3
+
+
+TINY_RUN = ["--steps", "8", "--batch-size", "8", "--eval-samples", "200", "--device", "cpu", "--threads", "1",
+            "--architecture", "mlp", "--strategy", "sequential"]
+
+
+def strict_json(text: str):
+    """``json.loads`` that refuses ``NaN`` / ``Infinity`` (not JSON)."""
+    def refuse(token):
+        raise ValueError(f"not JSON: {token}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_metric_problems_reach_console_show_and_valid_json(monkeypatch, tmp_path, cli):
+    install(monkeypatch, metrics=METRICS)
+    registry = tmp_path / "reg"
+    res = cli("run", "--model", "beta_vae", *TINY_RUN, "--metrics", "kl,boom,bare,nan_metric,greedy",
+              "--registry", registry)
+    assert res.exit_code == 0, res.output
+    line = next(l for l in res.stderr.splitlines() if l.startswith("ok"))
+    assert "metric boom failed: " in line and "estimator exploded" in line  # the run stays ok
+    (record,) = strict_json(cli("query", "SELECT * FROM runs", "--registry", registry, "--json").stdout)
+    assert record["status"] == "ok"
+    assert record["metrics"]["bare"] == 0.25 and record["metrics"]["nan_metric"] is None
+    assert record["metrics"]["kl"] != 99.0 and "other" not in record["metrics"]
+    shown = cli("show", record["run_id"][:8], "--registry", registry)
+    assert "metric boom failed" in shown.stdout and "metric greedy keys refused" in shown.stdout
+    assert "non-finite" in shown.stdout
+    strict_json(cli("show", record["run_id"][:8], "--registry", registry, "--json").stdout)
+    strict_json(cli("leaderboard", "--metric", "nan_metric", "--registry", registry, "--json").stdout)
