@@ -126,3 +126,62 @@ def test_metric_problems_reach_console_show_and_valid_json(monkeypatch, tmp_path
     assert "non-finite" in shown.stdout
     strict_json(cli("show", record["run_id"][:8], "--registry", registry, "--json").stdout)
     strict_json(cli("leaderboard", "--metric", "nan_metric", "--registry", registry, "--json").stdout)
+
+
+class TinyDataset:
+    """A 2-factor 8x8 dataset; ``fault`` breaks one part of the protocol."""
+
+    name = "tiny"
+    variant = "test"
+    image_shape = (8, 8, 1)
+
+    def __init__(self, fault: str = "") -> None:
+        self.fault = fault
+        self.factor_names = ("a", "b") if fault != "fewer_names" else ("a",)
+        self.factor_sizes = (2, 3) if fault != "fewer_names" else (2,)
+
+    def digest(self) -> str:
+        return "tiny-" + self.fault
+
+    def sample_factors(self, n, rng):
+        return rng.integers(0, (2, 3), size=(n, 2))
+
+    def observations(self, factors):
+        f = np.asarray(factors)
+        images = np.zeros((len(f), 8, 8, 1), np.float32)
+        images[:, : f[0, 0] + 2, : f[0, 1] + 2] = 1.0
+        if self.fault == "no_channel":
+            return images[..., 0]
+        if self.fault == "uint8_range":
+            return images * 255.0
+        return images
+
+    def sample(self, n, rng):
+        f = self.sample_factors(n, rng)
+        images = self.observations(f)
+        if self.fault == "extra_column":
+            f = np.concatenate([f, f[:, :1]], axis=1)
+        return images, f
+
+
+def load_tiny(path=None, fault=""):
+    return TinyDataset(fault)
+
+
+@pytest.mark.parametrize(("fault", "says"), [
+    ("no_channel", "images must be (N, H, W, C), got shape (8, 8, 8) (add the channel axis"),
+    ("uint8_range", "images must be in [0, 1], got values in [0, 255] (0-255 pixels: divide by 255)"),
+    ("extra_column", "factors must be (8, 2) (one column per factor name), got shape (8, 3)"),
+    ("fewer_names", "the spec declares num_factors=2 but the dataset has 1 factor_names"),
+])
+def test_a_broken_dataset_is_one_line_exit_2_before_training(monkeypatch, tmp_path, cli, fault, says):
+    from vaebench.plugins.specs import DatasetSpec
+
+    spec = DatasetSpec(name="tiny", description="tiny", load=lambda path=None: load_tiny(path, fault), num_factors=2)
+    install(monkeypatch, datasets=[spec])
+    registry = tmp_path / "reg"
+    res = cli("run", "--model", "beta_vae", "--dataset", "tiny", *TINY_RUN, "--metrics", "kl", "--registry", registry)
+    assert res.exit_code == 2, res.output
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith("error: dataset 'tiny': ") and says in line
+    assert not list(registry.rglob("*.parquet"))  # nothing trained, nothing recorded
