@@ -27,6 +27,20 @@ Direction = Literal["higher", "lower", "none"]
 #: from the dataset (FID-style metrics).
 Need = Literal["latents", "posterior", "factors", "sampler", "reconstructions", "generator"]
 
+#: Where a metric belongs (``MetricSpec.category``; the report's groups, in this order).
+METRIC_CATEGORIES = ("disentanglement", "reconstruction", "image_quality", "other")
+
+
+def default_category(needs: frozenset[str]) -> str:
+    """The category of a metric that declares none: ``disentanglement`` when it needs
+    ``factors``, ``image_quality`` when it needs ``reconstructions`` or a ``generator``,
+    else ``other``."""
+    if "factors" in needs:
+        return "disentanglement"
+    if {"reconstructions", "generator"} & set(needs):
+        return "image_quality"
+    return "other"
+
 
 def load_object(path: str) -> Any:
     """Import ``"package.module:attr"`` and return the attribute."""
@@ -117,6 +131,12 @@ class ModelSpec:
     ones a model does not read are normalised away, so that two grid points differing
     only in an unused value are the same run. ``defaults``: per-model defaults, winning
     over the declarations' (``beta_vae``'s β is 4, ``cvae``'s 1).
+
+    ``likelihood``: the decoder's likelihood, which sets the unit of the ``reconstruction``
+    metric (a negative log-likelihood): ``"bernoulli"`` (the default; binary cross-entropy
+    summed over pixels), ``"gaussian"``, ``"laplace"``, ``"categorical"`` or another lowercase
+    name. The record stores it (column ``likelihood``); ``leaderboard`` and ``compare`` never
+    rank ``reconstruction`` across likelihoods.
     """
 
     name: str
@@ -124,8 +144,12 @@ class ModelSpec:
     backends: dict[str, str | Callable[..., Any]]
     hyperparameters: tuple[Hyperparameter | str, ...] = ()
     defaults: dict[str, Any] = field(default_factory=dict)
+    likelihood: str = "bernoulli"
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.likelihood, str) and self.likelihood.isidentifier() and self.likelihood.islower()):
+            raise ValueError(f"model {self.name!r}: likelihood must be a lowercase name such as 'bernoulli' or "
+                             f"'gaussian', not {self.likelihood!r}")
         for hp in self.hyperparameters:
             if not isinstance(hp, (Hyperparameter, str)):
                 raise TypeError(f"model {self.name!r}: hyperparameters holds Hyperparameter objects or names, "
@@ -206,6 +230,17 @@ class MetricSpec:
     #: metric itself on ``ctx.options_for(name)``. ``None``: not declared, the options
     #: are checked only when the metric runs.
     options: str | Callable[[str, Mapping[str, Any]], dict[str, Any]] | None = None
+    #: Where the metric belongs, one of :data:`METRIC_CATEGORIES` (the report's groups; the
+    #: record stores it beside the direction). ``""``: derived from ``needs``
+    #: (:func:`default_category`).
+    category: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.category:
+            object.__setattr__(self, "category", default_category(frozenset(self.needs)))
+        elif self.category not in METRIC_CATEGORIES:
+            raise ValueError(f"metric {self.name!r}: category {self.category!r} is not one of "
+                             f"{', '.join(METRIC_CATEGORIES)}")
 
     def function(self) -> Callable[..., Any]:
         return _resolve(self.compute)
