@@ -185,3 +185,99 @@ def test_a_broken_dataset_is_one_line_exit_2_before_training(monkeypatch, tmp_pa
     (line,) = res.stderr.strip().splitlines()
     assert line.startswith("error: dataset 'tiny': ") and says in line
     assert not list(registry.rglob("*.parquet"))  # nothing trained, nothing recorded
+
+
+# ------------------------------------------------- likelihood, direction and category in records
+def build_gauss_vae(spec, image_shape):
+    from vaebench.plugins.backends.torch.models import GaussianVAE
+
+    return GaussianVAE(image_shape, spec.latent_dim, spec.architecture, "beta_vae", {"beta": spec.beta})
+
+
+def spread(ctx):
+    """A lower-is-better metric whose value differs between runs."""
+    return float(np.abs(ctx.means).mean())
+
+
+def authored_specs():
+    from vaebench.plugins.specs import ModelSpec
+
+    model = ModelSpec(name="gauss_vae", description="declares a Gaussian likelihood (test)",
+                      backends={"torch": build_gauss_vae}, hyperparameters=("beta",), defaults={"beta": 1.0},
+                      likelihood="gaussian")
+    metric = MetricSpec(name="spread", description="mean |z| (test)", compute=spread, direction="lower",
+                        category="other")
+    return {"models": [model], "metrics": [metric]}
+
+
+@pytest.fixture(scope="module")
+def mixed_registry(tmp_path_factory):
+    """Two runs, a Bernoulli and a Gaussian model, scored with a plugin metric that is then uninstalled."""
+    from vaebench import api
+
+    registry = tmp_path_factory.mktemp("mixed")
+    with pytest.MonkeyPatch.context() as mp:
+        m = install(mp, **authored_specs())
+        result = api.run_grid(["beta_vae", "gauss_vae"], registry=str(registry), manager=m, steps=8, batch_sizes=8,
+                              eval_samples=200, device="cpu", threads=1, architectures="mlp", strategy="sequential",
+                              metrics=["kl", "reconstruction", "spread"])
+    assert [r["status"] for r in result.records] == ["ok", "ok"]
+    return registry, result.records
+
+
+def test_records_carry_likelihood_direction_and_category(mixed_registry):
+    _, records = mixed_registry
+    by_model = {r["model"]: r for r in records}
+    assert by_model["gauss_vae"]["likelihood"] == "gaussian" and by_model["beta_vae"]["likelihood"] == "bernoulli"
+    for r in records:
+        assert dict(r["metric_directions"]) == {"kl": "none", "reconstruction": "lower", "spread": "lower"}
+        assert dict(r["metric_categories"]) == {"kl": "other", "reconstruction": "reconstruction", "spread": "other"}
+
+
+def test_uninstalled_metric_ranks_by_its_recorded_direction(mixed_registry, cli):
+    registry, records = mixed_registry  # the process's manager: the built-ins only, no `spread`
+    rows = strict_json(cli("leaderboard", "--metric", "spread", "--registry", registry, "--json").stdout)
+    means = [r["mean"] for r in rows]
+    assert len(means) == 2 and means == sorted(means)  # lower is better: ascending
+    out = cli("leaderboard", "--metric", "spread", "--registry", registry).stdout
+    assert "↓ lower is better" in out
+    res = cli("report", "--metric", "spread", "--out", registry / "rep", "--registry", registry)
+    assert res.exit_code == 0, res.output
+    from vaebench.harness.report.gather import gather
+
+    groups = dict(gather(registry).groups)
+    assert groups["reconstruction"] == ["reconstruction"] and set(groups["other"]) == {"kl", "spread"}
+    md = (registry / "rep" / "report.md").read_text()
+    assert "spread ↓" in md and "Reconstruction" in md and "Other" in md
+
+
+def test_reconstruction_is_never_ranked_across_likelihoods(mixed_registry, cli):
+    registry, _ = mixed_registry
+    res = cli("leaderboard", "--metric", "reconstruction", "--registry", registry, "--json")
+    assert "reconstruction is ranked within each likelihood (bernoulli, gaussian)" in res.stderr
+    rows = strict_json(res.stdout)
+    assert [r["likelihood"] for r in rows] == ["bernoulli", "gaussian"]
+    mig = strict_json(cli("leaderboard", "--metric", "kl", "--registry", registry, "--json").stdout)
+    assert "likelihood" not in mig[0]  # other metrics rank as before
+    cmp = strict_json(cli("compare", "model=beta_vae", "model=gauss_vae", "--registry", registry, "--json").stdout)
+    row = next(r for r in cmp["metrics"] if r["metric"] == "reconstruction")
+    assert row["delta"] is None and row["better"] is None and "bernoulli, gaussian" in row["note"]
+    assert next(r for r in cmp["metrics"] if r["metric"] == "kl")["delta"] is not None
+    assert next(c for c in cmp["config"] if c["column"] == "likelihood")["differs"]
+
+
+def test_a_record_without_likelihood_reads_as_bernoulli(mixed_registry, tmp_path):
+    import pyarrow.parquet as pq
+
+    from vaebench.registry import query
+
+    registry, records = mixed_registry
+    src = next(registry.rglob(f"{records[1]['run_id']}.parquet"))
+    old = tmp_path / "old"
+    (old / src.parent.relative_to(registry)).mkdir(parents=True)
+    table = pq.read_table(src)
+    pq.write_table(table.drop_columns(["likelihood", "metric_directions", "metric_categories"]),
+                   old / src.relative_to(registry))
+    con, skipped = query.open_runs(old)
+    assert skipped == []
+    assert con.sql("SELECT likelihood, metric_directions FROM runs").fetchall() == [("bernoulli", None)]
