@@ -225,6 +225,19 @@ def mixed_registry(tmp_path_factory):
     return registry, result.records
 
 
+def test_list_shows_likelihood_and_category(monkeypatch, cli):
+    install(monkeypatch, **authored_specs())
+    models = {r["name"]: r for r in strict_json(cli("list", "models", "--json").stdout)}
+    assert models["gauss_vae"]["likelihood"] == "gaussian" and models["beta_vae"]["likelihood"] == "bernoulli"
+    metrics = {r["name"]: r for r in strict_json(cli("list", "metrics", "--json").stdout)}
+    assert (metrics["spread"]["category"], metrics["mig"]["category"], metrics["ssim"]["category"],
+            metrics["reconstruction"]["category"]) == ("other", "disentanglement", "image_quality", "reconstruction")
+    with pytest.raises(ValueError, match="category 'disentanglment' is not one of"):
+        MetricSpec(name="typo", description="x", compute="x:y", category="disentanglment")
+    with pytest.raises(ValueError, match="likelihood must be a lowercase name"):
+        authored_specs()["models"][0].__class__(name="m", description="x", backends={}, likelihood="Gaussian")
+
+
 def test_records_carry_likelihood_direction_and_category(mixed_registry):
     _, records = mixed_registry
     by_model = {r["model"]: r for r in records}

@@ -74,7 +74,7 @@ def check_sample(dataset: Any, num_factors: int | None = None, n: int = 8) -> No
     if num_factors is not None and num_factors != len(names):
         raise DatasetError(f"dataset {name!r}: the spec declares num_factors={num_factors} "
                            f"but the dataset has {len(names)} factor_names")
-    f = np.asarray(factors)
+    f = np.asarray(factors) if factors is not None or names else np.zeros((images.shape[0], 0), np.int64)
     if f.ndim != 2 or f.shape[0] != images.shape[0] or f.shape[1] != len(names):
         raise DatasetError(f"dataset {name!r}: sample() factors must be ({images.shape[0]}, {len(names)}) "
                            f"(one column per factor name), got shape {f.shape}")
