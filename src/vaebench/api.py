@@ -298,7 +298,15 @@ def leaderboard_result(
     """:func:`leaderboard` with the record files left out: a ``registry.query.LeaderboardResult``
     (``.table``, ``.skipped``: ``(path, reason)``). Checks what ``vaebench leaderboard``
     checks: the registry exists, each ``by`` column is groupable, ``metric`` is a recorded
-    key or a registered metric (``InputError``, one line)."""
+    key or a registered metric (``InputError``, one line).
+
+    The ranking follows the metric's direction: its plugin's, else the one its records carry
+    (``.direction``). A ``reconstruction``-category metric over runs of several model
+    likelihoods is ranked within each likelihood (grouped by ``likelihood`` first, ``.note``
+    says so): NLLs of different likelihoods have different units."""
+    import pyarrow.compute as pc
+
+    from vaebench.harness.metric_info import metric_info
     from vaebench.plugins.manager import get_manager
     from vaebench.registry import query
     from vaebench.registry.schema import GROUPABLE_COLUMNS
@@ -314,14 +322,27 @@ def leaderboard_result(
     con, _ = query.open_runs(registry)
     try:
         known = set(query.metric_keys(con)) | set(manager.specs["metrics"])
+        info = metric_info([query.recorded_metric_info(con)], manager)
+        mixed = query.metric_likelihoods(con, metric, dataset, model) if info.category(metric) == "reconstruction" else []
     finally:
         con.close()
     if metric not in known:
         raise InputError(f"--metric: unknown metric {metric!r} (known: {', '.join(sorted(known))})")
-    kwargs: dict[str, Any] = {"dataset": dataset, "model": model, "descending": metric_direction(metric) != "lower"}
+    direction = info.direction(metric)
+    kwargs: dict[str, Any] = {"dataset": dataset, "model": model, "descending": direction != "lower"}
+    if len(mixed) > 1:
+        by_cols = list(by_cols if by_cols is not None else query.DEFAULT_BY)
+        by_cols = ["likelihood", *(c for c in by_cols if c != "likelihood")]
     if by_cols is not None:
         kwargs["by"] = by_cols
-    return query.leaderboard(registry, metric, **kwargs)
+    result = query.leaderboard(registry, metric, **kwargs)
+    result.direction = direction
+    if len(mixed) > 1:
+        # A stable sort: each likelihood's rows keep the metric's order.
+        result.table = result.table.take(pc.sort_indices(result.table, sort_keys=[("likelihood", "ascending")]))
+        result.note = (f"{metric} is ranked within each likelihood ({', '.join(mixed)}): "
+                       f"their negative log-likelihoods have different units")
+    return result
 
 
 def run_grid(

@@ -669,6 +669,7 @@ def list_specs(
         row = {"name": name, "plugin": manager.owner(kind, name), "description": spec.description}
         if kind == "models":
             row["backends"] = sorted(spec.backends)
+            row["likelihood"] = spec.likelihood
             reads = table.reads.get(name, {})
             row["hyperparameters"] = list(reads)
             if as_json:
@@ -680,6 +681,7 @@ def list_specs(
             row["models"] = sorted(m for m, ms in manager.specs["models"].items() if protocol in ms.backends)
         if kind == "metrics":
             row["direction"] = spec.direction
+            row["category"] = spec.category
             row["needs"] = sorted(spec.needs)
             row["default"] = spec.default
             row["min_factors"] = spec.min_factors

@@ -3,7 +3,10 @@
 Metric means are over ``status = 'ok'`` runs with a finite value (as the
 leaderboard does); ``n`` counts those runs. ``better`` reads the metric's
 declared direction (``MetricSpec.direction``): ``"better"`` / ``"worse"`` /
-``"same"``, or None for direction ``"none"`` or when either side has no value.
+``"same"``, or None for direction ``"none"`` or when either side has no value. A metric
+whose plugin is not installed reads the direction its records carry. A ``reconstruction``
+metric of runs with different model likelihoods is not compared (``delta`` None, ``note``
+names the likelihoods): the negative log-likelihoods have different units.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ __all__ = ["CONFIG_COLUMNS", "compare", "summarise_metric"]
 
 #: Config rows of a comparison, in display order.
 CONFIG_COLUMNS: tuple[str, ...] = (
-    "model", "backend", "dataset", "dataset_variant", "dataset_digest", "architecture",
+    "model", "likelihood", "backend", "dataset", "dataset_variant", "dataset_digest", "architecture",
     "beta", "capacity", "gamma", "capacity_steps", "latent_dim", "steps", "batch_size", "lr",
     "device", "seed",
 )
@@ -70,15 +73,18 @@ def compare(
     every key an ok run has). Raises ``ValueError`` (one line) when a side
     matches no run or a bare run id prefix is ambiguous.
     """
-    if direction is None:
-        from vaebench.plugins.manager import metric_direction as direction
+    from vaebench.harness.metric_info import likelihood, metric_info
+
     sides: dict[str, list[dict[str, Any]]] = {}
     for label, sel in (("A", a), ("B", b)):
         check_prefixes(con, sel)
-        sides[label] = fetch_runs(con, sel)
+        sides[label] = fetch_runs(con, sel, extra=("metric_directions", "metric_categories"))
         if not sides[label]:
             raise ValueError(f"{label} ({sel}) matches no runs")
     runs_a, runs_b = sides["A"], sides["B"]
+    info = metric_info(runs_a + runs_b)
+    if direction is None:
+        direction = info.direction
 
     def side(sel: Selection, runs: list[dict[str, Any]]) -> dict[str, Any]:
         return {
@@ -110,5 +116,11 @@ def compare(
         sa, sb = summarise_metric(runs_a, key), summarise_metric(runs_b, key)
         delta = sb["mean"] - sa["mean"] if sa["mean"] is not None and sb["mean"] is not None else None
         d = direction(key)
-        rows.append({"metric": key, "direction": d, "a": sa, "b": sb, "delta": delta, "better": _judge(delta, d)})
+        row = {"metric": key, "direction": d, "a": sa, "b": sb, "delta": delta, "better": _judge(delta, d)}
+        if info.category(key) == "reconstruction":
+            kinds = sorted({likelihood(r) for r in runs_a + runs_b if r["status"] == "ok" and key in r["metrics"]})
+            if len(kinds) > 1:
+                row.update(delta=None, better=None,
+                           note=f"not compared: likelihoods differ ({', '.join(kinds)}), the units differ")
+        rows.append(row)
     return {"a": side(a, runs_a), "b": side(b, runs_b), "config": config, "metrics": rows}

@@ -1,13 +1,16 @@
 """Scoring a trained model: the held-out set every run is scored on, the metrics a dataset
 supports, and the metrics run over one encoding of that set.
 
-A metric that raises is noted in ``metric_params`` and the run stays ``ok``; one that
-raises ``MetricUnavailable`` (weights not installed) is noted as unavailable, with its reason.
+A metric that raises is noted in ``metric_params`` and in the record's ``error`` column
+(``metric X failed: ...``: the console's summary line and ``vaebench show`` say it) and the
+run stays ``ok`` (it trained); one that raises ``MetricUnavailable`` (weights not installed)
+is noted as unavailable, with its reason.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import math
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -58,27 +61,77 @@ def metrics_for(manager: PluginManager, dataset: DatasetSpec, names: Sequence[st
     return chosen
 
 
+def metric_values(name: str, result: Any) -> tuple[MetricResult, list[str]]:
+    """What metric ``name`` returned, as a :class:`MetricResult` whose keys are all its own,
+    plus the notes on what was refused or suspicious.
+
+    A :class:`MetricResult`, a mapping of key -> float, or a bare number (stored as
+    ``{name: value}``). Keys must be ``name`` or ``name.<sub>``: any other key is refused
+    with a note (it would leave the metric's own column empty or overwrite another
+    metric's value). A NaN or infinite value is kept and noted. A value that is not a
+    number raises ``TypeError``.
+    """
+    if isinstance(result, MetricResult):
+        pass
+    elif isinstance(result, (int, float, np.number)) and not isinstance(result, bool):
+        result = MetricResult({name: result})
+    elif isinstance(result, Mapping):
+        result = MetricResult(dict(result))
+    else:
+        raise TypeError(f"returned {type(result).__name__}; a metric returns a MetricResult, "
+                        f"a dict of key -> float or a float")
+    values: dict[str, float] = {}
+    refused: list[str] = []
+    for key, value in result.values.items():
+        if not isinstance(value, (int, float, np.number)) or isinstance(value, bool):
+            raise TypeError(f"value of {key!r} is {type(value).__name__}, not a number")
+        if key == name or str(key).startswith(name + "."):
+            values[key] = float(value)
+        else:
+            refused.append(str(key))
+    notes: list[str] = []
+    if refused:
+        notes.append(f"metric {name} keys refused: {', '.join(refused)} (keys must be {name!r} or '{name}.<sub>')")
+    nonfinite = [k for k, v in values.items() if not math.isfinite(v)]
+    if nonfinite:
+        notes.append(f"metric {name} returned non-finite values: {', '.join(nonfinite)}")
+    return MetricResult(values, result.params), notes
+
+
 def score(ctx: EvaluationContext, metric_specs: Sequence[MetricSpec]) -> tuple[dict[str, float], dict[str, Any]]:
     """Run each metric on ``ctx``: ``(values by key, params by metric name)``.
 
     A metric that raises is recorded as ``params[name] = {"error": one line}``, one
     that raises ``MetricUnavailable`` as ``{"unavailable": its one-line reason}``;
-    the others still run.
+    the others still run. What :func:`metric_values` refused or found non-finite is
+    ``params[name]["notes"]`` (a list of one-line notes). :func:`score_notes` words
+    both for the record's ``error`` column.
     """
     values: dict[str, float] = {}
     params: dict[str, Any] = {}
     for m in metric_specs:
         try:
-            result = m.function()(ctx)
-            if not isinstance(result, MetricResult):
-                result = MetricResult(dict(result))
-            values.update({k: float(v) for k, v in result.values.items()})
-            params[m.name] = result.params
+            result, notes = metric_values(m.name, m.function()(ctx))
+            values.update(result.values)
+            params[m.name] = dict(result.params, notes=notes) if notes else result.params
         except MetricUnavailable as exc:
             params[m.name] = {"unavailable": str(exc).strip().splitlines()[0] if str(exc).strip() else m.name}
         except Exception as exc:  # noqa: BLE001 - one broken metric must not lose the run
             params[m.name] = {"error": one_line(exc)}
     return values, params
+
+
+def score_notes(params: Mapping[str, Any]) -> list[str]:
+    """The one-line notes of :func:`score`'s ``params``: ``metric X failed: <error>`` for a
+    metric that raised, then each metric's own notes (refused keys, non-finite values)."""
+    notes: list[str] = []
+    for name, p in params.items():
+        if not isinstance(p, Mapping):
+            continue
+        if "error" in p:
+            notes.append(f"metric {name} failed: {p['error']}")
+        notes += [str(n) for n in p.get("notes") or () if isinstance(p.get("notes"), list)]
+    return notes
 
 
 def held_out(dataset: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -119,5 +172,6 @@ def evaluate(
         decode=trained.decode if "generator" in needs else None,
     )
     values, params = score(ctx, metric_specs)
+    execution.notes.extend(n for n in score_notes(params) if n not in execution.notes)
     params["_eval"] = {"n": int(len(images)), "eval_seed": EVAL_SEED}
     return values, params, kl_per_dim(means, logvars)

@@ -4,6 +4,7 @@ formatting and how a metric's direction reads."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import traceback
@@ -56,8 +57,21 @@ def manager(warn: bool = True):
     return m
 
 
+def json_safe(data: Any) -> Any:
+    """``data`` with every NaN / infinite float (a metric that returned NaN) as ``None``, so
+    that what is printed is valid JSON (``null``), never a bare ``NaN``."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: json_safe(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [json_safe(v) for v in data]
+    return data
+
+
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    """Print ``data`` as JSON (non-finite floats as ``null``; dates and the like as text)."""
+    sys.stdout.write(json.dumps(json_safe(data), indent=2, default=str, allow_nan=False) + "\n")
 
 
 def names(value: Any) -> list[str]:

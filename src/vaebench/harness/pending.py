@@ -163,7 +163,12 @@ class PendingRun:
         self.metric_specs = metrics_for(manager, dataset_spec, metric_names)
         execution.notes.clear()
         self.record = base_record(spec, self.dataset, device, execution)
-        self.record.update(started_at=started, strategy=strategy, concurrent_runs=concurrent_runs)
+        self.record.update(
+            started_at=started, strategy=strategy, concurrent_runs=concurrent_runs,
+            likelihood=manager.model(spec.model).likelihood,
+            metric_directions={m.name: m.direction for m in self.metric_specs},
+            metric_categories={m.name: m.category for m in self.metric_specs},
+        )
 
     def finish(
         self, trained: Any, registry: str, reporter: Reporter, metric_options: dict[str, dict[str, Any]] | None = None, notes: Sequence[str] = (),

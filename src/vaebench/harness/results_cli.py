@@ -96,7 +96,9 @@ def leaderboard(
         result = api.leaderboard_result(registry, metric, names(by) if by else None, dataset, model, manager=plugins)
     except ValueError as exc:
         fail(str(exc))
-    direction = api.metric_direction(metric)
+    direction = result.direction
+    if result.note:
+        err_console.print(f"note: {escape(result.note)}", highlight=False)
     for path, reason in result.skipped:
         err_console.print(f"[yellow]warning:[/] skipped record file {escape(f'{path}: {reason}')}", highlight=False)
     rows = result.table.to_pylist()
@@ -151,6 +153,11 @@ def show(
     table.add_column("value")
     for key, value in record.items():
         if key in ("metrics", "history", "signals", "metric_params", "spec_json", "environment", "kl_per_dim", "artifacts"):
+            continue
+        if key == "error" and value and record.get("status") == "ok":
+            # An ok run's notes (a metric that failed or was refused, posterior collapse): one row each.
+            for note in str(value).split("; "):
+                table.add_row("note", note)
             continue
         table.add_row(key, fmt(value))
     for key, value in sorted((record.get("metrics") or {}).items()):
@@ -287,6 +294,8 @@ def compare(
             return "-" if s["mean"] is None else f"{fmt(s['mean'])} (n={s['n']})"
 
         delta = "-" if row["delta"] is None else f"{row['delta']:+.4g}"
+        if row.get("note"):
+            delta = escape(row["note"])
         color = {"better": "green", "worse": "red"}.get(row["better"] or "")
         table.add_row(
             escape(row["metric"]) + (f" {ARROWS[row['direction']]}" if row["direction"] in ARROWS else ""), side(row["a"]), side(row["b"]),

@@ -22,6 +22,7 @@ from vaebench.harness.plan import INT_MAX
 from vaebench.plugins.contract import capability
 from vaebench.plugins.backends import get_backend
 from vaebench.plugins.backends.base import ExecutionOptions, ResumePoint
+from vaebench.plugins.datasets.base import check_sample
 from vaebench.plugins.manager import PluginManager
 from vaebench.plugins.runspec import RunSpec
 from vaebench.plugins.specs import MetricSpec
@@ -49,7 +50,9 @@ def check_grid(
     (:func:`metrics_for`); ``metric_options`` (``{metric: {key: value}}``) name metrics of
     this run and pass each metric's own checker (``MetricSpec.options``), rather than
     dropping the metric from every run after training; each spec fits its dataset (a model
-    reading ``condition`` conditions on one of the dataset's factors).
+    reading ``condition`` conditions on one of the dataset's factors); each dataset keeps
+    the dataset protocol on a small sample (``datasets.base.check_sample``: image axes and
+    range, factor columns).
 
     Loads the datasets ``datasets`` (keyed by ``(name, path)``) lacks and returns them all.
     Raises a one-line ``ValueError`` (``DatasetError`` for a dataset that cannot be loaded).
@@ -71,6 +74,7 @@ def check_grid(
     for key in dict.fromkeys((s.dataset, s.dataset_path) for s in specs):
         if key not in loaded:
             loaded[key] = manager.dataset(key[0]).loader()(path=key[1])
+        check_sample(loaded[key], manager.dataset(key[0]).num_factors)
     for spec in specs:
         if "condition" in manager.model(spec.model).hyperparameter_names:
             from vaebench.plugins.objectives import cvae_condition

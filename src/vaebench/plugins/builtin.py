@@ -116,6 +116,7 @@ def vaebench_register_metrics(register):
         compute=f"{posterior}:reconstruction", options="vaebench.plugins.metrics.inputs:no_options",
         direction="lower",
         needs=frozenset({"posterior"}),
+        category="reconstruction",
     ))
     register(MetricSpec(
         name="kl",

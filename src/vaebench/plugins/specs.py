@@ -55,6 +55,21 @@ def _check_paths(kind: str, name: str, paths: Mapping[str, Any]) -> None:
             raise ValueError(f"{kind} {name!r}: {field_name}: {problem}")
 
 
+#: Where a metric belongs (``MetricSpec.category``; the report's groups, in this order).
+METRIC_CATEGORIES = ("disentanglement", "reconstruction", "image_quality", "other")
+
+
+def default_category(needs: frozenset[str]) -> str:
+    """The category of a metric that declares none: ``disentanglement`` when it needs
+    ``factors``, ``image_quality`` when it needs ``reconstructions`` or a ``generator``,
+    else ``other``."""
+    if "factors" in needs:
+        return "disentanglement"
+    if {"reconstructions", "generator"} & set(needs):
+        return "image_quality"
+    return "other"
+
+
 def load_object(path: str) -> Any:
     """Import ``"package.module:attr"`` and return the attribute."""
     module_name, _, attr = path.partition(":")
@@ -144,6 +159,12 @@ class ModelSpec:
     ones a model does not read are normalised away, so that two grid points differing
     only in an unused value are the same run. ``defaults``: per-model defaults, winning
     over the declarations' (``beta_vae``'s β is 4, ``cvae``'s 1).
+
+    ``likelihood``: the decoder's likelihood, which sets the unit of the ``reconstruction``
+    metric (a negative log-likelihood): ``"bernoulli"`` (the default; binary cross-entropy
+    summed over pixels), ``"gaussian"``, ``"laplace"``, ``"categorical"`` or another lowercase
+    name. The record stores it (column ``likelihood``); ``leaderboard`` and ``compare`` never
+    rank ``reconstruction`` across likelihoods.
     """
 
     name: str
@@ -151,12 +172,16 @@ class ModelSpec:
     backends: dict[str, str | Callable[..., Any]]
     hyperparameters: tuple[Hyperparameter | str, ...] = ()
     defaults: dict[str, Any] = field(default_factory=dict)
+    likelihood: str = "bernoulli"
 
     def __post_init__(self) -> None:
         if not isinstance(self.backends, Mapping):
             raise TypeError(f"model {self.name!r}: backends maps a backend name to a factory, "
                             f"not {type(self.backends).__name__}")
         _check_paths("model", self.name, {f"backends[{b!r}]": f for b, f in self.backends.items()})
+        if not (isinstance(self.likelihood, str) and self.likelihood.isidentifier() and self.likelihood.islower()):
+            raise ValueError(f"model {self.name!r}: likelihood must be a lowercase name such as 'bernoulli' or "
+                             f"'gaussian', not {self.likelihood!r}")
         for hp in self.hyperparameters:
             if not isinstance(hp, (Hyperparameter, str)):
                 raise TypeError(f"model {self.name!r}: hyperparameters holds Hyperparameter objects or names, "
@@ -241,10 +266,14 @@ class MetricSpec:
     #: metric itself on ``ctx.options_for(name)``. ``None``: not declared, the options
     #: are checked only when the metric runs.
     options: str | Callable[[str, Mapping[str, Any]], dict[str, Any]] | None = None
+    #: Where the metric belongs, one of :data:`METRIC_CATEGORIES` (the report's groups; the
+    #: record stores it beside the direction). ``""``: derived from ``needs``
+    #: (:func:`default_category`).
+    category: str = ""
 
     def __post_init__(self) -> None:
-        """A misspelt direction, an unknown need or a malformed import path is a one-line
-        ``ValueError`` here, so the plugin registering it fails (``vaebench plugins``)."""
+        """A misspelt direction, an unknown need or category or a malformed import path is a
+        one-line ``ValueError`` here, so the plugin registering it fails (``vaebench plugins``)."""
         if self.direction not in DIRECTIONS:
             raise ValueError(f"metric {self.name!r}: direction {self.direction!r} is not one of {', '.join(DIRECTIONS)}")
         if isinstance(self.needs, str) or not all(isinstance(n, str) for n in self.needs):
@@ -255,6 +284,11 @@ class MetricSpec:
             raise ValueError(f"metric {self.name!r}: unknown need(s) {', '.join(map(repr, unknown))} "
                              f"(allowed: {', '.join(NEEDS)})")
         object.__setattr__(self, "needs", frozenset(self.needs))
+        if not self.category:
+            object.__setattr__(self, "category", default_category(self.needs))
+        elif self.category not in METRIC_CATEGORIES:
+            raise ValueError(f"metric {self.name!r}: category {self.category!r} is not one of "
+                             f"{', '.join(METRIC_CATEGORIES)}")
         _check_paths("metric", self.name, {"compute": self.compute,
                                            **({} if self.options is None else {"options": self.options})})
 

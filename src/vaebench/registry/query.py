@@ -32,7 +32,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vaebench.registry.schema import GROUPABLE_COLUMNS, RECORD_SCHEMA
+from vaebench.registry.schema import DEFAULT_LIKELIHOOD, GROUPABLE_COLUMNS, RECORD_SCHEMA
 from vaebench.registry.selection import Selection
 from vaebench.registry.store import RegistryError, read_record, record_problem, row_problem, run_files
 
@@ -105,9 +105,10 @@ def _build_view(con: duckdb.DuckDBPyConnection, files: Sequence[Path], bind: boo
     if files:
         paths = [os.path.abspath(p) for p in files]
         con.read_parquet(paths, union_by_name=True).create_view(_FILES_VIEW, replace=True)
+        # An older record has no likelihood: its model was Bernoulli (schema.DEFAULT_LIKELIHOOD).
         con.sql(
-            f"CREATE VIEW runs AS SELECT * FROM {_EMPTY_TABLE} "
-            f"UNION ALL BY NAME SELECT * FROM {_FILES_VIEW}"
+            f"CREATE VIEW runs AS SELECT * REPLACE (coalesce(likelihood, '{DEFAULT_LIKELIHOOD}') AS likelihood) "
+            f"FROM (SELECT * FROM {_EMPTY_TABLE} UNION ALL BY NAME SELECT * FROM {_FILES_VIEW})"
         )
         if bind:  # Binding is lazy for views: make DuckDB resolve the union now.
             con.sql("SELECT * FROM runs LIMIT 0").fetchall()
@@ -253,6 +254,33 @@ def open_runs(
         raise
 
 
+def recorded_metric_info(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
+    """What the records of the ``runs`` view say of their metrics: ``{"metric_directions":
+    {name: direction}, "metric_categories": {name: category}}`` (a record-like row for
+    ``harness.metric_info.metric_info``; of conflicting values, the smallest)."""
+    out: dict[str, dict[str, str]] = {}
+    for column in ("metric_directions", "metric_categories"):
+        rows = con.sql(
+            f"SELECT e.key, min(e.value) FROM (SELECT unnest(map_entries({column})) AS e FROM runs) "
+            "WHERE e.key IS NOT NULL GROUP BY e.key"
+        ).fetchall()
+        out[column] = {str(k): str(v) for k, v in rows if v is not None}
+    return out
+
+
+def metric_likelihoods(con: duckdb.DuckDBPyConnection, metric: str, dataset: str | None = None,
+                       model: str | None = None) -> list[str]:
+    """The distinct model likelihoods of the ok runs holding ``metric`` (and on ``dataset`` /
+    of ``model`` where given), sorted."""
+    rows = con.sql(
+        "SELECT DISTINCT likelihood FROM runs WHERE status = 'ok' AND element_at(metrics, ?)[1] IS NOT NULL "
+        "AND (CAST(? AS VARCHAR) IS NULL OR dataset = ?) AND (CAST(? AS VARCHAR) IS NULL OR model = ?) "
+        "ORDER BY likelihood",
+        params=[metric, dataset, dataset, model, model],
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
 def metric_keys(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Distinct metric keys present in the ``runs`` view, sorted."""
     rows = con.sql(
@@ -268,6 +296,10 @@ class LeaderboardResult:
 
     table: pa.Table
     skipped: Skipped = field(default_factory=list)
+    #: the direction the metric was ranked by (its plugin's, else the records')
+    direction: str = "higher"
+    #: one line for the user (``reconstruction`` ranked within each likelihood), or ``""``
+    note: str = ""
 
 
 def _check_by(by: Sequence[str] | str) -> list[str]:

@@ -13,6 +13,10 @@ import pyarrow as pa
 
 SCHEMA_VERSION = 1
 
+#: The ``likelihood`` of a record written before models declared one (every model then was
+#: Bernoulli); the ``runs`` view reads a null ``likelihood`` as this.
+DEFAULT_LIKELIHOOD = "bernoulli"
+
 #: Status values. ``ok``: trained and scored. ``diverged``: the loss became
 #: NaN/inf; the record keeps the step it happened at. ``failed``: an exception
 #: ended the run; ``error`` holds its one-line message.
@@ -72,6 +76,9 @@ RECORD_SCHEMA = pa.schema(
         ("dataset_variant", pa.string()),
         ("dataset_digest", pa.string()),
         ("architecture", pa.string()),
+        # the model's declared decoder likelihood (ModelSpec.likelihood): the unit of
+        # `reconstruction`; null in records written before it was stored (read: bernoulli)
+        ("likelihood", pa.string()),
         ("beta", pa.float64()),
         ("capacity", pa.float64()),
         ("gamma", pa.float64()),
@@ -105,6 +112,11 @@ RECORD_SCHEMA = pa.schema(
         ("final_loss", pa.float64()),
         ("metrics", pa.map_(pa.string(), pa.float64())),
         ("metric_params", pa.string()),
+        # metric name -> its plugin's direction (higher | lower | none) and category
+        # (MetricSpec.category), so a registry ranks and groups its metrics without the
+        # plugins installed; null in older records (the installed plugins' are used)
+        ("metric_directions", pa.map_(pa.string(), pa.string())),
+        ("metric_categories", pa.map_(pa.string(), pa.string())),
         ("kl_per_dim", pa.list_(pa.float64())),
         ("history", HISTORY_TYPE),
         ("signals", SIGNALS_TYPE),
@@ -122,6 +134,7 @@ GROUPABLE_COLUMNS = (
     "dataset",
     "dataset_variant",
     "architecture",
+    "likelihood",
     "beta",
     "capacity",
     "gamma",

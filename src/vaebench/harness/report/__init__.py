@@ -4,8 +4,9 @@
 
 - the β trade-off: every headline metric the runs have against β (log axis),
   mean ± sample std over seeds, one line per configuration minus seed and β
-  (labelled by model), one panel per metric, disentanglement metrics (those
-  whose plugin needs factors) first, then reconstruction / image quality;
+  (labelled by model), one panel per metric, one row of panels per metric category
+  (``MetricSpec.category``, else the category the records carry): disentanglement,
+  reconstruction, image quality, other;
 - the capacity curves of runs with a capacity (``beta_vae_capacity``): the
   training KL against the target C(step), both from the run's ``history``, one
   panel per configuration, one KL line per seed;
@@ -35,7 +36,6 @@ from typing import Any
 
 from vaebench.harness.report import figures, render
 from vaebench.harness.report.gather import Gathered, ReportError, gather, headline_metrics, tradeoff_series
-from vaebench.plugins.manager import metric_direction
 from vaebench.registry.selection import Selection
 
 __all__ = ["ReportError", "ReportResult", "headline_metrics", "tradeoff_series", "write_report"]
@@ -127,9 +127,9 @@ def _render(out: Path, data: Gathered) -> ReportResult:
                           targets=data.verdicts)
     result.counts = {s: sum(r["status"] == s for r in runs) for s in ("ok", "diverged", "failed")}
     result.counts["total"] = len(runs)
-    drawn = figures.write_figures(data, render.order_runs(runs), out / "figures", metric_direction)
+    drawn = figures.write_figures(data, render.order_runs(runs), out / "figures", data.direction)
     result.figures = drawn.files()
-    page, result.notes = render.blocks(data, drawn, out, metric_direction)
+    page, result.notes = render.blocks(data, drawn, out, data.direction)
     head = render.header(data, result.counts)
     result.html.write_text(render.to_html(head, page), encoding="utf-8")
     result.markdown.write_text(render.to_markdown(head, page), encoding="utf-8")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vaebench.harness.output import DIRECTION_TEXT, fmt
-from vaebench.harness.report.gather import RUN_ID, Gathered, capacity_runs, tradeoff_series
+from vaebench.harness.report.gather import GROUP_TITLES, RUN_ID, Gathered, capacity_runs, tradeoff_series
 from vaebench.registry.store import artifact_path
 
 _MAGIC = {b"\x89PNG\r\n\x1a\n": ".png", b"GIF87a": ".gif", b"GIF89a": ".gif"}
@@ -57,7 +57,7 @@ def write_figures(data: Gathered, ordered: Sequence[Mapping[str, Any]], figures_
     figures_dir.mkdir()
     out = Figures()
     tradeoff = figures_dir / "beta_tradeoff.png"
-    groups = [("disentanglement", data.disentangle), ("reconstruction / quality", data.quality)]
+    groups = [(GROUP_TITLES.get(category, category).lower(), names) for category, names in data.groups]
     if plot_tradeoff(data.runs, groups, direction, tradeoff):
         out.tradeoff = tradeoff
     else:

@@ -14,11 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from vaebench.harness.compare import CONFIG_COLUMNS, summarise_metric
+from vaebench.harness.metric_info import MetricInfo, metric_info
 from vaebench.harness.output import fmt
 from vaebench.registry.selection import Selection, check_prefixes, fetch_runs, parse_selection
 
 #: Record columns a report needs besides ``selection.RUN_COLUMNS``.
-EXTRA_COLUMNS = ("spec_json", "error", "steps", "steps_done", "history", "artifacts")
+EXTRA_COLUMNS = ("spec_json", "error", "steps", "steps_done", "history", "artifacts", "metric_directions",
+                 "metric_categories")
+#: The report's metric groups: ``MetricSpec.category`` -> title, in page order.
+GROUP_TITLES = {"disentanglement": "Disentanglement", "reconstruction": "Reconstruction",
+                "image_quality": "Image quality", "other": "Other"}
 #: Leaderboard grouping columns shown (``config_id`` last); columns no row sets are dropped.
 BOARD_COLUMNS = ("model", "dataset", "dataset_variant", "beta", "capacity", "gamma", "latent_dim", "config_id")
 #: Spec fields that never separate two lines of the trade-off figure (a line is a config minus these).
@@ -40,8 +45,10 @@ class Gathered:
     runs: list[dict[str, Any]]
     #: files left out as unreadable: ``(path, why)``
     skipped: list[tuple[Path, str]]
-    disentangle: list[str]
-    quality: list[str]
+    #: ``(category, metric names)`` in :data:`GROUP_TITLES` order, empty groups left out
+    groups: list[tuple[str, list[str]]]
+    #: each metric's direction and category: its plugin's, else its records'
+    info: MetricInfo
     #: the metric the leaderboard is ordered by (``None``: the runs have no metric)
     order: str | None
     board_columns: list[str]
@@ -51,8 +58,20 @@ class Gathered:
     targets_file: str | None = None
 
     @property
+    def disentangle(self) -> list[str]:
+        return [m for category, names in self.groups if category == "disentanglement" for m in names]
+
+    @property
+    def quality(self) -> list[str]:
+        """Every headline metric that is not a disentanglement metric."""
+        return [m for category, names in self.groups if category != "disentanglement" for m in names]
+
+    @property
     def metrics(self) -> list[str]:
-        return self.disentangle + self.quality
+        return [m for _, names in self.groups for m in names]
+
+    def direction(self, key: str) -> str:
+        return self.info.direction(key)
 
 
 def gather(
@@ -66,7 +85,6 @@ def gather(
     :class:`ReportError` / ``ValueError`` (no run selected, an ambiguous run id prefix, an
     unknown ``metric``), ``targets.TargetsError`` and ``store.RegistryError``, one line each."""
     from vaebench.harness import targets as tg
-    from vaebench.plugins.manager import get_manager, metric_direction
     from vaebench.registry.readonly import open_readonly
     from vaebench.registry.store import RegistryError
 
@@ -76,7 +94,6 @@ def gather(
     root = Path(registry)
     if not root.is_dir():
         raise RegistryError(f"registry {root} does not exist (run `vaebench run` first or pass --registry)")
-    specs = get_manager().specs["metrics"]
     con, skipped = open_readonly(root)
     try:
         check_prefixes(con, sel)
@@ -85,31 +102,37 @@ def gather(
         runs = fetch_runs(con, sel, extra=EXTRA_COLUMNS)
         if not runs:
             raise ReportError(f"selection {sel} matches no runs" if not sel.empty else f"registry {root} holds no runs")
-        disentangle, quality = headline_metrics(runs, specs)
-        metrics = disentangle + quality
+        info = metric_info(runs)
+        groups = headline_metrics(runs, info)
+        metrics = [m for _, names in groups for m in names]
         if metric is not None and metric not in metrics:
             raise ReportError(f"--metric: {metric!r} is not among the selected runs' metrics "
                               f"({', '.join(metrics) or 'none'})")
         order = metric or (metrics[0] if metrics else None)
-        board_cols, board = leaderboard_rows(con, sel, metrics, order, metric_direction)
+        board_cols, board = leaderboard_rows(con, sel, metrics, order, info.direction)
         verdicts = tg.check_targets(con, parsed, sel, base_sel) if parsed is not None else []
     finally:
         con.close()
-    return Gathered(root=root, selection=sel, runs=runs, skipped=skipped, disentangle=disentangle, quality=quality,
+    return Gathered(root=root, selection=sel, runs=runs, skipped=skipped, groups=groups, info=info,
                     order=order, board_columns=board_cols, board=board, verdicts=verdicts,
                     targets_file=None if parsed is None else str(targets))
 
 
-def headline_metrics(runs: Sequence[Mapping[str, Any]], specs: Mapping[str, Any]) -> tuple[list[str], list[str]]:
-    """``(disentanglement, quality)``: the registered metric names the ok runs hold, in plugin order.
+def headline_metrics(runs: Sequence[Mapping[str, Any]], info: MetricInfo) -> list[tuple[str, list[str]]]:
+    """``[(category, metric names), ...]``: the metric names the ok runs hold, grouped by
+    category (``MetricSpec.category``: the installed plugin's, else the one the records carry)
+    in :data:`GROUP_TITLES` order, installed metrics in plugin order, then the others.
 
-    A metric whose plugin needs ``factors`` is a disentanglement metric; every
-    other one (reconstruction, KL, SSIM, PSNR, Fréchet distance, ...) is quality.
-    Dotted extras (``mig.gap.posX``) and keys no installed plugin declares are left out.
+    Dotted extras (``mig.gap.posX``) and keys that neither an installed plugin nor a record
+    declares are left out.
     """
     present = {k for r in runs if r["status"] == "ok" for k in r["metrics"]}
-    names = [name for name in specs if name in present]
-    return ([n for n in names if "factors" in specs[n].needs], [n for n in names if "factors" not in specs[n].needs])
+    names = [name for name in info.categories if name in present]
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(info.categories[name], []).append(name)
+    order = [*GROUP_TITLES, *sorted(set(groups) - set(GROUP_TITLES))]
+    return [(c, groups[c]) for c in order if c in groups]
 
 
 def _line_key(run: Mapping[str, Any]) -> str:

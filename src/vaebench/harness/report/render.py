@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 from vaebench.harness.output import ARROWS, DIRECTION_TEXT, fmt
 from vaebench.harness.report.figures import Figures
-from vaebench.harness.report.gather import Gathered
+from vaebench.harness.report.gather import GROUP_TITLES, Gathered
 from vaebench.version import __version__
 
 HEADERS = {"dataset_variant": "variant", "beta": "β", "capacity": "C", "gamma": "γ", "latent_dim": "D",
@@ -157,8 +157,8 @@ def blocks(data: Gathered, figures: Figures, out: Path, direction: Callable[[str
     if figures.tradeoff is not None:
         figure(figures.tradeoff, "β trade-off",
                "Each metric against β (log scale): mean ± sample std over seeds of the ok runs, one line per "
-               "configuration minus seed and β. Top rows: disentanglement metrics; then reconstruction and image "
-               "quality. The panel titles give each metric's direction.")
+               "configuration minus seed and β. One row of panels per metric category (MetricSpec.category): "
+               "disentanglement, reconstruction, image quality, other. The panel titles give each metric's direction.")
     else:
         msg = "No β trade-off: no ok run in the selection has a β > 0 and a metric."
         page.append(Block("note", msg))
@@ -180,9 +180,7 @@ def blocks(data: Gathered, figures: Figures, out: Path, direction: Callable[[str
                                   f"(n=k): fewer runs have that metric. Tiers are those the metric plugins declare."))
     board_cols = data.board_columns
     label_cols = [i for i, c in enumerate(board_cols) if c in ("model", "dataset", "dataset_variant", "config_id")]
-    for group, names in (("Disentanglement", data.disentangle), ("Reconstruction / quality", data.quality)):
-        if not names and metrics:
-            continue
+    for group, names in [(GROUP_TITLES.get(c, c), n) for c, n in data.groups] or [("", [])]:
         rows = []
         for row in data.board:
             n_max = max((c["n"] for c in row["metrics"].values()), default=0)

@@ -45,6 +45,45 @@ class FactorDataset(Protocol):
         ...
 
 
+def check_sample(dataset: Any, num_factors: int | None = None, n: int = 8) -> None:
+    """Check a loaded dataset against the protocol on a small sample of ``n`` observations,
+    before anything trains: images ``(n, H, W, C)`` with ``(H, W, C) == image_shape``, floats
+    in [0, 1]; factors ``(n, K)`` integer indices with ``K == len(factor_names) ==
+    len(factor_sizes)`` (and ``== num_factors``, the ``DatasetSpec``'s, when declared), each
+    within its size. Raises a one-line :class:`DatasetError` saying what to change."""
+    name = getattr(dataset, "name", type(dataset).__name__)
+    images, factors = dataset.sample(n, np.random.default_rng(0))
+    images = np.asarray(images)
+    shape = tuple(getattr(dataset, "image_shape", ()) or ())
+    if images.ndim != 4:
+        raise DatasetError(f"dataset {name!r}: sample() images must be (N, H, W, C), got shape {images.shape}"
+                           + (" (add the channel axis: images[..., None])" if images.ndim == 3 else ""))
+    if len(shape) != 3 or images.shape[1:] != shape:
+        raise DatasetError(f"dataset {name!r}: sample() images are {images.shape[1:]} but image_shape is {shape}")
+    if images.dtype.kind != "f":
+        raise DatasetError(f"dataset {name!r}: images must be floats in [0, 1], got dtype {images.dtype}")
+    if images.size and not np.all(np.isfinite(images)):
+        raise DatasetError(f"dataset {name!r}: images hold NaN or inf")
+    if images.size and (float(images.min()) < 0.0 or float(images.max()) > 1.0):
+        hint = " (0-255 pixels: divide by 255)" if float(images.max()) > 1.0 else ""
+        raise DatasetError(f"dataset {name!r}: images must be in [0, 1], got values in "
+                           f"[{float(images.min()):g}, {float(images.max()):g}]{hint}")
+    names, sizes = tuple(dataset.factor_names), tuple(dataset.factor_sizes)
+    if len(names) != len(sizes):
+        raise DatasetError(f"dataset {name!r}: {len(names)} factor_names but {len(sizes)} factor_sizes")
+    if num_factors is not None and num_factors != len(names):
+        raise DatasetError(f"dataset {name!r}: the spec declares num_factors={num_factors} "
+                           f"but the dataset has {len(names)} factor_names")
+    f = np.asarray(factors) if factors is not None or names else np.zeros((images.shape[0], 0), np.int64)
+    if f.ndim != 2 or f.shape[0] != images.shape[0] or f.shape[1] != len(names):
+        raise DatasetError(f"dataset {name!r}: sample() factors must be ({images.shape[0]}, {len(names)}) "
+                           f"(one column per factor name), got shape {f.shape}")
+    try:
+        check_factors(f, sizes)
+    except DatasetError as exc:
+        raise DatasetError(f"dataset {name!r}: {exc}") from None
+
+
 # --- helpers for datasets whose factors form a full grid -------------------
 
 
