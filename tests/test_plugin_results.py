@@ -170,7 +170,7 @@ def load_tiny(path=None, fault=""):
 
 @pytest.mark.parametrize(("fault", "says"), [
     ("no_channel", "images must be (N, H, W, C), got shape (8, 8, 8) (add the channel axis"),
-    ("uint8_range", "images must be in [0, 1], got values in [0, 255] (0-255 pixels: divide by 255)"),
+    ("uint8_range", "images must be in [0, 1], got values in [0, 255] (divide 0..255 images by 255)"),
     ("extra_column", "factors must be (8, 2) (one column per factor name), got shape (8, 3)"),
     ("fewer_names", "the spec declares num_factors=2 but the dataset has 1 factor_names"),
 ])

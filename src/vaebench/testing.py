@@ -30,7 +30,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from vaebench.plugins.datasets.base import FactorDataset
+from vaebench.plugins.datasets.base import DatasetError, FactorDataset, check_sample
 from vaebench.plugins.manager import PluginManager
 from vaebench.plugins.metrics.context import EvaluationContext
 from vaebench.plugins.runspec import RunSpec
@@ -390,34 +390,22 @@ def check_dataset(spec: DatasetSpec, path: str | None = None, n: int = 16, seed:
     if not isinstance(data.variant, str) or not data.variant:
         _fail(f"dataset {name!r}: variant must be a non-empty string naming which pixels these are")
     names, sizes = tuple(data.factor_names), tuple(data.factor_sizes)
-    if len(names) != len(sizes):
-        _fail(f"dataset {name!r}: {len(names)} factor_names but {len(sizes)} factor_sizes; give one size per name")
     if any(not isinstance(s, (int, np.integer)) or s < 1 for s in sizes):
         _fail(f"dataset {name!r}: factor_sizes must be ints >= 1, got {sizes}")
-    if spec.num_factors is not None and spec.num_factors != len(names):
-        _fail(f"dataset {name!r}: DatasetSpec.num_factors={spec.num_factors} but the dataset has {len(names)} "
-              f"factors ({', '.join(names)})")
     shape = tuple(data.image_shape)
     if len(shape) != 3 or any(not isinstance(s, (int, np.integer)) or s < 1 for s in shape):
         _fail(f"dataset {name!r}: image_shape must be (H, W, C), three positive ints, got {shape}; "
               f"a grey image has C = 1")
+    try:  # what a run checks before training (shapes, [0, 1], factor columns and ranges)
+        check_sample(data, spec.num_factors, n)
+    except DatasetError as exc:
+        _fail(str(exc))
     images, factors = data.sample(n, np.random.default_rng(seed))
     images, factors = np.asarray(images), np.asarray(factors)
-    if images.shape != (n, *shape):
-        _fail(f"dataset {name!r}: sample({n}, rng) images must be (n, H, W, C) = {(n, *shape)}, got {images.shape}"
-              f"{' (add the channel axis: images[..., None])' if images.ndim == 3 else ''}")
     if images.dtype != np.float32:
         _fail(f"dataset {name!r}: images must be float32, got {images.dtype}")
-    if not np.isfinite(images).all() or images.min() < 0.0 or images.max() > 1.0:
-        _fail(f"dataset {name!r}: pixel values must lie in [0, 1], got [{images.min():g}, {images.max():g}]"
-              f"{' (divide 0..255 images by 255)' if images.max() > 1.0 else ''}")
-    if factors.shape != (n, len(sizes)):
-        _fail(f"dataset {name!r}: sample({n}, rng) factors must be (n, K) = {(n, len(sizes))} "
-              f"(one column per factor name), got {factors.shape}")
     if factors.dtype.kind not in "iu":
         _fail(f"dataset {name!r}: factors must be integer indices, got {factors.dtype}")
-    if factors.size and ((factors < 0).any() or (factors >= np.asarray(sizes)).any()):
-        _fail(f"dataset {name!r}: factor indices must satisfy 0 <= factors[:, k] < factor_sizes[k] = {sizes}")
     again_images, again_factors = data.sample(n, np.random.default_rng(seed))
     if not (np.array_equal(images, again_images) and np.array_equal(factors, again_factors)):
         _fail(f"dataset {name!r}: sample(n, rng) must depend only on rng (the same seed gave other draws)")

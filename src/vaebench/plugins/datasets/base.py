@@ -65,7 +65,7 @@ def check_sample(dataset: Any, num_factors: int | None = None, n: int = 8) -> No
     if images.size and not np.all(np.isfinite(images)):
         raise DatasetError(f"dataset {name!r}: images hold NaN or inf")
     if images.size and (float(images.min()) < 0.0 or float(images.max()) > 1.0):
-        hint = " (0-255 pixels: divide by 255)" if float(images.max()) > 1.0 else ""
+        hint = " (divide 0..255 images by 255)" if float(images.max()) > 1.0 else ""
         raise DatasetError(f"dataset {name!r}: images must be in [0, 1], got values in "
                            f"[{float(images.min()):g}, {float(images.max()):g}]{hint}")
     names, sizes = tuple(dataset.factor_names), tuple(dataset.factor_sizes)
