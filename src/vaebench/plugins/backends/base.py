@@ -317,10 +317,13 @@ def group_key(spec: Any) -> tuple | None:
 class BuiltinBackend:
     """What the built-in backends (torch, JAX) share as classes: built with the plugin manager
     whose model specs they build (default: the process-wide one), resumable alone and in
-    groups, vectorized groups keyed by :func:`group_key`. Subclasses set ``name`` (also the
-    key of the models' factories) and add ``resolve_device``, ``train`` and ``train_group``."""
+    groups, vectorized groups keyed by :func:`group_key`. Subclasses set ``name`` and
+    ``model_protocol`` (the key of the models' factories it builds: a subclass registered
+    under another name still builds torch / JAX models) and add ``resolve_device``,
+    ``train`` and ``train_group``."""
 
     name = ""
+    model_protocol = ""
     #: ``train`` takes ``resume`` (``vaebench continue``); ``train_group`` takes ``resume``
     #: and ``checkpoint_dirs`` (periodic checkpoints of each member).
     supports_resume = True
@@ -334,7 +337,7 @@ class BuiltinBackend:
     def build(self, spec: Any, image_shape: tuple[int, int, int], dataset: Any = None) -> Any:
         """The model of ``spec`` from this backend's manager; a factory that takes a
         ``dataset`` keyword gets it."""
-        return self.manager.model(spec.model).build(self.name, spec, image_shape, dataset)
+        return self.manager.model(spec.model).build(self.model_protocol, spec, image_shape, dataset)
 
     def group_key(self, spec: Any) -> tuple | None:
         """Specs with equal keys can train together in ``train_group``; ``None``: alone."""

@@ -145,6 +145,7 @@ class LoneSteps:
 
 class JaxBackend(BuiltinBackend):
     name = "jax"
+    model_protocol = "jax"
 
     def resolve_device(self, device: str) -> DeviceInfo:
         return resolve_device(device)

@@ -150,6 +150,7 @@ class LoneSteps:
 
 class TorchBackend(BuiltinBackend):
     name = "torch"
+    model_protocol = "torch"
 
     def resolve_device(self, device: str) -> DeviceInfo:
         return resolve_device(device)
