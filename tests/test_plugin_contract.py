@@ -17,6 +17,7 @@ import types
 import pytest
 
 import vaebench
+from vaebench.testing import SpecsPlugin
 from vaebench.plugins import builtin
 from vaebench.plugins import manager as manager_module
 from vaebench.plugins.manager import PluginManager
@@ -28,27 +29,6 @@ from test_plugins import _by_name, _env, _json, _stderr_lines, write_fake_dist
 NOTHING = {"models": [], "metrics": [], "datasets": [], "backends": []}
 
 
-class _Plugin:
-    """Registers ``models`` and ``metrics`` (spec objects, or zero-argument callables making them,
-    so that a spec that refuses to be made fails inside the hook, as in a real plugin)."""
-
-    def __init__(self, models=(), metrics=(), datasets=()):
-        self.models, self.metrics, self.datasets = list(models), list(metrics), list(datasets)
-
-    @vaebench.hookimpl
-    def vaebench_register_models(self, register):
-        for spec in self.models:
-            register(spec() if callable(spec) else spec)
-
-    @vaebench.hookimpl
-    def vaebench_register_metrics(self, register):
-        for spec in self.metrics:
-            register(spec() if callable(spec) else spec)
-
-    @vaebench.hookimpl
-    def vaebench_register_datasets(self, register):
-        for spec in self.datasets:
-            register(spec() if callable(spec) else spec)
 
 
 def _model(name: str) -> ModelSpec:
@@ -78,7 +58,7 @@ def manager() -> PluginManager:
     ("datasets", lambda: DatasetSpec(name="m", description="d", load=42), "dataset 'm': load: 42 is neither a callable nor an import path"),
 ])
 def test_a_bad_spec_fails_its_plugin_with_one_line(manager, kind, bad, reason):
-    plugin = _Plugin(models=[_model("kept_out")])
+    plugin = SpecsPlugin(models=[_model("kept_out")])
     getattr(plugin, kind).append(bad)
     info = manager.register_plugin(plugin, "careless", package="careless-pkg")
     assert info.status == "error"
@@ -141,7 +121,7 @@ def test_other_vaebench_names_on_a_plugin_module_are_not_hooks(manager):
 def test_import_problems_imports_every_path():
     """Spelling is checked at registration; ``import_problems`` (``plugins --check``) imports."""
     m = PluginManager()
-    info = m.register_plugin(_Plugin(
+    info = m.register_plugin(SpecsPlugin(
         models=[ModelSpec(name="needs_absent_framework", description="d",
                           backends={"torch": "vaebench.harness.output:no_such_factory"})],
         metrics=[_metric("gone", compute="vaebench_no_such_module_xyz:compute"),
@@ -157,9 +137,9 @@ def test_import_problems_imports_every_path():
 
 # ----------------------------------------------------------------- found item 4: a clash keeps the rest
 def test_clash_between_two_third_party_plugins_keeps_the_rest(manager):
-    first = manager.register_plugin(_Plugin(models=[_model("gauss_vae")], metrics=[_metric("recon_nll")]),
+    first = manager.register_plugin(SpecsPlugin(models=[_model("gauss_vae")], metrics=[_metric("recon_nll")]),
                                     "first", package="first-pkg", version="1.0")
-    second = manager.register_plugin(_Plugin(models=[_model("gauss_vae"), _model("second_only")],
+    second = manager.register_plugin(SpecsPlugin(models=[_model("gauss_vae"), _model("second_only")],
                                              metrics=[_metric("second_metric")]),
                                      "second", package="second-pkg", version="2.0")
     assert (first.status, second.status) == ("ok", "ok")
@@ -175,7 +155,7 @@ def test_clash_between_two_third_party_plugins_keeps_the_rest(manager):
 
 def test_clash_with_the_builtin_keeps_the_builtin(manager):
     before = manager.specs["models"]["beta_vae"]
-    info = manager.register_plugin(_Plugin(models=[_model("fresh"), _model("beta_vae")]), "clash", package="clash-pkg")
+    info = manager.register_plugin(SpecsPlugin(models=[_model("fresh"), _model("beta_vae")]), "clash", package="clash-pkg")
     assert info.status == "ok" and info.registered["models"] == ["fresh"]
     assert manager.specs["models"]["beta_vae"] is before and manager.owner("models", "beta_vae") == "builtin"
     assert "'beta_vae'" in manager.clashes[0] and "'builtin'" in manager.clashes[0] and "'clash'" in manager.clashes[0]

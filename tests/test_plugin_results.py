@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import vaebench
+from vaebench.testing import SpecsPlugin
 from vaebench.harness.evaluation import score, score_notes
 from vaebench.plugins import manager as manager_module
 from vaebench.plugins import builtin
@@ -48,31 +49,13 @@ METRICS = [
 ]
 
 
-class _Plugin:
-    def __init__(self, metrics=(), datasets=(), models=()):
-        self.metrics, self.datasets, self.models = list(metrics), list(datasets), list(models)
-
-    @vaebench.hookimpl
-    def vaebench_register_metrics(self, register):
-        for spec in self.metrics:
-            register(spec)
-
-    @vaebench.hookimpl
-    def vaebench_register_datasets(self, register):
-        for spec in self.datasets:
-            register(spec)
-
-    @vaebench.hookimpl
-    def vaebench_register_models(self, register):
-        for spec in self.models:
-            register(spec)
 
 
 def install(monkeypatch, **specs) -> PluginManager:
     """A fresh manager with the built-ins and one in-process plugin, made the process's."""
     m = PluginManager()
     assert m.register_plugin(builtin, "builtin", package="vaebench", version=vaebench.__version__).status == "ok"
-    info = m.register_plugin(_Plugin(**specs), "authored", package="authored-pkg", version="0.1")
+    info = m.register_plugin(SpecsPlugin(**specs), "authored", package="authored-pkg", version="0.1")
     assert info.status == "ok", info.error
     monkeypatch.setattr(manager_module, "_MANAGER", m)
     return m

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import vaebench
+from vaebench.testing import SpecsPlugin
 from vaebench.plugins import builtin
 from vaebench.plugins.manager import PluginManager
 from vaebench.plugins.runspec import BETA_SCHEDULE_FIELDS
@@ -328,26 +329,6 @@ def test_third_party_reusing_the_builtin_plugin_name_is_refused(tmp_path):
     assert builtins[1]["error"] == "plugin name 'builtin' already used by package vaebench"
 
 
-class _Plugin:
-    """An in-process plugin; ``models``/``metrics``/``datasets`` are what each hook registers."""
-
-    def __init__(self, models=(), metrics=(), datasets=()):
-        self.models, self.metrics, self.datasets = list(models), list(metrics), list(datasets)
-
-    @vaebench.hookimpl
-    def vaebench_register_models(self, register):
-        for spec in self.models:
-            register(spec)
-
-    @vaebench.hookimpl
-    def vaebench_register_metrics(self, register):
-        for spec in self.metrics:
-            register(spec)
-
-    @vaebench.hookimpl
-    def vaebench_register_datasets(self, register):
-        for spec in self.datasets:
-            register(spec)
 
 
 def _model(name: str) -> ModelSpec:
@@ -367,7 +348,7 @@ def manager() -> PluginManager:
 
 
 def test_in_process_valid_plugin_is_committed(manager):
-    info = manager.register_plugin(_Plugin(models=[_model("tiny_model")], metrics=[_metric("tiny_metric")],
+    info = manager.register_plugin(SpecsPlugin(models=[_model("tiny_model")], metrics=[_metric("tiny_metric")],
                                            datasets=[DatasetSpec(name="tiny_data", description="d", load="x:y")]),
                                    "tiny", package="tiny-pkg", version="9.9")
     assert (info.status, info.error) == ("ok", "")
@@ -382,7 +363,7 @@ def test_in_process_valid_plugin_is_committed(manager):
 
 
 def test_in_process_duplicate_within_one_plugin(manager):
-    info = manager.register_plugin(_Plugin(models=[_model("twin"), _model("twin")], metrics=[_metric("twin_metric")]),
+    info = manager.register_plugin(SpecsPlugin(models=[_model("twin"), _model("twin")], metrics=[_metric("twin_metric")]),
                                    "twins")
     assert info.status == "error"
     assert "'twin'" in info.error and "registered twice" in info.error and "'twins'" in info.error
@@ -393,7 +374,7 @@ def test_in_process_duplicate_within_one_plugin(manager):
 
 def test_in_process_duplicate_of_builtin(manager):
     before = manager.specs["models"]["beta_vae"]
-    info = manager.register_plugin(_Plugin(models=[_model("fresh"), _model("beta_vae")]), "clash", package="clash-pkg")
+    info = manager.register_plugin(SpecsPlugin(models=[_model("fresh"), _model("beta_vae")]), "clash", package="clash-pkg")
     assert info.status == "ok" and len(info.warnings) == 1
     assert "'beta_vae'" in info.warnings[0] and "'builtin'" in info.warnings[0] and "'clash'" in info.warnings[0]
     assert manager.specs["models"]["beta_vae"] is before
@@ -402,12 +383,12 @@ def test_in_process_duplicate_of_builtin(manager):
 
 
 def test_in_process_wrong_spec_type_is_an_error(manager):
-    info = manager.register_plugin(_Plugin(models=[_metric("not_a_model")]), "wrongtype")
+    info = manager.register_plugin(SpecsPlugin(models=[_metric("not_a_model")]), "wrongtype")
     assert info.status == "error"
     assert "expects a ModelSpec, got MetricSpec" in info.error
     assert "not_a_model" not in manager.specs["models"] and "not_a_model" not in manager.specs["metrics"]
     # and the other way round
-    info2 = manager.register_plugin(_Plugin(metrics=[_model("not_a_metric")]), "wrongtype2")
+    info2 = manager.register_plugin(SpecsPlugin(metrics=[_model("not_a_metric")]), "wrongtype2")
     assert info2.status == "error" and "expects a MetricSpec, got ModelSpec" in info2.error
 
 
@@ -423,14 +404,14 @@ def test_in_process_bad_hook_signature_is_an_error(manager):
 
 
 def test_failed_plugin_is_unregistered_and_name_clash_names_the_ok_owner(manager):
-    failed = manager.register_plugin(_Plugin(models=[_model("x"), _model("x")]), "reused", package="first-pkg")
+    failed = manager.register_plugin(SpecsPlugin(models=[_model("x"), _model("x")]), "reused", package="first-pkg")
     assert failed.status == "error"
     # the failed plugin left no trace in pluggy: its name can be taken by a good plugin
-    ok = manager.register_plugin(_Plugin(models=[_model("good_model")]), "reused", package="second-pkg")
+    ok = manager.register_plugin(SpecsPlugin(models=[_model("good_model")]), "reused", package="second-pkg")
     assert (ok.status, ok.error) == ("ok", "")
     assert manager.owner("models", "good_model") == "reused"
     # a third plugin of that name is refused, naming the package that actually holds it
-    third = manager.register_plugin(_Plugin(models=[_model("other_model")]), "reused", package="third-pkg")
+    third = manager.register_plugin(SpecsPlugin(models=[_model("other_model")]), "reused", package="third-pkg")
     assert third.status == "error"
     assert third.error == "plugin name 'reused' already used by package second-pkg"
     assert "other_model" not in manager.specs["models"]

@@ -30,18 +30,53 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from vaebench import hookimpl
 from vaebench.plugins.datasets.base import DatasetError, FactorDataset, check_sample
 from vaebench.plugins.manager import PluginManager
 from vaebench.plugins.metrics.context import EvaluationContext
 from vaebench.plugins.runspec import RunSpec
 from vaebench.plugins.specs import BackendSpec, DatasetSpec, MetricResult, MetricSpec, ModelSpec
 
-__all__ = ["plugin_manager", "check_model", "check_metric", "check_dataset", "check_backend", "tiny_context"]
+__all__ = [
+    "plugin_manager", "SpecsPlugin", "check_model", "check_metric", "check_dataset", "check_backend", "tiny_context",
+]
 
 
 
 def _fail(message: str) -> None:
     raise AssertionError(message)
+
+
+class SpecsPlugin:
+    """A plugin object for tests that registers the specs it is given:
+    ``plugin_manager(SpecsPlugin(models=[spec], metrics=[spec]))``. An item may also be a
+    zero-argument callable making the spec, so that a spec refusing to be made fails inside
+    the hook, as it would in a real plugin."""
+
+    def __init__(self, models: Any = (), metrics: Any = (), datasets: Any = (), backends: Any = ()) -> None:
+        self.models, self.metrics = list(models), list(metrics)
+        self.datasets, self.backends = list(datasets), list(backends)
+
+    @staticmethod
+    def _each(register: Any, specs: list[Any]) -> None:
+        for spec in specs:
+            register(spec() if callable(spec) else spec)
+
+    @hookimpl
+    def vaebench_register_models(self, register: Any) -> None:
+        self._each(register, self.models)
+
+    @hookimpl
+    def vaebench_register_metrics(self, register: Any) -> None:
+        self._each(register, self.metrics)
+
+    @hookimpl
+    def vaebench_register_datasets(self, register: Any) -> None:
+        self._each(register, self.datasets)
+
+    @hookimpl
+    def vaebench_register_backends(self, register: Any) -> None:
+        self._each(register, self.backends)
 
 
 def plugin_manager(*plugins: object, builtin: bool = True) -> PluginManager:
