@@ -145,3 +145,17 @@ def test_api_plan_grid_types_values_as_the_cli_does() -> None:
     b = api.plan_grid("beta_vae", betas=["4", 8], steps=100, seeds=[0])
     assert [s.run_id for s in a] == [s.run_id for s in b]
     assert a[0].steps == 100 and isinstance(a[0].steps, int) and a[0].beta == 4.0
+
+
+@pytest.mark.parametrize("value", ["two", "0", "-1", "1.5"])
+def test_a_bad_worker_count_in_the_environment_is_one_line(tmp_path: Path, registry: Path, cli, monkeypatch,
+                                                           value: str) -> None:
+    """``VAEBENCH_WORKERS`` that is no whole number ≥ 1: exit 2 with one line before training
+    (it was a ValueError traceback from the processes strategy's worker plan)."""
+    monkeypatch.setenv("VAEBENCH_WORKERS", value)
+    before = snapshot(tmp_path)
+    base_args = [a for k, v in BASE.items() for a in ("--" + k.replace("_", "-"), v)]
+    res = cli("run", *base_args, "--registry", registry)
+    assert res.exit_code == 2, (res.stdout, res.stderr)
+    assert f"VAEBENCH_WORKERS={value!r}: expected a whole number of worker processes >= 1" in _one_line(res)
+    assert snapshot(tmp_path) == before

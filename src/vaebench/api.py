@@ -92,6 +92,7 @@ def check_run_options(
     ``ValueError`` (``PlanError``, ``InputError``) or ``UnknownSpecError``."""
     from vaebench.harness.plan import PlanError
     from vaebench.harness.strategies import STRATEGIES
+    from vaebench.harness.workers import forced_workers
     from vaebench.plugins.backends.base import AMP_MODES, amp_choices
     from vaebench.plugins.manager import get_manager
 
@@ -107,6 +108,10 @@ def check_run_options(
     if strategy not in STRATEGIES:
         raise PlanError(f"--strategy: unknown strategy {strategy!r} (use {', '.join(STRATEGIES)})")
     _non_negative(checkpoint_every, "--checkpoint-every")
+    try:
+        forced_workers()
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
 
 
 def _resolve_devices(backends: Sequence[str], device: str, manager: Any) -> None:

@@ -36,6 +36,18 @@ STOP_GRACE_SECONDS = 30.0
 PR_SET_PDEATHSIG = 1
 
 
+def forced_workers() -> int | None:
+    """The worker count :data:`WORKERS_ENV` forces, or ``None`` when it is unset or empty; a
+    value that is no whole number ≥ 1 is a one-line ``ValueError`` (checked before a grid
+    trains: ``api.check_run_options``)."""
+    text = os.environ.get(WORKERS_ENV, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{WORKERS_ENV}={text!r}: expected a whole number of worker processes >= 1")
+    return int(text)
+
+
 def plan_workers(runs: int, cores: int) -> tuple[int, list[int]]:
     """``(workers, threads of each run in grid order)`` for ``runs`` runs on ``cores`` threads.
 
@@ -50,9 +62,9 @@ def plan_workers(runs: int, cores: int) -> tuple[int, list[int]]:
     run stays reproducible from its record's ``threads``.
     """
     runs, cores = max(1, runs), max(1, cores)
-    forced = os.environ.get(WORKERS_ENV)
+    forced = forced_workers()
     if forced:
-        workers = max(1, min(runs, int(forced)))
+        workers = max(1, min(runs, forced))
         return workers, [max(1, cores // workers)] * runs
     if runs <= cores:
         return runs, [cores // runs + (1 if i < cores % runs else 0) for i in range(runs)]
