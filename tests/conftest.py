@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import vaebench
 from vaebench.harness.cli import app
+from vaebench.plugins import builtin
+from vaebench.plugins.manager import PluginManager, get_manager
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,3 +50,21 @@ def no_weights(tmp_path, monkeypatch):
     monkeypatch.delenv("VAEBENCH_FID_WEIGHTS", raising=False)
     monkeypatch.delenv("VAEBENCH_LPIPS_WEIGHTS", raising=False)
     return tmp_path
+
+
+@pytest.fixture
+def manager() -> PluginManager:
+    """A fresh in-process plugin manager holding the built-in plugin only."""
+    m = PluginManager()
+    info = m.register_plugin(builtin, "builtin", package="vaebench", version=vaebench.__version__)
+    assert info.status == "ok", info.error
+    return m
+
+
+def backend_installed(backend: str) -> bool:
+    """Whether the registered backend ``backend``'s framework imports here."""
+    try:
+        get_manager().backend(backend).backend_class()
+    except ImportError:
+        return False
+    return True

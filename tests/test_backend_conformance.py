@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from conftest import backend_installed
 from vaebench import hookimpl
 from vaebench.harness.plan import PlanError, plan_grid
 from vaebench.harness.runner import run_grid
@@ -34,14 +35,6 @@ from vaebench.registry.schema import RECORD_SCHEMA
 
 DATA = ProceduralDSprites()
 STEPS = 30
-
-
-def _installed(backend: str) -> bool:
-    try:
-        get_manager().backend(backend).backend_class()
-    except ImportError:
-        return False
-    return True
 
 
 def _claims() -> list[tuple[str, str]]:
@@ -94,7 +87,7 @@ def test_every_builtin_backend_claims_its_models():
 
 @pytest.mark.parametrize("backend,model", CLAIMS, ids=[f"{b}-{m}" for b, m in CLAIMS])
 def test_backend_trains_the_model_to_contract(backend, model, tmp_path, torch_cpu_state):
-    if not _installed(backend):
+    if not backend_installed(backend):
         pytest.skip(f"backend {backend} not installed")
     spec = _spec(backend, model)
     engine = get_backend(backend)
@@ -137,7 +130,7 @@ def test_backend_trains_the_model_to_contract(backend, model, tmp_path, torch_cp
 
 @pytest.mark.parametrize("backend", sorted(get_manager().specs["backends"]))
 def test_records_have_the_registry_schema(backend, tmp_path, torch_cpu_state):
-    if not _installed(backend):
+    if not backend_installed(backend):
         pytest.skip(f"backend {backend} not installed")
     models = [m for b, m in CLAIMS if b == backend]
     specs = [_spec(backend, m, steps=4) for m in models]
@@ -152,7 +145,7 @@ def test_records_have_the_registry_schema(backend, tmp_path, torch_cpu_state):
 
 
 def test_torch_and_jax_report_the_same_signals():
-    if not _installed("jax"):
+    if not backend_installed("jax"):
         pytest.skip("backend jax not installed")
     for model, values in (("vq_vae", {"codebook_update": "ema"}), ("cvae", {"beta_schedule": "linear"})):
         torch_run = TorchBackend().train(_spec("torch", model, steps=3, **values), DATA, _execution())

@@ -39,14 +39,6 @@ def _metric(name: str, **kw) -> MetricSpec:
     return MetricSpec(name=name, description=f"{name} (test)", **{"compute": "my_pkg.metric:compute", **kw})
 
 
-@pytest.fixture
-def manager() -> PluginManager:
-    m = PluginManager()
-    info = m.register_plugin(builtin, "builtin", package="vaebench", version=vaebench.__version__)
-    assert info.status == "ok", info.error
-    return m
-
-
 # ----------------------------------------------------------------- found item 2: checked at registration
 @pytest.mark.parametrize("kind, bad, reason", [
     ("metrics", lambda: _metric("m", direction="lowerr"), "metric 'm': direction 'lowerr' is not one of higher, lower, none"),

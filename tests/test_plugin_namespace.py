@@ -31,7 +31,7 @@ from vaebench.plugins.backends.base import ExecutionOptions
 from vaebench.plugins.contract import CAPABILITIES, capability
 from vaebench.plugins.manager import PluginManager, UnknownSpecError, get_manager
 
-from conftest import ROOT
+from conftest import ROOT, backend_installed
 
 EXAMPLE_SOURCE = ROOT / "examples" / "vaebench-plugin-example" / "src"
 
@@ -132,17 +132,11 @@ class InProcessPlugin:
         register(dataclasses.replace(builtin, name="inprocess_vae", description="beta_vae, registered in-process"))
 
 
-def _installed(backend: str) -> bool:
-    try:
-        get_manager().backend(backend).backend_class()
-    except ImportError:
-        return False
-    return True
 
 
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 def test_a_model_on_an_in_process_manager_trains_and_its_checkpoint_loads_through_it(backend, tmp_path):
-    if not _installed(backend):
+    if not backend_installed(backend):
         pytest.skip(f"backend {backend} not installed")
     manager = PluginManager()
     manager.load_entry_points()

@@ -339,14 +339,6 @@ def _metric(name: str) -> MetricSpec:
     return MetricSpec(name=name, description=f"{name} (test)", compute="x:y")
 
 
-@pytest.fixture
-def manager() -> PluginManager:
-    m = PluginManager()
-    info = m.register_plugin(builtin, "builtin", package="vaebench", version=vaebench.__version__)
-    assert info.status == "ok", info.error
-    return m
-
-
 def test_in_process_valid_plugin_is_committed(manager):
     info = manager.register_plugin(SpecsPlugin(models=[_model("tiny_model")], metrics=[_metric("tiny_metric")],
                                            datasets=[DatasetSpec(name="tiny_data", description="d", load="x:y")]),
