@@ -64,6 +64,7 @@ def plan_grid(
                 raise PlanError(f"model {m!r} is not implemented by the {b!r} backend (backends that run it: "
                                 f"{', '.join(able) or 'none'})")
     reads = {m: table.model_reads(m) for m in models}
+    model_plugins = {m: manager.model_plugin(m) for m in models}  # a third-party model's version is in its run id
     for model, given in own.items():
         if model not in specs_by_model:
             raise PlanError(f"per-model values for {model!r}, which is not a selected model (models: {', '.join(models)})")
@@ -83,7 +84,8 @@ def plan_grid(
         names = list(lists)
         for combo in itertools.product(*(lists[n] for n in names)):
             values = dict(zip(names, combo))
-            spec = RunSpec(model=model, dataset=dataset, dataset_path=dataset_path, backend=backend, architecture=arch)
+            spec = RunSpec(model=model, dataset=dataset, dataset_path=dataset_path, backend=backend, architecture=arch,
+                           model_plugin=model_plugins[model])
             spec = replace(spec, **{k: v for k, v in values.items() if table.is_shared(k)})
             spec = normalise(spec, reads[model], mspec.defaults, values)
             if spec.run_id not in seen:
