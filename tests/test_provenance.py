@@ -66,6 +66,8 @@ def test_records_carry_provenance_and_resume_retrains_a_new_version(tmp_path, cl
     assert dict(stored["provenance"])["model"] == "my-vae-pkg==1.0"
     shown = cli("show", by_model["my_vae"]["run_id"], "--registry", registry)
     assert shown.exit_code == 0 and "provenance.model" in shown.stdout and "my-vae-pkg==1.0" in shown.stdout
+    as_json = json.loads(cli("show", by_model["my_vae"]["run_id"], "--json", "--registry", registry).stdout)
+    assert as_json["provenance"]["model"] == "my-vae-pkg==1.0"
 
     # the author bumps the package to 1.1: --resume trains my_vae again, beta_vae stays recorded
     again = api.run_grid(["beta_vae", "my_vae"], registry=registry, manager=manager_with("1.1"), resume=True, **TINY)
