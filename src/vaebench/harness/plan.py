@@ -4,6 +4,8 @@ The grid is the Cartesian product of every list given. A model reads only the
 hyperparameters its spec names (``beta_vae`` reads β; ``beta_vae_capacity``
 reads C, γ and the ramp length); the others are set to ``None`` before hashing,
 so two grid points that differ only in a value the model ignores are one run.
+A third-party plugin's model carries its plugin's ``package==version``
+(``RunSpec.model_plugin``), so a new version of the plugin plans new runs.
 RunSpec itself lives in :mod:`vaebench.plugins.runspec` (backends read it).
 """
 
