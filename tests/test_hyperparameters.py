@@ -84,7 +84,7 @@ def test_existing_config_keeps_its_run_ids(tmp_path, table):
 
 def test_the_id_rule_is_declared_per_field_not_by_order():
     """Fields left out of the canonical JSON while at their default are the ones marked so."""
-    assert set(LATER_FIELDS) == set(MODEL_HYPERPARAMETERS[4:]) | {"start_step", "extra_hyperparameters"}
+    assert set(LATER_FIELDS) == set(MODEL_HYPERPARAMETERS[4:]) | {"start_step", "extra_hyperparameters", "model_plugin"}
     assert set(MODEL_HYPERPARAMETERS[:4]) == {"beta", "capacity", "gamma", "capacity_steps"}
     data = json.loads(RunSpec(model="beta_vae", beta=4.0).to_json())
     assert not set(LATER_FIELDS) & set(data) and {"beta", "capacity", "gamma", "capacity_steps"} <= set(data)

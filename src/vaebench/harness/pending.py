@@ -34,6 +34,7 @@ from vaebench.plugins.manager import PluginManager
 from vaebench.plugins.runspec import RunSpec
 from vaebench.registry import store
 from vaebench.registry.schema import RECORD_SCHEMA, SCHEMA_VERSION, signal_rows
+from vaebench.version import __version__
 
 #: Notes (in ``error``) of a run whose checkpoint / record could not be written.
 CHECKPOINT_NOT_WRITTEN = "checkpoint not written"
@@ -91,6 +92,17 @@ def base_record(spec: RunSpec, dataset: Any, device: DeviceInfo, execution: Exec
         "threads": execution.threads,
         "environment": environment(),
     }
+
+
+def provenance(manager: PluginManager, spec: RunSpec, metric_specs: Sequence[Any]) -> dict[str, str]:
+    """The record's ``provenance`` map: ``vaebench`` -> vaebench's ``package==version``, and
+    ``model`` / ``dataset`` / ``backend`` / ``metric.<name>`` -> ``package==version`` of the
+    plugin that registered the run's model, dataset, backend and each metric."""
+    out = {"vaebench": f"vaebench=={__version__}", "model": manager.package_of("models", spec.model),
+           "dataset": manager.package_of("datasets", spec.dataset),
+           "backend": manager.package_of("backends", spec.backend)}
+    out.update({f"metric.{m.name}": manager.package_of("metrics", m.name) for m in metric_specs})
+    return out
 
 
 def run_figures(trained: Any, dataset: Any, spec: RunSpec, kl: np.ndarray, params: dict[str, Any], out_dir: str,
@@ -168,6 +180,7 @@ class PendingRun:
             likelihood=manager.model(spec.model).likelihood,
             metric_directions={m.name: m.direction for m in self.metric_specs},
             metric_categories={m.name: m.category for m in self.metric_specs},
+            provenance=provenance(manager, spec, self.metric_specs),
         )
 
     def finish(

@@ -4,6 +4,8 @@ The grid is the Cartesian product of every list given. A model reads only the
 hyperparameters its spec names (``beta_vae`` reads β; ``beta_vae_capacity``
 reads C, γ and the ramp length); the others are set to ``None`` before hashing,
 so two grid points that differ only in a value the model ignores are one run.
+A third-party plugin's model carries its plugin's ``package==version``
+(``RunSpec.model_plugin``), so a new version of the plugin plans new runs.
 RunSpec itself lives in :mod:`vaebench.plugins.runspec` (backends read it).
 """
 
@@ -64,6 +66,7 @@ def plan_grid(
                 raise PlanError(f"model {m!r} is not implemented by the {b!r} backend (backends that run it: "
                                 f"{', '.join(able) or 'none'})")
     reads = {m: table.model_reads(m) for m in models}
+    model_plugins = {m: manager.model_plugin(m) for m in models}  # a third-party model's version is in its run id
     for model, given in own.items():
         if model not in specs_by_model:
             raise PlanError(f"per-model values for {model!r}, which is not a selected model (models: {', '.join(models)})")
@@ -83,7 +86,8 @@ def plan_grid(
         names = list(lists)
         for combo in itertools.product(*(lists[n] for n in names)):
             values = dict(zip(names, combo))
-            spec = RunSpec(model=model, dataset=dataset, dataset_path=dataset_path, backend=backend, architecture=arch)
+            spec = RunSpec(model=model, dataset=dataset, dataset_path=dataset_path, backend=backend, architecture=arch,
+                           model_plugin=model_plugins[model])
             spec = replace(spec, **{k: v for k, v in values.items() if table.is_shared(k)})
             spec = normalise(spec, reads[model], mspec.defaults, values)
             if spec.run_id not in seen:

@@ -152,7 +152,8 @@ def show(
     table.add_column("field", style="bold")
     table.add_column("value")
     for key, value in record.items():
-        if key in ("metrics", "history", "signals", "metric_params", "spec_json", "environment", "kl_per_dim", "artifacts"):
+        if key in ("metrics", "history", "signals", "metric_params", "spec_json", "environment", "kl_per_dim", "artifacts",
+                   "provenance"):
             continue
         if key == "error" and value and record.get("status") == "ok":
             # An ok run's notes (a metric that failed or was refused, posterior collapse): one row each.
@@ -169,6 +170,8 @@ def show(
         last[point["name"]] = (point["step"], point["value"])
     for name, (step, value) in sorted(last.items()):
         table.add_row(f"signal.{name}", f"{fmt(value)} (step {step})")
+    for key, value in sorted((record.get("provenance") or {}).items()):
+        table.add_row(f"provenance.{key}", value)
     for key, value in sorted((record.get("environment") or {}).items()):
         table.add_row(f"env.{key}", value)
     for key, value in sorted((record.get("artifacts") or {}).items()):

@@ -106,6 +106,7 @@ def continued_spec(parent: Mapping[str, Any], more_steps: int, manager: PluginMa
         raise ContinueError(f"--steps: {more_steps} more steps would end past step {INT_MAX}, the largest int64")
     pinned: dict[str, Any] = {"steps": done + more_steps, "start_step": done}
     reads = set(manager.model(spec.model).hyperparameter_names)
+    pinned["model_plugin"] = manager.model_plugin(spec.model)  # the installed code's version, not the parent's
     if "capacity_steps" in reads and spec.capacity_steps is None:
         pinned["capacity_steps"] = spec.steps
     if spec.beta_schedule == "linear" and spec.beta_warmup_steps is None:

@@ -30,6 +30,7 @@ from typing import Any, Iterable, Mapping
 import pluggy
 
 from vaebench.plugins import hookspecs
+from vaebench.version import __version__
 from vaebench.plugins.specs import BackendSpec, DatasetSpec, MetricSpec, ModelSpec, load_object
 
 ENTRY_POINT_GROUP = "vaebench"
@@ -249,6 +250,29 @@ class PluginManager:
     def owner(self, kind: str, name: str) -> str:
         return self._owner[(kind, name)]
 
+    def plugin(self, name: str) -> PluginInfo:
+        """The loaded (``ok``) plugin named ``name``."""
+        return next(p for p in self.plugins if p.name == name and p.status == "ok")
+
+    def package_of(self, kind: str, name: str) -> str:
+        """``package==version`` of the plugin that registered ``kind`` ``name``: vaebench's own
+        (``vaebench==0.1.0``) for the built-in plugin; the plugin's name stands in for an
+        unknown package and ``unknown`` for an unknown version (an in-process plugin)."""
+        info = self.plugin(self.owner(kind, name))
+        if info.name == BUILTIN:
+            return f"vaebench=={__version__}"
+        package = info.package if _known(info.package) else info.name
+        return f"{package}=={info.version if _known(info.version) else 'unknown'}"
+
+    def model_plugin(self, model: str) -> str | None:
+        """The model's part of a run's identity (``RunSpec.model_plugin``): ``package==version``
+        of the third-party plugin that registered ``model``; ``None`` for a built-in model
+        (whose run ids never change) and for a plugin whose version is unknown."""
+        info = self.plugin(self.owner("models", model))
+        if info.name == BUILTIN or not (_known(info.package) and _known(info.version)):
+            return None
+        return f"{info.package}=={info.version}"
+
     def failed(self) -> list[PluginInfo]:
         """The plugins that failed to load or register (not the disabled ones)."""
         return [p for p in self.plugins if p.status == "error"]
@@ -286,6 +310,12 @@ def _collector(kind: str, into: list[Any]):
         into.append(spec)
 
     return register
+
+
+def _known(value: str) -> bool:
+    """Whether a plugin's package or version is known (``-``: registered in-process without
+    one; ``?``: an entry point without a distribution)."""
+    return value not in ("", "-", "?")
 
 
 def _is_builtin(ep: EntryPoint) -> bool:

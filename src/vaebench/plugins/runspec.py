@@ -6,8 +6,8 @@ the harness plans RunSpecs and hands them downward.
 The run id is the hash of the canonical JSON (:meth:`RunSpec.to_json`). The rule that
 keeps recorded ids valid is declared on each field, not implied by field order: a field
 marked ``omitted while default`` (:data:`LATER_FIELDS`: the model zoo's hyperparameters,
-the β schedule, ``start_step``, ``extra_hyperparameters``, all added after runs were first
-recorded) is left out of the canonical JSON while it holds its default (``None``, or
+the β schedule, ``start_step``, ``extra_hyperparameters``, ``model_plugin``, all added
+after runs were first recorded) is left out of the canonical JSON while it holds its default (``None``, or
 ``()`` for ``extra_hyperparameters``), so every spec that does not use it keeps the run
 id it always had. A new field must be declared that way.
 """
@@ -55,6 +55,11 @@ class RunSpec:
     the step its training resumed at (the parent's last step); ``None`` for a run trained
     from step 0. It is part of the identity: a continued run is never mistaken for one
     trained in one go, and continued seeds of one configuration share a ``config_id``.
+
+    ``model_plugin``: ``package==version`` of the third-party plugin whose model the run
+    trains, set by the planner (``PluginManager.model_plugin``); ``None`` for a built-in
+    model. It is part of the identity: after a plugin's author bumps the package version,
+    ``--resume`` trains the new code instead of reusing the old code's records.
     """
 
     model: str
@@ -88,6 +93,9 @@ class RunSpec:
     #: A plugin model's hyperparameters that are no field above: sorted ``(name, value)``
     #: pairs (a dict is accepted and sorted); a JSON object in the canonical JSON.
     extra_hyperparameters: tuple[tuple[str, Any], ...] = field(default=(), metadata={OMITTED_WHILE_DEFAULT: True})
+    #: ``package==version`` of the third-party plugin whose model this is (``None`` for a
+    #: built-in model): a new version of the plugin is a new run, never a recorded one.
+    model_plugin: str | None = field(default=None, metadata={OMITTED_WHILE_DEFAULT: True})
 
     def __post_init__(self) -> None:
         extra = self.extra_hyperparameters

@@ -117,6 +117,10 @@ RECORD_SCHEMA = pa.schema(
         # plugins installed; null in older records (the installed plugins' are used)
         ("metric_directions", pa.map_(pa.string(), pa.string())),
         ("metric_categories", pa.map_(pa.string(), pa.string())),
+        # who made the run: "vaebench" -> vaebench's version, and "model", "dataset", "backend",
+        # "metric.<name>" -> "package==version" of the plugin that registered it; null in
+        # records written before it was stored
+        ("provenance", pa.map_(pa.string(), pa.string())),
         ("kl_per_dim", pa.list_(pa.float64())),
         ("history", HISTORY_TYPE),
         ("signals", SIGNALS_TYPE),
