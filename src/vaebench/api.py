@@ -48,10 +48,10 @@ def plan_grid(
     ``manager``: the plugin manager (default: the process's).
     """
     from vaebench.harness import plan
-    from vaebench.plugins.manager import get_manager
+    from vaebench.plugins.manager import plugin_manager
 
     return plan.plan_grid(
-        manager or get_manager(), _as_list(models) or [], axes, datasets=_as_list(datasets) or [],
+        plugin_manager(manager), _as_list(models) or [], axes, datasets=_as_list(datasets) or [],
         backends=_as_list(backends) or [], architectures=_as_list(architectures) or [], dataset_path=dataset_path,
         per_model=per_model,
     )
@@ -94,9 +94,9 @@ def check_run_options(
     from vaebench.harness.strategies import STRATEGIES
     from vaebench.harness.workers import forced_workers
     from vaebench.plugins.backends.base import AMP_MODES, amp_choices
-    from vaebench.plugins.manager import get_manager
+    from vaebench.plugins.manager import plugin_manager
 
-    manager = manager or get_manager()
+    manager = plugin_manager(manager)
     if metrics and list(metrics) != ["all"]:
         for name in metrics:
             manager.metric(name)
@@ -175,11 +175,11 @@ def prepare_grid(
     from vaebench.harness.evaluation import metrics_for
     from vaebench.harness.runner import check_grid
     from vaebench.plugins.backends.base import ExecutionOptions
-    from vaebench.plugins.manager import get_manager
+    from vaebench.plugins.manager import plugin_manager
     from vaebench.plugins.metrics.weights import check_metric_weights
     from vaebench.registry.store import check_writable
 
-    manager = manager or get_manager()
+    manager = plugin_manager(manager)
     specs = list(specs)
     metrics = list(metrics) if metrics else None
     execution = ExecutionOptions(device=str(device), amp=str(amp), compile=bool(compile), threads=threads,
@@ -254,14 +254,14 @@ def prepare_continue(
     from vaebench.harness.runner import continued_spec, parent_metrics
     from vaebench.plugins.backends import get_backend
     from vaebench.plugins.backends.base import AMP_MODES, ExecutionOptions, amp_choices
-    from vaebench.plugins.manager import get_manager
+    from vaebench.plugins.manager import plugin_manager
     from vaebench.plugins.metrics.weights import check_metric_weights
     from vaebench.registry.store import check_writable, read_record
 
     if amp not in AMP_MODES:
         raise InputError(f"--amp: unknown AMP mode {amp!r} (use {amp_choices()})")
     _non_negative(checkpoint_every, "--checkpoint-every")
-    manager = manager or get_manager()
+    manager = plugin_manager(manager)
     parent = read_record(registry, run)
     spec = continued_spec(parent, steps, manager)
     metric_names = list(metrics) if metrics else None
@@ -312,11 +312,11 @@ def leaderboard_result(
     import pyarrow.compute as pc
 
     from vaebench.harness.metric_info import metric_info
-    from vaebench.plugins.manager import get_manager
+    from vaebench.plugins.manager import plugin_manager
     from vaebench.registry import query
     from vaebench.registry.schema import GROUPABLE_COLUMNS
 
-    manager = manager or get_manager()
+    manager = plugin_manager(manager)
     if not Path(registry).exists():
         raise InputError(f"registry {registry} does not exist (run `vaebench run` first or pass --registry)")
     by_cols = list(by) if by is not None else None
@@ -459,10 +459,10 @@ def report(
 
 def metric_direction(key: str) -> str:
     """``higher`` / ``lower`` / ``none`` for a metric key (``mig``, ``mig.gap.posX``) from its plugin
-    (``plugins.manager.metric_direction``)."""
-    from vaebench.plugins.manager import metric_direction as direction
+    (``harness.metric_info``: what leaderboard, compare and report read)."""
+    from vaebench.harness.metric_info import metric_info
 
-    return direction(key)
+    return metric_info().direction(key)
 
 
 #: What a representation computed elsewhere provides: latent codes and their factors.
@@ -499,7 +499,7 @@ def evaluate_latents(
     import numpy as np
 
     from vaebench.harness.evaluation import score
-    from vaebench.plugins.manager import get_manager
+    from vaebench.plugins.manager import plugin_manager
     from vaebench.plugins.metrics.context import EvaluationContext
 
     z = np.asarray(latents)
@@ -519,7 +519,7 @@ def evaluate_latents(
     if train_fraction is not None and not 0.0 < train_fraction < 1.0:
         raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
 
-    manager = get_manager()
+    manager = plugin_manager()
     if metrics is None:
         specs = [m for m in manager.specs["metrics"].values() if m.default and m.needs <= LATENT_NEEDS]
     else:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from vaebench.plugins.manager import PluginManager, direction_of, plugin_manager
+from vaebench.plugins.manager import PluginManager, direction_of, metric_directions, plugin_manager
 from vaebench.registry.schema import DEFAULT_LIKELIHOOD
 
 
@@ -32,7 +32,7 @@ def metric_info(recorded: Iterable[Mapping[str, Any]] = (), manager: PluginManag
     """:class:`MetricInfo` of the installed metrics, completed by ``recorded``: records (or
     rows) with ``metric_directions`` / ``metric_categories`` maps (metric name -> value)."""
     specs = plugin_manager(manager).specs["metrics"]
-    info = MetricInfo({n: s.direction for n, s in specs.items()}, {n: s.category for n, s in specs.items()})
+    info = MetricInfo(metric_directions(manager), {n: s.category for n, s in specs.items()})
     for row in recorded:
         for name, value in (row.get("metric_directions") or {}).items():
             info.directions.setdefault(name, value)

@@ -387,12 +387,6 @@ def metric_directions(manager: PluginManager | None = None) -> dict[str, str]:
     return {name: spec.direction for name, spec in manager.specs["metrics"].items()}
 
 
-def metric_direction(key: str, manager: PluginManager | None = None) -> str:
-    """``higher`` / ``lower`` / ``none`` for a metric key (``mig``, ``mig.gap.posX``) from its
-    plugin; ``higher`` for a key no registered metric declares."""
-    return direction_of(key, metric_directions(manager)) or "higher"
-
-
 def warn_failed_plugins(manager: PluginManager, stream: Any = None, debug: bool = False) -> None:
     """One stderr line per plugin that failed, per clash and per selection note, so a broken
     plugin is never silent; with ``debug``, a failure's traceback after its line."""

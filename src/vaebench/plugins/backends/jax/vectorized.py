@@ -182,26 +182,14 @@ class GroupSteps:
         return device_batches(self.dataset, self.batch_size, self.rngs, self.jax_device, grid=self.grid)[0]
 
     def run(self, step: int, count: int, live: Sequence[int]) -> None:
-        if self.fused is not None and count == self.steps_per_call:
-            rows = []
-            if self.next is not None:  # the first batch, drawn before compiling: its images
-                self.run(step, 1, live)
-                step, count = step + 1, count - 1
-                if count == 0:
-                    return
-                if count != self.steps_per_call:
-                    self.run_one_by_one(step, count)
-                    return
-            for _ in range(count):
-                rows.append(draw_grid_indices(self.dataset, self.batch_size, self.rngs)[0])
+        """A full call after the first (whose first batch was drawn before compiling) runs as
+        the fused program on indices drawn now; anything else one compiled step a step."""
+        if self.fused is not None and count == self.steps_per_call and self.next is None:
+            rows = [draw_grid_indices(self.dataset, self.batch_size, self.rngs)[0] for _ in range(count)]
             index = jax.device_put(np.stack(rows).astype(np.int32), self.jax_device)
             self.params, self.others, self.opt_state, self.terms = self.fused(
                 self.params, self.others, self.opt_state, self.grid, index, self.keys, np.int32(step), self.lr)
             return
-        self.run_one_by_one(step, count)
-
-    def run_one_by_one(self, step: int, count: int) -> None:
-        """Steps ``step .. step + count - 1``, one compiled group step each."""
         for s in range(step, step + count):
             x, self.next = self.next if self.next is not None else self.batch(), None
             self.params, self.others, self.opt_state, self.terms = self.step_fn(
