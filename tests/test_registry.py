@@ -62,9 +62,9 @@ def visible_files(root: Path) -> list[str]:
 def test_round_trip(tmp_path: Path) -> None:
     rec = make_record(beta=0.1 + 0.2, lr=1e-4, compiled=True, error=None)
     path = write_record(tmp_path, rec)
-    assert path == tmp_path / "runs" / f"{rec['run_id']}.parquet"
-
     back = read_record(tmp_path, rec["run_id"])
+    assert path == tmp_path / "runs" / f"{rec['run_id']}.{back['attempt']}.parquet"
+    assert back["attempt"].startswith("20240501T123015Z-")  # the attempt of its started_at
     assert set(back) == set(RECORD_SCHEMA.names)
     for key, value in rec.items():
         assert back[key] == value, key
@@ -102,25 +102,51 @@ def test_atomic_write_leaves_no_temp_files(tmp_path: Path, monkeypatch: pytest.M
     (src, dst), = seen
     assert Path(src).parent == Path(dst).parent == tmp_path / "runs"
     assert not fnmatch.fnmatch(Path(src).name, "*.parquet")
-    assert visible_files(tmp_path) == [f"{rec['run_id']}.parquet"]
+    assert visible_files(tmp_path) == [Path(dst).name]
+    assert Path(dst).name.startswith(f"{rec['run_id']}.")
 
 
-def test_overwrite_replaces_record(tmp_path: Path) -> None:
+def test_a_rerun_keeps_every_attempt(tmp_path: Path) -> None:
+    """Nothing is overwritten: each write of a run id is a new attempt beside the others;
+    read_record takes the latest finished attempt (a later failure does not hide an ok one),
+    RUN.ATTEMPT names one, read_attempts lists them oldest first."""
     rec = make_record(status="failed", error="boom", metrics={})
-    write_record(tmp_path, rec)
-    write_record(tmp_path, {**rec, "status": "ok", "error": None, "metrics": {"mig": 0.5}})
-    assert visible_files(tmp_path) == [f"{rec['run_id']}.parquet"]
-    back = read_record(tmp_path, rec["run_id"])
+    write_record(tmp_path, {**rec, "attempt": "20240501T120000Z-aaaaaa"})
+    write_record(tmp_path, {**rec, "status": "ok", "error": None, "metrics": {"mig": 0.5},
+                            "attempt": "20240501T130000Z-bbbbbb", "finished_at": T0 + dt.timedelta(hours=1)})
+    write_record(tmp_path, {**rec, "attempt": "20240501T140000Z-cccccc", "finished_at": T0 + dt.timedelta(hours=2)})
+    run_id = rec["run_id"]
+    assert visible_files(tmp_path) == [f"{run_id}.20240501T1{h}0000Z-{c * 6}.parquet" for h, c in
+                                       (("2", "a"), ("3", "b"), ("4", "c"))]
+    back = read_record(tmp_path, run_id)
     assert back["status"] == "ok" and back["error"] is None and back["metrics"] == {"mig": 0.5}
+    assert [r["attempt"][-6:] for r in store.read_attempts(tmp_path, run_id)] == ["aaaaaa", "bbbbbb", "cccccc"]
+    assert read_record(tmp_path, f"{run_id}.20240501T140000Z-cccccc")["status"] == "failed"
+    with pytest.raises(RegistryError, match="no run matches"):
+        read_record(tmp_path, f"{run_id}.20240501T150000Z-dddddd")
+    with pytest.raises(RegistryError, match="invalid run id"):
+        read_record(tmp_path, f"{run_id}.latest")
+    with pytest.raises(RegistryError, match="exists"):  # an attempt is written once
+        write_record(tmp_path, {**rec, "attempt": "20240501T120000Z-aaaaaa"})
+    con, _ = open_runs(tmp_path)
+    try:
+        assert con.sql("SELECT status, attempt FROM runs").fetchall() == [("ok", "20240501T130000Z-bbbbbb")]
+    finally:
+        con.close()
+    con, _ = open_runs(tmp_path, attempts="all")
+    try:
+        assert con.sql("SELECT count(*) FROM runs").fetchall() == [(3,)]
+    finally:
+        con.close()
 
 
 def test_failed_write_removes_temp_file(tmp_path: Path) -> None:
-    rec = make_record()
-    # A directory squatting on the final name makes os.replace fail.
-    (tmp_path / "runs" / f"{rec['run_id']}.parquet").mkdir(parents=True)
+    rec = make_record(attempt="20240501T120000Z-aaaaaa")
+    # A directory squatting on the final name makes the write fail.
+    (tmp_path / "runs" / f"{rec['run_id']}.{rec['attempt']}.parquet").mkdir(parents=True)
     with pytest.raises(RegistryError, match="cannot write to registry"):
         write_record(tmp_path, rec)
-    assert visible_files(tmp_path) == [f"{rec['run_id']}.parquet"]
+    assert visible_files(tmp_path) == [f"{rec['run_id']}.{rec['attempt']}.parquet"]
 
 
 def test_unwritable_root_under_regular_file(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ in a child process, or a full tmpfs where this runs as root); no mocks."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import random
@@ -211,7 +212,7 @@ def test_a_record_with_text_where_a_number_belongs_is_skipped(tmp_path: Path, cl
 
 def test_a_record_copied_under_another_name_counts_once(tmp_path: Path) -> None:
     records = _grid(tmp_path)
-    original = tmp_path / "runs" / f"{records[0]['run_id']}.parquet"
+    (original,) = (tmp_path / "runs").glob(f"{records[0]['run_id']}.*.parquet")
     copy = tmp_path / "runs" / "0000-backup.parquet"  # sorts before the original
     shutil.copyfile(original, copy)
     result = leaderboard(tmp_path, by=["model", "beta"])
@@ -287,8 +288,10 @@ def test_a_report_that_fails_half_way_leaves_no_output_folder(tmp_path: Path) ->
 
 
 def _rewrite(registry: Path, run_id: str, **artifacts: str) -> None:
+    """A hand-edited record: a new attempt (the latest) with other artifact paths."""
     record = read_record(registry, run_id)
-    write_record(registry, record | {"artifacts": record["artifacts"] | artifacts})
+    write_record(registry, record | {"artifacts": record["artifacts"] | artifacts, "attempt": None,
+                                     "finished_at": datetime.datetime.now(datetime.timezone.utc)})
 
 
 def test_a_moved_or_copied_registry_uses_its_own_artifacts_only(tmp_path: Path, cli) -> None:
@@ -402,7 +405,7 @@ def test_a_checkpoint_that_cannot_be_written_keeps_the_metrics(tmp_path: Path) -
     assert disk["status"] == "ok" and disk["metrics"]["mig"] == record["metrics"]["mig"]
     assert "checkpoint not written (" in disk["error"] and "File too large" in disk["error"]
     assert disk["artifacts"] == {}
-    assert _files(registry) == [f"runs/{record['run_id']}.parquet"]
+    assert _files(registry) == [f"runs/{record['run_id']}.{record['attempt']}.parquet"]
     assert "1 run(s) recorded without their checkpoint" in res.stderr
     (row,) = leaderboard(registry, by=["model"]).table.to_pylist()
     assert row["n"] == 1 and row["mean"] == pytest.approx(record["metrics"]["mig"])

@@ -176,7 +176,7 @@ class PendingRun:
         execution.notes.clear()
         self.record = base_record(spec, self.dataset, device, execution)
         self.record.update(
-            started_at=started, strategy=strategy, concurrent_runs=concurrent_runs,
+            started_at=started, attempt=store.new_attempt(started), strategy=strategy, concurrent_runs=concurrent_runs,
             likelihood=manager.model(spec.model).likelihood,
             metric_directions={m.name: m.direction for m in self.metric_specs},
             metric_categories={m.name: m.category for m in self.metric_specs},

@@ -32,9 +32,28 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vaebench.registry.schema import DEFAULT_LIKELIHOOD, GROUPABLE_COLUMNS, RECORD_SCHEMA
+from vaebench.registry.location import display, filesystem, is_remote
+from vaebench.registry.schema import (
+    DEFAULT_LIKELIHOOD,
+    DONE_STATUSES,
+    GROUPABLE_COLUMNS,
+    RECORD_SCHEMA,
+    STATUSES,
+    schema_problem,
+)
 from vaebench.registry.selection import Selection
-from vaebench.registry.store import RegistryError, read_record, record_problem, row_problem, run_files
+from vaebench.registry.store import (
+    COMPACTED,
+    RegistryError,
+    base_name,
+    file_name,
+    is_compacted,
+    read_record,
+    read_table,
+    record_problem,
+    row_problem,
+    run_files,
+)
 
 __all__ = [
     "DEFAULT_BY",
@@ -62,7 +81,7 @@ DEFAULT_BY: tuple[str, ...] = (
 _EMPTY_TABLE = "_vaebench_empty_runs"
 _FILES_VIEW = "_vaebench_run_files"
 
-Skipped = list[tuple[Path, str]]
+Skipped = list[tuple[Path | str, str]]
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:
@@ -91,24 +110,73 @@ def to_arrow(rel: duckdb.DuckDBPyRelation) -> pa.Table:
     return to_table()
 
 
-def _build_view(con: duckdb.DuckDBPyConnection, files: Sequence[Path], bind: bool = True) -> None:
+#: A row that is a run: a run id and a status of the vocabulary (``store.row_problem`` in SQL).
+_VALID = ("(run_id IS NOT NULL AND regexp_full_match(run_id, '[0-9a-f]{6,64}') AND status IN ("
+          + ", ".join(f"'{s}'" for s in STATUSES) + "))")
+#: The views and tables ``open_runs`` builds ``runs`` from (``readonly`` drops them).
+SOURCE_VIEWS = (_FILES_VIEW, "_vaebench_attempts")
+#: ``attempts``: which records of a run the ``runs`` view holds.
+ATTEMPTS = ("latest", "all")
+
+
+def _key(path: Path | str) -> str:
+    """How DuckDB names a record file (its ``filename`` column): an absolute path, or a URL."""
+    return path if isinstance(path, str) and is_remote(path) else os.path.abspath(path)
+
+
+def _register(con: duckdb.DuckDBPyConnection, files: Sequence[Path | str]) -> None:
+    """Let DuckDB read the remote files among ``files`` through their fsspec filesystem
+    (DuckDB's own httpfs cannot be fetched offline and would need the credentials)."""
+    for path in files:
+        if isinstance(path, str) and is_remote(path):
+            fs, _ = filesystem(path)
+            if not con.filesystem_is_registered(fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]):
+                con.register_filesystem(fs)
+            return
+
+
+def _build_view(con: duckdb.DuckDBPyConnection, files: Sequence[Path | str], bind: bool = True,
+                attempts: str = "latest") -> None:
     """(Re)create the ``runs`` view over ``files``; raises duckdb.Error on a bad set
     (with ``bind``; without, the set is known to bind: the first query binds it).
+
+    Rows that are no run (:data:`_VALID`) are left out (a compacted file's; a one-record
+    file with one was left out before); a record read twice (its one-record file and its
+    compacted copy, while ``registry compact`` works) is read once: one row per
+    ``(run_id, attempt)``. With ``attempts="latest"`` the view holds each run's latest
+    finished attempt (``store.latest``: ``ok`` / ``diverged`` first, then by
+    ``finished_at``, then ``attempt``); with ``"all"`` every attempt.
 
     The file list goes through the relation API (``con.read_parquet(list)``)
     because DuckDB cannot bind a prepared parameter inside CREATE VIEW;
     DuckDB then writes the paths into the view's SQL as properly quoted string
     literals itself.
     """
+    if attempts not in ATTEMPTS:
+        raise ValueError(f"attempts must be one of {', '.join(ATTEMPTS)}, not {attempts!r}")
     con.sql("DROP VIEW IF EXISTS runs")
-    con.sql(f"DROP VIEW IF EXISTS {_FILES_VIEW}")
+    for name in reversed(SOURCE_VIEWS):
+        con.sql(f"DROP VIEW IF EXISTS {name}")
     if files:
-        paths = [os.path.abspath(p) for p in files]
-        con.read_parquet(paths, union_by_name=True).create_view(_FILES_VIEW, replace=True)
+        _register(con, files)
+        con.read_parquet([_key(p) for p in files], union_by_name=True, filename=True).create_view(
+            _FILES_VIEW, replace=True)
+        # One row per record id; a one-record file before a compacted copy.
+        con.sql(
+            f"CREATE VIEW _vaebench_attempts AS SELECT * EXCLUDE (filename) FROM ("
+            f"SELECT * FROM {_EMPTY_TABLE} UNION ALL BY NAME SELECT * FROM {_FILES_VIEW}) WHERE {_VALID} "
+            f"QUALIFY row_number() OVER (PARTITION BY run_id, attempt ORDER BY "
+            f"contains(filename, '/runs/{COMPACTED}/'), filename) = 1"
+        )
+        latest = "" if attempts == "all" else (
+            "QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY status IN "
+            f"({', '.join(repr(s) for s in DONE_STATUSES)}) DESC, finished_at DESC NULLS LAST, "
+            "attempt DESC NULLS LAST) = 1"
+        )
         # An older record has no likelihood: its model was Bernoulli (schema.DEFAULT_LIKELIHOOD).
         con.sql(
             f"CREATE VIEW runs AS SELECT * REPLACE (coalesce(likelihood, '{DEFAULT_LIKELIHOOD}') AS likelihood) "
-            f"FROM (SELECT * FROM {_EMPTY_TABLE} UNION ALL BY NAME SELECT * FROM {_FILES_VIEW})"
+            f"FROM _vaebench_attempts {latest}"
         )
         if bind:  # Binding is lazy for views: make DuckDB resolve the union now.
             con.sql("SELECT * FROM runs LIMIT 0").fetchall()
@@ -116,69 +184,92 @@ def _build_view(con: duckdb.DuckDBPyConnection, files: Sequence[Path], bind: boo
         con.sql(f"CREATE VIEW runs AS SELECT * FROM {_EMPTY_TABLE}")
 
 
-def _pyarrow_check(path: Path) -> tuple[str | None, str | None]:
-    """``(run_id, None)`` for a valid record file, ``(None, why not)`` otherwise."""
+def _pyarrow_check(path: Path | str) -> tuple[str | None, str | None, str | None]:
+    """``(run_id, attempt, None)`` for a valid one-record file (a compacted file: ``(None,
+    None, None)`` when its schema fits; its rows are checked by the view), ``(None, None,
+    why not)`` otherwise."""
     try:
-        table = pq.read_table(path)
+        table = read_table(path)
     except Exception as exc:  # noqa: BLE001 - any failure means "skip this file"
-        return None, one_line(exc)
+        return None, None, one_line(exc)
+    if is_compacted(path):
+        return None, None, schema_problem(table.schema)
     problem = record_problem(table)
     if problem is not None:
-        return None, problem
-    return table.column("run_id")[0].as_py(), None
+        return None, None, problem
+    attempt = table.column("attempt")[0].as_py() if "attempt" in table.column_names else None
+    return table.column("run_id")[0].as_py(), attempt, None
 
 
-def _fast_check(con: duckdb.DuckDBPyConnection, files: Sequence[Path]) -> tuple[dict[Path, str], Skipped] | None:
-    """``({file: run_id} of the valid files, skipped)`` from one DuckDB scan of ``run_id``
-    and ``status``, or ``None`` when DuckDB refuses the set or a schema column's type in the
-    union is not the schema's (some file has another type: check each file instead)."""
+def _fast_check(con: duckdb.DuckDBPyConnection, files: Sequence[Path | str]
+                ) -> tuple[dict[Path | str, tuple[str | None, str | None]], Skipped] | None:
+    """``({file: (run_id, attempt)} of the valid files, skipped)`` from one DuckDB scan of
+    ``run_id``, ``status`` and ``attempt`` (a compacted file maps to ``(None, None)``; its
+    rows that are no run are reported and left out by the view), or ``None`` when DuckDB
+    refuses the set or a schema column's type in the union is not the schema's (some file
+    has another type: check each file instead)."""
     if not files:
         return {}, []
-    paths = {os.path.abspath(p): p for p in files}
+    paths = {_key(p): p for p in files}
     try:
+        _register(con, files)
         rel = con.read_parquet(list(paths), union_by_name=True, filename=True)
         expected = dict(zip(con.table(_EMPTY_TABLE).columns, map(str, con.table(_EMPTY_TABLE).types)))
         have = dict(zip(rel.columns, map(str, rel.types)))
         if any(name in have and have[name] != typ for name, typ in expected.items()):
             return None
-        cols = [c if c in have else f"NULL AS {c}" for c in ("run_id", "status")]
-        rows = rel.select(f"filename, {', '.join(cols)}").fetchall()
+        cols = ", ".join(c if c in have else f"NULL AS {c}" for c in ("run_id", "status", "attempt"))
+        rows = rel.select(f"filename, {cols}").aggregate(
+            f"filename, count(*), count(*) FILTER (WHERE NOT {_VALID}), "
+            f"first(run_id) FILTER (WHERE NOT {_VALID}), first(status) FILTER (WHERE NOT {_VALID}), "
+            "first(run_id), first(attempt)", "filename").fetchall()
     except duckdb.Error:
         return None
-    seen: dict[str, list[tuple[Any, Any]]] = {}
-    for name, run_id, status in rows:
-        seen.setdefault(name, []).append((run_id, status))
-    ids: dict[Path, str] = {}
+    seen = {row[0]: row[1:] for row in rows}
+    ids: dict[Path | str, tuple[str | None, str | None]] = {}
     skipped: Skipped = []
     for name, path in paths.items():
-        found = seen.get(name, [])
-        problem = f"expected one row, found {len(found)}" if len(found) != 1 else row_problem(*found[0])
+        n, bad, bad_id, bad_status, run_id, attempt = seen.get(name, (0, 0, None, None, None, None))
+        if is_compacted(path):
+            ids[path] = (None, None)
+            if bad:
+                skipped.append((path, f"{bad} of {n} rows left out: {row_problem(bad_id, bad_status)}"))
+            continue
+        problem = f"expected one row, found {n}" if n != 1 else (row_problem(bad_id, bad_status) if bad else None)
         if problem is None:
-            ids[path] = found[0][0]
+            ids[path] = (run_id, attempt)
         else:
             skipped.append((path, problem))
     return ids, skipped
 
 
-def _dedupe(ids: dict[Path, str]) -> tuple[list[Path], Skipped]:
-    """One file per run id, sorted: ``<run_id>.parquet`` where it is among the files of
-    that id, else the first by name; the others are skipped as duplicates."""
-    by_id: dict[str, list[Path]] = {}
-    for path in sorted(ids):
-        by_id.setdefault(ids[path], []).append(path)
-    kept: list[Path] = []
+def _dedupe(ids: dict[Path | str, tuple[str | None, str | None]]) -> tuple[list[Path | str], Skipped]:
+    """One one-record file per record id (run id and attempt), sorted: the one named
+    ``store.file_name(run_id, attempt)`` where it is among the files of that id, else the
+    first by name; the others are skipped as duplicates. Compacted files are all kept
+    (the view reads a record held twice once)."""
+    by_id: dict[tuple[str, str | None], list[Path | str]] = {}
+    kept: list[Path | str] = []
+    for path in sorted(ids, key=str):
+        run_id, attempt = ids[path]
+        if run_id is None:
+            kept.append(path)
+        else:
+            by_id.setdefault((run_id, attempt), []).append(path)
     skipped: Skipped = []
-    for run_id, paths in by_id.items():
-        first = next((p for p in paths if p.name == f"{run_id}.parquet"), paths[0])
+    for (run_id, attempt), paths in by_id.items():
+        name = file_name(run_id, attempt)
+        first = next((p for p in paths if base_name(p) == name), paths[0])
         kept.append(first)
-        skipped += [(p, f"duplicate of {first.name} (same run_id {run_id})") for p in paths if p != first]
-    return sorted(kept), skipped
+        skipped += [(p, f"duplicate of {base_name(first)} (same run_id {run_id})") for p in paths if p != first]
+    return sorted(kept, key=str), skipped
 
 
-def _duckdb_problem(con: duckdb.DuckDBPyConnection, path: Path) -> str | None:
+def _duckdb_problem(con: duckdb.DuckDBPyConnection, path: Path | str) -> str | None:
     """Why DuckDB cannot union ``path`` with the record schema, or None."""
     try:
-        rel = con.read_parquet([os.path.abspath(path)], union_by_name=True)
+        _register(con, [path])
+        rel = con.read_parquet([_key(path)], union_by_name=True)
         rel.create_view("_vaebench_probe", replace=True)
         con.sql(
             f"SELECT * FROM {_EMPTY_TABLE} UNION ALL BY NAME SELECT * FROM _vaebench_probe"
@@ -191,13 +282,15 @@ def _duckdb_problem(con: duckdb.DuckDBPyConnection, path: Path) -> str | None:
 
 
 def open_runs(
-    root: str | os.PathLike[str], *, validate: bool = False
+    root: str | os.PathLike[str], *, validate: bool = False, attempts: str = "latest"
 ) -> tuple[duckdb.DuckDBPyConnection, Skipped]:
     """Open an in-memory DuckDB connection with a view ``runs`` over all records.
 
     Returns ``(connection, skipped)`` where ``skipped`` lists the files left out
     as ``(path, one-line reason)``: files that are not valid records and
-    duplicates of a run id (see the module docstring). The fast path checks
+    duplicates of a record (see the module docstring). ``runs`` holds each run's latest
+    finished attempt, or with ``attempts="all"`` every attempt (:func:`_build_view`).
+    The fast path checks
     every file's ``run_id`` and ``status`` and the union's column types in one
     DuckDB scan; if DuckDB raises (a corrupt file among good ones), a type is
     off, or when ``validate`` is true, every file is read with pyarrow first
@@ -206,6 +299,8 @@ def open_runs(
     empty ``runs`` view with the ``RECORD_SCHEMA`` columns. The caller closes
     the connection.
     """
+    if attempts not in ATTEMPTS:
+        raise ValueError(f"attempts must be one of {', '.join(ATTEMPTS)}, not {attempts!r}")
     files = run_files(root)
     # No progress bar: DuckDB draws one on stdout for queries over ~2 s, which would
     # mix into `query --json` / leaderboard output.
@@ -218,23 +313,23 @@ def open_runs(
             ids, skipped = checked
             good, duplicates = _dedupe(ids)
             # These files bound (and scanned) together just now: the first query binds them.
-            _build_view(con, good, bind=False)
-            return con, sorted(skipped + duplicates, key=lambda item: item[0])
+            _build_view(con, good, bind=False, attempts=attempts)
+            return con, sorted(skipped + duplicates, key=lambda item: str(item[0]))
 
         skipped = []
         ids = {}
         for path in files:
-            run_id, problem = _pyarrow_check(path)
+            run_id, attempt, problem = _pyarrow_check(path)
             if problem is None:
-                ids[path] = run_id
+                ids[path] = (run_id, attempt)
             else:
                 skipped.append((path, problem))
         good, duplicates = _dedupe(ids)
         skipped += duplicates
         try:
-            _build_view(con, good)
+            _build_view(con, good, attempts=attempts)
         except duckdb.Error:
-            still_good: list[Path] = []
+            still_good: list[Path | str] = []
             for path in good:
                 problem = _duckdb_problem(con, path)
                 if problem is None:
@@ -242,12 +337,12 @@ def open_runs(
                 else:
                     skipped.append((path, problem))
             try:
-                _build_view(con, still_good)
+                _build_view(con, still_good, attempts=attempts)
             except duckdb.Error as exc:
                 raise RegistryError(
-                    f"cannot query registry {root}: {one_line(exc)}"
+                    f"cannot query registry {display(root)}: {one_line(exc)}"
                 ) from exc
-        skipped.sort(key=lambda item: item[0])
+        skipped.sort(key=lambda item: str(item[0]))
         return con, skipped
     except BaseException:
         con.close()

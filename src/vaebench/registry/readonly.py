@@ -38,7 +38,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from vaebench.registry.query import Skipped, one_line, open_runs, to_arrow
+from vaebench.registry.query import SOURCE_VIEWS, Skipped, one_line, open_runs, to_arrow
 from vaebench.registry.store import RegistryError
 
 __all__ = [
@@ -104,7 +104,8 @@ def _materialise(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"DROP TABLE IF EXISTS {_DATA}")
     con.execute(f"CREATE TABLE {_DATA} AS SELECT * FROM runs")
     con.execute("DROP VIEW runs")
-    con.execute("DROP VIEW IF EXISTS _vaebench_run_files")
+    for name in SOURCE_VIEWS:
+        con.execute(f"DROP VIEW IF EXISTS {name}")
     con.execute("DROP TABLE IF EXISTS _vaebench_empty_runs")
     con.execute(f"ALTER TABLE {_DATA} RENAME TO runs")
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+#: 2: records carry an ``attempt`` (a rerun of a spec writes a new record beside the old one).
+SCHEMA_VERSION = 2
 
 #: The ``likelihood`` of a record written before models declared one (every model then was
 #: Bernoulli); the ``runs`` view reads a null ``likelihood`` as this.
@@ -65,6 +66,10 @@ RECORD_SCHEMA = pa.schema(
     [
         ("schema_version", pa.int32()),
         ("run_id", pa.string()),
+        # which attempt at the run this record is (``store.new_attempt``: UTC start time and a
+        # random suffix, sortable, unique across machines); run_id + attempt is the record's id.
+        # Null in records written before attempts were kept (one record per run_id then)
+        ("attempt", pa.string()),
         ("status", pa.string()),
         ("error", pa.string()),
         ("started_at", pa.timestamp("us", tz="UTC")),

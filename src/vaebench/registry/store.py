@@ -1,15 +1,23 @@
 """Where run records live: one Parquet file (one row) per run.
 
-Layout under the registry root (default ``registry.DEFAULT_REGISTRY``, ``./vaebench-results``)::
+Layout under the registry root (default ``registry.DEFAULT_REGISTRY``, ``./vaebench-results``;
+any fsspec URL such as ``s3://bucket/prefix``: ``registry.location``)::
 
-    <root>/runs/<run_id>.parquet      the record, schema ``RECORD_SCHEMA``
-    <root>/artifacts/<run_id>/...     checkpoints, plots (written by others)
+    <root>/runs/<run_id>.<attempt>.parquet   one record (one row), schema ``RECORD_SCHEMA``
+    <root>/runs/<run_id>.parquet             a record written before attempts were kept
+    <root>/runs/compacted/**.parquet         many records per file (``vaebench registry compact``)
+    <root>/artifacts/<run_id>/...            checkpoints, plots (written by others)
 
-Records are written atomically: the row goes to a temporary file in the same
+Every attempt is kept: a rerun of the same spec writes a new record beside the old ones
+(its ``attempt``, :func:`new_attempt`, is in the file name), nothing is overwritten; a
+record's id is ``<run_id>.<attempt>``. Readers take the latest finished attempt of a run
+(:func:`latest`), or all of them.
+
+Records are written atomically: locally the row goes to a temporary file in the same
 directory, ``.<run_id>.<pid>.<host>.<rand>.parquet.partial`` (the read glob
 ``*.parquet`` never sees it), the file is fsynced, then ``os.replace``-d onto its
-final name. A reader therefore sees either the old record or the new one, never
-half of one. A writer killed mid-write leaves its temporary file behind; the
+final name; on object storage the object is put whole (it appears complete or not at
+all). A reader therefore never sees half a record. A writer killed mid-write leaves its temporary file behind; the
 writer's pid and host in the name tell whether it is dead (:func:`stale_temporaries`),
 and :func:`check_writable` (run before a grid or a ``continue``) removes those.
 
@@ -38,7 +46,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vaebench.registry.schema import RECORD_SCHEMA, SCHEMA_VERSION, STATUSES, schema_problem
+from vaebench.registry import location
+from vaebench.registry.schema import DONE_STATUSES, RECORD_SCHEMA, SCHEMA_VERSION, STATUSES, schema_problem
 
 __all__ = [
     "STALE_AFTER_SECONDS",
@@ -47,7 +56,16 @@ __all__ = [
     "artifact_dir",
     "artifact_path",
     "artifact_refs",
+    "base_name",
     "check_writable",
+    "is_compacted",
+    "read_table",
+    "table_rows",
+    "compacted_files",
+    "file_name",
+    "latest",
+    "new_attempt",
+    "read_attempts",
     "read_record",
     "record_problem",
     "record_to_dict",
@@ -62,6 +80,12 @@ __all__ = [
 
 _RUN_ID_RE = re.compile(r"[0-9a-f]{6,64}")
 _PREFIX_RE = re.compile(r"[0-9a-f]{1,64}")
+#: An attempt id (:func:`new_attempt`): UTC start second and 6 random hex digits.
+_ATTEMPT_RE = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}")
+#: A one-record file's name: ``<run_id>.parquet`` (before attempts) or ``<run_id>.<attempt>.parquet``.
+_FILE_RE = re.compile(r"(?P<run_id>[0-9a-f]{6,64})(?:\.(?P<attempt>[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}))?\.parquet")
+#: Where ``vaebench registry compact`` puts its many-record files, under ``<root>/runs``.
+COMPACTED = "compacted"
 _TEMP_SUFFIX = ".partial"
 #: A temporary file of a writer: a record (``.<run_id>.<pid>.<host>.<rand>.parquet.partial``)
 #: or a probe (``.probe.<pid>.<host>.<rand>.partial``); files of older versions have no host.
@@ -88,8 +112,27 @@ class RegistryWriteError(RegistryError):
 
 
 def runs_dir(root: str | os.PathLike[str]) -> Path:
-    """Return ``<root>/runs`` (not created)."""
-    return Path(root) / "runs"
+    """Return ``<root>/runs`` of a local registry (not created)."""
+    return location.local_path(root) / "runs"
+
+
+def new_attempt(now: _dt.datetime | None = None) -> str:
+    """A new attempt id, ``YYYYMMDDTHHMMSSZ-xxxxxx``: the UTC time (``now``, default the
+    present) and 6 random hex digits, so attempts sort by start and two machines never
+    pick the same one."""
+    now = (now or _dt.datetime.now(_dt.timezone.utc)).astimezone(_dt.timezone.utc)
+    return f"{now:%Y%m%dT%H%M%S}Z-{secrets.token_hex(3)}"
+
+
+def file_name(run_id: str, attempt: str | None) -> str:
+    """The name of a one-record file: ``<run_id>.<attempt>.parquet`` (``<run_id>.parquet``
+    for a record without an attempt)."""
+    return f"{run_id}.{attempt}.parquet" if attempt else f"{run_id}.parquet"
+
+
+def base_name(path: str | os.PathLike[str]) -> str:
+    """The last component of a local path or a URL."""
+    return os.fspath(path).rstrip("/").rsplit("/", 1)[-1]
 
 
 def _reason(exc: BaseException) -> str:
@@ -273,6 +316,12 @@ def check_writable(root: str | os.PathLike[str]) -> list[Path]:
     Raises :class:`RegistryWriteError` with a one-line message when the registry cannot
     be written (so the CLI can stop before training anything).
     """
+    if location.is_remote(root):
+        try:
+            location.check_location(root, write=True)
+        except location.LocationError as exc:
+            raise RegistryWriteError(str(exc)) from exc
+        return []
     directory = runs_dir(root)
     probe = directory / _temp_name("probe")
     try:
@@ -289,12 +338,47 @@ def check_writable(root: str | os.PathLike[str]) -> list[Path]:
     return remove_stale_temporaries(root)
 
 
-def run_files(root: str | os.PathLike[str]) -> list[Path]:
-    """All record files (``<root>/runs/*.parquet``), sorted; ``[]`` if none."""
+def _remote_files(root: str | os.PathLike[str], sub: str) -> list[str]:
+    """URLs of the ``.parquet`` files under ``<root>/runs/<sub>`` of a remote registry
+    (``sub=""``: the one-record files directly in ``runs/``), sorted."""
+    fs, path = location.filesystem(root)
+    base = f"{path}/runs" + (f"/{sub}" if sub else "")
+    try:
+        found = fs.find(base) if sub else fs.ls(base, detail=False)
+    except FileNotFoundError:
+        return []
+    except Exception as exc:  # noqa: BLE001 - the store's failure, in one line
+        raise RegistryError(f"cannot read registry {location.display(root)}: {_reason(exc)}") from exc
+    keep = [p for p in found if base_name(p).endswith(".parquet") and not base_name(p).startswith(".")]
+    return sorted(fs.unstrip_protocol(p) for p in keep)
+
+
+def run_files(root: str | os.PathLike[str]) -> list[Path | str]:
+    """All record files, sorted: the one-record files ``<root>/runs/*.parquet`` and the
+    compacted ones (:func:`compacted_files`); ``[]`` if none. Local files are paths,
+    a remote registry's are URLs."""
+    if location.is_remote(root):
+        return _remote_files(root, "") + compacted_files(root)
     directory = runs_dir(root)
     if not directory.is_dir():
         return []
-    return sorted(p for p in directory.glob("*.parquet") if p.is_file())
+    return sorted(p for p in directory.glob("*.parquet") if p.is_file()) + compacted_files(root)
+
+
+def compacted_files(root: str | os.PathLike[str]) -> list[Path | str]:
+    """The many-record files ``vaebench registry compact`` wrote under
+    ``<root>/runs/compacted/``, sorted."""
+    if location.is_remote(root):
+        return _remote_files(root, COMPACTED)
+    directory = runs_dir(root) / COMPACTED
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.rglob("*.parquet") if p.is_file() and not p.name.startswith("."))
+
+
+def is_compacted(path: Path | str) -> bool:
+    """Whether a record file is a compacted one (many records; not held to one row)."""
+    return f"/runs/{COMPACTED}/" in os.fspath(path).replace(os.sep, "/")
 
 
 # --------------------------------------------------------------------------- write
@@ -321,6 +405,11 @@ def _normalise(record: Mapping[str, Any]) -> dict[str, Any]:
         row[field.name] = value
 
     _check_run_id(row["run_id"])
+    if row["attempt"] is None:
+        row["attempt"] = new_attempt(row["started_at"] if isinstance(row["started_at"], _dt.datetime)
+                                     and row["started_at"].tzinfo is not None else None)
+    elif not isinstance(row["attempt"], str) or not _ATTEMPT_RE.fullmatch(row["attempt"]):
+        raise RegistryError(f"invalid attempt {row['attempt']!r}: expected YYYYMMDDTHHMMSSZ-xxxxxx")
     if row["status"] not in STATUSES:
         raise RegistryError(
             f"invalid status {row['status']!r}: choose from {', '.join(STATUSES)}"
@@ -384,13 +473,15 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_record(root: str | os.PathLike[str], record: Mapping[str, Any]) -> Path:
-    """Validate ``record`` and write it atomically to ``<root>/runs/<run_id>.parquet``.
+def write_record(root: str | os.PathLike[str], record: Mapping[str, Any]) -> Path | str:
+    """Validate ``record`` and write it atomically to ``<root>/runs/<run_id>.<attempt>.parquet``.
 
     Keys must be ``RECORD_SCHEMA`` column names; missing ones are stored as
-    null, ``schema_version`` defaults to ``SCHEMA_VERSION``. Maps are given as
-    dicts, ``history`` as a list of dicts, timestamps as tz-aware datetimes.
-    An existing record with the same ``run_id`` is replaced. Returns the path.
+    null, ``schema_version`` defaults to ``SCHEMA_VERSION``, ``attempt`` to a
+    :func:`new_attempt` of the record's ``started_at``. Maps are given as dicts,
+    ``history`` as a list of dicts, timestamps as tz-aware datetimes. Nothing is
+    overwritten: every attempt of a run is kept. Returns the path (a URL for a
+    remote registry).
 
     Raises :class:`RegistryError` for a bad record or when the registry cannot
     be written (:class:`RegistryWriteError`; the temporary file is removed in that case).
@@ -398,9 +489,13 @@ def write_record(root: str | os.PathLike[str], record: Mapping[str, Any]) -> Pat
     row = _normalise(record)
     table = _to_table(row)
     run_id = row["run_id"]
+    if location.is_remote(root):
+        return _put_record(root, table, file_name(run_id, row["attempt"]))
     directory = runs_dir(root)
-    final = directory / f"{run_id}.parquet"
+    final = directory / file_name(run_id, row["attempt"])
     tmp = directory / _temp_name(run_id, ".parquet" + _TEMP_SUFFIX)
+    if final.exists():  # attempts are unique: only a caller naming one twice gets here
+        raise RegistryWriteError(f"cannot write to registry {root}: {final.name} exists")
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with open(tmp, "xb") as fh:
@@ -416,6 +511,34 @@ def write_record(root: str | os.PathLike[str], record: Mapping[str, Any]) -> Pat
         raise
     _fsync_dir(directory)
     return final
+
+
+def _put_record(root: str | os.PathLike[str], table: pa.Table, name: str) -> str:
+    """Put a record's table whole as ``<root>/runs/<name>`` of a remote registry (an
+    object is never seen half-written; ``"xb"``: a conditional put, never overwriting)."""
+    import io  # noqa: PLC0415
+
+    fs, path = location.filesystem(root)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    target = f"{path}/runs/{name}"
+    try:
+        with fs.open(target, "xb") as fh:
+            fh.write(buffer.getvalue())
+    except FileExistsError as exc:
+        raise RegistryWriteError(f"cannot write to registry {location.display(root)}: {name} exists") from exc
+    except Exception as exc:  # noqa: BLE001 - a lost connection, denied access, ...
+        raise RegistryWriteError(f"cannot write to registry {location.display(root)}: {_reason(exc)}") from exc
+    return fs.unstrip_protocol(target)
+
+
+def read_table(path: Path | str, columns: list[str] | None = None) -> pa.Table:
+    """Read a record file (a local path or a remote registry's URL) as an Arrow table."""
+    if location.is_remote(path):
+        fs, inner = location.filesystem(path)
+        with fs.open(inner, "rb") as fh:
+            return pq.read_table(fh, columns=columns)
+    return pq.read_table(path, columns=columns)
 
 
 # --------------------------------------------------------------------------- read
@@ -467,37 +590,95 @@ def record_problem(table: pa.Table) -> str | None:
     )
 
 
-def _resolve(root: str | os.PathLike[str], run_id_or_prefix: str) -> Path:
-    """Find the record file for a full run id or a unique prefix of one."""
-    prefix = run_id_or_prefix.strip().lower() if isinstance(run_id_or_prefix, str) else ""
-    if not _PREFIX_RE.fullmatch(prefix):
-        raise RegistryError(f"invalid run id {run_id_or_prefix!r}: expected hex characters")
-    exact = runs_dir(root) / f"{prefix}.parquet"
-    if exact.is_file():
-        return exact
-    matches = [p for p in run_files(root) if p.stem.startswith(prefix)]
-    if not matches:
-        raise RegistryError(f"no run matches {run_id_or_prefix!r} in {root}")
-    if len(matches) > 1:
-        shown = ", ".join(p.stem for p in matches[:5]) + (", ..." if len(matches) > 5 else "")
+def table_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """The records of a (many-row) record table as dicts, as :func:`record_to_dict` gives one."""
+    return [record_to_dict(table.slice(i, 1)) for i in range(table.num_rows)]
+
+
+def latest(records: Iterable[Mapping[str, Any]]) -> Any:
+    """The attempt a reader takes of a run's records: the latest finished one (``ok`` or
+    ``diverged``) where there is one, else the latest; latest by ``finished_at``, then
+    ``attempt``. ``None`` for no records."""
+    def key(r: Mapping[str, Any]) -> tuple[Any, ...]:
+        finished = r.get("finished_at")
+        return (r.get("status") in DONE_STATUSES, finished is not None,
+                finished or _dt.datetime.min.replace(tzinfo=_dt.timezone.utc), r.get("attempt") or "")
+    return max(records, key=key, default=None)
+
+
+def _split_ref(ref: Any) -> tuple[str, str | None]:
+    """``"<prefix>"`` or ``"<run_id>.<attempt>"`` -> ``(prefix, attempt or None)``."""
+    text = ref.strip() if isinstance(ref, str) else ""
+    prefix, dot, attempt = text.partition(".")
+    prefix, attempt = prefix.lower(), (attempt if dot else None)
+    if not _PREFIX_RE.fullmatch(prefix) or (attempt is not None and not _ATTEMPT_RE.fullmatch(attempt)):
         raise RegistryError(
-            f"{run_id_or_prefix!r} matches {len(matches)} runs ({shown}); give more characters"
+            f"invalid run id {ref!r}: expected hex characters (a run id or a prefix of one), "
+            "optionally .ATTEMPT"
         )
-    return matches[0]
+    return prefix, attempt
 
 
-def read_record(root: str | os.PathLike[str], run_id_or_prefix: str) -> dict[str, Any]:
-    """Read one record by full run id or unique prefix.
-
-    Raises :class:`RegistryError` when nothing or more than one run matches, or
-    when the file cannot be read or is not a valid record (:func:`record_problem`).
-    """
-    path = _resolve(root, run_id_or_prefix)
+def _read_valid(path: Path | str) -> pa.Table:
+    """A one-record file's table, checked (:func:`record_problem`); one-line errors."""
     try:
-        table = pq.read_table(path)
+        table = read_table(path)
     except (OSError, pa.ArrowException) as exc:
         raise RegistryError(f"cannot read run record {path}: {_reason(exc)}") from exc
     problem = record_problem(table)
     if problem is not None:
         raise RegistryError(f"invalid run record {path}: {problem}")
-    return record_to_dict(table)
+    return table
+
+
+def read_attempts(root: str | os.PathLike[str], run_id_or_prefix: str) -> list[dict[str, Any]]:
+    """Every recorded attempt of one run (full id or unique prefix; ``RUN.ATTEMPT`` names one
+    attempt), oldest first (by ``finished_at``, then ``attempt``); one record read twice
+    (a one-record file and its compacted copy) counts once.
+
+    Raises :class:`RegistryError` when nothing or more than one run matches, or
+    when a file cannot be read or is not a valid record (:func:`record_problem`).
+    """
+    prefix, attempt = _split_ref(run_id_or_prefix)
+    where = location.display(root)
+    files = run_files(root)
+    single = [p for p in files if not is_compacted(p) and base_name(p)[: -len(".parquet")].startswith(prefix)]
+    if attempt is not None:
+        single = [p for p in single if base_name(p) == file_name(base_name(p).split(".", 1)[0], attempt)]
+    records = [record_to_dict(_read_valid(p)) for p in single]
+    for path in (p for p in files if is_compacted(p)):
+        try:
+            ids = read_table(path, columns=["run_id"]).column("run_id").to_pylist()
+        except (OSError, pa.ArrowException, KeyError) as exc:
+            raise RegistryError(f"cannot read run records {path}: {_reason(exc)}") from exc
+        rows = [i for i, run_id in enumerate(ids) if isinstance(run_id, str) and run_id.startswith(prefix)]
+        if rows:
+            table = read_table(path).take(rows)
+            records += [r for r in table_rows(table) if row_problem(r["run_id"], r["status"]) is None
+                        and (attempt is None or r.get("attempt") == attempt)]
+    if any(r["run_id"] == prefix for r in records):  # a full run id beats the runs it prefixes
+        records = [r for r in records if r["run_id"] == prefix]
+    run_ids = sorted({r["run_id"] for r in records})
+    if not run_ids:
+        raise RegistryError(f"no run matches {run_id_or_prefix!r} in {where}")
+    if len(run_ids) > 1:
+        shown = ", ".join(run_ids[:5]) + (", ..." if len(run_ids) > 5 else "")
+        raise RegistryError(
+            f"{run_id_or_prefix!r} matches {len(run_ids)} runs ({shown}); give more characters"
+        )
+    unique: dict[Any, dict[str, Any]] = {}
+    for record in records:
+        unique.setdefault(record.get("attempt") or f"file:{id(record)}", record)
+    oldest_first = sorted(unique.values(), key=lambda r: (
+        r.get("finished_at") or _dt.datetime.min.replace(tzinfo=_dt.timezone.utc), r.get("attempt") or ""))
+    return oldest_first
+
+
+def read_record(root: str | os.PathLike[str], run_id_or_prefix: str) -> dict[str, Any]:
+    """Read one run's record by full run id or unique prefix: its latest finished attempt
+    (:func:`latest`); ``RUN.ATTEMPT`` reads that attempt.
+
+    Raises :class:`RegistryError` when nothing or more than one run matches, or
+    when the file cannot be read or is not a valid record (:func:`record_problem`).
+    """
+    return latest(read_attempts(root, run_id_or_prefix))

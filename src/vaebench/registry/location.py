@@ -1,0 +1,174 @@
+"""Where a registry lives: a local path or any fsspec URL (``s3://bucket/prefix``,
+``gs://...``, ``file:///...``, ``memory://...``).
+
+A registry root is passed around as the string (or path) the user gave. This module is
+the one place that turns it into a filesystem: :func:`filesystem` gives the fsspec
+filesystem and the root's path within it (cached per URL), :func:`is_remote` says
+whether the fast local code (``os``, ``O_EXCL``, ``os.replace``) or fsspec serves it,
+:func:`display` gives the URL without any credentials for messages and records, and
+:func:`check_location` proves, before anything trains, that the registry can be reached
+(and written), raising one-line :class:`~vaebench.registry.store.RegistryError`-style
+errors (:class:`LocationError`).
+
+Credentials are never part of the URL vaebench keeps: they come from the usual places
+of each filesystem (for S3: the environment, ``~/.aws``, an instance role; an
+S3-compatible server such as MinIO or moto through ``AWS_ENDPOINT_URL`` /
+``AWS_ENDPOINT_URL_S3``, or vaebench's ``VAEBENCH_S3_ENDPOINT_URL``). A URL with
+``user:password@`` in it is refused, so a secret never reaches a record or a log.
+
+Object storage has no rename: a record is put whole (an object appears complete or not
+at all), and claims use a conditional put (``If-None-Match: *``, fsspec's ``"xb"`` mode).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "LocationError",
+    "check_location",
+    "display",
+    "filesystem",
+    "is_remote",
+    "join",
+    "scheme",
+]
+
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+#: Install hints for the filesystems of optional packages (the fsspec protocol -> extra).
+_EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "abfs": "azure", "az": "azure"}
+
+
+class LocationError(Exception):
+    """A registry URL that cannot be used (unknown scheme, missing package, no such bucket,
+    no access, read-only), with a one-line message free of credentials."""
+
+
+def scheme(root: str | os.PathLike[str]) -> str:
+    """The URL scheme of ``root`` (``"s3"``, ``"file"``, ...); ``"file"`` for a plain path."""
+    match = _SCHEME_RE.match(os.fspath(root)) if isinstance(root, str) else None
+    return match.group(1).lower() if match else "file"
+
+
+def is_remote(root: str | os.PathLike[str]) -> bool:
+    """Whether ``root`` is served by fsspec rather than the local file system (any URL
+    other than ``file://``)."""
+    return scheme(root) != "file"
+
+
+def local_path(root: str | os.PathLike[str]) -> Path:
+    """The local directory of a plain path or ``file://`` URL."""
+    text = os.fspath(root)
+    if isinstance(text, str) and text.lower().startswith("file://"):
+        text = text[len("file://"):]
+    return Path(text)
+
+
+def display(root: str | os.PathLike[str]) -> str:
+    """``root`` as messages and records show it: a URL without ``user:password@``."""
+    text = os.fspath(root)
+    if not isinstance(text, str):
+        return repr(text)
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@", r"\1", text)
+
+
+def _storage_options(protocol: str) -> dict[str, Any]:
+    """Options for the filesystem of ``protocol`` taken from vaebench's environment
+    (credentials are left to the filesystem's own lookup)."""
+    if protocol in ("s3", "s3a"):
+        endpoint = os.environ.get("VAEBENCH_S3_ENDPOINT_URL")
+        if endpoint:
+            return {"client_kwargs": {"endpoint_url": endpoint}}
+    return {}
+
+
+@functools.lru_cache(maxsize=32)
+def _open(url: str, endpoint: str | None) -> tuple[Any, str]:
+    import fsspec  # noqa: PLC0415 - fsspec only for remote registries
+
+    protocol = scheme(url)
+    try:
+        cls = fsspec.get_filesystem_class(protocol)
+    except ImportError as exc:
+        extra = _EXTRAS.get(protocol)
+        hint = f"; install it with: pip install 'vaebench[{extra}]'" if extra else ""
+        raise LocationError(f"registry {display(url)}: the {protocol}:// filesystem is not installed{hint}") from exc
+    except ValueError as exc:
+        raise LocationError(f"registry {display(url)}: unknown URL scheme {protocol!r}") from exc
+    fs = cls(**_storage_options(protocol))
+    path = cls._strip_protocol(url).rstrip("/")
+    return fs, path
+
+
+def filesystem(root: str | os.PathLike[str]) -> tuple[Any, str]:
+    """``(fsspec filesystem, the root's path within it)`` for a registry URL (cached per
+    URL and endpoint). Raises :class:`LocationError` for an unknown scheme, a filesystem
+    whose package is not installed (with its install hint) or a URL carrying credentials."""
+    text = os.fspath(root)
+    if not isinstance(text, str):
+        raise LocationError(f"registry {text!r}: expected a path or URL")
+    if display(text) != text:
+        raise LocationError(
+            f"registry {display(text)}: credentials in the URL are refused; use the "
+            "environment or ~/.aws (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL)"
+        )
+    if not is_remote(text):
+        import fsspec.implementations.local as local  # noqa: PLC0415
+
+        return local.LocalFileSystem(), str(local_path(text).absolute())
+    return _open(text, os.environ.get("VAEBENCH_S3_ENDPOINT_URL"))
+
+
+def join(root: str | os.PathLike[str], *parts: str) -> str:
+    """``root`` and ``parts`` joined with ``/`` (a URL stays a URL)."""
+    text = os.fspath(root).rstrip("/") if is_remote(root) else str(local_path(root))
+    return "/".join([text, *parts])
+
+
+def _reason(exc: BaseException) -> str:
+    """One line of an exception of a filesystem call, without credentials."""
+    if isinstance(exc, PermissionError):
+        return "access denied (check the credentials and the bucket's policy)"
+    if isinstance(exc, FileNotFoundError):
+        return "no such bucket or path"
+    text = " ".join((str(exc) or type(exc).__name__).split())
+    return re.sub(r"(?i)(secret|token|key|signature|credential)[^ ]*=[^ &]+", r"\1=***", text)[:300]
+
+
+def check_location(root: str | os.PathLike[str], *, write: bool = False) -> None:
+    """Prove a remote registry can be reached (its bucket exists and can be listed) and,
+    with ``write``, written (a probe object is put and removed). A local registry is checked
+    by ``store.check_writable``; nothing is done here for one. Raises :class:`LocationError`
+    with a one-line message (no credentials) otherwise."""
+    if not is_remote(root):
+        return
+    fs, path = filesystem(root)
+    bucket = path.split("/", 1)[0]
+    try:
+        if not fs.exists(bucket):
+            raise LocationError(f"registry {display(root)}: bucket {bucket!r} does not exist")
+        fs.ls(path, detail=False) if fs.exists(path) else None
+    except LocationError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of the store is the user's to see
+        raise LocationError(f"registry {display(root)}: cannot read: {_reason(exc)}") from exc
+    if write:
+        import secrets  # noqa: PLC0415
+
+        probe = f"{path}/.probe-{secrets.token_hex(6)}"
+        try:
+            fs.pipe_file(probe, b"probe")
+            fs.rm_file(probe)
+        except Exception as exc:  # noqa: BLE001
+            raise LocationError(f"registry {display(root)}: cannot write: {_reason(exc)}") from exc
+
+
+def clear_cache() -> None:
+    """Forget the cached filesystems (tests that change the environment's endpoint)."""
+    _open.cache_clear()
+
