@@ -639,13 +639,14 @@ def plugins(
 def new_plugin(
     name: str = typer.Argument(..., metavar="NAME", help="Plugin name: lower case, e.g. gauss."),
     directory: Optional[Path] = typer.Option(None, "--dir", help="Where to write it (default ./vaebench-NAME)."),
+    force: bool = typer.Option(False, "--force", help="Write into a non-empty --dir, overwriting the files the template writes (others are kept)."),
 ) -> None:
     """Write a ready plugin package (a model with its own hyperparameter, a metric, a dataset,
     tests using vaebench.testing) that installs with pip install -e and passes its tests."""
     from vaebench.harness.scaffold import ScaffoldError, new_plugin as write_plugin
 
     try:
-        target = write_plugin(name, directory)
+        target = write_plugin(name, directory, force=force)
     except ScaffoldError as exc:
         fail(str(exc))
     console.print(escape(f"wrote {target}: cd there, pip install -e '.[test]', pytest"))
