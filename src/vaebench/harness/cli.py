@@ -22,6 +22,7 @@ from vaebench.harness.output import (
     DEFAULT_REGISTRY,
     REGISTRY_HELP,
     console,
+    debug_traceback,
     err_console,
     fail,
     fmt as _fmt,
@@ -327,7 +328,8 @@ def _note_removed(removed: list[Path]) -> None:
 
 def _interrupted(exc: Any, reporter: Any, specs: list, registry: str, checkpoint_every: int,
                  again: str = "run the same command with --resume to finish the grid") -> None:
-    """After SIGINT / SIGTERM: one line saying what stopped and how to go on; exit 130 / 143."""
+    """After SIGINT / SIGTERM: one line saying what stopped and how to go on (with ``--debug``
+    the traceback of where it stopped first); exit 130 / 143."""
     from vaebench.harness.resumption import pick_up
     from vaebench.registry.query import recorded_status
 
@@ -335,6 +337,7 @@ def _interrupted(exc: Any, reporter: Any, specs: list, registry: str, checkpoint
 
     with interrupt.deferred(raise_on_exit=False):  # a second Ctrl-C does not cut this line short
         stopped = reporter.stop()
+        debug_traceback(f"interrupted by {exc.name}")
         recorded = recorded_status(registry)
         steps = [p.step for s in stopped if (p := pick_up(registry, s.run_id))]
     done = sum(1 for s in specs if s.run_id in recorded and recorded[s.run_id] != "failed")
