@@ -289,3 +289,41 @@ def test_debug_shows_a_broken_plugins_traceback(tmp_path):
     assert proc.returncode == 0
     assert "Traceback (most recent call last):" in proc.stderr and "in helper" in proc.stderr
     assert "RuntimeError: boom" in proc.stderr
+
+
+FAILING_PLUGIN = """
+    from vaebench.plugin import MetricSpec, ModelSpec, hookimpl
+
+    def build_model(spec, image_shape):
+        raise RuntimeError("factory exploded")
+
+    def compute_metric(ctx):
+        raise ZeroDivisionError("metric exploded")
+
+    @hookimpl
+    def vaebench_register_models(register):
+        register(ModelSpec(name="exploding_vae", description="d", backends={"torch": build_model}))
+
+    @hookimpl
+    def vaebench_register_metrics(register):
+        register(MetricSpec(name="exploding", description="d", compute=compute_metric))
+"""
+
+
+def test_debug_shows_the_traceback_of_a_failed_run_and_of_a_failed_metric(tmp_path):
+    """A run that fails in training and a metric that raises print one line each by default
+    (the run's error in its record, the metric's in the summary); with --debug (VAEBENCH_DEBUG)
+    their tracebacks come too. Cost: about 14 s (two tiny runs, twice)."""
+    write_fake_dist(tmp_path, "failing-plugin", "0.1", {"failing": "failing_plugin"}, {"failing_plugin": FAILING_PLUGIN})
+    args = ["run", "--model", "vae,exploding_vae", "--metrics", "exploding,kl", "--architecture", "mlp",
+            "--steps", "3", "--batch-size", "8", "--eval-samples", "64", "--device", "cpu", "--threads", "1"]
+    outputs = {}
+    for label, pre, extra in (("plain", [], {}), ("flag", ["--debug"], {})):
+        proc = run_vaebench(*pre, *args, "--registry", str(tmp_path / label), env_extra={**_env(tmp_path), **extra},
+                            cwd=tmp_path)
+        assert proc.returncode == 1, proc.stderr  # one run failed
+        outputs[label] = proc.stderr
+    assert "Traceback" not in outputs["plain"] and "in build_model" not in outputs["plain"]
+    err = outputs["flag"]
+    assert "failed in training" in err and "in build_model" in err and "RuntimeError: factory exploded" in err
+    assert "metric exploding failed" in err and "in compute_metric" in err and "ZeroDivisionError" in err

@@ -74,7 +74,8 @@ def test_the_example_plugin_imports_only_the_public_namespace():
     sources = sorted(EXAMPLE_SOURCE.rglob("*.py"))
     assert len(sources) >= 3
     imports = {str(p.relative_to(EXAMPLE_SOURCE)): _vaebench_imports(p) for p in sources}
-    assert all(imports.values()), imports  # each module uses vaebench, through vaebench.plugin
+    users = {p: found for p, found in imports.items() if not p.endswith("__init__.py")}  # __init__: a version
+    assert all(users.values()), imports  # each module uses vaebench, through vaebench.plugin
     outside = {p: [m for m in found if m != "vaebench.plugin"] for p, found in imports.items()}
     assert not any(outside.values()), outside
 

@@ -193,54 +193,58 @@ def example_site(tmp_path_factory) -> Path:
 
 def test_example_plugin_is_discovered_after_pip_install(example_site):
     rows = _by_name(_json(run_vaebench("plugins", "--json", env_extra=_env(example_site))))
-    ex = rows["example"]
+    ex = rows["plugin_example"]
     assert (ex["package"], ex["version"], ex["status"], ex["error"]) == ("vaebench-plugin-example", "0.1.0", "ok", "")
-    assert ex["registered"] == {"models": ["mse_beta_vae"], "metrics": ["latent_correlation"], "datasets": [], "backends": []}
+    assert ex["registered"] == {"models": ["plugin_example_vae"], "metrics": ["plugin_example_correlation"],
+                                "datasets": ["plugin_example_squares"], "backends": []}
     assert rows["builtin"]["status"] == "ok"
     assert rows["builtin"]["registered"]["models"] == BUILTIN_MODELS
 
 
 def test_example_plugin_not_visible_without_it_on_the_path():
     rows = _by_name(_json(run_vaebench("plugins", "--json")))
-    assert "example" not in rows
+    assert "plugin_example" not in rows
 
 
 def test_list_includes_example_plugin_specs(example_site):
     env = _env(example_site)
     models = _by_name(_json(run_vaebench("list", "models", "--json", env_extra=env)))
-    assert models["mse_beta_vae"]["plugin"] == "example"
-    assert models["mse_beta_vae"]["hyperparameters"] == ["beta", *BETA_SCHEDULE_FIELDS]  # a plain "beta", as before
-    assert models["mse_beta_vae"]["backends"] == ["torch"]
+    model = models["plugin_example_vae"]
+    assert model["plugin"] == "plugin_example"
+    assert model["hyperparameters"] == ["beta", *BETA_SCHEDULE_FIELDS, "sigma"]  # its own σ after the shared ones
+    assert (model["backends"], model["likelihood"]) == (["torch"], "gaussian")
     assert models["beta_vae"]["plugin"] == "builtin"
     metrics = _by_name(_json(run_vaebench("list", "metrics", "--json", env_extra=env)))
-    assert metrics["latent_correlation"]["plugin"] == "example"
-    assert metrics["latent_correlation"]["direction"] == "lower"
+    assert metrics["plugin_example_correlation"]["plugin"] == "plugin_example"
+    assert metrics["plugin_example_correlation"]["direction"] == "lower"
     assert metrics["mig"]["plugin"] == "builtin"
     # the plain (table) form names them too
     table = run_vaebench("list", "models", env_extra=env)
-    assert table.returncode == 0 and "mse_beta_vae" in table.stdout and table.stderr == ""
+    assert table.returncode == 0 and "plugin_example_vae" in table.stdout and table.stderr == ""
 
 
 def test_run_with_example_model_and_metric(example_site, tmp_path):
     registry = tmp_path / "registry"
     env = _env(example_site)
-    proc = run_vaebench("run", "--model", "mse_beta_vae", "--betas", "2", "--metrics", "latent_correlation,mig",
+    proc = run_vaebench("run", "--model", "plugin_example_vae", "--dataset", "plugin_example_squares", "--betas", "2",
+                        "--hp", "sigma=0.2", "--metrics", "plugin_example_correlation,mig",
                         "--registry", str(registry), "--json", *TINY, env_extra=env, cwd=tmp_path)
     records = _json(proc)
     assert len(records) == 1
     out = records[0]
-    assert (out["model"], out["status"], out["beta"]) == ("mse_beta_vae", "ok", 2.0)
+    assert (out["model"], out["status"], out["beta"]) == ("plugin_example_vae", "ok", 2.0)
+    assert json.loads(out["spec_json"])["extra_hyperparameters"] == {"sigma": 0.2}  # the model's own σ reached it
 
     shown = _json(run_vaebench("show", out["run_id"], "--json", "--registry", str(registry), env_extra=env, cwd=tmp_path))
     assert shown["run_id"] == out["run_id"]
-    assert (shown["model"], shown["status"]) == ("mse_beta_vae", "ok")
+    assert (shown["model"], shown["status"]) == ("plugin_example_vae", "ok")
     metrics = shown["metrics"]
-    assert {"latent_correlation", "mig"} <= set(metrics)
+    assert {"plugin_example_correlation", "mig"} <= set(metrics)
     assert "reconstruction" not in metrics  # only the metrics asked for
-    corr = metrics["latent_correlation"]
+    corr = metrics["plugin_example_correlation"]
     assert isinstance(corr, float) and math.isfinite(corr) and 0.0 <= corr <= 1.0
     assert math.isfinite(metrics["mig"])
-    assert metrics["latent_correlation"] == out["metrics"]["latent_correlation"]
+    assert metrics["plugin_example_correlation"] == out["metrics"]["plugin_example_correlation"]
 
 
 # ----------------------------------------------------------------- 3. broken plugins are isolated

@@ -161,8 +161,9 @@ def check_model(spec: ModelSpec, backend: str = "torch", *, manager: PluginManag
     ``encode`` -> ``(mu, logvar)`` ``(B, D)``; ``decode`` -> logits ``(B, C, H, W)`` (JAX:
     ``(B, H, W, C)``); ``recon_errors`` -> ``(B,)`` finite; ``loss_terms`` -> finite scalar
     ``loss`` / ``recon`` / ``kl``, ``kl_per_dim`` ``(D,)``, ``capacity`` float or ``None``;
-    torch: the loss has a gradient; the same seed gives the same weights and loss. Returns
-    the model."""
+    torch: the loss has a gradient; JAX: ``loss_terms`` traces under ``jax.jit`` and its
+    loss has a finite, non-zero gradient in the ``nnx.Param`` weights; the same seed gives
+    the same weights and loss. Returns the model."""
     manager = _with_spec("models", spec, manager)
     if backend not in spec.backends:
         _fail(f"model {spec.name!r} has no {backend!r} factory: add it to ModelSpec.backends "
@@ -279,18 +280,17 @@ def _check_jax_model(spec: ModelSpec, manager: PluginManager, run: RunSpec, data
     b = len(images)
     x = jnp.asarray(images)
 
-    def build_and_score() -> tuple[Any, dict[str, Any]]:
-        model = spec.build("jax", run, data.image_shape, dataset=data)
+    def score(model: Any) -> dict[str, Any]:
         f = jnp.asarray(factors) if capability(model, "needs_factors") else None
-        return model, model.loss_terms(x, jnp.int32(0), key=jax.random.PRNGKey(run.seed), factors=f)
+        return model.loss_terms(x, jnp.int32(0), key=jax.random.PRNGKey(run.seed), factors=f)
 
-    model, terms = build_and_score()
+    model = spec.build("jax", run, data.image_shape, dataset=data)
     d = _latent_dim(name, model)
-    first = _check_terms(name, terms, d)
-    if "signals" not in terms:
-        _fail(f"model {name!r}: a JAX model's loss_terms must always return 'signals' (an empty dict when none)")
     f = jnp.asarray(factors) if capability(model, "needs_factors") else None
-    mu, logvar = model.encode(x, f)
+    out = model.encode(x, f)
+    if not (isinstance(out, tuple) and len(out) == 2):
+        _fail(f"model {name!r}: encode(x) must return a tuple (mu, logvar), got {type(out).__name__}")
+    mu, logvar = out
     if _shape(mu) != (b, d) or _shape(logvar) != (b, d):
         _fail(f"model {name!r}: encode(x) must return (mu, logvar), (B, D) = ({b}, {d}) each, got "
               f"{_shape(mu)}, {_shape(logvar)} (x is (B, H, W, C) = {tuple(x.shape)})")
@@ -298,14 +298,46 @@ def _check_jax_model(spec: ModelSpec, manager: PluginManager, run: RunSpec, data
     if _shape(logits) != (b, h, w, c):
         _fail(f"model {name!r}: decode(z) must return pixel logits (B, H, W, C) = ({b}, {h}, {w}, {c}), "
               f"got {_shape(logits)}")
-    if _shape(model.recon_errors(x, logits)) != (b,):
-        _fail(f"model {name!r}: recon_errors(x, logits) must return per-image NLL (B,) = ({b},)")
-    _, again = build_and_score()
+    errors = model.recon_errors(x, logits)
+    if _shape(errors) != (b,) or not bool(jnp.isfinite(errors).all()):
+        _fail(f"model {name!r}: recon_errors(x, logits) must be finite per-image NLL (B,) = ({b},) nats, "
+              f"got shape {_shape(errors)}")
+    terms = score(model)
+    first = _check_terms(name, terms, d)
+    if "signals" not in terms:
+        _fail(f"model {name!r}: a JAX model's loss_terms must always return 'signals' (an empty dict when none)")
+    _check_jax_gradient(name, model, x, f, jax.random.PRNGKey(run.seed))
+    again = score(spec.build("jax", run, data.image_shape, dataset=data))
     second = {k: _scalar(again[k], k, name) for k in ("loss", "recon", "kl")}
     if second != first:
         _fail(f"model {name!r}: not deterministic under a seed: loss_terms gave {first} then {second}; "
               f"initialise from spec.seed and draw noise from the key you are given")
     return model
+
+
+def _check_jax_gradient(name: str, model: Any, x: Any, factors: Any, key: Any) -> None:
+    """``loss_terms`` traced under ``jax.jit`` and differentiated with respect to the
+    model's ``nnx.Param`` leaves, as the JAX backend's training step does: it must trace,
+    and its gradient must be finite and not all zero."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from vaebench.plugins.backends.jax.backend import loss_and_grads
+
+    graphdef, params, others = nnx.split(model, nnx.Param, ...)
+    try:
+        grads, _, _ = jax.jit(loss_and_grads, static_argnums=0)(graphdef, params, others, x, jnp.int32(0), key, factors)
+    except Exception as exc:  # noqa: BLE001 - any tracing failure is the author's to fix
+        first = (str(exc).strip().splitlines() or [""])[0]
+        _fail(f"model {name!r}: loss_terms does not trace under jax.jit as training runs it "
+              f"({type(exc).__name__}: {first}); use jnp operations, no float()/.item()/Python if on array values")
+    leaves = [np.asarray(g) for g in jax.tree.leaves(grads)]
+    if not leaves or not any(np.any(g != 0) for g in leaves):
+        _fail(f"model {name!r}: loss_terms()['loss'] has no gradient with respect to the model's nnx.Param "
+              f"weights; keep the weights in nnx.Param (nnx.Linear, nnx.Conv) and compute the loss from them")
+    if not all(np.isfinite(g).all() for g in leaves):
+        _fail(f"model {name!r}: the gradient of loss_terms()['loss'] is not finite at initialisation")
 
 
 # ----------------------------------------------------------------- metrics

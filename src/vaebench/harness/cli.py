@@ -22,6 +22,7 @@ from vaebench.harness.output import (
     DEFAULT_REGISTRY,
     REGISTRY_HELP,
     console,
+    debug_traceback,
     err_console,
     fail,
     fmt as _fmt,
@@ -327,7 +328,8 @@ def _note_removed(removed: list[Path]) -> None:
 
 def _interrupted(exc: Any, reporter: Any, specs: list, registry: str, checkpoint_every: int,
                  again: str = "run the same command with --resume to finish the grid") -> None:
-    """After SIGINT / SIGTERM: one line saying what stopped and how to go on; exit 130 / 143."""
+    """After SIGINT / SIGTERM: one line saying what stopped and how to go on (with ``--debug``
+    the traceback of where it stopped first); exit 130 / 143."""
     from vaebench.harness.resumption import pick_up
     from vaebench.registry.query import recorded_status
 
@@ -335,6 +337,7 @@ def _interrupted(exc: Any, reporter: Any, specs: list, registry: str, checkpoint
 
     with interrupt.deferred(raise_on_exit=False):  # a second Ctrl-C does not cut this line short
         stopped = reporter.stop()
+        debug_traceback(f"interrupted by {exc.name}")
         recorded = recorded_status(registry)
         steps = [p.step for s in stopped if (p := pick_up(registry, s.run_id))]
     done = sum(1 for s in specs if s.run_id in recorded and recorded[s.run_id] != "failed")
@@ -639,13 +642,14 @@ def plugins(
 def new_plugin(
     name: str = typer.Argument(..., metavar="NAME", help="Plugin name: lower case, e.g. gauss."),
     directory: Optional[Path] = typer.Option(None, "--dir", help="Where to write it (default ./vaebench-NAME)."),
+    force: bool = typer.Option(False, "--force", help="Write into a non-empty --dir, overwriting the files the template writes (others are kept)."),
 ) -> None:
     """Write a ready plugin package (a model with its own hyperparameter, a metric, a dataset,
     tests using vaebench.testing) that installs with pip install -e and passes its tests."""
     from vaebench.harness.scaffold import ScaffoldError, new_plugin as write_plugin
 
     try:
-        target = write_plugin(name, directory)
+        target = write_plugin(name, directory, force=force)
     except ScaffoldError as exc:
         fail(str(exc))
     console.print(escape(f"wrote {target}: cd there, pip install -e '.[test]', pytest"))

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from vaebench.harness.messages import one_line
+from vaebench.harness.messages import debug_traceback, one_line
 from vaebench.plugins.contract import capability
 from vaebench.plugins.backends.base import ExecutionOptions
 from vaebench.plugins.manager import PluginManager
@@ -117,6 +117,7 @@ def score(ctx: EvaluationContext, metric_specs: Sequence[MetricSpec]) -> tuple[d
         except MetricUnavailable as exc:
             params[m.name] = {"unavailable": str(exc).strip().splitlines()[0] if str(exc).strip() else m.name}
         except Exception as exc:  # noqa: BLE001 - one broken metric must not lose the run
+            debug_traceback(f"metric {m.name} failed")
             params[m.name] = {"error": one_line(exc)}
     return values, params
 

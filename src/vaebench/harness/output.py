@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
-import traceback
 from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from vaebench.harness.messages import DEBUG_ENV, debug_enabled, debug_traceback
 from vaebench.registry import DEFAULT_REGISTRY
 
 # Piped output (files, CI logs) gets room for a leaderboard rather than Rich's 80 columns.
@@ -27,21 +26,10 @@ ARROWS = {"higher": "↑", "lower": "↓"}
 DIRECTION_TEXT = {"higher": "↑ higher is better", "lower": "↓ lower is better", "none": "no better direction"}
 
 
-#: Set (to anything but ``""`` / ``0``) for full tracebacks where the CLI prints one line;
-#: the global ``--debug`` option sets it (so worker processes see it too).
-DEBUG_ENV = "VAEBENCH_DEBUG"
-
-
-def debug_enabled() -> bool:
-    """``--debug`` given or ``VAEBENCH_DEBUG`` set: errors come with their traceback."""
-    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
-
-
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``error: message`` on stderr (one line) and exit with ``code`` (2: bad usage/input).
     With :func:`debug_enabled`, the traceback of the exception being handled comes first."""
-    if debug_enabled() and sys.exc_info()[1] is not None:
-        err_console.print(traceback.format_exc().rstrip(), markup=False, highlight=False, soft_wrap=True)
+    debug_traceback()
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 

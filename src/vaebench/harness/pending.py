@@ -26,7 +26,7 @@ import numpy as np
 from vaebench.harness import resumption
 from vaebench.harness.environment import environment
 from vaebench.harness.evaluation import evaluate, held_out, metrics_for
-from vaebench.harness.messages import one_line, storage_reason
+from vaebench.harness.messages import debug_traceback, one_line, storage_reason
 from vaebench.plugins.contract import capability
 from vaebench.plugins.backends import get_backend, interrupt
 from vaebench.plugins.backends.base import DeviceInfo, ExecutionOptions
@@ -115,6 +115,7 @@ def run_figures(trained: Any, dataset: Any, spec: RunSpec, kl: np.ndarray, param
         return write_run_figures(trained, images, kl.tolist(), out_dir, params.get("mig"), tuple(dataset.factor_names),
                                  seed=spec.seed)
     except Exception as exc:  # noqa: BLE001
+        debug_traceback(f"run {spec.run_id}: figures not written")
         execution.notes.append(f"figures not written ({one_line(exc)})")
         return {}
 
@@ -149,6 +150,7 @@ def run_one(
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - a failed run is recorded, the grid goes on
+        debug_traceback(f"run {spec.run_id} failed in training")
         return run.fail(registry, one_line(exc), reporter)
     return run.finish(trained, registry, reporter, metric_options)
 
@@ -212,6 +214,7 @@ class PendingRun:
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - a failed run is recorded, the grid goes on
+            debug_traceback(f"run {self.spec.run_id} failed")
             record["status"] = "failed"
             record["error"] = one_line(exc)
         return self._write(registry, reporter, notes)
@@ -228,6 +231,7 @@ class PendingRun:
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - a full disk must not lose the run's metrics
+            debug_traceback(f"run {spec.run_id}: checkpoint not written")
             store.remove_artifacts(registry, spec.run_id)
             execution.notes.append(f"{CHECKPOINT_NOT_WRITTEN} ({storage_reason(exc)})")
             return {}

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 from vaebench.harness import resumption, strategies
 from vaebench.harness.evaluation import metrics_for
-from vaebench.harness.messages import one_line
+from vaebench.harness.messages import debug_traceback, one_line
 from vaebench.harness.pending import PendingRun, Reporter, SilentReporter
 from vaebench.harness.plan import INT_MAX
 from vaebench.plugins.contract import capability
@@ -158,6 +158,7 @@ def continue_run(
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - recorded like any failed run
+        debug_traceback(f"run {spec.run_id} failed in training")
         return run.fail(registry, one_line(exc), reporter)
     return run.finish(trained, registry, reporter, metric_options)
 

@@ -55,14 +55,19 @@ def template_files() -> list[tuple[str, str]]:
     return out
 
 
-def new_plugin(name: str, directory: Path | str | None = None) -> Path:
+def new_plugin(name: str, directory: Path | str | None = None, force: bool = False) -> Path:
     """Write plugin ``name``'s package into ``directory`` (default ``./vaebench-NAME``);
     returns it. :class:`ScaffoldError` when the name is not usable or ``directory`` exists
-    and is not empty (nothing is overwritten)."""
+    and is not empty (nothing is overwritten) unless ``force``: then the files the
+    templates write are overwritten and every other file is left as it is (this is how
+    ``examples/vaebench-plugin-example`` is regenerated)."""
     subs = names(name)
     target = Path(directory) if directory is not None else Path.cwd() / subs["package"]
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise ScaffoldError(f"{target} exists and is not empty; choose another --dir")
+    if target.exists() and not target.is_dir():
+        raise ScaffoldError(f"{target} exists and is not a directory; choose another --dir")
+    if target.exists() and any(target.iterdir()) and not force:
+        raise ScaffoldError(f"{target} exists and is not empty; choose another --dir (or --force to overwrite "
+                            f"the files the template writes)")
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
     rendered = []
     for rel, text in template_files():

@@ -27,7 +27,7 @@ from dataclasses import replace
 from typing import Any, Sequence
 
 from vaebench.harness import resumption
-from vaebench.harness.messages import one_line
+from vaebench.harness.messages import debug_traceback, one_line
 from vaebench.harness.pending import PendingRun, run_one
 from vaebench.plugins.contract import capability
 from vaebench.plugins.backends import get_backend
@@ -148,6 +148,7 @@ def run_vectorized(specs, manager, registry, execution, metric_names, reporter, 
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - the group's runs are recorded as failed, the grid goes on
+            debug_traceback(f"runs {', '.join(s.run_id for s in group)} failed in training (one group)")
             records.extend(run.fail(registry, one_line(exc), reporter) for run in runs)
             continue
         group_notes = list(execution.notes)

@@ -168,8 +168,9 @@ class _Worker:
                 except interrupt.Interrupted:
                     raise
                 except Exception as exc:  # noqa: BLE001 - the parent records the run as failed
-                    from vaebench.harness.messages import one_line
+                    from vaebench.harness.messages import debug_traceback, one_line
 
+                    debug_traceback(f"run {run_id} failed in a worker")
                     outcome = ("error", run_id, one_line(exc))
                 run_id = None
                 self.send(*outcome)

@@ -1,5 +1,6 @@
-"""A β-VAE with a Gaussian likelihood: a torch model written against vaebench's
-``TorchModel`` protocol (its own small convolutional networks, nothing of vaebench's)."""
+"""A β-VAE with a Gaussian decoder: the ``TorchModel`` protocol of ``vaebench.plugin``."""
+
+import math
 
 import torch
 from torch import nn
@@ -7,41 +8,37 @@ from torch import nn
 from vaebench.plugin import RunSpec, TorchModel
 
 
-class MSEBetaVAE(nn.Module):
-    """Two strided convolutions and a dense layer each way; images ``(B, C, H, W)`` with H
-    and W divisible by 4. Reconstruction term: ½·squared error summed over pixels (the
-    Gaussian NLL with σ = 1, up to a constant); KL to N(0, I) weighted by ``beta``."""
+class GaussianDecoderVAE(nn.Module):
+    """MLP encoder / decoder (any image shape; ``--architecture`` is not read).
 
-    def __init__(self, image_shape: tuple[int, int, int], latent_dim: int, beta: float) -> None:
+    ``encode``: images ``(B, C, H, W)`` in [0, 1] -> ``(mu, logvar)`` ``(B, D)``;
+    ``decode``: ``(B, D)`` -> logits ``(B, C, H, W)`` (the mean image is their sigmoid);
+    reconstruction: the Gaussian NLL with standard deviation ``sigma``, nats per image.
+    """
+
+    def __init__(self, image_shape: tuple[int, int, int], latent_dim: int, beta: float, sigma: float) -> None:
         super().__init__()
         height, width, channels = image_shape
-        if height % 4 or width % 4:
-            raise ValueError(f"mse_beta_vae needs image sides divisible by 4, got {height} x {width}")
-        cells = 64 * (height // 4) * (width // 4)
+        pixels = height * width * channels
         self.latent_dim = latent_dim
         self.beta = beta
-        self.encoder = nn.Sequential(
-            nn.Conv2d(channels, 32, 4, 2, 1), nn.ReLU(), nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(),
-            nn.Flatten(), nn.Linear(cells, 256), nn.ReLU(), nn.Linear(256, 2 * latent_dim),
-        )
-        self.decoder = nn.Sequential(
-            nn.Linear(latent_dim, 256), nn.ReLU(), nn.Linear(256, cells), nn.ReLU(),
-            nn.Unflatten(1, (64, height // 4, width // 4)),
-            nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(32, channels, 4, 2, 1),
-        )
+        self.sigma = sigma
+        self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(pixels, 256), nn.ReLU(), nn.Linear(256, 2 * latent_dim))
+        self.decoder = nn.Sequential(nn.Linear(latent_dim, 256), nn.ReLU(), nn.Linear(256, pixels),
+                                     nn.Unflatten(1, (channels, height, width)))
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images ``(B, C, H, W)`` in [0, 1] -> ``(mu, logvar)``, ``(B, D)`` each."""
         mu, logvar = self.encoder(x).chunk(2, dim=1)
         return mu, logvar
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """``(B, D)`` -> pixel logits ``(B, C, H, W)`` (the mean image is their sigmoid)."""
         return self.decoder(z)
 
     def recon_errors(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """½·squared error summed over pixels, ``(B,)``."""
-        return 0.5 * (torch.sigmoid(logits) - x).pow(2).flatten(1).sum(1)
+        """Gaussian negative log-likelihood summed over pixels, ``(B,)`` nats."""
+        squared = ((torch.sigmoid(logits) - x) / self.sigma).pow(2)
+        per_pixel = 0.5 * squared + math.log(self.sigma) + 0.5 * math.log(2 * math.pi)
+        return per_pixel.flatten(1).sum(1)
 
     def loss_terms(self, x: torch.Tensor, step: int) -> dict:
         mu, logvar = self.encode(x)
@@ -53,6 +50,6 @@ class MSEBetaVAE(nn.Module):
 
 
 def build(spec: RunSpec, image_shape: tuple[int, int, int]) -> TorchModel:
-    if spec.architecture != "conv":
-        raise ValueError(f"mse_beta_vae has only the conv architecture, not {spec.architecture!r}")
-    return MSEBetaVAE(image_shape, spec.latent_dim, float(spec.beta))
+    """The factory ``ModelSpec.backends["torch"]`` names: reads β and the model's own σ."""
+    return GaussianDecoderVAE(image_shape, spec.latent_dim, float(spec.hyperparameter("beta", 1.0)),
+                              float(spec.hyperparameter("sigma")))
