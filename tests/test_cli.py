@@ -107,7 +107,7 @@ def test_resume_skips_recorded_runs(grid, cli):
     before = {f: f.stat().st_mtime_ns for f in (registry / "runs").glob("*.parquet")}
     result = cli("run", "--model", "beta_vae", "--betas", "1,8", "--seeds", "0,1", *TINY, "--registry", registry, "--resume")
     assert result.exit_code == 0
-    assert "4 run(s) already recorded" in result.stderr
+    assert "4 run(s) skipped: a finished attempt (ok or diverged) is recorded (--resume)" in result.stderr
     after = {f: f.stat().st_mtime_ns for f in (registry / "runs").glob("*.parquet")}
     assert before == after
 
@@ -119,7 +119,7 @@ def test_dry_run_and_a_rerun_say_which_points_are_already_recorded(grid, cli, tm
     shutil.copytree(grid[0] / "runs", registry / "runs")
     plan = ["run", "--model", "beta_vae", "--betas", "1,2", "--seeds", "0", *TINY, "--registry", registry, "--dry-run"]
     lines = cli(*plan).stdout.splitlines()
-    assert lines[0].endswith("(recorded: ok, will be replaced)") and "beta=1" in lines[0]
+    assert lines[0].endswith("(recorded: ok, a new attempt beside it)") and "beta=1" in lines[0]
     assert "beta=2" in lines[1] and "recorded" not in lines[1]
     assert cli(*plan, "--resume").stdout.splitlines()[0].endswith("(recorded: ok, skipped)")
     as_json = json.loads(cli(*plan, "--json").stdout)
@@ -127,8 +127,23 @@ def test_dry_run_and_a_rerun_say_which_points_are_already_recorded(grid, cli, tm
 
     again = cli("run", "--model", "beta_vae", "--betas", "1", "--seeds", "0", *TINY, "--registry", registry)
     assert again.exit_code == 0
-    assert "1 of them already recorded: retrained, and their records replaced (--resume skips them)" in again.stderr
-    assert len(list((registry / "runs").glob("*.parquet"))) == 4
+    assert ("1 of them already recorded: trained again as new attempts, the earlier records kept "
+            "(--resume skips them)") in again.stderr
+    assert len(list((registry / "runs").glob("*.parquet"))) == 5  # every attempt kept
+
+    # show lists the run's attempts; leaderboard and check count it once unless --attempts all
+    (rerun,) = json.loads(cli("run", "--model", "beta_vae", "--betas", "1", "--seeds", "0", *TINY,
+                              "--registry", registry, "--resume", "--dry-run", "--json").stdout)
+    shown = json.loads(cli("show", rerun["run_id"], "--json", "--registry", registry).stdout)
+    assert len(shown["attempts"]) == 2 and shown["attempts"][-1]["shown"] and shown["attempt"] == shown["attempts"][-1]["attempt"]
+    first = shown["attempts"][0]["attempt"]
+    assert json.loads(cli("show", f"{rerun['run_id']}.{first}", "--json", "--registry", registry).stdout)["attempt"] == first
+    assert "2 attempts" in cli("show", rerun["run_id"], "--registry", registry).stdout
+    board = ["leaderboard", "--by", "beta,seed", "--registry", registry, "--json"]
+    assert [r["n"] for r in json.loads(cli(*board).stdout) if r["beta"] == 1.0 and r["seed"] == 0] == [1]
+    assert [r["n"] for r in json.loads(cli(*board, "--attempts", "all").stdout) if r["beta"] == 1.0 and r["seed"] == 0] == [2]
+    bad = cli(*board, "--attempts", "newest")
+    assert bad.exit_code == 2 and "--attempts: choose from latest, all" in bad.stderr
 
 
 def test_show_prints_one_record(grid, cli):

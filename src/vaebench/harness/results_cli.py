@@ -16,6 +16,7 @@ import typer
 from rich.markup import escape
 
 from vaebench import api
+from vaebench.registry import ATTEMPTS
 from vaebench.harness.output import (
     ARROWS,
     DIRECTION_TEXT,
@@ -35,6 +36,9 @@ __all__ = ["check", "compare", "leaderboard", "query", "register", "report", "sh
 #: Every results command, in the order ``vaebench --help`` lists them.
 COMMANDS = ("leaderboard", "show", "query", "compare", "check", "report")
 
+ATTEMPTS_HELP = ("Which records of a run count: its latest finished attempt (latest) or every attempt "
+                 "of it (all: reruns, other machines).")
+
 SELECTION_HELP = (
     "key=value pairs (model, dataset, beta, seed, status, ...; comma-separated, ANDed) "
     "or run ids / unique prefixes, e.g. 'model=beta_vae,beta=4' or '3fa2c1'."
@@ -51,15 +55,16 @@ def _warn_skipped(skipped: list[tuple[Path, str]]) -> None:
         err_console.print(f"[yellow]warning:[/] skipped record file {escape(f'{path}: {reason}')}", highlight=False)
 
 
-def _open(registry: str, skipped: list[tuple[Path, str]] | None = None):
-    """The registry's locked read-only connection; files left out are warned about (and
-    appended to ``skipped`` when given), as are temporary files of writers that died."""
+def _open(registry: str, skipped: list[tuple[Path, str]] | None = None, attempts: str = "latest"):
+    """The registry's locked read-only connection (``runs``: each run's latest finished attempt,
+    or every attempt); files left out are warned about (and appended to ``skipped`` when
+    given), as are temporary files of writers that died."""
     from vaebench.registry.readonly import open_readonly
     from vaebench.registry.store import RegistryError, stale_temporaries
 
     _need_registry(registry)
     try:
-        con, left_out = open_readonly(registry)
+        con, left_out = open_readonly(registry, attempts=attempts)
     except RegistryError as exc:
         fail(str(exc))
     _warn_skipped(left_out)
@@ -88,12 +93,14 @@ def leaderboard(
     model: Optional[str] = typer.Option(None, "--model", help="Only runs of this model."),
     by: Optional[str] = typer.Option(None, "--by", help="Columns to group by, e.g. model,beta. \\[default: the run config minus seed]"),
     registry: str = typer.Option(DEFAULT_REGISTRY, "--registry", help=REGISTRY_HELP),
+    attempts: str = typer.Option("latest", "--attempts", help=ATTEMPTS_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON rows."),
 ) -> None:
     """Rank runs by a metric, aggregated over seeds (mean, std, n), with DuckDB."""
     plugins = manager()
     try:
-        result = api.leaderboard_result(registry, metric, names(by) if by else None, dataset, model, manager=plugins)
+        result = api.leaderboard_result(registry, metric, names(by) if by else None, dataset, model, manager=plugins,
+                                        attempts=attempts)
     except ValueError as exc:
         fail(str(exc))
     direction = result.direction
@@ -132,21 +139,29 @@ def leaderboard(
 
 # ---------------------------------------------------------------- show
 def show(
-    run_id: str = typer.Argument(..., metavar="RUN", help="Run id or a unique prefix of one."),
+    run_id: str = typer.Argument(..., metavar="RUN", help="Run id or a unique prefix of one; RUN.ATTEMPT for one attempt."),
     registry: str = typer.Option(DEFAULT_REGISTRY, "--registry", help=REGISTRY_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print the record as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the record as JSON (its attempts under \"attempts\")."),
 ) -> None:
-    """Print one run's record."""
+    """Print one run's record (its latest finished attempt) and the list of its attempts.
+
+    Every rerun of a spec (--force, new code, another machine) is kept as an attempt;
+    `vaebench show 3fa2c1.20261204T201500Z-9c1a2b` prints that one.
+    """
     from rich.table import Table
 
-    from vaebench.registry.store import RegistryError, read_record
+    from vaebench.registry.store import RegistryError, latest, read_attempts
 
     try:
-        record = read_record(registry, run_id)
+        attempts = read_attempts(registry, run_id)
     except RegistryError as exc:
         fail(str(exc))
+    record = latest(attempts)
+    summary = [{"attempt": r.get("attempt"), "status": r.get("status"), "finished_at": r.get("finished_at"),
+                "git_revision": (r.get("environment") or {}).get("git_revision"),
+                "vaebench": (r.get("provenance") or {}).get("vaebench"), "shown": r is record} for r in attempts]
     if as_json:
-        print_json(record)
+        print_json(record | {"attempts": summary})
         return
     table = Table(title=f"run {record['run_id']}", show_header=False)
     table.add_column("field", style="bold")
@@ -177,6 +192,14 @@ def show(
     for key, value in sorted((record.get("artifacts") or {}).items()):
         table.add_row(f"artifact.{key}", value)
     console.print(table)
+    if len(summary) > 1:
+        listing = Table(title=f"{len(summary)} attempts (oldest first; * shown above)")
+        for col in ("", "attempt", "status", "finished", "git revision", "vaebench"):
+            listing.add_column(col)
+        for row in summary:
+            listing.add_row("*" if row["shown"] else "", row["attempt"] or "(before attempts)", row["status"],
+                            fmt(row["finished_at"]), (row["git_revision"] or "")[:12], row["vaebench"] or "")
+        console.print(listing)
 
 
 # ---------------------------------------------------------------- query
@@ -319,6 +342,7 @@ def check(
     allow_unreadable: bool = typer.Option(
         False, "--allow-unreadable", help="Pass even when record files were left out (unreadable, invalid or duplicate)."
     ),
+    attempts: str = typer.Option("latest", "--attempts", help=ATTEMPTS_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per target."),
 ) -> None:
     """Check runs against targets; exit 1 when any target fails (for CI).
@@ -349,9 +373,11 @@ def check(
         parsed = tg.load_targets(targets, baseline=base is not None)
     except tg.TargetsError as exc:
         fail(str(exc))
+    if attempts not in ATTEMPTS:
+        fail(f"--attempts: choose from {', '.join(ATTEMPTS)}, not {attempts!r}")
     left_out: list[tuple[Path, str]] = []
-    con = _open(registry, left_out)
-    base_con = _open(baseline_registry, left_out) if baseline_registry is not None else None
+    con = _open(registry, left_out, attempts)
+    base_con = _open(baseline_registry, left_out, attempts) if baseline_registry is not None else None
     try:
         results = tg.check_targets(con, parsed, current, base, base_con)
     except ValueError as exc:

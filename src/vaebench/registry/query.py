@@ -32,6 +32,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vaebench.registry import ATTEMPTS
 from vaebench.registry.location import display, filesystem, is_remote
 from vaebench.registry.schema import (
     DEFAULT_LIKELIHOOD,
@@ -115,8 +116,6 @@ _VALID = ("(run_id IS NOT NULL AND regexp_full_match(run_id, '[0-9a-f]{6,64}') A
           + ", ".join(f"'{s}'" for s in STATUSES) + "))")
 #: The views and tables ``open_runs`` builds ``runs`` from (``readonly`` drops them).
 SOURCE_VIEWS = (_FILES_VIEW, "_vaebench_attempts")
-#: ``attempts``: which records of a run the ``runs`` view holds.
-ATTEMPTS = ("latest", "all")
 
 
 def _key(path: Path | str) -> str:
@@ -478,6 +477,7 @@ def leaderboard(
     dataset: str | None = None,
     model: str | None = None,
     descending: bool = True,
+    attempts: str = "latest",
 ) -> LeaderboardResult:
     """Rank groups of runs by the mean of one metric.
 
@@ -489,12 +489,13 @@ def leaderboard(
     counts as missing. A group whose runs all lack the metric still appears,
     with ``mean`` NULL and ``n`` 0, ranked last. Rows are ordered by ``mean``
     (descending unless ``descending=False``, NULLs last), then by the ``by``
-    columns. ``dataset`` / ``model`` filter exactly.
+    columns. ``dataset`` / ``model`` filter exactly. Each run counts once, with its latest
+    finished attempt; ``attempts="all"`` counts every attempt.
 
     Raises ``ValueError`` for a ``by`` column not in ``GROUPABLE_COLUMNS``.
     """
     _check_by(by)
-    con, skipped = open_runs(root)
+    con, skipped = open_runs(root, attempts=attempts)
     try:
         try:
             table = rank(con, metric, by, dataset, model, descending)
@@ -502,7 +503,7 @@ def leaderboard(
             # A file whose footer is fine but whose data is not only fails when
             # scanned: validate every file and try once more.
             con.close()
-            con, skipped = open_runs(root, validate=True)
+            con, skipped = open_runs(root, validate=True, attempts=attempts)
             table = rank(con, metric, by, dataset, model, descending)
     finally:
         con.close()

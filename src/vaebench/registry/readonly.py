@@ -129,21 +129,22 @@ def lock(con: duckdb.DuckDBPyConnection, memory_limit: str | int | None = None) 
 
 
 def open_readonly(
-    root: str | os.PathLike[str], memory_limit: str | int | None = None,
+    root: str | os.PathLike[str], memory_limit: str | int | None = None, attempts: str = "latest",
 ) -> tuple[duckdb.DuckDBPyConnection, Skipped]:
-    """An in-memory connection with a table ``runs`` (every readable record), locked, with
+    """An in-memory connection with a table ``runs`` (every readable record: each run's latest
+    finished attempt, or with ``attempts="all"`` every attempt), locked, with
     ``memory_limit`` (see :func:`lock`) for the queries that follow.
 
     Returns ``(connection, skipped files)``; the caller closes the connection.
     Raises :class:`RegistryError` when the registry cannot be read at all.
     """
-    con, skipped = open_runs(root)
+    con, skipped = open_runs(root, attempts=attempts)
     try:
         _materialise(con)
     except duckdb.Error:
         # A file with a good footer but bad data only fails when scanned.
         con.close()
-        con, skipped = open_runs(root, validate=True)
+        con, skipped = open_runs(root, validate=True, attempts=attempts)
         try:
             _materialise(con)
         except duckdb.Error as exc:
