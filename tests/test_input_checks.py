@@ -92,6 +92,27 @@ def test_run_refuses_before_training(tmp_path: Path, registry: Path, cli, given:
     assert snapshot(tmp_path) == before  # nothing trained, nothing written (registry and around it)
 
 
+#: Metric options a dry run refuses as the run itself does (built-in metrics; one check, in api.check_run_options).
+DRY_RUN_CASES: list[tuple[list[str], str]] = [
+    (["--metrics", "mig", "--metric-option", "mig.bogus=1"], "metric options: mig: unknown option(s) ['bogus']"),
+    (["--metrics", "mig", "--metric-option", "mig.bins=abc"], "metric options: mig: bins must be an integer, got 'abc'"),
+    (["--metrics", "kl", "--metric-option", "sap.n_jobs=1"], "metric 'sap' is not among the metrics of this run (kl)"),
+]
+
+
+@pytest.mark.parametrize(("given", "message"), DRY_RUN_CASES, ids=[" ".join(c[0]) for c in DRY_RUN_CASES])
+def test_dry_run_refuses_bad_metric_options_as_the_run_does(tmp_path: Path, registry: Path, cli, given: list[str],
+                                                             message: str) -> None:
+    before = snapshot(tmp_path)
+    base_args = [a for k, v in BASE.items() if k != "metrics" for a in ("--" + k.replace("_", "-"), v)]
+    dry = cli("run", *base_args, *given, "--registry", registry, "--dry-run")
+    assert dry.exit_code == 2, (dry.stdout, dry.stderr)
+    assert message in _one_line(dry) and dry.stdout == ""
+    real = cli("run", *base_args, *given, "--registry", registry)
+    assert (real.exit_code, real.stderr) == (2, dry.stderr)
+    assert snapshot(tmp_path) == before
+
+
 CONTINUE_CASES: list[tuple[list[str], str]] = [
     (["--steps", "99999999999999999999"], "would end past step 9223372036854775807, the largest int64"),
     (["--steps", "10", "--threads", "0"], "threads must be a whole number of CPU threads from 1 to 1024, got 0"),

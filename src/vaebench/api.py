@@ -84,13 +84,17 @@ def check_run_options(
     amp: str = "off",
     strategy: str = "auto",
     checkpoint_every: Any = 0,
+    metric_options: dict[str, dict[str, Any]] | None = None,
     manager: Any = None,
 ) -> None:
     """The option checks of ``vaebench run`` that need no dataset (made before a dry run
-    prints): the metric names exist, each spec's architecture is conv / mlp, ``amp`` and
+    prints): the metric names exist and suit the datasets, ``metric_options``
+    (``{metric: {key: value}}``) name metrics of the run and pass their checkers
+    (``runner.check_metric_options``), each spec's architecture is conv / mlp, ``amp`` and
     ``strategy`` are known, ``checkpoint_every`` is a whole number ≥ 0. Raises a one-line
     ``ValueError`` (``PlanError``, ``InputError``) or ``UnknownSpecError``."""
     from vaebench.harness.plan import PlanError
+    from vaebench.harness.runner import check_metric_options, selected_metrics
     from vaebench.harness.strategies import STRATEGIES
     from vaebench.harness.workers import forced_workers
     from vaebench.plugins.backends.base import AMP_MODES, amp_choices
@@ -100,6 +104,10 @@ def check_run_options(
     if metrics and list(metrics) != ["all"]:
         for name in metrics:
             manager.metric(name)
+    try:
+        check_metric_options(selected_metrics(specs, manager, metrics), metric_options)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     for arch in {s.architecture for s in specs}:
         if arch not in ("conv", "mlp"):
             raise PlanError(f"unknown architecture {arch!r} (available: conv, mlp)")
@@ -164,16 +172,14 @@ def prepare_grid(
     manager: Any = None,
 ) -> PreparedGrid:
     """Every check ``vaebench run`` makes before anything trains or is written, for the
-    planned ``specs``: options (:func:`check_run_options`), the metrics each dataset
-    supports and the weights they need (``fid_weights`` / ``lpips_weights``: paths, default
-    the environment and the cache), ``metric_options`` against the selected metrics and
-    their checkers, every dataset loaded (``runner.check_grid``), the registry writable
+    planned ``specs``: options (:func:`check_run_options`, ``metric_options`` included), the
+    weights the selected metrics need (``fid_weights`` / ``lpips_weights``: paths, default
+    the environment and the cache), every dataset loaded (``runner.check_grid``), the registry writable
     (stale temporary files of dead writers removed), each backend's device resolved.
 
     Raises a one-line ``ValueError`` (``InputError``, ``PlanError``, ``WeightsError``,
     ``DatasetError``, ``DeviceError``), ``UnknownSpecError`` or ``RegistryError``."""
-    from vaebench.harness.evaluation import metrics_for
-    from vaebench.harness.runner import check_grid
+    from vaebench.harness.runner import check_grid, selected_metrics
     from vaebench.plugins.backends.base import ExecutionOptions
     from vaebench.plugins.manager import plugin_manager
     from vaebench.plugins.metrics.weights import check_metric_weights
@@ -185,18 +191,13 @@ def prepare_grid(
     execution = ExecutionOptions(device=str(device), amp=str(amp), compile=bool(compile), threads=threads,
                                  eval_samples=eval_samples, checkpoint_every=checkpoint_every)
     check_run_options(specs, metrics=metrics, amp=amp, strategy=strategy, checkpoint_every=checkpoint_every,
-                      manager=manager)
-    selected = {m.name for ds in {s.dataset for s in specs}
-                for m in metrics_for(manager, manager.dataset(ds), metrics)}
-    options = check_metric_weights(sorted(selected), fid_weights, lpips_weights)
+                      metric_options=metric_options, manager=manager)
+    options = check_metric_weights(sorted(selected_metrics(specs, manager, metrics)), fid_weights, lpips_weights)
     for name, values in (metric_options or {}).items():
-        if name not in selected:
-            raise InputError(f"--metric-option: metric {name!r} is not among the metrics of this run "
-                             f"({', '.join(sorted(selected))})")
         options.setdefault(name, {}).update(values)
-    # Every dataset is loaded, and every check that needs one made (metric options, cvae's
-    # condition), before anything is written or announced; run_grid reuses them.
-    datasets = check_grid(specs, manager, metrics, options)
+    # Every dataset is loaded, and every check that needs one made (cvae's condition, the
+    # dataset protocol), before anything is written or announced; run_grid reuses them.
+    datasets = check_grid(specs, manager)
     removed = check_writable(registry)
     _resolve_devices([s.backend for s in specs], execution.device, manager)
     return PreparedGrid(specs, manager, registry, execution, metrics, options, datasets, bool(resume), strategy,

@@ -31,7 +31,9 @@ callable::
   RunSpec, image_shape: (H, W, C)) -> model``, reading its own hyperparameters with
   ``spec.hyperparameter(name)`` (each a grid axis: ``--hp sigma=0.1,0.3``); the model implements :class:`TorchModel`
   (an ``nn.Module``) or :class:`JaxModel` (an ``nnx.Module``). Optional members
-  (``needs_factors``, ``notes()``, ...) have the defaults those Protocols declare.
+  (``needs_factors``, ``notes()``, ...) have the defaults those Protocols declare. A model
+  declaring the plain name ``"beta"`` gets the β schedule's axes too (``--beta-schedule``,
+  ...) and applies them by reading β at each step with :func:`scheduled_beta`.
 - A **metric**: ``compute(ctx: EvaluationContext) -> MetricResult | dict[str, float]``;
   raise :class:`MetricUnavailable` when it cannot be computed here.
 - A **dataset**: ``DatasetSpec.load(path=None) -> FactorDataset``; raise
@@ -65,6 +67,7 @@ from vaebench.plugins.contract import (
 )
 from vaebench.plugins.datasets.base import DatasetError, FactorDataset
 from vaebench.plugins.metrics.context import EvaluationContext
+from vaebench.plugins.objectives import scheduled_beta
 from vaebench.plugins.runspec import RunSpec
 from vaebench.plugins.specs import (
     BackendSpec,
@@ -88,5 +91,5 @@ __all__ = [
     # models and backends
     "TorchModel", "JaxModel", "ModelCapabilities",
     "Backend", "VectorizedBackend", "BackendCapabilities", "TrainedModel",
-    "RunSpec", "ExecutionOptions", "DeviceInfo", "ResumePoint",
+    "RunSpec", "ExecutionOptions", "DeviceInfo", "ResumePoint", "scheduled_beta",
 ]

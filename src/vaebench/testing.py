@@ -163,7 +163,9 @@ def check_model(spec: ModelSpec, backend: str = "torch", *, manager: PluginManag
     ``loss`` / ``recon`` / ``kl``, ``kl_per_dim`` ``(D,)``, ``capacity`` float or ``None``;
     torch: the loss has a gradient; JAX: ``loss_terms`` traces under ``jax.jit`` and its
     loss has a finite, non-zero gradient in the ``nnx.Param`` weights; the same seed gives
-    the same weights and loss. Returns the model."""
+    the same weights and loss; a model given the β schedule's axes (the plain name ``"beta"``)
+    applies them: its loss at step 1 differs between a constant β and a linear warm-up, same
+    weights and batch (read β with ``vaebench.plugin.scheduled_beta``). Returns the model."""
     manager = _with_spec("models", spec, manager)
     if backend not in spec.backends:
         _fail(f"model {spec.name!r} has no {backend!r} factory: add it to ModelSpec.backends "
@@ -172,9 +174,35 @@ def check_model(spec: ModelSpec, backend: str = "torch", *, manager: PluginManag
                         dict(hyperparameters or {}))
     data = manager.dataset(dataset).loader()()
     images, factors = data.sample(batch_size, np.random.default_rng(seed))
+    schedules = _schedule_pair(run) if _reads_beta_schedule(manager, spec) else None
     if backend == "jax":
-        return _check_jax_model(spec, manager, run, data, images, factors)
-    return _check_torch_model(spec, run, data, images, factors)
+        return _check_jax_model(spec, manager, run, data, images, factors, schedules)
+    return _check_torch_model(spec, run, data, images, factors, schedules)
+
+
+def _reads_beta_schedule(manager: PluginManager, spec: ModelSpec) -> bool:
+    """Whether the model is given the β schedule's axes (a plain ``"beta"`` brings them)."""
+    from vaebench.harness.axes import axis_table
+
+    return "beta_schedule" in axis_table(manager).reads.get(spec.name, {})
+
+
+def _schedule_pair(run: RunSpec) -> tuple[RunSpec, RunSpec]:
+    """``run`` under a constant β and under a linear warm-up from 0 over the run's steps (β at
+    step 1: β / steps), with β > 0 so that the two differ."""
+    constant = replace(run, beta=run.beta or 1.0, beta_schedule=None, beta_start=None, beta_warmup_steps=None,
+                       beta_cycles=None)
+    return constant, replace(constant, beta_schedule="linear", beta_start=0.0, beta_warmup_steps=run.steps)
+
+
+def _check_schedule_applied(name: str, constant: dict[str, Any], linear: dict[str, Any]) -> None:
+    """Fail when the loss is the same under a constant β and a linear warm-up (with a KL > 0)."""
+    loss_c, loss_l = _scalar(constant["loss"], "loss", name), _scalar(linear["loss"], "loss", name)
+    if loss_c == loss_l and _scalar(constant["kl"], "kl", name) > 0:
+        _fail(f"model {name!r} declares 'beta', which gives it the β schedule (--beta-schedule, --beta-start, "
+              f"--beta-warmup-steps, --beta-cycles), but its loss at step 1 is {loss_c} under a constant β and "
+              f"under a linear warm-up alike: read β at each step with vaebench.plugin.scheduled_beta(spec, step) "
+              f"in loss_terms, or declare its own Hyperparameter('beta', ...) so that no schedule is offered")
 
 
 def _check_terms(name: str, terms: Any, latent_dim: int) -> dict[str, float]:
@@ -210,7 +238,8 @@ def _latent_dim(name: str, model: Any) -> int:
     return d
 
 
-def _check_torch_model(spec: ModelSpec, run: RunSpec, data: Any, images: np.ndarray, factors: np.ndarray) -> Any:
+def _check_torch_model(spec: ModelSpec, run: RunSpec, data: Any, images: np.ndarray, factors: np.ndarray,
+                       schedules: tuple[RunSpec, RunSpec] | None = None) -> Any:
     import torch
 
     from vaebench.plugins.contract import capability
@@ -219,17 +248,17 @@ def _check_torch_model(spec: ModelSpec, run: RunSpec, data: Any, images: np.ndar
     h, w, c = data.image_shape
     b = len(images)
 
-    def build() -> Any:
+    def build(of: RunSpec = run) -> Any:
         torch.manual_seed(run.seed)
-        model = spec.build("torch", run, data.image_shape, dataset=data)
+        model = spec.build("torch", of, data.image_shape, dataset=data)
         if not isinstance(model, torch.nn.Module):
             _fail(f"model {name!r}: the torch factory must return a torch.nn.Module, got {type(model).__name__}")
         return model
 
-    def score(model: Any) -> dict[str, Any]:
+    def score(model: Any, step: int = 0) -> dict[str, Any]:
         torch.manual_seed(run.seed + 1)
         extra = {"factors": torch.from_numpy(factors)} if capability(model, "needs_factors") else {}
-        return model.loss_terms(x, 0, **extra)
+        return model.loss_terms(x, step, **extra)
 
     x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
     model = build()
@@ -265,11 +294,16 @@ def _check_torch_model(spec: ModelSpec, run: RunSpec, data: Any, images: np.ndar
     if second != first:
         _fail(f"model {name!r}: not deterministic under a seed: loss_terms gave {first} then {second}; draw all "
               f"randomness from torch's global generator (the backend seeds it), not numpy/random or a clock")
+    if schedules is not None:
+        constant, linear = build(schedules[0]), build(schedules[1])
+        linear.load_state_dict(constant.state_dict())  # the same weights: only β may differ
+        with torch.no_grad():
+            _check_schedule_applied(name, score(constant, 1), score(linear, 1))
     return model
 
 
 def _check_jax_model(spec: ModelSpec, manager: PluginManager, run: RunSpec, data: Any, images: np.ndarray,
-                     factors: np.ndarray) -> Any:
+                     factors: np.ndarray, schedules: tuple[RunSpec, RunSpec] | None = None) -> Any:
     import jax
     import jax.numpy as jnp
 
@@ -280,9 +314,9 @@ def _check_jax_model(spec: ModelSpec, manager: PluginManager, run: RunSpec, data
     b = len(images)
     x = jnp.asarray(images)
 
-    def score(model: Any) -> dict[str, Any]:
+    def score(model: Any, step: int = 0) -> dict[str, Any]:
         f = jnp.asarray(factors) if capability(model, "needs_factors") else None
-        return model.loss_terms(x, jnp.int32(0), key=jax.random.PRNGKey(run.seed), factors=f)
+        return model.loss_terms(x, jnp.int32(step), key=jax.random.PRNGKey(run.seed), factors=f)
 
     model = spec.build("jax", run, data.image_shape, dataset=data)
     d = _latent_dim(name, model)
@@ -312,6 +346,10 @@ def _check_jax_model(spec: ModelSpec, manager: PluginManager, run: RunSpec, data
     if second != first:
         _fail(f"model {name!r}: not deterministic under a seed: loss_terms gave {first} then {second}; "
               f"initialise from spec.seed and draw noise from the key you are given")
+    if schedules is not None:
+        # weights from the schedules' seed = run.seed: only β may differ
+        _check_schedule_applied(name, score(spec.build("jax", schedules[0], data.image_shape, dataset=data), 1),
+                                score(spec.build("jax", schedules[1], data.image_shape, dataset=data), 1))
     return model
 
 

@@ -116,7 +116,7 @@ def _load_config(path: Path, table: Any) -> tuple[dict[str, Any], dict[str, Any]
 def _metric_options(table: Any, given: list[str] | None) -> dict[str, dict[str, Any]]:
     """``--metric-option METRIC.KEY=VALUE`` (and a config's ``metric_options`` table) ->
     ``{metric: {key: value}}``; values are read as JSON (numbers, true/false) or kept as text.
-    ``api.prepare_grid`` checks them against the metrics of the run."""
+    ``api.check_run_options`` checks them against the metrics of the run (a dry run too)."""
     out: dict[str, dict[str, Any]] = {}
     if table is not None:
         if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
@@ -216,8 +216,10 @@ def run(
             manager=manager, **axes,
         )
         metric_names = _names(opts["metrics"]) if opts.get("metrics") else None
+        metric_options = _metric_options(opts.get("metric_options"), opts.get("metric_option"))
         api.check_run_options(specs, metrics=metric_names, amp=opts["amp"], strategy=opts["strategy"],
-                              checkpoint_every=opts.get("checkpoint_every") or 0, manager=manager)
+                              checkpoint_every=opts.get("checkpoint_every") or 0, metric_options=metric_options,
+                              manager=manager)
     except (PlanError, UnknownSpecError, api.InputError) as exc:
         fail(str(exc))
 
@@ -253,7 +255,7 @@ def run(
             specs, registry=opts["registry"], metrics=metric_names, resume=resume, device=str(opts["device"]),
             amp=str(opts["amp"]), compile=bool(opts.get("compile") or False), threads=opts.get("threads"),
             eval_samples=opts["eval_samples"], strategy=opts["strategy"],
-            metric_options=_metric_options(opts.get("metric_options"), opts.get("metric_option")),
+            metric_options=metric_options,
             checkpoint_every=opts.get("checkpoint_every") or 0, fid_weights=opts.get("fid_weights"),
             lpips_weights=opts.get("lpips_weights"), manager=manager,
         )

@@ -38,31 +38,27 @@ class GridResult:
     strategy: str = "sequential"
 
 
-def check_grid(
-    specs: Sequence[RunSpec],
-    manager: PluginManager,
-    metric_names: Sequence[str] | None = None,
-    metric_options: Mapping[str, Mapping[str, Any]] | None = None,
-    datasets: Mapping[tuple[str, str | None], Any] | None = None,
-) -> dict[tuple[str, str | None], Any]:
-    """The checks of a grid that need its metrics and datasets, made before anything trains
-    (``api.prepare_grid`` calls it for ``vaebench run`` and ``api.run_grid``): the metrics suit each dataset
-    (:func:`metrics_for`); ``metric_options`` (``{metric: {key: value}}``) name metrics of
-    this run and pass each metric's own checker (``MetricSpec.options``), rather than
-    dropping the metric from every run after training; each spec fits its dataset (a model
-    reading ``condition`` conditions on one of the dataset's factors); each dataset keeps
-    the dataset protocol on a small sample (``datasets.base.check_sample``: image axes and
-    range, factor columns).
-
-    Loads the datasets ``datasets`` (keyed by ``(name, path)``) lacks and returns them all.
-    Raises a one-line ``ValueError`` (``DatasetError`` for a dataset that cannot be loaded).
-    """
+def selected_metrics(specs: Sequence[RunSpec], manager: PluginManager,
+                     metric_names: Sequence[str] | None = None) -> dict[str, MetricSpec]:
+    """The metrics a grid computes, by name: those of ``metric_names`` (``None``: the default
+    ones, ``["all"]``: all) that suit at least one of the specs' datasets
+    (:func:`metrics_for`; a named metric unfit for a dataset is a one-line ``ValueError``).
+    Needs no dataset loaded."""
     selected: dict[str, MetricSpec] = {}
     for name in dict.fromkeys(s.dataset for s in specs):
         selected.update((m.name, m) for m in metrics_for(manager, manager.dataset(name), metric_names))
+    return selected
+
+
+def check_metric_options(selected: Mapping[str, MetricSpec], metric_options: Mapping[str, Any] | None) -> None:
+    """``metric_options`` (``{metric: {key: value}}``, ``--metric-option``) name metrics of
+    this run (``selected``, :func:`selected_metrics`) and pass each metric's own checker
+    (``MetricSpec.options``), rather than dropping the metric from every run after training.
+    The one home of this check: ``api.check_run_options`` makes it, before a dry run prints
+    and before anything trains. Raises a one-line ``ValueError``."""
     for metric, given in (metric_options or {}).items():
         if metric not in selected:
-            raise ValueError(f"metric options: metric {metric!r} is not among the metrics of this run "
+            raise ValueError(f"--metric-option: metric {metric!r} is not among the metrics of this run "
                              f"({', '.join(sorted(selected)) or 'none'})")
         if not isinstance(given, Mapping):
             raise ValueError(f"metric options: {metric!r} must map option names to values, got {given!r}")
@@ -70,6 +66,23 @@ def check_grid(
             selected[metric].check_options(given)
         except ValueError as exc:
             raise ValueError(f"metric options: {one_line(exc)}") from None
+
+
+def check_grid(
+    specs: Sequence[RunSpec],
+    manager: PluginManager,
+    datasets: Mapping[tuple[str, str | None], Any] | None = None,
+) -> dict[tuple[str, str | None], Any]:
+    """The checks of a grid that need its datasets, made before anything trains
+    (``api.prepare_grid`` calls it for ``vaebench run`` and ``api.run_grid``; the metric
+    options are checked before, without datasets: :func:`check_metric_options`): each spec
+    fits its dataset (a model reading ``condition`` conditions on one of the dataset's
+    factors); each dataset keeps the dataset protocol on a small sample
+    (``datasets.base.check_sample``: image axes and range, factor columns).
+
+    Loads the datasets ``datasets`` (keyed by ``(name, path)``) lacks and returns them all.
+    Raises a one-line ``ValueError`` (``DatasetError`` for a dataset that cannot be loaded).
+    """
     loaded = dict(datasets or {})
     for key in dict.fromkeys((s.dataset, s.dataset_path) for s in specs):
         if key not in loaded:

@@ -129,6 +129,24 @@ def beta_at(step: Any, hp: dict[str, Any]) -> Any:
     raise ValueError(f"unknown beta schedule {schedule!r} (use {', '.join(BETA_SCHEDULES)})")
 
 
+def scheduled_beta(spec: Any, step: Any, default: float | None = None) -> Any:
+    """β at optimisation ``step`` (1-based) of the run ``spec`` (a ``RunSpec``), under the
+    run's β schedule (``--beta-schedule``, ``--beta-start``, ...): :func:`beta_at` of
+    :func:`beta_hyperparameters`, the rule the built-in models apply; ``default`` is the
+    target β of a run without one (as in ``spec.hyperparameter("beta", default)``). A Python
+    float for an int ``step``; an array scalar for an array step (traceable by ``jax.jit``).
+    Public as ``vaebench.plugin.scheduled_beta``: a plugin model declaring the plain name
+    ``"beta"`` reads β with it in ``loss_terms``. A one-line ``ValueError`` when the run has
+    no β and no ``default`` is given."""
+    hp = beta_hyperparameters(spec)
+    if hp["beta"] is None:
+        if default is None:
+            raise ValueError(f"model {getattr(spec, 'model', '?')!r}: β is unset; give it a default "
+                             "(ModelSpec(defaults={'beta': 1.0}) or scheduled_beta(spec, step, default=1.0))")
+        hp = {**hp, "beta": default}
+    return beta_at(step, hp)
+
+
 def tcvae_loss(recon: T, mi: T, tc: T, dwkl: T, beta: float, alpha: float = 1.0, gamma: float = 1.0) -> T:
     """β-TCVAE (Chen et al. 2018): recon + α·MI + β·TC + γ·dim-wise KL (α = γ = 1 here)."""
     return recon + alpha * mi + beta * tc + gamma * dwkl

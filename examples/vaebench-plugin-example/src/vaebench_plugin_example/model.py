@@ -5,7 +5,7 @@ import math
 import torch
 from torch import nn
 
-from vaebench.plugin import RunSpec, TorchModel
+from vaebench.plugin import RunSpec, TorchModel, scheduled_beta
 
 
 class GaussianDecoderVAE(nn.Module):
@@ -16,12 +16,12 @@ class GaussianDecoderVAE(nn.Module):
     reconstruction: the Gaussian NLL with standard deviation ``sigma``, nats per image.
     """
 
-    def __init__(self, image_shape: tuple[int, int, int], latent_dim: int, beta: float, sigma: float) -> None:
+    def __init__(self, image_shape: tuple[int, int, int], latent_dim: int, spec: RunSpec, sigma: float) -> None:
         super().__init__()
         height, width, channels = image_shape
         pixels = height * width * channels
         self.latent_dim = latent_dim
-        self.beta = beta
+        self.spec = spec  # the run: β and its schedule, read at each step in loss_terms
         self.sigma = sigma
         self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(pixels, 256), nn.ReLU(), nn.Linear(256, 2 * latent_dim))
         self.decoder = nn.Sequential(nn.Linear(latent_dim, 256), nn.ReLU(), nn.Linear(256, pixels),
@@ -46,10 +46,10 @@ class GaussianDecoderVAE(nn.Module):
         recon = self.recon_errors(x, self.decode(z)).mean()
         kl_per_dim = (0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0)).mean(0)
         kl = kl_per_dim.sum()
-        return {"loss": recon + self.beta * kl, "recon": recon, "kl": kl, "kl_per_dim": kl_per_dim, "capacity": None}
+        beta = scheduled_beta(self.spec, step)  # β at this step, under --beta-schedule (vaebench's rule)
+        return {"loss": recon + beta * kl, "recon": recon, "kl": kl, "kl_per_dim": kl_per_dim, "capacity": None}
 
 
 def build(spec: RunSpec, image_shape: tuple[int, int, int]) -> TorchModel:
-    """The factory ``ModelSpec.backends["torch"]`` names: reads β and the model's own σ."""
-    return GaussianDecoderVAE(image_shape, spec.latent_dim, float(spec.hyperparameter("beta", 1.0)),
-                              float(spec.hyperparameter("sigma")))
+    """The factory ``ModelSpec.backends["torch"]`` names: the run (for β) and the model's own σ."""
+    return GaussianDecoderVAE(image_shape, spec.latent_dim, spec, float(spec.hyperparameter("sigma")))
