@@ -138,7 +138,7 @@ def test_records_have_the_registry_schema(backend, tmp_path, torch_cpu_state):
     for spec, record in zip(specs, result.records):
         assert record["status"] == "ok", (spec.model, record["error"])
         assert record["backend"] == backend and record["model"] == spec.model
-        schema = pq.read_schema(tmp_path / "runs" / f"{spec.run_id}.parquet")
+        schema = pq.read_schema(tmp_path / "runs" / f"{spec.run_id}.{record['attempt']}.parquet")
         assert schema.remove_metadata().equals(RECORD_SCHEMA.remove_metadata()), (spec.model, schema)
         assert {"reconstruction", "kl"} <= set(record["metrics"])
         assert [set(h) for h in record["history"]] == [{"step", "loss", "recon", "kl", "capacity"}] * 4

@@ -260,6 +260,16 @@ def test_reconstruction_is_never_ranked_across_likelihoods(mixed_registry, cli):
     assert row["delta"] is None and row["better"] is None and "bernoulli, gaussian" in row["note"]
     assert next(r for r in cmp["metrics"] if r["metric"] == "kl")["delta"] is not None
     assert next(c for c in cmp["config"] if c["column"] == "likelihood")["differs"]
+    # the report ranks it the same way, and says so
+    res = cli("report", "--metric", "reconstruction", "--out", registry / "rec", "--registry", registry)
+    assert res.exit_code == 0, res.output
+    from vaebench.harness.report.gather import gather
+
+    board = gather(registry, metric="reconstruction")
+    assert board.board_columns[0] == "likelihood" and [r["likelihood"] for r in board.board] == ["bernoulli", "gaussian"]
+    md = (registry / "rec" / "report.md").read_text()
+    assert "reconstruction is ranked within each likelihood (bernoulli, gaussian)" in md
+    assert gather(registry, metric="kl").board_note == "" and "likelihood" not in gather(registry, metric="kl").board_columns
 
 
 def test_a_record_without_likelihood_reads_as_bernoulli(mixed_registry, tmp_path):
@@ -268,7 +278,7 @@ def test_a_record_without_likelihood_reads_as_bernoulli(mixed_registry, tmp_path
     from vaebench.registry import query
 
     registry, records = mixed_registry
-    src = next(registry.rglob(f"{records[1]['run_id']}.parquet"))
+    src = next(registry.rglob(f"{records[1]['run_id']}.*.parquet"))
     old = tmp_path / "old"
     (old / src.parent.relative_to(registry)).mkdir(parents=True)
     table = pq.read_table(src)

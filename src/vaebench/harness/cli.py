@@ -316,7 +316,9 @@ def _warn_unreadable(unreadable: list[tuple[Path, str]], specs: list[Any], resum
     their record cannot be read."""
     for path, reason in unreadable:
         err_console.print(f"[yellow]warning:[/] skipped record file {escape(f'{path}: {reason}')}", highlight=False)
-    ids = {path.stem for path, _ in unreadable}
+    from vaebench.registry.store import base_name
+
+    ids = {base_name(path).split(".", 1)[0] for path, _ in unreadable}
     again = [s.run_id for s in specs if s.run_id in ids]
     if again and resume:
         err_console.print(f"[yellow]warning:[/] {len(again)} grid point(s) have an unreadable record and are "

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vaebench.harness.compare import CONFIG_COLUMNS, summarise_metric
+from vaebench.registry.schema import DEFAULT_LIKELIHOOD
 from vaebench.harness.metric_info import MetricInfo, metric_info
 from vaebench.harness.output import fmt
 from vaebench.registry.selection import Selection, check_prefixes, fetch_runs, parse_selection
@@ -56,6 +57,8 @@ class Gathered:
     #: ``targets.TargetResult`` verdicts; ``targets_file`` is ``None`` when no targets were given
     verdicts: list[Any] = field(default_factory=list)
     targets_file: str | None = None
+    #: one line on the leaderboard's order (a reconstruction metric ranked within each likelihood), or ""
+    board_note: str = ""
 
     @property
     def disentangle(self) -> list[str]:
@@ -109,12 +112,18 @@ def gather(
             raise ReportError(f"--metric: {metric!r} is not among the selected runs' metrics "
                               f"({', '.join(metrics) or 'none'})")
         order = metric or (metrics[0] if metrics else None)
-        board_cols, board = leaderboard_rows(con, sel, metrics, order, info.direction)
+        mixed = sorted({str(r.get("likelihood") or DEFAULT_LIKELIHOOD) for r in runs
+                        if r.get("status") == "ok" and order in (r.get("metrics") or {})})
+        mixed = mixed if order is not None and info.category(order) == "reconstruction" and len(mixed) > 1 else []
+        board_cols, board = leaderboard_rows(con, sel, metrics, order, info.direction, by_likelihood=bool(mixed))
+        # the leaderboard's own words (api.leaderboard_result)
+        board_note = (f"{order} is ranked within each likelihood ({', '.join(mixed)}): their negative "
+                      f"log-likelihoods have different units") if mixed else ""
         verdicts = tg.check_targets(con, parsed, sel, base_sel) if parsed is not None else []
     finally:
         con.close()
     return Gathered(root=root, selection=sel, runs=runs, skipped=skipped, groups=groups, info=info,
-                    order=order, board_columns=board_cols, board=board, verdicts=verdicts,
+                    order=order, board_columns=board_cols, board=board, verdicts=verdicts, board_note=board_note,
                     targets_file=None if parsed is None else str(targets))
 
 
@@ -188,26 +197,33 @@ def tradeoff_series(runs: Sequence[Mapping[str, Any]], metric: str) -> dict[str,
 
 
 def leaderboard_rows(con: Any, selection: Selection, metrics: Sequence[str], order_by: str | None,
-           direction: Callable[[str], str]) -> tuple[list[str], list[dict[str, Any]]]:
+           direction: Callable[[str], str], by_likelihood: bool = False) -> tuple[list[str], list[dict[str, Any]]]:
     """Leaderboard rows over ``selection``: group columns, ``runs``, ``n_diverged`` and per metric
-    ``{mean, std, n, tier}``; ordered as ``vaebench leaderboard --metric order_by`` orders them."""
+    ``{mean, std, n, tier}``; ordered as ``vaebench leaderboard --metric order_by`` orders them
+    (with ``by_likelihood``: grouped by the model's likelihood first, each group in the metric's
+    order, as the leaderboard ranks a reconstruction metric over several likelihoods)."""
     from vaebench.harness.targets import tier
     from vaebench.registry.query import DEFAULT_BY, rank
 
+    by = ("likelihood", *DEFAULT_BY) if by_likelihood else DEFAULT_BY
     first = order_by or (metrics[0] if metrics else "mig")
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
     for metric in dict.fromkeys([first, *metrics]):
-        table = rank(con, metric, DEFAULT_BY, descending=direction(metric) != "lower", selection=selection)
+        table = rank(con, metric, by, descending=direction(metric) != "lower", selection=selection)
         for row in table.to_pylist():
-            key = tuple(row[c] for c in DEFAULT_BY)
-            entry = rows.setdefault(key, {**{c: row[c] for c in DEFAULT_BY}, "runs": len(row["seeds"]),
+            key = tuple(row[c] for c in by)
+            entry = rows.setdefault(key, {**{c: row[c] for c in by}, "runs": len(row["seeds"]),
                                           "n_diverged": row["n_diverged"], "metrics": {}})
             entry["metrics"][metric] = {"mean": row["mean"], "std": row["std"], "n": row["n"],
                                         "tier": tier(metric, row["mean"])}
     # Unset columns only take width; so do the dataset columns when one dataset is reported (the header names it).
     columns = [c for c in BOARD_COLUMNS if any(r[c] is not None for r in rows.values())
                and not (c in ("dataset", "dataset_variant") and len({r[c] for r in rows.values()}) == 1)]
-    return columns, list(rows.values())
+    ordered = list(rows.values())
+    if by_likelihood:  # a stable sort: each likelihood's rows keep the metric's order
+        columns.insert(0, "likelihood")
+        ordered.sort(key=lambda r: str(r["likelihood"]))
+    return columns, ordered
 
 
 def capacity_runs(runs: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:

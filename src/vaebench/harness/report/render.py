@@ -178,8 +178,11 @@ def blocks(data: Gathered, figures: Figures, out: Path, direction: Callable[[str
         page.append(Block("para", f"Mean ± sample std over the ok runs of each configuration (vaebench leaderboard's "
                                   f"numbers), ordered by {order} ({DIRECTION_TEXT.get(direction(order), '')}). "
                                   f"(n=k): fewer runs have that metric. Tiers are those the metric plugins declare."))
+    if data.board_note:
+        page.append(Block("note", data.board_note))
+        notes.append(data.board_note)
     board_cols = data.board_columns
-    label_cols = [i for i, c in enumerate(board_cols) if c in ("model", "dataset", "dataset_variant", "config_id")]
+    label_cols = [i for i, c in enumerate(board_cols) if c in ("likelihood", "model", "dataset", "dataset_variant", "config_id")]
     for group, names in [(GROUP_TITLES.get(c, c), n) for c, n in data.groups] or [("", [])]:
         rows = []
         for row in data.board:
