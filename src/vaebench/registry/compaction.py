@@ -192,9 +192,10 @@ def compact(root: str | os.PathLike[str], *, dry_run: bool = False) -> CompactRe
         result.records += table.num_rows
         replaced.update(files)
     # A file with rows in a partition that is not rewritten stays (its rows there must not go).
-    keep = {fid for fid, parts in file_partitions.items() if parts & blocked}
-    for fid in keep & set(replaced):
-        result.left.append((replaced.pop(fid).path, "holds records of a partition with conflicting copies"))
+    by_id = {id(r): r for r in usable}
+    for fid in sorted((f for f, parts in file_partitions.items() if parts & blocked), key=lambda f: str(by_id[f].path)):
+        replaced.pop(fid, None)
+        result.left.append((by_id[fid].path, "holds records of a partition with conflicting copies"))
     result.partitions = len(todo)
     if dry_run:
         result.written = [f"{location.join(root, 'runs', COMPACTED, part)}/part-*.parquet" for part in todo]

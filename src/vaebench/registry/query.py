@@ -308,7 +308,14 @@ def open_runs(
     if attempts not in ATTEMPTS:
         raise ValueError(f"attempts must be one of {', '.join(ATTEMPTS)}, not {attempts!r}")
     for tries_left in range(LIST_AGAIN, -1, -1):
-        con, skipped = _open_runs_once(root, validate, attempts)
+        files = run_files(root)
+        try:
+            con, skipped = _open_runs_once(root, files, validate, attempts)
+        except RegistryError:
+            if tries_left == 0 or all(_exists(path) for path in files):
+                raise
+            _forget_listing(root)
+            continue
         vanished = [path for path, _ in skipped if not _exists(path)]
         if not vanished or tries_left == 0:
             return con, skipped
@@ -343,10 +350,9 @@ def _forget_listing(root: str | os.PathLike[str]) -> None:
 
 
 def _open_runs_once(
-    root: str | os.PathLike[str], validate: bool, attempts: str
+    root: str | os.PathLike[str], files: Sequence[Path | str], validate: bool, attempts: str
 ) -> tuple[duckdb.DuckDBPyConnection, Skipped]:
-    """One listing and reading of :func:`open_runs`."""
-    files = run_files(root)
+    """One reading of the listed ``files`` for :func:`open_runs`."""
     # No progress bar: DuckDB draws one on stdout for queries over ~2 s, which would
     # mix into `query --json` / leaderboard output.
     con = duckdb.connect(":memory:")
