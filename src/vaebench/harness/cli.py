@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from vaebench import api
-from vaebench.harness import results_cli
+from vaebench.harness import registry_cli, results_cli
 from vaebench.harness.output import (
     DEBUG_ENV,
     DEFAULT_REGISTRY,
@@ -710,6 +710,7 @@ def list_specs(
 
 
 results_cli.register(app, ("query", "compare", "check", "report"))
+registry_cli.register(app)
 
 
 def main() -> None:

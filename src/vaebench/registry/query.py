@@ -297,10 +297,61 @@ def open_runs(
     the view is built over the good files only. An empty registry gives an
     empty ``runs`` view with the ``RECORD_SCHEMA`` columns. The caller closes
     the connection.
+
+    A file that vanishes between listing and reading (``vaebench registry compact``
+    replaced it) is not left out: the files are listed again (up to :data:`LIST_AGAIN`
+    times), so a reader during compaction sees every record exactly once. A file that
+    vanishes after ``open_runs`` returns makes the first query raise ``duckdb.Error``;
+    callers open again then (as :func:`leaderboard` does).
     """
     if attempts not in ATTEMPTS:
         raise ValueError(f"attempts must be one of {', '.join(ATTEMPTS)}, not {attempts!r}")
-    files = run_files(root)
+    for tries_left in range(LIST_AGAIN, -1, -1):
+        files = run_files(root)
+        try:
+            con, skipped = _open_runs_once(root, files, validate, attempts)
+        except RegistryError:
+            if tries_left == 0 or all(_exists(path) for path in files):
+                raise
+            _forget_listing(root)
+            continue
+        vanished = [path for path, _ in skipped if not _exists(path)]
+        if not vanished or tries_left == 0:
+            return con, skipped
+        # A file was removed between listing and reading (``registry compact`` replaced
+        # it by a part written before): list again, and the record is read from the part.
+        con.close()
+        _forget_listing(root)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+#: How often :func:`open_runs` lists the files again when one vanished meanwhile.
+LIST_AGAIN = 10
+
+
+def _exists(path: Path | str) -> bool:
+    """Whether a listed record file is still there."""
+    if is_remote(path):
+        fs, inner = filesystem(path)
+        fs.invalidate_cache(inner.rsplit("/", 1)[0])
+        try:
+            return bool(fs.exists(inner))
+        except Exception:  # noqa: BLE001 - unknown: not known to have vanished
+            return True
+    return os.path.exists(path)
+
+
+def _forget_listing(root: str | os.PathLike[str]) -> None:
+    """Drop a remote filesystem's cached listings of ``root`` (fsspec caches them)."""
+    if is_remote(root):
+        fs, inner = filesystem(root)
+        fs.invalidate_cache(f"{inner}/runs")
+
+
+def _open_runs_once(
+    root: str | os.PathLike[str], files: Sequence[Path | str], validate: bool, attempts: str
+) -> tuple[duckdb.DuckDBPyConnection, Skipped]:
+    """One reading of the listed ``files`` for :func:`open_runs`."""
     # No progress bar: DuckDB draws one on stdout for queries over ~2 s, which would
     # mix into `query --json` / leaderboard output.
     con = duckdb.connect(":memory:")

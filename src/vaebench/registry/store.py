@@ -63,6 +63,7 @@ __all__ = [
     "table_rows",
     "compacted_files",
     "file_name",
+    "fsync_dir",
     "latest",
     "new_attempt",
     "read_attempts",
@@ -75,6 +76,7 @@ __all__ = [
     "run_files",
     "runs_dir",
     "stale_temporaries",
+    "temporary_name",
     "write_record",
 ]
 
@@ -88,9 +90,10 @@ _FILE_RE = re.compile(r"(?P<run_id>[0-9a-f]{6,64})(?:\.(?P<attempt>[0-9]{8}T[0-9
 COMPACTED = "compacted"
 _TEMP_SUFFIX = ".partial"
 #: A temporary file of a writer: a record (``.<run_id>.<pid>.<host>.<rand>.parquet.partial``)
-#: or a probe (``.probe.<pid>.<host>.<rand>.partial``); files of older versions have no host.
+#: a probe (``.probe.<pid>.<host>.<rand>.partial``) or a compacted part
+#: (``.part.<pid>.<host>.<rand>.parquet.partial``); files of older versions have no host.
 _TEMP_RE = re.compile(
-    r"\.(?:[0-9a-f]{6,64}|probe)\.(?P<pid>[0-9]{1,10})(?:\.(?P<host>[A-Za-z0-9_.-]*))?"
+    r"\.(?:[0-9a-f]{6,64}|probe|part)\.(?P<pid>[0-9]{1,10})(?:\.(?P<host>[A-Za-z0-9_.-]*))?"
     r"\.[0-9a-f]{8}(?:\.parquet)?\.partial"
 )
 #: A temporary file older than this is stale whoever wrote it (a record is written in
@@ -250,6 +253,13 @@ def _host() -> str:
 def _temp_name(stem: str, suffix: str = _TEMP_SUFFIX) -> str:
     """``.<stem>.<pid>.<host>.<rand><suffix>``: a writer's temporary file name."""
     return f".{stem}.{os.getpid()}.{_host()}.{secrets.token_hex(4)}{suffix}"
+
+
+def temporary_name(stem: str, suffix: str = ".parquet" + _TEMP_SUFFIX) -> str:
+    """A writer's temporary file name in ``<root>/runs``, ``.<stem>.<pid>.<host>.<rand><suffix>``
+    (``stem``: a run id, ``"probe"`` or ``"part"``), which the read glob never sees and
+    :func:`stale_temporaries` recognises once its writer is dead."""
+    return _temp_name(stem, suffix)
 
 
 def _pid_dead(pid: int) -> bool:
@@ -459,8 +469,8 @@ def _remove_quietly(path: Path) -> None:
         pass
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Best-effort fsync of a directory so the rename itself is durable."""
+def fsync_dir(directory: Path) -> None:
+    """Best-effort fsync of a directory so a rename into it is itself durable."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
@@ -509,7 +519,7 @@ def write_record(root: str | os.PathLike[str], record: Mapping[str, Any]) -> Pat
     except BaseException:
         _remove_quietly(tmp)
         raise
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return final
 
 

@@ -1,0 +1,331 @@
+"""Care of a registry: ``vaebench registry verify``, ``info`` and ``gc`` (a path or any fsspec URL).
+
+:func:`verify` reads every record file and reports, as :class:`Finding` s:
+
+problems (``verify`` exits 1)
+    ``corrupt`` (a file that cannot be read), ``invalid`` (not a valid record, or a part
+    with rows that are no run), ``duplicate`` (one ``(run_id, attempt)`` held twice with
+    *different* content), ``missing_artifact`` (a record's artifact that is not there),
+    ``orphaned_artifacts`` (``artifacts/<run_id>/`` with files but no record of that run,
+    no live claim, and nothing written in it for ``min_age`` seconds),
+    ``stale_temporary`` (a writer's temporary file whose writer died:
+    ``store.stale_temporaries``) and ``stale_claim`` (:func:`stale_claims`).
+notes (harmless)
+    ``copy`` (one record held twice with the same content: a compaction in progress,
+    or one interrupted between writing its part and removing what it replaced; the next
+    ``compact`` removes it), ``resumable`` (only a periodic checkpoint, ``partial/``, of
+    a run without a record: the next ``--resume`` continues it), ``claimed`` (artifacts of
+    a run a live claim holds: in training), ``recent`` (artifacts without a record,
+    written less than ``min_age`` seconds ago: maybe a run finishing now).
+
+:func:`gc` removes what verify calls orphaned or stale; :func:`info` counts.
+
+Claims (``<root>/claims/<run_id>/<generation>.json``) belong to the claims module;
+:func:`stale_claims` is the one seam where its notion of a stale claim enters here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vaebench.registry import location
+from vaebench.registry.query import open_runs
+from vaebench.registry.scan import FileRead, content, file_size, read_files, record_key, rows
+from vaebench.registry.store import (
+    STALE_AFTER_SECONDS,
+    artifact_path,
+    is_compacted,
+    remove_artifacts,
+    run_files,
+    stale_temporaries,
+)
+
+__all__ = ["PROBLEMS", "Finding", "VerifyReport", "gc", "info", "stale_claims", "verify"]
+
+#: The kinds of finding that make ``verify`` fail.
+PROBLEMS = ("corrupt", "invalid", "duplicate", "missing_artifact", "orphaned_artifacts", "stale_temporary",
+            "stale_claim")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing verify found: its ``kind`` (:data:`PROBLEMS` or a note), the file or
+    directory (a path or URL) and a one-line ``detail``."""
+
+    kind: str
+    path: str
+    detail: str
+
+    @property
+    def problem(self) -> bool:
+        return self.kind in PROBLEMS
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify` found. ``run_ids`` with a record; ``orphans`` and ``stale`` are
+    what :func:`gc` removes (run ids of orphaned artifact directories; temporary files and
+    stale claims)."""
+
+    root: str
+    files: int = 0
+    records: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[Finding]:
+        return [f for f in self.findings if f.problem]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"registry": self.root, "ok": self.ok, "files": self.files, "records": self.records,
+                "problems": [asdict(f) for f in self.problems],
+                "notes": [asdict(f) for f in self.findings if not f.problem]}
+
+
+def stale_claims(root: str | os.PathLike[str]) -> list[str]:
+    """SEAM (claims): the claim files under ``<root>/claims/`` that are stale (older than their
+    lease past the last renewal), as paths or URLs. The claims module supplies this; until it
+    does, no claim counts as stale and every claim present counts as live."""
+    return []
+
+
+# ------------------------------------------------------------------ listing helpers
+
+
+def _children(root: str | os.PathLike[str], sub: str) -> list[str]:
+    """Names of the entries of ``<root>/<sub>`` (``[]`` when there is none)."""
+    if location.is_remote(root):
+        fs, base = location.filesystem(root)
+        try:
+            return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(f"{base}/{sub}", detail=False))
+        except FileNotFoundError:
+            return []
+    directory = location.local_path(root) / sub
+    try:
+        return sorted(p.name for p in directory.iterdir())
+    except OSError:
+        return []
+
+
+def _files_under(root: str | os.PathLike[str], sub: str) -> list[tuple[str, int, float]]:
+    """``(path relative to <root>/<sub>, size in bytes, mtime in seconds)`` of every file under it."""
+    out = []
+    if location.is_remote(root):
+        fs, base = location.filesystem(root)
+        prefix = f"{base}/{sub}"
+        try:
+            found = fs.find(prefix, detail=True)
+        except FileNotFoundError:
+            return []
+        for path, info_ in found.items():
+            modified = info_.get("LastModified") or info_.get("mtime") or info_.get("created") or 0
+            stamp = modified.timestamp() if hasattr(modified, "timestamp") else float(modified or 0)
+            out.append((path[len(prefix):].lstrip("/"), int(info_.get("size") or 0), stamp))
+        return out
+    base = location.local_path(root) / sub
+    for directory, _, names in os.walk(base):
+        for name in names:
+            path = Path(directory) / name
+            try:
+                st = path.lstat()
+            except OSError:
+                continue
+            out.append((path.relative_to(base).as_posix(), st.st_size, st.st_mtime))
+    return out
+
+
+def _artifact_missing(root: str | os.PathLike[str], run_id: str, recorded: str) -> bool:
+    """Whether a record's artifact path names no file of the registry (``store.artifact_path``
+    locally; on object storage the recorded path relative to the root must exist)."""
+    if not location.is_remote(root):
+        return artifact_path(root, run_id, recorded) is None
+    fs, base = location.filesystem(root)
+    if not recorded.startswith(f"artifacts/{run_id}/"):
+        return True
+    try:
+        return not fs.exists(f"{base}/{recorded}")
+    except Exception:  # noqa: BLE001
+        return True
+
+
+# ------------------------------------------------------------------ verify
+
+
+def verify(
+    root: str | os.PathLike[str],
+    *,
+    min_age: float = STALE_AFTER_SECONDS,
+    claims: Callable[[str | os.PathLike[str]], list[str]] = stale_claims,
+    reads: list[FileRead] | None = None,
+) -> VerifyReport:
+    """Read every record file of ``root`` and report what is wrong (module docstring).
+
+    ``min_age``: seconds without a write before artifacts without a record count as
+    orphaned. ``claims``: the stale claims of a root (:func:`stale_claims`). ``reads``: the
+    files already read (:func:`scan.read_files`), else they are read here.
+    """
+    shown = location.display(root)
+    report = VerifyReport(root=shown)
+    reads = read_files(root) if reads is None else reads
+    report.files = len(reads)
+    copies: dict[tuple[str, Any], list[tuple[str, str]]] = {}
+    run_ids: set[str] = set()
+    for read in reads:
+        if read.vanished:
+            continue
+        if read.table is None:
+            report.findings.append(Finding("corrupt", str(read.path), read.problem or "unreadable"))
+            continue
+        if read.problem is not None:
+            report.findings.append(Finding("invalid", str(read.path), read.problem))
+            if not read.compacted:
+                continue
+        for record in rows(read):
+            if record.get("run_id") is None or not isinstance(record.get("status"), str):
+                continue
+            key = record_key(record)
+            run_ids.add(key[0])
+            first = key not in copies
+            copies.setdefault(key, []).append((str(read.path), content(record)))
+            if first:
+                for name, recorded in sorted((record.get("artifacts") or {}).items()):
+                    if recorded and _artifact_missing(root, key[0], recorded):
+                        report.findings.append(Finding(
+                            "missing_artifact", str(read.path),
+                            f"{_ref(key)}: artifact {name!r} ({recorded}) is not in the registry"))
+    report.records = len(copies)
+    for key, held in sorted(copies.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+        if len(held) < 2:
+            continue
+        paths = ", ".join(p for p, _ in held)
+        if len({c for _, c in held}) == 1:
+            report.findings.append(Finding("copy", held[1][0], f"{_ref(key)} held {len(held)} times, identical "
+                                           f"({paths}); the next `registry compact` keeps one"))
+        else:
+            report.findings.append(Finding("duplicate", held[1][0], f"{_ref(key)} held {len(held)} times with "
+                                           f"different content ({paths})"))
+    _check_artifacts(root, report, run_ids, min_age, claims)
+    for path in ([] if location.is_remote(root) else stale_temporaries(root)):
+        report.findings.append(Finding("stale_temporary", str(path), "temporary file of a writer that died"))
+        report.stale.append(str(path))
+    return report
+
+
+def _ref(key: tuple[str, Any]) -> str:
+    return f"{key[0]}.{key[1]}" if key[1] else key[0]
+
+
+def _check_artifacts(root: str | os.PathLike[str], report: VerifyReport, run_ids: set[str], min_age: float,
+                     claims: Callable[[str | os.PathLike[str]], list[str]]) -> None:
+    stale = list(claims(root))
+    stale_runs = {_claim_run(p) for p in stale}
+    for path in stale:
+        report.findings.append(Finding("stale_claim", path, "claim past its lease (its worker stopped renewing it)"))
+        report.stale.append(path)
+    claimed = {r for r in _children(root, "claims") if r not in stale_runs and _children(root, f"claims/{r}")}
+    now = time.time()
+    for run_id in _children(root, "artifacts"):
+        if run_id in run_ids:
+            continue
+        where = location.join(root, "artifacts", run_id)
+        files = _files_under(root, f"artifacts/{run_id}")
+        other = [f for f in files if not f[0].startswith("partial/")]
+        if run_id in claimed:
+            report.findings.append(Finding("claimed", where, "no record yet; a live claim holds the run (in training)"))
+        elif not other:
+            if files:
+                report.findings.append(Finding("resumable", where, "periodic checkpoint of a run without a record: "
+                                               "the next --resume continues it"))
+        elif now - max(m for _, _, m in files) < min_age:
+            report.findings.append(Finding("recent", where, f"no record, written in the last {min_age:g} s "
+                                           "(maybe a run finishing now)"))
+        else:
+            report.findings.append(Finding("orphaned_artifacts", where, f"{len(other)} file(s) of run {run_id}, "
+                                           "which has no record and no live claim"))
+            report.orphans.append(run_id)
+
+
+def _claim_run(path: str) -> str:
+    """The run id of a claim file ``.../claims/<run_id>/<generation>.json``."""
+    parts = str(path).replace(os.sep, "/").rstrip("/").split("/")
+    return parts[-2] if len(parts) >= 2 else ""
+
+
+# ------------------------------------------------------------------ gc
+
+
+def gc(root: str | os.PathLike[str], report: VerifyReport, *, dry_run: bool = False) -> list[str]:
+    """Remove what ``report`` (:func:`verify` of ``root``) calls orphaned or stale: stale
+    temporary files and claims, and the files of orphaned artifact directories (a
+    ``partial/`` checkpoint in one is kept: a later run resumes from it). Returns what was
+    (with ``dry_run``: would be) removed, as paths or URLs."""
+    targets = [*report.stale, *(location.join(root, "artifacts", r) for r in report.orphans)]
+    if dry_run:
+        return targets
+    done = []
+    for path in report.stale:
+        try:
+            if location.is_remote(path):
+                fs, inner = location.filesystem(path)
+                fs.rm_file(inner)
+            else:
+                os.unlink(path)
+        except FileNotFoundError:
+            continue
+        done.append(path)
+    for run_id in report.orphans:
+        if location.is_remote(root):
+            fs, base = location.filesystem(root)
+            for rel, _, _ in _files_under(root, f"artifacts/{run_id}"):
+                if not rel.startswith("partial/"):
+                    fs.rm_file(f"{base}/artifacts/{run_id}/{rel}")
+        else:
+            remove_artifacts(root, run_id)
+        done.append(location.join(root, "artifacts", run_id))
+    return done
+
+
+# ------------------------------------------------------------------ info
+
+
+def info(root: str | os.PathLike[str]) -> dict[str, Any]:
+    """Counts and sizes of a registry: ``files`` (one-record, compacted, unusable),
+    ``records`` (distinct ``(run_id, attempt)``), ``runs`` (distinct run ids),
+    ``latest_by_status`` (each run's latest attempt), ``attempts_by_status``,
+    ``by_dataset_model`` (runs and records per dataset and model), ``bytes`` (records,
+    artifacts)."""
+    files = run_files(root)
+    compacted = [p for p in files if is_compacted(p)]
+    con, skipped = open_runs(root, attempts="all")
+    try:
+        (records, runs), = con.sql("SELECT count(*), count(DISTINCT run_id) FROM runs").fetchall()
+        attempts = dict(con.sql("SELECT status, count(*) FROM runs GROUP BY status ORDER BY status").fetchall())
+        groups = con.sql("SELECT dataset, model, count(DISTINCT run_id), count(*) FROM runs "
+                         "GROUP BY dataset, model ORDER BY dataset NULLS LAST, model NULLS LAST").fetchall()
+    finally:
+        con.close()
+    con, _ = open_runs(root)
+    try:
+        latest = dict(con.sql("SELECT status, count(*) FROM runs GROUP BY status ORDER BY status").fetchall())
+    finally:
+        con.close()
+    return {
+        "registry": location.display(root),
+        "records": records, "runs": runs,
+        "latest_by_status": latest, "attempts_by_status": attempts,
+        "by_dataset_model": [{"dataset": d, "model": m, "runs": n, "records": k} for d, m, n, k in groups],
+        "files": {"one_record": len(files) - len(compacted), "compacted": len(compacted), "left_out": len(skipped)},
+        "bytes": {"records": sum(file_size(p) for p in files),
+                  "artifacts": sum(size for _, size, _ in _files_under(root, "artifacts"))},
+    }
