@@ -66,7 +66,7 @@ def test_temporary_files_of_dead_writers_are_stale_and_live_ones_kept(tmp_path: 
     another host's recent file and an old-format name (no host) that is recent: kept."""
     runs = tmp_path / "runs"
     runs.mkdir()
-    host, rid = store._host(), "ab" * 8
+    host, rid = store.this_host(), "ab" * 8
     zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # exits, not reaped: a zombie
     try:
         deadline = time.monotonic() + 30
@@ -139,7 +139,7 @@ def test_a_killed_writer_leaves_a_temporary_file_that_is_found_stale(tmp_path: P
             break
     print(f"kills until one hit a write: {attempt + 1}")
     assert leftovers, "20 kills, none during a write"
-    assert leftovers[0].name.startswith(".") and f".{writer.pid}.{store._host()}." in leftovers[0].name
+    assert leftovers[0].name.startswith(".") and f".{writer.pid}.{store.this_host()}." in leftovers[0].name
     assert store.stale_temporaries(tmp_path) == leftovers
     assert store.check_writable(tmp_path) == leftovers
     assert not list((tmp_path / "runs").glob(".*.partial"))
@@ -381,7 +381,7 @@ def test_a_full_disk_records_what_it_can_and_leaves_no_orphans(tmp_path: Path) -
     temporary file of a writer that died before is removed and counted."""
     registry = tmp_path / "reg"
     (registry / "runs").mkdir(parents=True)
-    dead = registry / "runs" / f".{'cd' * 8}.{_dead_pid()}.{store._host()}.0123abcd.parquet.partial"
+    dead = registry / "runs" / f".{'cd' * 8}.{_dead_pid()}.{store.this_host()}.0123abcd.parquet.partial"
     dead.write_bytes(b"PAR1")
     res = _vaebench("run", "--betas", "1,4", *CHEAP, "--registry", registry, "--json", fsize=16 * 1024)
     assert res.returncode == 1, res.stderr

@@ -287,6 +287,9 @@ def run(
         console.print(summary_table(result.records, title=f"{len(result.records)} run(s)"))
     if result.skipped:
         err_console.print(f"{len(result.skipped)} run(s) skipped: a finished attempt (ok or diverged) is recorded (--resume)")
+    if result.held_elsewhere:
+        err_console.print(f"{len(result.held_elsewhere)} run(s) being trained by another writer, skipped "
+                          "(run with --resume later to record any it leaves)", highlight=False)
     _exit_for(result.records)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from datetime import datetime, timezone
 from typing import Any, Mapping, Protocol, Sequence
@@ -32,8 +33,8 @@ from vaebench.plugins.backends import get_backend, interrupt
 from vaebench.plugins.backends.base import DeviceInfo, ExecutionOptions
 from vaebench.plugins.manager import PluginManager
 from vaebench.plugins.runspec import RunSpec
-from vaebench.registry import store
-from vaebench.registry.schema import RECORD_SCHEMA, SCHEMA_VERSION, signal_rows
+from vaebench.registry import claims, store
+from vaebench.registry.schema import DONE_STATUSES, RECORD_SCHEMA, SCHEMA_VERSION, signal_rows
 from vaebench.version import __version__
 
 #: Notes (in ``error``) of a run whose checkpoint / record could not be written.
@@ -47,6 +48,7 @@ class Reporter(Protocol):
     def phase(self, run_id: str, text: str) -> None: ...
     def end_run(self, record: dict[str, Any]) -> None: ...
     def skipped(self, spec: RunSpec, status: str) -> None: ...
+    def note(self, text: str) -> None: ...
 
 
 class SilentReporter:
@@ -55,6 +57,97 @@ class SilentReporter:
     def phase(self, run_id: str, text: str) -> None: ...
     def end_run(self, record: dict[str, Any]) -> None: ...
     def skipped(self, spec: RunSpec, status: str) -> None: ...
+    def note(self, text: str) -> None: ...
+
+
+def _note(reporter: Any, text: str) -> None:
+    """A one-line message through ``reporter`` (to stderr for a reporter without ``note``)."""
+    note = getattr(reporter, "note", None)
+    if note is not None:
+        note(text)
+    else:
+        sys.stderr.write(text + "\n")
+
+
+class PointClaims:
+    """The claims of one grid's points (``registry.claims``), taken one at a time right
+    before a point trains, renewed while it trains (``claims.KEEPER``), released once its
+    record is written (or it stopped).
+
+    :meth:`take` gives ``None`` for a point not to train here: one held live by another
+    writer (said in one line, ``"<run_id> is being trained by host:pid; skipped"``, and
+    kept in :attr:`held_elsewhere`), or one whose finished attempt (``ok`` / ``diverged``)
+    the registry holds now although the grid did not skip it at its start: any with
+    ``resume``, otherwise one finished since the grid started (``since``): another writer
+    trained it meanwhile (kept in :attr:`done_meanwhile`, shown as skipped).
+    """
+
+    def __init__(self, registry: str, reporter: Any, resume: bool, since: datetime | None = None,
+                 writer: str = "vaebench run") -> None:
+        self.registry, self.reporter, self.resume = registry, reporter, resume
+        self.since = since or _now()
+        self.writer = writer
+        self.held_elsewhere: list[tuple[RunSpec, str]] = []
+        self.done_meanwhile: list[tuple[RunSpec, str]] = []
+        self._held: dict[str, claims.Claim] = {}
+
+    def take(self, spec: RunSpec) -> claims.Claim | None:
+        """Claim ``spec``'s point for this process, or ``None`` (see the class)."""
+        claim = claims.acquire(self.registry, spec.run_id, writer=self.writer)
+        if claim is None:
+            info = claims.holder(self.registry, spec.run_id)
+            who = info.who if info is not None else "another writer"
+            self.held_elsewhere.append((spec, who))
+            _note(self.reporter, f"{spec.run_id} is being trained by {who}; skipped")
+            return None
+        status = finished_status(self.registry, spec.run_id, None if self.resume else self.since)
+        if status is not None:
+            claim.release()
+            self.done_meanwhile.append((spec, status))
+            self.reporter.skipped(spec, status)
+            return None
+        claims.KEEPER.keep(claim)
+        self._held[spec.run_id] = claim
+        return claim
+
+    def working(self, run_id: str, pids: Sequence[int]) -> None:
+        """Name the processes besides this one that work on ``run_id`` (a worker), so the
+        claim stays live while any of them does."""
+        claim = self._held.get(run_id)
+        if claim is not None:
+            try:
+                claim.renew(list(pids))
+            except Exception:  # noqa: BLE001 - renewed again by the keeper
+                pass
+
+    def release(self, run_id: str) -> None:
+        """Release ``run_id``'s claim (its record is written, or it stopped); a claim taken
+        over meanwhile (its lease ran out while this process stalled) is said in one line."""
+        claim = self._held.pop(run_id, None)
+        if claim is None:
+            return
+        claim.release()
+        if claim.lost_to is not None:
+            _note(self.reporter, f"{run_id}: its claim was taken over by {claim.lost_to.who} (not renewed for "
+                                 f"{claim.lease_seconds:.0f} s); both may record it")
+
+    def release_all(self) -> None:
+        """Release every claim still held (an interrupt, an error)."""
+        for run_id in list(self._held):
+            self.release(run_id)
+
+
+def finished_status(registry: str, run_id: str, since: datetime | None = None) -> str | None:
+    """The status of ``run_id``'s latest finished attempt (``ok`` / ``diverged``) in the
+    registry, or ``None``; with ``since``, only an attempt finished at or after it counts.
+    A registry that cannot be read here answers ``None`` (the point is trained)."""
+    try:
+        attempts = store.read_attempts(registry, run_id)
+    except store.RegistryError:
+        return None
+    done = [r for r in attempts if r.get("status") in DONE_STATUSES and r.get("run_id") == run_id
+            and (since is None or (r.get("finished_at") is not None and r["finished_at"] >= since))]
+    return done[-1]["status"] if done else None
 
 
 def _now() -> datetime:

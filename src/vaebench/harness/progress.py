@@ -141,6 +141,10 @@ class RichReporter:
     def skipped(self, spec: RunSpec, status: str) -> None:
         self.console.print(f"[dim]skipped  {spec.run_id}  {spec.label()}  (already recorded: {status})[/]")
 
+    def note(self, text: str) -> None:
+        """A one-line message (a point another writer trains, a claim taken over)."""
+        self.console.print(text, markup=False, highlight=False)
+
 
 def _duration(seconds: float) -> str:
     """``1h02m``, ``4m05s`` or ``12s``."""

@@ -10,6 +10,7 @@ before anything trains.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -17,7 +18,7 @@ from typing import Any, Mapping, Sequence
 from vaebench.harness import resumption, strategies
 from vaebench.harness.evaluation import metrics_for
 from vaebench.harness.messages import debug_traceback, one_line
-from vaebench.harness.pending import PendingRun, Reporter, SilentReporter
+from vaebench.harness.pending import PendingRun, PointClaims, Reporter, SilentReporter
 from vaebench.harness.plan import INT_MAX
 from vaebench.plugins.contract import capability
 from vaebench.plugins.backends import get_backend
@@ -26,7 +27,7 @@ from vaebench.plugins.datasets.base import check_sample
 from vaebench.plugins.manager import PluginManager
 from vaebench.plugins.runspec import RunSpec
 from vaebench.plugins.specs import MetricSpec
-from vaebench.registry import store
+from vaebench.registry import claims, store
 from vaebench.registry.schema import DONE_STATUSES
 
 
@@ -34,6 +35,8 @@ from vaebench.registry.schema import DONE_STATUSES
 class GridResult:
     records: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[RunSpec] = field(default_factory=list)
+    #: ``(spec, "host:pid")`` of points another writer was training (claimed), skipped
+    held_elsewhere: list[tuple[RunSpec, str]] = field(default_factory=list)
     #: the strategy the runs were trained with (``auto`` resolved)
     strategy: str = "sequential"
 
@@ -140,7 +143,8 @@ def continue_run(
 ) -> dict[str, Any]:
     """Train the run recorded as ``parent`` for ``more_steps`` more steps from its checkpoint,
     then score and record it as a new run (``parent_run_id`` = the parent's id; the parent's
-    record is left as it is). Its ``history`` and ``train_seconds`` include the parent's.
+    record is left as it is), holding the new run's claim while it trains (``registry.claims``;
+    one another writer holds is a ``ContinueError``). Its ``history`` and ``train_seconds`` include the parent's.
     ``metric_names``: default, the metrics the parent was scored with; ``dataset``: the
     run's dataset when the caller has loaded it."""
     spec = continued_spec(parent, more_steps, manager)
@@ -163,17 +167,26 @@ def continue_run(
         history=[dict(point) for point in parent.get("history") or []],
         signals=_signal_points(parent.get("signals")),
     )
-    execution, picked_up = resumption.periodic_checkpoints(execution, registry, spec)
-    reporter.start_run(spec, 0, 1)
+    claim = claims.acquire(registry, spec.run_id, writer="vaebench continue")
+    if claim is None:
+        info = claims.holder(registry, spec.run_id)
+        raise ContinueError(f"the continuation {spec.run_id} of run {parent['run_id']} is being trained by "
+                            f"{info.who if info is not None else 'another writer'}")
+    claims.KEEPER.keep(claim)
     try:
-        trained = backend.train(spec, run.dataset, execution, resume=picked_up or resume,
-                                on_progress=lambda step, values: reporter.progress(spec.run_id, step, values))
-    except KeyboardInterrupt:
-        raise
-    except Exception as exc:  # noqa: BLE001 - recorded like any failed run
-        debug_traceback(f"run {spec.run_id} failed in training")
-        return run.fail(registry, one_line(exc), reporter)
-    return run.finish(trained, registry, reporter, metric_options)
+        execution, picked_up = resumption.periodic_checkpoints(execution, registry, spec)
+        reporter.start_run(spec, 0, 1)
+        try:
+            trained = backend.train(spec, run.dataset, execution, resume=picked_up or resume,
+                                    on_progress=lambda step, values: reporter.progress(spec.run_id, step, values))
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded like any failed run
+            debug_traceback(f"run {spec.run_id} failed in training")
+            return run.fail(registry, one_line(exc), reporter)
+        return run.finish(trained, registry, reporter, metric_options)
+    finally:
+        claim.release()
 
 
 def parent_metrics(parent: Mapping[str, Any], manager: PluginManager) -> list[str] | None:
@@ -208,12 +221,17 @@ def run_grid(
 ) -> GridResult:
     """Run every spec with ``strategy`` (see ``harness/strategies.py``; ``auto`` picks by
     device). With ``resume``, specs already recorded as ``ok`` or ``diverged`` are
-    skipped (``failed`` ones are retried); ``recorded`` is the registry's
+    skipped (``failed`` ones are retried). Each point is claimed right before it trains
+    (``pending.PointClaims``): one another writer trains now is skipped
+    (``GridResult.held_elsewhere``), as is one another writer recorded meanwhile (any
+    finished attempt with ``resume``, else one finished since this grid started;
+    ``GridResult.skipped``). ``recorded`` is the registry's
     ``recorded_status`` when the caller has read it already, ``datasets`` the datasets it
     has loaded, keyed by ``(name, path)``. Records come back in the order of ``specs``."""
     from vaebench.registry.query import recorded_status  # DuckDB: only when a grid runs
 
     reporter = reporter or SilentReporter()
+    started = datetime.now(timezone.utc)
     result = GridResult()
     done = (recorded if recorded is not None else recorded_status(registry)) if resume else {}
     loaded: dict[tuple[str, str | None], Any] = dict(datasets or {})
@@ -238,7 +256,14 @@ def run_grid(
         "processes": strategies.run_processes,
         "vectorized": strategies.run_vectorized,
     }[result.strategy]
-    records = run(todo, manager, registry, execution, metric_names, reporter, metric_options, dataset_of)
+    claims = PointClaims(registry, reporter, resume, since=started)
+    try:
+        records = run(todo, manager, registry, execution, metric_names, reporter, metric_options, dataset_of,
+                      claims=claims)
+    finally:
+        claims.release_all()
+    result.held_elsewhere = list(claims.held_elsewhere)
+    result.skipped.extend(spec for spec, _ in claims.done_meanwhile)
     order = {spec.run_id: i for i, spec in enumerate(todo)}
     result.records = sorted(records, key=lambda r: order[r["run_id"]])
     return result

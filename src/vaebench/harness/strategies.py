@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 from vaebench.harness import resumption
 from vaebench.harness.messages import debug_traceback, one_line
-from vaebench.harness.pending import PendingRun, run_one
+from vaebench.harness.pending import PendingRun, PointClaims, run_one
 from vaebench.plugins.contract import capability
 from vaebench.plugins.backends import get_backend
 from vaebench.plugins.backends.base import ExecutionOptions
@@ -96,12 +96,22 @@ def vectorized_groups(
 # ------------------------------------------------------------------ sequential
 
 
-def run_sequential(specs, manager, registry, execution, metric_names, reporter, metric_options, datasets):  # noqa: ANN001
+def run_sequential(specs, manager, registry, execution, metric_names, reporter, metric_options, datasets,  # noqa: ANN001
+                   claims: PointClaims | None = None, claimed: bool = False):
+    """One run after another; each point claimed right before it trains (``claims``; a
+    point it gives ``None`` for is left out) unless ``claimed`` (the caller holds them),
+    and released once recorded."""
     records = []
     for index, spec in enumerate(specs):
-        reporter.start_run(spec, index, len(specs))
-        dataset = datasets(spec)
-        records.append(run_one(spec, manager, registry, execution, metric_names, reporter, dataset, metric_options))
+        if claims is not None and not claimed and claims.take(spec) is None:
+            continue
+        try:
+            reporter.start_run(spec, index, len(specs))
+            dataset = datasets(spec)
+            records.append(run_one(spec, manager, registry, execution, metric_names, reporter, dataset, metric_options))
+        finally:
+            if claims is not None:
+                claims.release(spec.run_id)
     return records
 
 
@@ -126,17 +136,43 @@ def _split_by_pickup_step(
     return kept, alone
 
 
-def run_vectorized(specs, manager, registry, execution, metric_names, reporter, metric_options, datasets):  # noqa: ANN001
+def run_vectorized(specs, manager, registry, execution, metric_names, reporter, metric_options, datasets,  # noqa: ANN001
+                   claims: PointClaims | None = None):
     """Each group trained as one program, then each member scored and recorded; runs that
-    cannot be grouped train one after another."""
-    groups, alone = vectorized_groups(specs, manager)
-    groups, alone = _split_by_pickup_step(groups, alone, registry, manager)
+    cannot be grouped train one after another. A group's members are claimed right before
+    it trains (``claims``), and only then are their periodic checkpoints looked at; a
+    member held elsewhere leaves the group (a group of one trains alone)."""
+    found, alone = vectorized_groups(specs, manager)
     records = []
     index = 0
+    for found_group in found:
+        members = [s for s in found_group if claims is None or claims.take(s) is not None]
+        try:
+            index = _train_groups(members, manager, registry, execution, metric_names, reporter, metric_options,
+                                  datasets, records, index, len(specs))
+        finally:
+            if claims is not None:
+                for spec in members:
+                    claims.release(spec.run_id)
+    records.extend(
+        run_sequential(alone, manager, registry, execution, metric_names, _Offset(reporter, index, len(specs)),
+                       metric_options, datasets, claims)
+    )
+    return records
+
+
+def _train_groups(members, manager, registry, execution, metric_names, reporter, metric_options,  # noqa: ANN001
+                  datasets, records: list, index: int, total: int) -> int:
+    """Train the claimed ``members`` of one group (split by their pick-up steps; a member
+    left alone trains alone), appending their records; returns the next run number."""
+    if len(members) >= 2:
+        groups, alone = _split_by_pickup_step([members], [], registry, manager)
+    else:
+        groups, alone = [], list(members)
     for group, points in groups:
         runs = []
         for spec in group:
-            reporter.start_run(spec, index, len(specs))
+            reporter.start_run(spec, index, total)
             index += 1
             runs.append(PendingRun(spec, manager, execution, metric_names, datasets(spec), "vectorized", len(group)))
         execution.notes.clear()
@@ -156,10 +192,10 @@ def run_vectorized(specs, manager, registry, execution, metric_names, reporter, 
             execution.notes.clear()
             records.append(run.finish(model, registry, reporter, metric_options, notes=group_notes))
     records.extend(
-        run_sequential(alone, manager, registry, execution, metric_names, _Offset(reporter, index, len(specs)),
+        run_sequential(alone, manager, registry, execution, metric_names, _Offset(reporter, index, total),
                        metric_options, datasets)
     )
-    return records
+    return index + len(alone)
 
 
 class _Offset:
@@ -178,9 +214,14 @@ class _Offset:
 # ------------------------------------------------------------------ processes
 
 
-def run_processes(specs, manager, registry, execution, metric_names, reporter, metric_options, datasets):  # noqa: ANN001
+def run_processes(specs, manager, registry, execution, metric_names, reporter, metric_options, datasets,  # noqa: ANN001
+                  claims: PointClaims | None = None):
     """Runs in spawned worker processes (``harness/workers.py``), side by side; how many
     and with how many threads each: :func:`workers.plan_workers`.
+
+    This process claims each point right before it hands it to a worker (``claims``; the
+    claim names the worker's pid too, so it stays live while either lives) and releases it
+    once the run is recorded; a worker dies with this process (``PR_SET_PDEATHSIG``).
 
     Workers report over their pipes (start, progress, phase, end: in order per run); this
     process shows them, since the terminal is its own. On a stop signal the workers get
@@ -204,6 +245,10 @@ def run_processes(specs, manager, registry, execution, metric_names, reporter, m
         run = PendingRun(spec, manager, execution, metric_names, datasets(spec), "processes", count)
         records[run_id] = run.fail(registry, error, reporter)
 
+    def ended(run_id: str | None) -> None:
+        if claims is not None and run_id is not None:
+            claims.release(run_id)
+
     def show(worker: Any, message: tuple) -> None:
         kind, run_id = message[0], message[1]
         if kind == "start":
@@ -217,23 +262,38 @@ def run_processes(specs, manager, registry, execution, metric_names, reporter, m
             worker.run_id = None
             records[run_id] = message[2]
             reporter.end_run(message[2])
+            ended(run_id)
         elif kind == "error":
             worker.run_id = None
             failed(run_id, message[2])
+            ended(run_id)
         elif kind == "interrupted":  # a signal to the worker: to the whole job (Slurm) reaches this process too
             worker.run_id = None
             time.sleep(0.5)
             interrupt.check()
             if run_id is not None:  # the worker alone was stopped: its run fails, the grid goes on
                 failed(run_id, f"worker process stopped by {signal.Signals(message[2]).name}")
+                ended(run_id)
         elif kind == "died" and run_id is not None and run_id not in records and interrupt.received() is None:
             failed(run_id, f"worker process died (exit code {message[2]})")  # out of memory, killed, ...
+            ended(run_id)
+
+    def next_task() -> tuple | None:
+        """The next point to hand out, claimed; ``None`` when none is left."""
+        while todo:
+            task = todo.pop()
+            if claims is None or claims.take(task[0]) is not None:
+                return task
+        return None
 
     try:
         while todo or any(w.run_id is not None for w in pool.workers):
             for worker in pool.idle() if todo else []:
-                if todo:
-                    worker.give(todo.pop())
+                task = next_task()
+                if task is not None:
+                    worker.give(task)
+                    if claims is not None:
+                        claims.working(task[0].run_id, [worker.process.pid])
             for worker, message in pool.events(timeout=0.5):
                 show(worker, message)
     except interrupt.Interrupted as exc:
@@ -249,4 +309,6 @@ def run_processes(specs, manager, registry, execution, metric_names, reporter, m
         raise
     finally:
         pool.close()
-    return [records[spec.run_id] for spec in specs]
+        if claims is not None:
+            claims.release_all()
+    return [records[spec.run_id] for spec in specs if spec.run_id in records]

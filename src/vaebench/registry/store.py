@@ -61,11 +61,13 @@ __all__ = [
     "is_compacted",
     "read_table",
     "table_rows",
+    "this_host",
     "compacted_files",
     "file_name",
     "fsync_dir",
     "latest",
     "new_attempt",
+    "pid_dead",
     "read_attempts",
     "read_record",
     "record_problem",
@@ -245,14 +247,14 @@ def remove_artifacts(root: str | os.PathLike[str], run_id: str, keep: Iterable[s
         pass
 
 
-def _host() -> str:
-    """This host's name as it appears in temporary file names (``[A-Za-z0-9_.-]``)."""
+def this_host() -> str:
+    """This host's name as it appears in temporary file names and claims (``[A-Za-z0-9_.-]``)."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:64]
 
 
 def _temp_name(stem: str, suffix: str = _TEMP_SUFFIX) -> str:
     """``.<stem>.<pid>.<host>.<rand><suffix>``: a writer's temporary file name."""
-    return f".{stem}.{os.getpid()}.{_host()}.{secrets.token_hex(4)}{suffix}"
+    return f".{stem}.{os.getpid()}.{this_host()}.{secrets.token_hex(4)}{suffix}"
 
 
 def temporary_name(stem: str, suffix: str = ".parquet" + _TEMP_SUFFIX) -> str:
@@ -262,7 +264,7 @@ def temporary_name(stem: str, suffix: str = ".parquet" + _TEMP_SUFFIX) -> str:
     return _temp_name(stem, suffix)
 
 
-def _pid_dead(pid: int) -> bool:
+def pid_dead(pid: int) -> bool:
     """Whether no live process has ``pid`` on this host (a zombie counts as dead: it
     writes nothing more)."""
     if pid <= 0:
@@ -281,6 +283,8 @@ def _pid_dead(pid: int) -> bool:
         return False
 
 
+
+
 def stale_temporaries(root: str | os.PathLike[str], max_age: float = STALE_AFTER_SECONDS) -> list[Path]:
     """Temporary files in ``<root>/runs`` left by writers that died, sorted.
 
@@ -292,7 +296,7 @@ def stale_temporaries(root: str | os.PathLike[str], max_age: float = STALE_AFTER
     directory = runs_dir(root)
     if not directory.is_dir():
         return []
-    host, now, stale = _host(), time.time(), []
+    host, now, stale = this_host(), time.time(), []
     for path in directory.glob(".*" + _TEMP_SUFFIX):
         match = _TEMP_RE.fullmatch(path.name)
         if match is None:
@@ -301,7 +305,7 @@ def stale_temporaries(root: str | os.PathLike[str], max_age: float = STALE_AFTER
             age = now - path.lstat().st_mtime
         except OSError:
             continue  # gone meanwhile: renamed by its writer or removed
-        if age > max_age or (match["host"] == host and _pid_dead(int(match["pid"]))):
+        if age > max_age or (match["host"] == host and pid_dead(int(match["pid"]))):
             stale.append(path)
     return sorted(stale)
 
