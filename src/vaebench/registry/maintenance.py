@@ -20,8 +20,9 @@ notes (harmless)
 
 :func:`gc` removes what verify calls orphaned or stale; :func:`info` counts.
 
-Claims (``<root>/claims/<run_id>/<generation>.json``) belong to the claims module;
-:func:`stale_claims` is the one seam where its notion of a stale claim enters here.
+Claims (``<root>/claims/<run_id>/<generation>.json``) belong to ``registry.claims``: its
+notion of live and stale is the one used here, and ``gc`` ends a stale claim through it
+(taken over, then released), never by deleting the file under a writer.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vaebench.registry import location
+from vaebench.registry import claims, location
 from vaebench.registry.query import open_runs
 from vaebench.registry.scan import FileRead, content, file_size, read_files, record_key, rows
 from vaebench.registry.store import (
@@ -94,10 +95,14 @@ class VerifyReport:
 
 
 def stale_claims(root: str | os.PathLike[str]) -> list[str]:
-    """SEAM (claims): the claim files under ``<root>/claims/`` that are stale (older than their
-    lease past the last renewal), as paths or URLs. The claims module supplies this; until it
-    does, no claim counts as stale and every claim present counts as live."""
-    return []
+    """The claim files under ``<root>/claims/`` that are stale (``claims.stale_claims``: past
+    their lease since the last renewal, or of a dead writer on this host), as paths or URLs."""
+    return [_claim_location(root, info.location) for info in claims.stale_claims(root)]
+
+
+def _claim_location(root: str | os.PathLike[str], path: str) -> str:
+    """A claim file's path as verify shows it: a URL for a remote registry."""
+    return location.filesystem(root)[0].unstrip_protocol(path) if location.is_remote(root) else path
 
 
 # ------------------------------------------------------------------ listing helpers
@@ -166,13 +171,12 @@ def verify(
     root: str | os.PathLike[str],
     *,
     min_age: float = STALE_AFTER_SECONDS,
-    claims: Callable[[str | os.PathLike[str]], list[str]] = stale_claims,
     reads: list[FileRead] | None = None,
 ) -> VerifyReport:
     """Read every record file of ``root`` and report what is wrong (module docstring).
 
     ``min_age``: seconds without a write before artifacts without a record count as
-    orphaned. ``claims``: the stale claims of a root (:func:`stale_claims`). ``reads``: the
+    orphaned. ``reads``: the
     files already read (:func:`scan.read_files`), else they are read here.
     """
     shown = location.display(root)
@@ -215,7 +219,7 @@ def verify(
         else:
             report.findings.append(Finding("duplicate", held[1][0], f"{_ref(key)} held {len(held)} times with "
                                            f"different content ({paths})"))
-    _check_artifacts(root, report, run_ids, min_age, claims)
+    _check_artifacts(root, report, run_ids, min_age)
     for path in ([] if location.is_remote(root) else stale_temporaries(root)):
         report.findings.append(Finding("stale_temporary", str(path), "temporary file of a writer that died"))
         report.stale.append(str(path))
@@ -226,14 +230,14 @@ def _ref(key: tuple[str, Any]) -> str:
     return f"{key[0]}.{key[1]}" if key[1] else key[0]
 
 
-def _check_artifacts(root: str | os.PathLike[str], report: VerifyReport, run_ids: set[str], min_age: float,
-                     claims: Callable[[str | os.PathLike[str]], list[str]]) -> None:
-    stale = list(claims(root))
+def _check_artifacts(root: str | os.PathLike[str], report: VerifyReport, run_ids: set[str], min_age: float
+) -> None:
+    stale = stale_claims(root)
     stale_runs = {_claim_run(p) for p in stale}
     for path in stale:
         report.findings.append(Finding("stale_claim", path, "claim past its lease (its worker stopped renewing it)"))
         report.stale.append(path)
-    claimed = {r for r in _children(root, "claims") if r not in stale_runs and _children(root, f"claims/{r}")}
+    claimed = {info.run_id for info in claims.claims_of(root) if info.run_id not in stale_runs}
     now = time.time()
     for run_id in _children(root, "artifacts"):
         if run_id in run_ids:
@@ -274,7 +278,13 @@ def gc(root: str | os.PathLike[str], report: VerifyReport, *, dry_run: bool = Fa
     if dry_run:
         return targets
     done = []
+    stale_claim_files = {f.path for f in report.findings if f.kind == "stale_claim"}
+    if stale_claim_files:
+        # taken over, then released: a writer taking such a point meanwhile keeps it
+        done += [_claim_location(root, info.location) for info in claims.remove_stale(root)]
     for path in report.stale:
+        if path in stale_claim_files:
+            continue
         try:
             if location.is_remote(path):
                 fs, inner = location.filesystem(path)
