@@ -313,12 +313,14 @@ def leaderboard_result(
 
     from vaebench.harness.metric_info import metric_info
     from vaebench.plugins.manager import plugin_manager
-    from vaebench.registry import query
+    from vaebench.registry import location, query
     from vaebench.registry.schema import GROUPABLE_COLUMNS
 
     manager = plugin_manager(manager)
-    if not Path(registry).exists():
-        raise InputError(f"registry {registry} does not exist (run `vaebench run` first or pass --registry)")
+    try:
+        location.require(registry)
+    except location.LocationError as exc:
+        raise InputError(str(exc)) from None
     by_cols = list(by) if by is not None else None
     if by_cols:
         bad = [c for c in by_cols if c not in GROUPABLE_COLUMNS]

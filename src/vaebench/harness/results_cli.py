@@ -42,8 +42,12 @@ SELECTION_HELP = (
 
 
 def _need_registry(registry: str) -> None:
-    if not Path(registry).is_dir():
-        fail(f"registry {registry} does not exist (run `vaebench run` first or pass --registry)")
+    from vaebench.registry.location import LocationError, require
+
+    try:
+        require(registry)
+    except LocationError as exc:
+        fail(str(exc))
 
 
 def _warn_skipped(skipped: list[tuple[Path, str]]) -> None:
