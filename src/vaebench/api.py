@@ -256,12 +256,14 @@ def prepare_continue(
     from vaebench.plugins.backends.base import AMP_MODES, ExecutionOptions, amp_choices
     from vaebench.plugins.manager import plugin_manager
     from vaebench.plugins.metrics.weights import check_metric_weights
+    from vaebench.registry import location
     from vaebench.registry.store import check_writable, read_record
 
     if amp not in AMP_MODES:
         raise InputError(f"--amp: unknown AMP mode {amp!r} (use {amp_choices()})")
     _non_negative(checkpoint_every, "--checkpoint-every")
     manager = plugin_manager(manager)
+    location.check_location(registry)  # a remote registry's bucket exists (LocationError, one line)
     parent = read_record(registry, run)
     spec = continued_spec(parent, steps, manager)
     metric_names = list(metrics) if metrics else None

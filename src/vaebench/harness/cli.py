@@ -229,8 +229,15 @@ def run(
     from vaebench.registry.query import recorded_runs
     from vaebench.registry.schema import DONE_STATUSES
 
+    from vaebench.registry.location import LocationError, check_location
+    from vaebench.registry.store import RegistryError
+
     resume = bool(opts.get("resume") or False)
-    recorded, unreadable = recorded_runs(opts["registry"])
+    try:
+        check_location(opts["registry"])  # a remote registry reachable (its bucket exists)
+        recorded, unreadable = recorded_runs(opts["registry"])
+    except (LocationError, RegistryError) as exc:
+        fail(str(exc))
     _warn_unreadable(unreadable, specs, resume)
     if dry_run:
         if as_json:
@@ -251,7 +258,6 @@ def run(
         return
 
     from vaebench.plugins.datasets.base import DatasetError
-    from vaebench.registry.store import RegistryError
 
     try:
         prepared = api.prepare_grid(
@@ -482,8 +488,9 @@ def _trained_from_record(run_id: str, registry: str):
     from vaebench.registry.store import RegistryError, artifact_path, read_record
 
     try:
+        location.require(registry)
         record = read_record(registry, run_id)
-    except RegistryError as exc:
+    except (RegistryError, location.LocationError) as exc:
         fail(str(exc))
     recorded = (record.get("artifacts") or {}).get("checkpoint")
     checkpoint = artifact_path(registry, record["run_id"], recorded)

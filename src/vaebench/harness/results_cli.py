@@ -145,6 +145,7 @@ def show(
 
     from vaebench.registry.store import RegistryError, read_record
 
+    _need_registry(registry)
     try:
         record = read_record(registry, run_id)
     except RegistryError as exc:

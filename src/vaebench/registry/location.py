@@ -49,7 +49,7 @@ _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "abfs": "azure", "az": "azure"}
 
 
-class LocationError(Exception):
+class LocationError(ValueError):
     """A registry URL that cannot be used (unknown scheme, missing package, no such bucket,
     no access, read-only), with a one-line message free of credentials."""
 
