@@ -243,8 +243,9 @@ def test_connection_lost_mid_grid_fails_cleanly_and_resume_finishes(s3, tmp_path
     assert proc.returncode == 1, log
     assert "record not written" in log and SECRET not in log
     assert len(keys(client, "cut/runs/")) == 1
-    second = [k for k in keys(client, "cut/artifacts/") if not k.startswith(keys(client, "cut/runs/")[0][9:25])]
-    assert not [k for k in second if "/partial/" not in k], "no artifacts of an unrecorded run stay"
+    recorded = keys(client, "cut/runs/")[0].split("/")[-1].split(".")[0]
+    other = [k for k in keys(client, "cut/artifacts/") if f"/{recorded}/" not in k]
+    assert not [k for k in other if "/partial/" not in k], "no artifacts of an unrecorded run stay"
 
     proxy.open()  # the same port again: the store is back
     resumed = vaebench(*grid, "--resume", "--json", env=env)
