@@ -49,7 +49,8 @@ def s3():
 def env_for(endpoint: str, cache: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "VAEBENCH_"))}
     env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY=SECRET, AWS_DEFAULT_REGION="us-east-1",
-               AWS_ENDPOINT_URL=endpoint, VAEBENCH_CACHE_DIR=str(cache), **extra)
+               AWS_ENDPOINT_URL=endpoint, VAEBENCH_CACHE_DIR=str(cache))
+    env.update(extra)
     return env
 
 
@@ -252,3 +253,36 @@ def test_connection_lost_mid_grid_fails_cleanly_and_resume_finishes(s3, tmp_path
     assert resumed.returncode == 0, resumed.stderr
     assert len(keys(client, "cut/runs/")) == 2 and "already recorded" in resumed.stderr + resumed.stdout
     proxy.cut()
+
+
+def test_wrong_credentials_and_a_read_only_registry_stop_before_training(tmp_path):
+    """A moto server that checks credentials (IAM after its first 4 calls): a user allowed
+    to read only, and keys it does not know."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              env=dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="4"), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 30, "the server")
+        kw = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
+        boto3.client("s3", **kw).create_bucket(Bucket="readonly")
+        iam = boto3.client("iam", **kw)
+        iam.create_user(UserName="reader")
+        iam.put_user_policy(UserName="reader", PolicyName="read", PolicyDocument=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="reader")["AccessKey"]
+        cases = [(key["AccessKeyId"], key["SecretAccessKey"], "cannot write: access denied"),
+                 ("AKIAUNKNOWN", SECRET, "cannot read: access denied")]
+        for access, secret, expected in cases:
+            env = env_for(endpoint, tmp_path / "cache", AWS_ACCESS_KEY_ID=access)
+            env["AWS_SECRET_ACCESS_KEY"] = secret
+            result = vaebench("run", "--steps", "20", *CHEAP, "--registry", "s3://readonly/reg", env=env)
+            assert result.returncode == 2 and expected in result.stderr, result.stderr
+            assert result.stderr.count("\n") == 1 and secret not in result.stderr + result.stdout
+    finally:
+        server.kill()
+        server.wait()

@@ -160,11 +160,11 @@ def check_location(root: str | os.PathLike[str], *, write: bool = False) -> None
     fs, path = filesystem(root)
     bucket = path.split("/", 1)[0]
     try:
-        if not fs.exists(bucket):
-            raise LocationError(f"registry {display(root)}: bucket {bucket!r} does not exist")
+        fs.invalidate_cache(bucket)
+        fs.ls(bucket, detail=False)  # no bucket: FileNotFoundError; wrong credentials: PermissionError
         fs.ls(path, detail=False) if fs.exists(path) else None
-    except LocationError:
-        raise
+    except FileNotFoundError as exc:
+        raise LocationError(f"registry {display(root)}: bucket {bucket!r} does not exist") from exc
     except Exception as exc:  # noqa: BLE001 - any failure of the store is the user's to see
         raise LocationError(f"registry {display(root)}: cannot read: {_reason(exc)}") from exc
     if write:
