@@ -257,12 +257,14 @@ def prepare_continue(
     from vaebench.plugins.backends.base import AMP_MODES, ExecutionOptions, amp_choices
     from vaebench.plugins.manager import plugin_manager
     from vaebench.plugins.metrics.weights import check_metric_weights
+    from vaebench.registry import location
     from vaebench.registry.store import check_writable, read_record
 
     if amp not in AMP_MODES:
         raise InputError(f"--amp: unknown AMP mode {amp!r} (use {amp_choices()})")
     _non_negative(checkpoint_every, "--checkpoint-every")
     manager = plugin_manager(manager)
+    location.check_location(registry)  # a remote registry's bucket exists (LocationError, one line)
     parent = read_record(registry, run)
     spec = continued_spec(parent, steps, manager)
     metric_names = list(metrics) if metrics else None
@@ -316,12 +318,14 @@ def leaderboard_result(
 
     from vaebench.harness.metric_info import metric_info
     from vaebench.plugins.manager import plugin_manager
-    from vaebench.registry import query
+    from vaebench.registry import location, query
     from vaebench.registry.schema import GROUPABLE_COLUMNS
 
     manager = plugin_manager(manager)
-    if not Path(registry).exists():
-        raise InputError(f"registry {registry} does not exist (run `vaebench run` first or pass --registry)")
+    try:
+        location.require(registry)
+    except location.LocationError as exc:
+        raise InputError(str(exc)) from None
     if attempts not in ATTEMPTS:
         raise InputError(f"--attempts: choose from {', '.join(ATTEMPTS)}, not {attempts!r}")
     by_cols = list(by) if by is not None else None

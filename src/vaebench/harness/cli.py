@@ -46,6 +46,7 @@ app = typer.Typer(
 def main_options(
     debug: bool = typer.Option(False, "--debug", help="Print the full traceback where an error prints one line (or set VAEBENCH_DEBUG=1)."),
     disable_plugin: Optional[list[str]] = typer.Option(None, "--disable-plugin", metavar="NAME", help="Do not load third-party plugin NAME (repeatable; also VAEBENCH_DISABLE_PLUGINS=a,b). VAEBENCH_PLUGINS=a,b loads only those besides the built-in one."),
+    s3_endpoint_url: Optional[str] = typer.Option(None, "--s3-endpoint-url", metavar="URL", help="Endpoint of an S3-compatible store (MinIO, Ceph, ...) for s3:// registries (or set VAEBENCH_S3_ENDPOINT_URL or AWS_ENDPOINT_URL)."),
 ) -> None:
     """Options for every command; they reach worker processes through the environment."""
     import os
@@ -54,6 +55,10 @@ def main_options(
 
     if debug:
         os.environ[DEBUG_ENV] = "1"
+    if s3_endpoint_url:
+        from vaebench.registry.location import S3_ENDPOINT_ENV
+
+        os.environ[S3_ENDPOINT_ENV] = s3_endpoint_url
     if disable_plugin:
         if BUILTIN in disable_plugin:
             fail(f"--disable-plugin {BUILTIN}: the built-in plugin cannot be disabled")
@@ -226,8 +231,15 @@ def run(
     from vaebench.registry.query import recorded_runs
     from vaebench.registry.schema import DONE_STATUSES
 
+    from vaebench.registry.location import LocationError, check_location
+    from vaebench.registry.store import RegistryError
+
     resume = bool(opts.get("resume") or False)
-    recorded, unreadable = recorded_runs(opts["registry"])
+    try:
+        check_location(opts["registry"])  # a remote registry reachable (its bucket exists)
+        recorded, unreadable = recorded_runs(opts["registry"])
+    except (LocationError, RegistryError) as exc:
+        fail(str(exc))
     _warn_unreadable(unreadable, specs, resume)
     if dry_run:
         if as_json:
@@ -248,7 +260,6 @@ def run(
         return
 
     from vaebench.plugins.datasets.base import DatasetError
-    from vaebench.registry.store import RegistryError
 
     try:
         prepared = api.prepare_grid(
@@ -480,16 +491,18 @@ def evaluate_latents(
 # ---------------------------------------------------------------- traverse / samples
 def _trained_from_record(run_id: str, registry: str):
     from vaebench.plugins.backends import load_trained
+    from vaebench.registry import location
     from vaebench.registry.store import RegistryError, artifact_path, read_record
 
     try:
+        location.require(registry)
         record = read_record(registry, run_id)
-    except RegistryError as exc:
+    except (RegistryError, location.LocationError) as exc:
         fail(str(exc))
     recorded = (record.get("artifacts") or {}).get("checkpoint")
     checkpoint = artifact_path(registry, record["run_id"], recorded)
     if checkpoint is None:
-        fail(f"run {record['run_id']} has no checkpoint in {Path(registry) / 'artifacts' / record['run_id']} "
+        fail(f"run {record['run_id']} has no checkpoint in {location.join(location.display(registry), 'artifacts', record['run_id'])} "
              f"({recorded or 'not recorded'}); it was {record['status']}")
     record["artifacts"]["checkpoint"] = str(checkpoint)  # found in the registry: what traverse/samples write beside
     try:

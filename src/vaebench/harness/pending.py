@@ -314,9 +314,10 @@ class PendingRun:
 
     def _save(self, trained: Any, registry: str, reporter: Reporter, per_dim: np.ndarray,
               params: dict[str, Any]) -> dict[str, str]:
-        """Write the checkpoint and figures under ``<registry>/artifacts/<run_id>/``; returns
-        their paths relative to the registry (``store.artifact_refs``). A checkpoint that
-        cannot be written is a note (the run keeps its metrics), and what it left is removed."""
+        """Write the checkpoint and figures under ``<registry>/artifacts/<run_id>/`` (a remote
+        registry's: staged locally, then uploaded before the record); returns their paths
+        relative to the registry (``store.artifact_refs``). A checkpoint that cannot be
+        written or uploaded is a note (the run keeps its metrics), and what it left is removed."""
         spec, execution = self.spec, self.execution
         try:
             out_dir = str(store.artifact_dir(registry, spec.run_id))
@@ -331,6 +332,13 @@ class PendingRun:
         if execution.figures:
             reporter.phase(spec.run_id, "figures")
             paths.update(run_figures(trained, self.dataset, spec, per_dim, params, out_dir, execution))
+        try:
+            store.upload_artifacts(registry, spec.run_id)  # a remote registry's: before the record
+        except store.RegistryWriteError as exc:
+            debug_traceback(f"run {spec.run_id}: artifacts not uploaded")
+            store.remove_artifacts(registry, spec.run_id)
+            execution.notes.append(f"{CHECKPOINT_NOT_WRITTEN} ({exc})")
+            return {}
         return store.artifact_refs(registry, spec.run_id, paths)
 
     def fail(self, registry: str, error: str, reporter: Reporter) -> dict[str, Any]:

@@ -46,8 +46,12 @@ SELECTION_HELP = (
 
 
 def _need_registry(registry: str) -> None:
-    if not Path(registry).is_dir():
-        fail(f"registry {registry} does not exist (run `vaebench run` first or pass --registry)")
+    from vaebench.registry.location import LocationError, require
+
+    try:
+        require(registry)
+    except LocationError as exc:
+        fail(str(exc))
 
 
 def _warn_skipped(skipped: list[tuple[Path, str]]) -> None:
@@ -152,6 +156,7 @@ def show(
 
     from vaebench.registry.store import RegistryError, latest, read_attempts
 
+    _need_registry(registry)
     try:
         attempts = read_attempts(registry, run_id)
     except RegistryError as exc:

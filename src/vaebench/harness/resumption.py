@@ -9,10 +9,17 @@ of the same spec (same run id: ``run --resume``, or the same command again) find
 ``diverged`` the checkpoint is deleted (:func:`drop`). The checkpoint's format is the
 backends' (``backends/base.py``: ``write_partial`` / ``partial_resume_point``); every
 harness module asks this one for paths and points.
+
+On a remote registry the backend writes the checkpoint to the run's local staging
+directory and the harness publishes each one to the bucket as it is written
+(``ExecutionOptions.on_checkpoint`` -> ``staging.upload_partial``: the files, then a
+``partial/COMPLETE`` marker naming the step); :func:`pick_up` downloads only a checkpoint
+its marker declares complete, and :func:`drop` removes it from the bucket too.
 """
 
 from __future__ import annotations
 
+import functools
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +27,7 @@ from typing import Any, Mapping, Sequence
 
 from vaebench.plugins.backends.base import ExecutionOptions, ResumePoint, partial_resume_point
 from vaebench.plugins.runspec import RunSpec
-from vaebench.registry import store
+from vaebench.registry import location, staging, store
 
 
 def checkpoint_dir(registry: str, run_id: str) -> Path:
@@ -29,8 +36,29 @@ def checkpoint_dir(registry: str, run_id: str) -> Path:
 
 
 def pick_up(registry: str, run_id: str) -> ResumePoint | None:
-    """The point an interrupted run of ``run_id`` stopped at (its periodic checkpoint), or ``None``."""
+    """The point an interrupted run of ``run_id`` stopped at (its periodic checkpoint), or
+    ``None``. A remote registry's checkpoint is downloaded first (only a complete one)."""
+    if location.is_remote(registry):
+        if staging.fetch_partial(registry, run_id) is None:
+            return None
     return partial_resume_point(str(checkpoint_dir(registry, run_id)))
+
+
+def announce(execution: ExecutionOptions, registry: str) -> ExecutionOptions:
+    """``execution`` publishing each periodic checkpoint to ``registry`` when it is remote
+    (``on_checkpoint``); unchanged for a local one."""
+    if not location.is_remote(registry) or not execution.checkpoint_every:
+        return execution
+    return replace(execution, on_checkpoint=functools.partial(publish, registry))
+
+
+def publish(registry: str, directory: str, step: int) -> None:
+    """Upload the periodic checkpoint written to ``directory`` at ``step`` to ``registry``
+    (``staging.upload_partial``); a one-line ``OSError`` when it cannot be."""
+    try:
+        staging.upload_partial(registry, directory, step)
+    except staging.StagingError as exc:
+        raise OSError(str(exc)) from None
 
 
 def pickup_note(step: int) -> str:
@@ -45,7 +73,7 @@ def periodic_checkpoints(execution: ExecutionOptions, registry: str,
     ``execution.notes``). Its state is exact, so going on from it trains what a run without
     the interruption would have."""
     if execution.checkpoint_every:
-        execution = replace(execution, checkpoint_dir=str(checkpoint_dir(registry, spec.run_id)))
+        execution = announce(replace(execution, checkpoint_dir=str(checkpoint_dir(registry, spec.run_id))), registry)
     point = pick_up(registry, spec.run_id)
     if point is not None:
         execution.notes.append(pickup_note(point.step))
@@ -56,13 +84,15 @@ def group_checkpoints(execution: ExecutionOptions, registry: str, group: Sequenc
                       points: Sequence[ResumePoint | None]) -> dict[str, Any]:
     """``train_group``'s keyword arguments for a group that can be picked up: ``resume`` (the
     members' points, when any has one; noted in ``execution.notes``) and ``checkpoint_dirs``
-    (one per member, when ``checkpoint_every``). ``points`` come from :func:`split_by_pickup_step`."""
+    (one per member, when ``checkpoint_every``; on a remote registry ``execution.on_checkpoint``
+    is set to publish them). ``points`` come from :func:`split_by_pickup_step`."""
     kwargs: dict[str, Any] = {}
     if any(p is not None for p in points):
         kwargs["resume"] = list(points)
         execution.notes.append(pickup_note(next(p for p in points if p is not None).step))
     if execution.checkpoint_every:
         kwargs["checkpoint_dirs"] = [str(checkpoint_dir(registry, s.run_id)) for s in group]
+        execution.on_checkpoint = announce(execution, registry).on_checkpoint
     return kwargs
 
 
@@ -93,4 +123,7 @@ def drop(record: Mapping[str, Any], registry: str) -> None:
     """A recorded ``ok`` / ``diverged`` run no longer needs its periodic checkpoint (called
     as its record is written); a ``failed`` one keeps it for a later pick-up."""
     if record["status"] != "failed":
-        shutil.rmtree(checkpoint_dir(registry, record["run_id"]), ignore_errors=True)
+        if location.is_remote(registry):
+            staging.remove_partial(registry, record["run_id"])
+        else:
+            shutil.rmtree(checkpoint_dir(registry, record["run_id"]), ignore_errors=True)

@@ -27,7 +27,7 @@ from vaebench.plugins.datasets.base import check_sample
 from vaebench.plugins.manager import PluginManager
 from vaebench.plugins.runspec import RunSpec
 from vaebench.plugins.specs import MetricSpec
-from vaebench.registry import claims, store
+from vaebench.registry import claims, location, store
 from vaebench.registry.schema import DONE_STATUSES
 
 
@@ -151,7 +151,7 @@ def continue_run(
     recorded = (parent.get("artifacts") or {}).get("checkpoint")
     checkpoint = store.artifact_path(registry, parent["run_id"], recorded)
     if checkpoint is None:
-        raise ContinueError(f"run {parent['run_id']} has no checkpoint in {Path(registry) / 'artifacts' / parent['run_id']} "
+        raise ContinueError(f"run {parent['run_id']} has no checkpoint in {location.join(location.display(registry), 'artifacts', parent['run_id'])} "
                             f"({recorded or 'not recorded'})")
     backend = get_backend(spec.backend, manager)
     if not capability(backend, "supports_resume"):

@@ -31,20 +31,25 @@ from typing import Any
 
 __all__ = [
     "LocationError",
+    "S3_ENDPOINT_ENV",
     "check_location",
     "display",
     "filesystem",
     "is_remote",
     "join",
+    "reason",
+    "require",
     "scheme",
 ]
 
+#: vaebench's own setting of an S3-compatible endpoint (the CLI's ``--s3-endpoint-url``).
+S3_ENDPOINT_ENV = "VAEBENCH_S3_ENDPOINT_URL"
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 #: Install hints for the filesystems of optional packages (the fsspec protocol -> extra).
 _EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "abfs": "azure", "az": "azure"}
 
 
-class LocationError(Exception):
+class LocationError(ValueError):
     """A registry URL that cannot be used (unknown scheme, missing package, no such bucket,
     no access, read-only), with a one-line message free of credentials."""
 
@@ -81,7 +86,7 @@ def _storage_options(protocol: str) -> dict[str, Any]:
     """Options for the filesystem of ``protocol`` taken from vaebench's environment
     (credentials are left to the filesystem's own lookup)."""
     if protocol in ("s3", "s3a"):
-        endpoint = os.environ.get("VAEBENCH_S3_ENDPOINT_URL")
+        endpoint = os.environ.get(S3_ENDPOINT_ENV)
         if endpoint:
             return {"client_kwargs": {"endpoint_url": endpoint}}
     return {}
@@ -121,7 +126,7 @@ def filesystem(root: str | os.PathLike[str]) -> tuple[Any, str]:
         import fsspec.implementations.local as local  # noqa: PLC0415
 
         return local.LocalFileSystem(), str(local_path(text).absolute())
-    return _open(text, os.environ.get("VAEBENCH_S3_ENDPOINT_URL"))
+    return _open(text, os.environ.get(S3_ENDPOINT_ENV))
 
 
 def join(root: str | os.PathLike[str], *parts: str) -> str:
@@ -140,6 +145,11 @@ def _reason(exc: BaseException) -> str:
     return re.sub(r"(?i)(secret|token|key|signature|credential)[^ ]*=[^ &]+", r"\1=***", text)[:300]
 
 
+def reason(exc: BaseException) -> str:
+    """One line of an exception of a filesystem call, without credentials (for messages)."""
+    return _reason(exc)
+
+
 def check_location(root: str | os.PathLike[str], *, write: bool = False) -> None:
     """Prove a remote registry can be reached (its bucket exists and can be listed) and,
     with ``write``, written (a probe object is put and removed). A local registry is checked
@@ -150,11 +160,11 @@ def check_location(root: str | os.PathLike[str], *, write: bool = False) -> None
     fs, path = filesystem(root)
     bucket = path.split("/", 1)[0]
     try:
-        if not fs.exists(bucket):
-            raise LocationError(f"registry {display(root)}: bucket {bucket!r} does not exist")
+        fs.invalidate_cache(bucket)
+        fs.ls(bucket, detail=False)  # no bucket: FileNotFoundError; wrong credentials: PermissionError
         fs.ls(path, detail=False) if fs.exists(path) else None
-    except LocationError:
-        raise
+    except FileNotFoundError as exc:
+        raise LocationError(f"registry {display(root)}: bucket {bucket!r} does not exist") from exc
     except Exception as exc:  # noqa: BLE001 - any failure of the store is the user's to see
         raise LocationError(f"registry {display(root)}: cannot read: {_reason(exc)}") from exc
     if write:
@@ -166,6 +176,15 @@ def check_location(root: str | os.PathLike[str], *, write: bool = False) -> None
             fs.rm_file(probe)
         except Exception as exc:  # noqa: BLE001
             raise LocationError(f"registry {display(root)}: cannot write: {_reason(exc)}") from exc
+
+
+def require(root: str | os.PathLike[str]) -> None:
+    """Prove a registry to be read exists: a local directory, or a remote one whose bucket
+    can be listed (:func:`check_location`). Raises :class:`LocationError` (one line)."""
+    if is_remote(root):
+        check_location(root)
+    elif not local_path(root).is_dir():
+        raise LocationError(f"registry {display(root)} does not exist (run `vaebench run` first or pass --registry)")
 
 
 def clear_cache() -> None:

@@ -8,6 +8,11 @@ any fsspec URL such as ``s3://bucket/prefix``: ``registry.location``)::
     <root>/runs/compacted/**.parquet         many records per file (``vaebench registry compact``)
     <root>/artifacts/<run_id>/...            checkpoints, plots (written by others)
 
+The artifacts of a remote registry are written to and read from a local staging
+directory and uploaded / downloaded whole files at a time (``registry.staging``);
+:func:`artifact_dir`, :func:`partial_dir` and :func:`artifact_path` give local paths
+for either kind, :func:`upload_artifacts` puts a remote run's files before its record.
+
 Every attempt is kept: a rerun of the same spec writes a new record beside the old ones
 (its ``attempt``, :func:`new_attempt`, is in the file name), nothing is overwritten; a
 record's id is ``<run_id>.<attempt>``. Readers take the latest finished attempt of a run
@@ -46,7 +51,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vaebench.registry import location
+from vaebench.registry import location, staging
 from vaebench.registry.schema import DONE_STATUSES, RECORD_SCHEMA, SCHEMA_VERSION, STATUSES, schema_problem
 
 __all__ = [
@@ -62,6 +67,7 @@ __all__ = [
     "read_table",
     "table_rows",
     "this_host",
+    "upload_artifacts",
     "compacted_files",
     "file_name",
     "fsync_dir",
@@ -72,6 +78,7 @@ __all__ = [
     "read_record",
     "record_problem",
     "record_to_dict",
+    "partial_dir",
     "remove_artifacts",
     "remove_stale_temporaries",
     "row_problem",
@@ -160,17 +167,30 @@ def _check_run_id(run_id: Any) -> str:
     return run_id
 
 
+def _artifacts_home(root: str | os.PathLike[str], run_id: str) -> Path:
+    """The local directory of a run's artifacts: ``<root>/artifacts/<run_id>`` of a local
+    registry, the staging directory of a remote one (``staging.run_dir``)."""
+    if location.is_remote(root):
+        return staging.run_dir(root, run_id)
+    return Path(root) / "artifacts" / run_id
+
+
 def partial_dir(root: str | os.PathLike[str], run_id: str) -> Path:
     """``<root>/artifacts/<run_id>/partial``: the periodic checkpoint of a run in training
-    (``--checkpoint-every``), removed once the run is recorded; not created here."""
+    (``--checkpoint-every``), removed once the run is recorded; not created here. For a
+    remote registry the staging directory's (uploaded by ``staging.upload_partial``)."""
     _check_run_id(run_id)
-    return Path(root) / "artifacts" / run_id / "partial"
+    return _artifacts_home(root, run_id) / "partial"
 
 
 def artifact_dir(root: str | os.PathLike[str], run_id: str) -> Path:
-    """Return ``<root>/artifacts/<run_id>``, creating it if needed."""
+    """Return ``<root>/artifacts/<run_id>``, creating it if needed. For a remote registry:
+    the run's staging directory, emptied of files an earlier run left there (its periodic
+    checkpoint kept), whose files :func:`upload_artifacts` puts to the bucket."""
     _check_run_id(run_id)
-    path = Path(root) / "artifacts" / run_id
+    path = _artifacts_home(root, run_id)
+    if location.is_remote(root) and path.is_dir():
+        _remove_entries(path, keep=("partial",))
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -178,12 +198,24 @@ def artifact_dir(root: str | os.PathLike[str], run_id: str) -> Path:
     return path
 
 
+def upload_artifacts(root: str | os.PathLike[str], run_id: str) -> None:
+    """Put the files a run wrote to its :func:`artifact_dir` to a remote registry (nothing to
+    do for a local one); called before the run's record is written. Raises
+    :class:`RegistryWriteError` (one line) when they cannot be put."""
+    if not location.is_remote(root):
+        return
+    try:
+        staging.upload_run(root, _check_run_id(run_id))
+    except staging.StagingError as exc:
+        raise RegistryWriteError(str(exc)) from exc
+
+
 def artifact_refs(root: str | os.PathLike[str], run_id: str, paths: Mapping[str, str]) -> dict[str, str]:
     """``{key: path}`` of files a run wrote under ``<root>/artifacts/<run_id>/`` -> the same
     keys with the paths relative to ``root`` (``artifacts/<run_id>/model.safetensors``,
     POSIX separators), which is what a record stores. A path outside that directory is
     kept as given (it is never followed: :func:`artifact_path`)."""
-    home = Path(os.path.abspath(Path(root) / "artifacts" / _check_run_id(run_id)))
+    home = Path(os.path.abspath(_artifacts_home(root, _check_run_id(run_id))))
     out = {}
     for key, value in paths.items():
         full = Path(os.path.abspath(value))
@@ -201,9 +233,14 @@ def artifact_path(root: str | os.PathLike[str], run_id: str, recorded: str | Non
     the file's name in the run's directory. Every candidate must resolve (symbolic links
     followed) inside ``<root>/artifacts/<run_id>/``, so a registry never reads or writes
     through a path that leads out of it.
+
+    A remote registry's file is downloaded (``staging.fetch``: a checkpoint with the files
+    beside it) into the staging directory, whose local path is returned.
     """
     if not recorded or not isinstance(run_id, str) or not _RUN_ID_RE.fullmatch(run_id):
         return None
+    if location.is_remote(root):
+        return _fetch_artifact(root, run_id, recorded)
     base = Path(root)
     home = (base / "artifacts" / run_id).resolve()
     given = PurePath(recorded)
@@ -224,15 +261,48 @@ def artifact_path(root: str | os.PathLike[str], run_id: str, recorded: str | Non
     return None
 
 
+def _fetch_artifact(root: str | os.PathLike[str], run_id: str, recorded: str) -> Path | None:
+    """:func:`artifact_path` of a remote registry: the same candidates, relative to
+    ``<root>/artifacts/<run_id>/``, downloaded."""
+    given = PurePath(recorded.replace("\\", "/"))
+    parts = given.parts
+    candidates = []
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "artifacts" and parts[i + 1] == run_id and i + 2 < len(parts):
+            candidates.append(PurePath(*parts[i + 2:]).as_posix())
+            break
+    candidates.append(given.name)
+    for relative in dict.fromkeys(candidates):
+        found = staging.fetch(root, run_id, relative)
+        if found is not None:
+            return found
+    return None
+
+
 def remove_artifacts(root: str | os.PathLike[str], run_id: str, keep: Iterable[str] = ("partial",)) -> None:
     """Remove what ``<root>/artifacts/<run_id>/`` holds except the entries named in ``keep``
     (default: the periodic checkpoint a later run picks up), and the directory itself
     when nothing is kept: the artifacts of a run that has no record (best effort)."""
-    home = Path(root) / "artifacts" / _check_run_id(run_id)
+    _check_run_id(run_id)
+    if location.is_remote(root):
+        staging.remove_run(root, run_id, keep)
+        return
+    home = Path(root) / "artifacts" / run_id
+    if not _remove_entries(home, keep):
+        return
+    try:
+        home.rmdir()
+    except OSError:
+        pass
+
+
+def _remove_entries(home: Path, keep: Iterable[str]) -> bool:
+    """Remove what ``home`` holds except the entries named in ``keep``; ``False`` when it
+    cannot be listed."""
     try:
         entries = list(home.iterdir())
     except OSError:
-        return
+        return False
     kept = set(keep)
     for entry in entries:
         if entry.name in kept:
@@ -241,10 +311,7 @@ def remove_artifacts(root: str | os.PathLike[str], run_id: str, keep: Iterable[s
             shutil.rmtree(entry, ignore_errors=True)
         else:
             _remove_quietly(entry)
-    try:
-        home.rmdir()
-    except OSError:
-        pass
+    return True
 
 
 def this_host() -> str:

@@ -17,6 +17,7 @@ from vaebench.harness.compare import CONFIG_COLUMNS, summarise_metric
 from vaebench.registry.schema import DEFAULT_LIKELIHOOD
 from vaebench.harness.metric_info import MetricInfo, metric_info
 from vaebench.harness.output import fmt
+from vaebench.registry import location
 from vaebench.registry.selection import Selection, check_prefixes, fetch_runs, parse_selection
 
 #: Record columns a report needs besides ``selection.RUN_COLUMNS``.
@@ -94,9 +95,11 @@ def gather(
     sel = parse_selection(selection)
     base_sel = parse_selection(baseline) if baseline is not None else None
     parsed = tg.load_targets(targets, baseline=base_sel is not None) if targets is not None else None
-    root = Path(registry)
-    if not root.is_dir():
-        raise RegistryError(f"registry {root} does not exist (run `vaebench run` first or pass --registry)")
+    root = registry if location.is_remote(registry) else Path(registry)
+    try:
+        location.require(root)
+    except location.LocationError as exc:
+        raise RegistryError(str(exc)) from None
     con, skipped = open_readonly(root)
     try:
         check_prefixes(con, sel)

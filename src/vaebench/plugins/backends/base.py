@@ -48,6 +48,10 @@ class ExecutionOptions:
     checkpoint_every: int = 0
     #: Where: ``<registry>/artifacts/<run_id>/partial`` (set per run by the runner).
     checkpoint_dir: str | None = None
+    #: Called as ``on_checkpoint(directory, step)`` after each periodic checkpoint is
+    #: written whole to ``directory`` (the harness publishes it to a remote registry; an
+    #: exception it raises fails the run). ``None``: nothing to tell.
+    on_checkpoint: Callable[[str, int], None] | None = None
     #: Keep a factor-grid dataset's whole image grid on the device and gather each batch
     #: there (:func:`device_grid_wanted`): ``None`` on a GPU when it fits, ``True`` also on
     #: the CPU (the tests' way to run the GPU's path), ``False`` never. Batches are the same.

@@ -237,7 +237,8 @@ def train_loop(
     stopped); the loop ends when no member is left. After each step the periodic
     checkpoint of every member due one (``base.checkpoint_due``: every
     ``checkpoint_every`` steps and at the step a stop signal arrived) is written to its
-    directory (``begin.dirs[i]``, else ``execution.checkpoint_dir``), then a stop signal
+    directory (``begin.dirs[i]``, else ``execution.checkpoint_dir``) and announced
+    (``execution.on_checkpoint``), then a stop signal
     stops the loop (``interrupt.check``). Seconds count on from ``begin.earlier``.
     """
     begin.extend(trained)
@@ -292,6 +293,8 @@ def train_loop(
                     "train_seconds": time.perf_counter() - start + begin.earlier[i], "history": run.history,
                     "signals": run.signals})
                 write_partial(run, str(dirs[i]))
+                if execution.on_checkpoint is not None:
+                    execution.on_checkpoint(str(dirs[i]), step)
         interrupt.check()
     steps.sync()
     elapsed = time.perf_counter() - start
