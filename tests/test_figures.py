@@ -99,7 +99,7 @@ def test_run_writes_figures_and_cli_regenerates_them(cli, tmp_path):
         assert res.exit_code == 2 and res.stderr.strip().count("\n") == 0 and "--base" in res.stderr, bad_base
 
     # The checkpoint loads through the backend-neutral loader.
-    model = load_trained("torch", str(tmp_path / "reg" / "artifacts" / record["run_id"]))
+    model = load_trained("torch", str(tmp_path / "reg" / "artifacts" / record["run_id"] / record["attempt"]))
     data = ProceduralDSprites()
     assert model.encode(data.observations(data.sample_factors(8, np.random.default_rng(1)))).shape == (8, 5)
 

@@ -300,20 +300,22 @@ def test_a_moved_or_copied_registry_uses_its_own_artifacts_only(tmp_path: Path, 
     assert res.exit_code == 0, res.output
     (record,) = json.loads(res.stdout)
     rid = record["run_id"]
-    assert record["artifacts"]["checkpoint"] == f"artifacts/{rid}/model.safetensors"
-    assert all(v.startswith(f"artifacts/{rid}/") for v in read_record(first, rid)["artifacts"].values())
+    att = record["attempt"]
+    assert record["artifacts"]["checkpoint"] == f"artifacts/{rid}/{att}/model.safetensors"
+    assert all(v.startswith(f"artifacts/{rid}/{att}/") for v in read_record(first, rid)["artifacts"].values())
 
     moved = tmp_path / "regY"
     first.rename(moved)
     res = cli("samples", rid[:8], "--n", "4", "--registry", moved)
     assert res.exit_code == 0, res.output
-    home = moved / "artifacts" / rid
+    home = moved / "artifacts" / rid / att  # outputs go beside the checkpoint they came from
     assert res.stdout.split() == [str(home.resolve() / "samples.png")]
     res = cli("continue", rid, "--steps", "5", "--device", "cpu", "--threads", "1", "--eval-samples", "300",
               "--registry", moved, "--json")
     assert res.exit_code == 0, res.output
     child = json.loads(res.stdout)
-    assert child["steps_done"] == 15 and child["artifacts"]["checkpoint"] == f"artifacts/{child['run_id']}/model.safetensors"
+    assert child["steps_done"] == 15 and child["artifacts"]["checkpoint"] == (
+        f"artifacts/{child['run_id']}/{child['attempt']}/model.safetensors")
 
     copy = tmp_path / "regZ"
     shutil.copytree(moved, copy)
@@ -323,14 +325,14 @@ def test_a_moved_or_copied_registry_uses_its_own_artifacts_only(tmp_path: Path, 
     _rewrite(copy, rid, **{k: str(first / v) for k, v in read_record(copy, rid)["artifacts"].items()})
     res = cli("traverse", rid, "--steps", "2", "--dims", "0", "--registry", copy)
     assert res.exit_code == 0, res.output
-    assert res.stdout.split()[0] == str((copy / "artifacts" / rid).resolve() / "traversal.png")
+    assert res.stdout.split()[0] == str((copy / "artifacts" / rid / att).resolve() / "traversal.png")
     assert _snapshot(moved) == before  # the copy read and wrote only its own files
-    assert (copy / "artifacts" / rid / "samples.png").read_bytes() != before[f"artifacts/{rid}/samples.png"]
+    assert (copy / "artifacts" / rid / att / "samples.png").read_bytes() != before[f"artifacts/{rid}/{att}/samples.png"]
 
     # a hand-edited checkpoint path out of the registry is not followed
     outside = tmp_path / "outside"
-    shutil.copytree(copy / "artifacts" / rid, outside)
-    (copy / "artifacts" / rid / "model.safetensors").unlink()
+    shutil.copytree(copy / "artifacts" / rid / att, outside)
+    (copy / "artifacts" / rid / att / "model.safetensors").unlink()
     _rewrite(copy, rid, checkpoint=str(outside / "model.safetensors"))
     kept = _snapshot(outside)
     for command in (("traverse", rid), ("samples", rid), ("continue", rid, "--steps", "5")):
@@ -439,3 +441,18 @@ def test_a_full_runs_directory_mid_grid(tmp_path: Path) -> None:
     assert all("No space left on device" in r["error"] and r["status"] == "failed" for r in records)
     assert "2 run(s) not recorded (cannot write to registry" in res.stderr
     assert files == ["runs/ballast"]  # artifacts/<id>/ (checkpoint, figures: MBs) removed
+
+
+def test_a_rerun_keeps_the_earlier_attempts_checkpoint(tmp_path: Path, cli) -> None:
+    """Every attempt keeps its own artifacts (artifacts/<run_id>/<attempt>/): a rerun of the
+    same spec neither overwrites nor removes the checkpoint an earlier record names."""
+    registry = tmp_path / "reg"
+    first = json.loads(cli("run", "--betas", "4", *CHEAP, "--registry", registry, "--json").stdout)[0]
+    second = json.loads(cli("run", "--betas", "4", *CHEAP, "--registry", registry, "--json").stdout)[0]
+    assert first["run_id"] == second["run_id"] and first["attempt"] != second["attempt"]
+    paths = [registry / r["artifacts"]["checkpoint"] for r in (first, second)]
+    assert paths[0] != paths[1] and all(p.is_file() for p in paths)
+    for record in (first, second):  # each attempt reads its own checkpoint
+        res = cli("samples", f"{record['run_id']}.{record['attempt']}", "--n", "4", "--registry", registry)
+        assert res.exit_code == 0 and res.stdout.split() == [str(paths[[first, second].index(record)].parent.resolve()
+                                                                  / "samples.png")], res.output

@@ -301,12 +301,16 @@ def run(
     if result.held_elsewhere:
         err_console.print(f"{len(result.held_elsewhere)} run(s) being trained by another writer, skipped "
                           "(run with --resume later to record any it leaves)", highlight=False)
-    _exit_for(result.records)
+    if result.unclaimed:
+        err_console.print(f"[red]{len(result.unclaimed)} run(s) not trained[/]: their claim could not be taken "
+                          f"({escape(result.unclaimed[0][1])}); run the same command with --resume once the "
+                          "registry can be reached", highlight=False)
+    _exit_for(result.records, failed_elsewhere=bool(result.unclaimed))
 
 
-def _exit_for(records: list[dict[str, Any]]) -> None:
+def _exit_for(records: list[dict[str, Any]], failed_elsewhere: bool = False) -> None:
     """Exit 1 when a run failed or could not be stored (its checkpoint or record not
-    written: a full disk), saying which."""
+    written: a full disk), saying which, or when ``failed_elsewhere`` (said by the caller)."""
     from vaebench.harness.pending import RECORD_NOT_WRITTEN, storage_failed
 
     lost = [r for r in records if RECORD_NOT_WRITTEN in (r.get("error") or "")]
@@ -321,7 +325,7 @@ def _exit_for(records: list[dict[str, Any]]) -> None:
     if unsaved:
         err_console.print(f"[red]{len(unsaved)} run(s) recorded without their checkpoint[/] (the reason is in their "
                           "error column: vaebench show RUN)", highlight=False)
-    if failed or lost or unsaved:
+    if failed or lost or unsaved or failed_elsewhere:
         raise typer.Exit(1)
 
 

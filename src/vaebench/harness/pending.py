@@ -79,7 +79,10 @@ class PointClaims:
     kept in :attr:`held_elsewhere`), or one whose finished attempt (``ok`` / ``diverged``)
     the registry holds now although the grid did not skip it at its start: any with
     ``resume``, otherwise one finished since the grid started (``since``): another writer
-    trained it meanwhile (kept in :attr:`done_meanwhile`, shown as skipped).
+    trained it meanwhile (kept in :attr:`done_meanwhile`, shown as skipped), or one whose
+    claim could not be taken because the registry cannot be reached (a lost connection:
+    kept in :attr:`unclaimed` with the one-line reason, said; ``run`` exits 1 and
+    ``--resume`` trains it later).
     """
 
     def __init__(self, registry: str, reporter: Any, resume: bool, since: datetime | None = None,
@@ -89,11 +92,19 @@ class PointClaims:
         self.writer = writer
         self.held_elsewhere: list[tuple[RunSpec, str]] = []
         self.done_meanwhile: list[tuple[RunSpec, str]] = []
+        self.unclaimed: list[tuple[RunSpec, str]] = []
         self._held: dict[str, claims.Claim] = {}
 
     def take(self, spec: RunSpec) -> claims.Claim | None:
         """Claim ``spec``'s point for this process, or ``None`` (see the class)."""
-        claim = claims.acquire(self.registry, spec.run_id, writer=self.writer)
+        try:
+            claim = claims.acquire(self.registry, spec.run_id, writer=self.writer)
+        except Exception as exc:  # noqa: BLE001 - the store cannot be reached: not trained here
+            debug_traceback(f"claim of {spec.run_id}")
+            why = storage_reason(exc)
+            self.unclaimed.append((spec, why))
+            _note(self.reporter, f"{spec.run_id} not trained: its claim could not be taken ({why})")
+            return None
         if claim is None:
             info = claims.holder(self.registry, spec.run_id)
             who = info.who if info is not None else "another writer"
@@ -314,19 +325,20 @@ class PendingRun:
 
     def _save(self, trained: Any, registry: str, reporter: Reporter, per_dim: np.ndarray,
               params: dict[str, Any]) -> dict[str, str]:
-        """Write the checkpoint and figures under ``<registry>/artifacts/<run_id>/`` (a remote
-        registry's: staged locally, then uploaded before the record); returns their paths
+        """Write the checkpoint and figures under ``<registry>/artifacts/<run_id>/<attempt>/`` (a
+        remote registry's: staged locally, then uploaded before the record); returns their paths
         relative to the registry (``store.artifact_refs``). A checkpoint that cannot be
         written or uploaded is a note (the run keeps its metrics), and what it left is removed."""
         spec, execution = self.spec, self.execution
+        attempt = self.record["attempt"]
         try:
-            out_dir = str(store.artifact_dir(registry, spec.run_id))
+            out_dir = str(store.artifact_dir(registry, spec.run_id, attempt))
             paths = dict(trained.save(out_dir))
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - a full disk must not lose the run's metrics
             debug_traceback(f"run {spec.run_id}: checkpoint not written")
-            store.remove_artifacts(registry, spec.run_id)
+            store.remove_artifacts(registry, spec.run_id, attempt=attempt)
             execution.notes.append(f"{CHECKPOINT_NOT_WRITTEN} ({storage_reason(exc)})")
             return {}
         if execution.figures:
@@ -336,7 +348,7 @@ class PendingRun:
             store.upload_artifacts(registry, spec.run_id)  # a remote registry's: before the record
         except store.RegistryWriteError as exc:
             debug_traceback(f"run {spec.run_id}: artifacts not uploaded")
-            store.remove_artifacts(registry, spec.run_id)
+            store.remove_artifacts(registry, spec.run_id, attempt=attempt)
             execution.notes.append(f"{CHECKPOINT_NOT_WRITTEN} ({exc})")
             return {}
         return store.artifact_refs(registry, spec.run_id, paths)
@@ -357,8 +369,8 @@ class PendingRun:
             try:
                 store.write_record(registry, record)
             except store.RegistryWriteError as exc:
-                # Nothing of the run stays without its record; the grid goes on.
-                store.remove_artifacts(registry, record["run_id"])
+                # Nothing of this attempt stays without its record; the grid goes on.
+                store.remove_artifacts(registry, record["run_id"], attempt=record["attempt"])
                 note = f"{RECORD_NOT_WRITTEN} ({exc})"
                 record.update(status="failed", artifacts=None,
                               error=f"{record['error']}; {note}" if record.get("error") else note)

@@ -37,6 +37,9 @@ class GridResult:
     skipped: list[RunSpec] = field(default_factory=list)
     #: ``(spec, "host:pid")`` of points another writer was training (claimed), skipped
     held_elsewhere: list[tuple[RunSpec, str]] = field(default_factory=list)
+    #: ``(spec, reason)`` of points not trained because their claim could not be taken
+    #: (the registry could not be reached)
+    unclaimed: list[tuple[RunSpec, str]] = field(default_factory=list)
     #: the strategy the runs were trained with (``auto`` resolved)
     strategy: str = "sequential"
 
@@ -263,6 +266,7 @@ def run_grid(
     finally:
         claims.release_all()
     result.held_elsewhere = list(claims.held_elsewhere)
+    result.unclaimed = list(claims.unclaimed)
     result.skipped.extend(spec for spec, _ in claims.done_meanwhile)
     order = {spec.run_id: i for i, spec in enumerate(todo)}
     result.records = sorted(records, key=lambda r: order[r["run_id"]])

@@ -228,9 +228,11 @@ def remove_partial(root: str | os.PathLike[str], run_id: str) -> None:
         shutil.rmtree(run_dir(root, run_id) / name, ignore_errors=True)
 
 
-def remove_run(root: str | os.PathLike[str], run_id: str, keep: Iterable[str] = (PARTIAL,)) -> None:
+def remove_run(root: str | os.PathLike[str], run_id: str, keep: Iterable[str] = (PARTIAL,),
+               only: str | None = None) -> None:
     """Remove the run's artifacts except the top-level entries in ``keep`` from the bucket
-    and the staging directory (best effort)."""
+    and the staging directory (best effort); with ``only``, just that top-level entry (one
+    attempt's folder)."""
     kept = set(keep)
     fs, base = _remote(root, run_id)
     try:
@@ -239,7 +241,8 @@ def remove_run(root: str | os.PathLike[str], run_id: str, keep: Iterable[str] = 
     except Exception:  # noqa: BLE001
         entries = []
     for entry in entries:
-        if entry.rstrip("/").rsplit("/", 1)[-1] in kept:
+        name = entry.rstrip("/").rsplit("/", 1)[-1]
+        if name in kept if only is None else name != only:
             continue
         try:
             fs.rm(entry, recursive=True)
@@ -248,7 +251,9 @@ def remove_run(root: str | os.PathLike[str], run_id: str, keep: Iterable[str] = 
     home = run_dir(root, run_id)
     if home.is_dir():
         for entry in home.iterdir():
-            if entry.name in kept or any(entry.name.startswith(k + ".") for k in kept):
+            if only is not None and entry.name != only:
+                continue
+            if only is None and (entry.name in kept or any(entry.name.startswith(k + ".") for k in kept)):
                 continue
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)

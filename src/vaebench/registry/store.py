@@ -183,19 +183,30 @@ def partial_dir(root: str | os.PathLike[str], run_id: str) -> Path:
     return _artifacts_home(root, run_id) / "partial"
 
 
-def artifact_dir(root: str | os.PathLike[str], run_id: str) -> Path:
-    """Return ``<root>/artifacts/<run_id>``, creating it if needed. For a remote registry:
-    the run's staging directory, emptied of files an earlier run left there (its periodic
-    checkpoint kept), whose files :func:`upload_artifacts` puts to the bucket."""
+def artifact_dir(root: str | os.PathLike[str], run_id: str, attempt: str | None = None) -> Path:
+    """Return ``<root>/artifacts/<run_id>`` (``<root>/artifacts/<run_id>/<attempt>`` for one
+    attempt's checkpoint and figures: a rerun never overwrites an earlier attempt's files),
+    creating it if needed. For a remote registry: the run's staging directory, emptied of
+    files an earlier run left there (its periodic checkpoint kept), whose files
+    :func:`upload_artifacts` puts to the bucket."""
     _check_run_id(run_id)
     path = _artifacts_home(root, run_id)
     if location.is_remote(root) and path.is_dir():
         _remove_entries(path, keep=("partial",))
+    if attempt is not None:
+        path = path / _check_attempt(attempt)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RegistryWriteError(f"cannot write to registry {root}: {_reason(exc)}") from exc
     return path
+
+
+def _check_attempt(attempt: Any) -> str:
+    """Validate an attempt id (:func:`new_attempt`) and return it."""
+    if not isinstance(attempt, str) or not _ATTEMPT_RE.fullmatch(attempt):
+        raise RegistryError(f"invalid attempt {attempt!r}: expected YYYYMMDDTHHMMSSZ-xxxxxx")
+    return attempt
 
 
 def upload_artifacts(root: str | os.PathLike[str], run_id: str) -> None:
@@ -279,11 +290,24 @@ def _fetch_artifact(root: str | os.PathLike[str], run_id: str, recorded: str) ->
     return None
 
 
-def remove_artifacts(root: str | os.PathLike[str], run_id: str, keep: Iterable[str] = ("partial",)) -> None:
+def remove_artifacts(root: str | os.PathLike[str], run_id: str, keep: Iterable[str] = ("partial",),
+                     attempt: str | None = None) -> None:
     """Remove what ``<root>/artifacts/<run_id>/`` holds except the entries named in ``keep``
     (default: the periodic checkpoint a later run picks up), and the directory itself
-    when nothing is kept: the artifacts of a run that has no record (best effort)."""
+    when nothing is kept: the artifacts of a run that has no record (best effort). With
+    ``attempt``, only that attempt's folder: the run's other attempts keep theirs."""
     _check_run_id(run_id)
+    if attempt is not None:
+        _check_attempt(attempt)
+        if location.is_remote(root):
+            staging.remove_run(root, run_id, only=attempt)
+            return
+        shutil.rmtree(Path(root) / "artifacts" / run_id / attempt, ignore_errors=True)
+        try:
+            (Path(root) / "artifacts" / run_id).rmdir()
+        except OSError:
+            pass
+        return
     if location.is_remote(root):
         staging.remove_run(root, run_id, keep)
         return
