@@ -30,7 +30,6 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from vaebench.registry import ATTEMPTS, staging
 from vaebench.registry.location import display, filesystem, is_remote
