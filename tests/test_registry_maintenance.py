@@ -102,6 +102,8 @@ def test_compact_while_reading_sees_every_record_once(tmp_path: Path) -> None:
     reader = threading.Thread(target=read)
     reader.start()
     try:
+        while not seen and reader.is_alive():  # the reader is reading before compaction starts
+            threading.Event().wait(0.01)
         first = compaction.compact(root)
         extra = [store.write_record(root, make_record(seed=1000 + i)) for i in range(5)]
         second = compaction.compact(root)  # merges the new files into the dsprites/beta_vae part

@@ -23,7 +23,6 @@ copies become one.
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import secrets
@@ -32,19 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from vaebench.registry import location
 from vaebench.registry.scan import FileRead, conform, content, read_files, remove_file
-from vaebench.registry.store import (
-    COMPACTED,
-    RegistryWriteError,
-    fsync_dir,
-    new_attempt,
-    runs_dir,
-    table_rows,
-    temporary_name,
-)
+from vaebench.registry.store import COMPACTED, new_attempt, table_rows, write_table
 
 __all__ = ["CompactResult", "compact", "partition_path"]
 
@@ -97,35 +87,7 @@ def _partition_of(read: FileRead) -> list[str]:
 def _write_part(root: str | os.PathLike[str], partition: str, table: pa.Table) -> Path | str:
     """Write ``table`` as a new part of ``partition`` whole; return its path or URL."""
     name = f"part-{new_attempt()}{secrets.token_hex(2)}.parquet"
-    if location.is_remote(root):
-        fs, base = location.filesystem(root)
-        target = f"{base}/runs/{COMPACTED}/{partition}/{name}"
-        buffer = io.BytesIO()
-        pq.write_table(table, buffer)
-        try:
-            with fs.open(target, "xb") as fh:
-                fh.write(buffer.getvalue())
-        except Exception as exc:  # noqa: BLE001 - one line for the user
-            raise RegistryWriteError(f"cannot write to registry {location.display(root)}: {exc}") from exc
-        return fs.unstrip_protocol(target)
-    runs = runs_dir(root)
-    directory = runs / COMPACTED / partition
-    tmp = runs / temporary_name("part")
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "xb") as fh:
-            pq.write_table(table, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, directory / name)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise RegistryWriteError(f"cannot write to registry {root}: {exc.strerror or exc}") from exc
-    fsync_dir(directory)
-    return directory / name
+    return write_table(root, f"{COMPACTED}/{partition}/{name}", table, "part")
 
 
 def _combine(pieces: list[pa.Table]) -> pa.Table:

@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vaebench.registry import claims, location
 from vaebench.registry.query import open_runs
-from vaebench.registry.scan import FileRead, content, file_size, read_files, record_key, rows
+from vaebench.registry.scan import FileRead, content, file_size, read_files, record_key, remove_file, rows
 from vaebench.registry.store import (
     STALE_AFTER_SECONDS,
     artifact_path,
@@ -285,15 +284,8 @@ def gc(root: str | os.PathLike[str], report: VerifyReport, *, dry_run: bool = Fa
     for path in report.stale:
         if path in stale_claim_files:
             continue
-        try:
-            if location.is_remote(path):
-                fs, inner = location.filesystem(path)
-                fs.rm_file(inner)
-            else:
-                os.unlink(path)
-        except FileNotFoundError:
-            continue
-        done.append(path)
+        if remove_file(path):
+            done.append(path)
     for run_id in report.orphans:
         if location.is_remote(root):
             fs, base = location.filesystem(root)

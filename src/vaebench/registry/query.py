@@ -30,9 +30,8 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from vaebench.registry import ATTEMPTS
+from vaebench.registry import ATTEMPTS, staging
 from vaebench.registry.location import display, filesystem, is_remote
 from vaebench.registry.schema import (
     DEFAULT_LIKELIHOOD,
@@ -119,19 +118,9 @@ SOURCE_VIEWS = (_FILES_VIEW, "_vaebench_attempts")
 
 
 def _key(path: Path | str) -> str:
-    """How DuckDB names a record file (its ``filename`` column): an absolute path, or a URL."""
-    return path if isinstance(path, str) and is_remote(path) else os.path.abspath(path)
-
-
-def _register(con: duckdb.DuckDBPyConnection, files: Sequence[Path | str]) -> None:
-    """Let DuckDB read the remote files among ``files`` through their fsspec filesystem
-    (DuckDB's own httpfs cannot be fetched offline and would need the credentials)."""
-    for path in files:
-        if isinstance(path, str) and is_remote(path):
-            fs, _ = filesystem(path)
-            if not con.filesystem_is_registered(fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]):
-                con.register_filesystem(fs)
-            return
+    """How DuckDB names a record file (its ``filename`` column): its absolute path (a remote
+    registry's files are read from their local copies, ``staging.record_copies``)."""
+    return os.path.abspath(path)
 
 
 def _build_view(con: duckdb.DuckDBPyConnection, files: Sequence[Path | str], bind: bool = True,
@@ -157,7 +146,6 @@ def _build_view(con: duckdb.DuckDBPyConnection, files: Sequence[Path | str], bin
     for name in reversed(SOURCE_VIEWS):
         con.sql(f"DROP VIEW IF EXISTS {name}")
     if files:
-        _register(con, files)
         con.read_parquet([_key(p) for p in files], union_by_name=True, filename=True).create_view(
             _FILES_VIEW, replace=True)
         # One row per record id; a one-record file before a compacted copy.
@@ -211,7 +199,6 @@ def _fast_check(con: duckdb.DuckDBPyConnection, files: Sequence[Path | str]
         return {}, []
     paths = {_key(p): p for p in files}
     try:
-        _register(con, files)
         rel = con.read_parquet(list(paths), union_by_name=True, filename=True)
         expected = dict(zip(con.table(_EMPTY_TABLE).columns, map(str, con.table(_EMPTY_TABLE).types)))
         have = dict(zip(rel.columns, map(str, rel.types)))
@@ -267,7 +254,6 @@ def _dedupe(ids: dict[Path | str, tuple[str | None, str | None]]) -> tuple[list[
 def _duckdb_problem(con: duckdb.DuckDBPyConnection, path: Path | str) -> str | None:
     """Why DuckDB cannot union ``path`` with the record schema, or None."""
     try:
-        _register(con, [path])
         rel = con.read_parquet([_key(path)], union_by_name=True)
         rel.create_view("_vaebench_probe", replace=True)
         con.sql(
@@ -308,6 +294,19 @@ def open_runs(
         raise ValueError(f"attempts must be one of {', '.join(ATTEMPTS)}, not {attempts!r}")
     for tries_left in range(LIST_AGAIN, -1, -1):
         files = run_files(root)
+        if is_remote(root):
+            # Read local copies of the (immutable) record files: fetched once, then at local
+            # speed; messages name the URLs.
+            try:
+                copies, gone = staging.record_copies(root, files)
+            except staging.StagingError as exc:
+                raise RegistryError(str(exc)) from exc
+            if gone and tries_left:
+                _forget_listing(root)
+                continue
+            con, skipped = _open_runs_once(root, list(copies.values()), validate, attempts)
+            urls = {str(path): url for url, path in copies.items()}
+            return con, [(urls.get(str(path), path), why) for path, why in skipped]
         try:
             con, skipped = _open_runs_once(root, files, validate, attempts)
         except RegistryError:

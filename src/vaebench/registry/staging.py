@@ -51,6 +51,7 @@ __all__ = [
     "cache_root",
     "fetch",
     "fetch_partial",
+    "record_copies",
     "remove_partial",
     "remove_run",
     "run_dir",
@@ -259,3 +260,81 @@ def remove_run(root: str | os.PathLike[str], run_id: str, keep: Iterable[str] = 
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 entry.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- record copies
+
+
+#: A local copy of a record file no listing names any more (compacted away) is removed once
+#: it is this old (seconds): a reader in another process may still be reading it.
+COPY_KEPT_SECONDS = 600.0
+
+
+def record_copies(root: str | os.PathLike[str], urls: Iterable[str]) -> tuple[dict[str, Path], list[str]]:
+    """Local copies of a remote registry's record files, for DuckDB to read at local speed:
+    ``({url: local path}, urls that vanished)``.
+
+    Record files are immutable: a one-record file is put once under a unique name
+    (``<run_id>.<attempt>.parquet``, a conditional put) and so is a compacted part
+    (``part-<unique>.parquet``); files are only ever added or removed. So a copy, once
+    downloaded whole (a temporary file, then ``os.replace``), is that file for good and is
+    never fetched again: ``<cache_root>/records/runs/...`` mirrors ``<root>/runs/...``
+    (names kept: readers go by them). Missing copies are fetched concurrently. A URL whose
+    object is gone (compaction removed it after the listing) is returned in the second list
+    (the caller lists again). Copies no listing names are removed once
+    :data:`COPY_KEPT_SECONDS` old. Raises :class:`StagingError` (one line) when the store
+    cannot be read."""
+    fs, base = location.filesystem(root)
+    home = cache_root(root) / "records"
+    prefix = fs.unstrip_protocol(base).rstrip("/") + "/"
+    wanted: dict[str, Path] = {}
+    for url in urls:
+        rel = PurePosixPath(url[len(prefix):] if url.startswith(prefix) else url.rsplit("/", 1)[-1])
+        if any(p in ("", ".", "..") for p in rel.parts):
+            continue
+        wanted[url] = home.joinpath(*rel.parts)
+    missing = [url for url, path in wanted.items() if not path.is_file()]
+    vanished: list[str] = []
+    if missing:
+        tmp_dir = home / f".get.{os.getpid()}.{os.urandom(4).hex()}"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            temps = [str(tmp_dir / f"{i}.parquet") for i in range(len(missing))]
+
+            def get(pair: tuple[str, str]) -> None:
+                try:
+                    fs.get_file(fs._strip_protocol(pair[0]), pair[1])
+                except FileNotFoundError:
+                    pass  # gone since the listing: told apart below
+
+            from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+            try:
+                with ThreadPoolExecutor(16) as pool:
+                    list(pool.map(get, zip(missing, temps)))
+            except Exception as exc:  # noqa: BLE001 - a lost connection, denied access, ...
+                raise _fail("records not read from", root, exc) from exc
+            for url, temp in zip(missing, temps):
+                if not os.path.isfile(temp):
+                    vanished.append(url)
+                    continue
+                wanted[url].parent.mkdir(parents=True, exist_ok=True)
+                os.replace(temp, wanted[url])
+        finally:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+    _drop_old_copies(home, set(wanted.values()))
+    return {url: path for url, path in wanted.items() if url not in vanished}, vanished
+
+
+def _drop_old_copies(home: Path, keep: set[Path]) -> None:
+    """Remove copies under ``home`` that no listing names and that are older than
+    :data:`COPY_KEPT_SECONDS` (best effort)."""
+    import time  # noqa: PLC0415
+
+    now = time.time()
+    for path in home.rglob("*.parquet"):
+        try:
+            if path not in keep and now - path.stat().st_mtime > COPY_KEPT_SECONDS:
+                path.unlink()
+        except OSError:
+            continue

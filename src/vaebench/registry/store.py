@@ -87,6 +87,7 @@ __all__ = [
     "stale_temporaries",
     "temporary_name",
     "write_record",
+    "write_table",
 ]
 
 _RUN_ID_RE = re.compile(r"[0-9a-f]{6,64}")
@@ -593,16 +594,41 @@ def write_record(root: str | os.PathLike[str], record: Mapping[str, Any]) -> Pat
     """
     row = _normalise(record)
     table = _to_table(row)
-    run_id = row["run_id"]
+    return write_table(root, file_name(row["run_id"], row["attempt"]), table, row["run_id"])
+
+
+def write_table(root: str | os.PathLike[str], relative: str, table: pa.Table, stem: str) -> Path | str:
+    """Write ``table`` whole, once, as ``<root>/runs/<relative>`` (a record file or a compacted
+    part); return its path (a URL for a remote registry). Never overwrites: an existing file
+    is a :class:`RegistryWriteError`.
+
+    Locally through a temporary file in ``<root>/runs`` (``.<stem>.<pid>.<host>.<rand>.parquet.partial``:
+    the read glob never sees it, :func:`stale_temporaries` finds it once its writer died),
+    fsync, ``os.replace``, fsync of the directory; on object storage one conditional put
+    (``"xb"``): an object appears whole or not at all. Raises :class:`RegistryWriteError`
+    (one line, no credentials) when the registry cannot be written."""
     if location.is_remote(root):
-        return _put_record(root, table, file_name(run_id, row["attempt"]))
+        import io  # noqa: PLC0415
+
+        fs, path = location.filesystem(root)
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        target = f"{path}/runs/{relative}"
+        try:
+            with fs.open(target, "xb") as fh:
+                fh.write(buffer.getvalue())
+        except FileExistsError as exc:
+            raise RegistryWriteError(f"cannot write to registry {location.display(root)}: {relative} exists") from exc
+        except Exception as exc:  # noqa: BLE001 - a lost connection, denied access, ...
+            raise RegistryWriteError(f"cannot write to registry {location.display(root)}: {_reason(exc)}") from exc
+        return fs.unstrip_protocol(target)
     directory = runs_dir(root)
-    final = directory / file_name(run_id, row["attempt"])
-    tmp = directory / _temp_name(run_id, ".parquet" + _TEMP_SUFFIX)
-    if final.exists():  # attempts are unique: only a caller naming one twice gets here
-        raise RegistryWriteError(f"cannot write to registry {root}: {final.name} exists")
+    final = directory.joinpath(*PurePath(relative).parts)
+    tmp = directory / _temp_name(stem, ".parquet" + _TEMP_SUFFIX)
+    if final.exists():  # names are unique: only a caller naming one twice gets here
+        raise RegistryWriteError(f"cannot write to registry {root}: {relative} exists")
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        final.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "xb") as fh:
             pq.write_table(table, fh)
             fh.flush()
@@ -614,27 +640,8 @@ def write_record(root: str | os.PathLike[str], record: Mapping[str, Any]) -> Pat
     except BaseException:
         _remove_quietly(tmp)
         raise
-    fsync_dir(directory)
+    fsync_dir(final.parent)
     return final
-
-
-def _put_record(root: str | os.PathLike[str], table: pa.Table, name: str) -> str:
-    """Put a record's table whole as ``<root>/runs/<name>`` of a remote registry (an
-    object is never seen half-written; ``"xb"``: a conditional put, never overwriting)."""
-    import io  # noqa: PLC0415
-
-    fs, path = location.filesystem(root)
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    target = f"{path}/runs/{name}"
-    try:
-        with fs.open(target, "xb") as fh:
-            fh.write(buffer.getvalue())
-    except FileExistsError as exc:
-        raise RegistryWriteError(f"cannot write to registry {location.display(root)}: {name} exists") from exc
-    except Exception as exc:  # noqa: BLE001 - a lost connection, denied access, ...
-        raise RegistryWriteError(f"cannot write to registry {location.display(root)}: {_reason(exc)}") from exc
-    return fs.unstrip_protocol(target)
 
 
 def read_table(path: Path | str, columns: list[str] | None = None) -> pa.Table:
