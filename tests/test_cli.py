@@ -13,6 +13,7 @@ import pytest
 
 import vaebench
 from conftest import TINY
+from vaebench.registry.schema import SCHEMA_VERSION
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def test_grid_writes_one_record_per_point(grid):
     for r in records:
         disk = on_disk[r["run_id"]]
         assert disk["status"] == "ok"
-        assert disk["schema_version"] == 1
+        assert disk["schema_version"] == SCHEMA_VERSION
         assert disk["dataset_variant"] == "procedural-v1" and len(disk["dataset_digest"]) == 16
         assert disk["steps_done"] == 30 and disk["images_per_second"] > 0 and disk["train_seconds"] > 0
         assert disk["seconds_per_epoch"] == pytest.approx(737_280 / disk["images_per_second"])

@@ -124,7 +124,7 @@ def test_a_rerun_keeps_every_attempt(tmp_path: Path) -> None:
     assert read_record(tmp_path, f"{run_id}.20240501T140000Z-cccccc")["status"] == "failed"
     with pytest.raises(RegistryError, match="no run matches"):
         read_record(tmp_path, f"{run_id}.20240501T150000Z-dddddd")
-    with pytest.raises(RegistryError, match="invalid run id"):
+    with pytest.raises(RegistryError, match="invalid attempt"):
         read_record(tmp_path, f"{run_id}.latest")
     with pytest.raises(RegistryError, match="exists"):  # an attempt is written once
         write_record(tmp_path, {**rec, "attempt": "20240501T120000Z-aaaaaa"})

@@ -723,11 +723,10 @@ def _split_ref(ref: Any) -> tuple[str, str | None]:
     text = ref.strip() if isinstance(ref, str) else ""
     prefix, dot, attempt = text.partition(".")
     prefix, attempt = prefix.lower(), (attempt if dot else None)
-    if not _PREFIX_RE.fullmatch(prefix) or (attempt is not None and not _ATTEMPT_RE.fullmatch(attempt)):
-        raise RegistryError(
-            f"invalid run id {ref!r}: expected hex characters (a run id or a prefix of one), "
-            "optionally .ATTEMPT"
-        )
+    if not _PREFIX_RE.fullmatch(prefix):
+        raise RegistryError(f"invalid run id {ref!r}: expected hex characters")
+    if attempt is not None and not _ATTEMPT_RE.fullmatch(attempt):
+        raise RegistryError(f"invalid attempt in {ref!r}: expected RUN.YYYYMMDDTHHMMSSZ-xxxxxx")
     return prefix, attempt
 
 
