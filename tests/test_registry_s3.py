@@ -120,6 +120,15 @@ def test_grid_killed_resumed_continued_and_read_from_the_bucket(s3, tmp_path):
     assert board.returncode == 0 and "beta_vae" in board.stdout, board.stderr
     show = vaebench("show", first[:8], "--registry", url, env=other)
     assert show.returncode == 0 and first in show.stdout, show.stderr
+    rows = vaebench("query", "SELECT run_id, status FROM runs ORDER BY run_id", "--registry", url, "--json", env=other)
+    assert rows.returncode == 0 and {r["run_id"] for r in json.loads(rows.stdout)} >= {first, child["run_id"]}, rows.stderr
+    cmp = vaebench("compare", first[:8], child["run_id"][:8], "--registry", url, "--json", env=other)
+    assert cmp.returncode == 0, cmp.stderr
+    targets = tmp_path / "targets.toml"
+    targets.write_text('[[target]]\nname = "mig"\nselect = { model = "beta_vae", steps = 200 }\nmetric = "mig"\n'
+                       'threshold = 0.0\n')
+    check = vaebench("check", "--targets", targets, "--registry", url, env=other)
+    assert check.returncode == 0, check.stdout + check.stderr
     report = vaebench("report", "--registry", url, "--out", tmp_path / "report", env=other)
     assert report.returncode == 0, report.stderr
     assert list((tmp_path / "report").rglob("*.png")), "figures copied from the bucket"
