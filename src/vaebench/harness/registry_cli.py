@@ -223,17 +223,20 @@ def export(
     registry: str = typer.Option(DEFAULT_REGISTRY, "--registry", help=REGISTRY_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print what was written (path, rows, columns) as JSON."),
 ) -> None:
-    """Write the selected runs as one flat table for pandas or R: one row per record, every plain
-    column, each metric as a column metric.<key>, the other maps and lists as JSON text; the
-    per-step history and signals are left out (`vaebench show RUN --json` has them)."""
+    """Write the selected runs as one flat table (csv, jsonl, parquet) for pandas or R.
+
+    One row per record, every plain column, each metric as a column metric.<key>, the other
+    maps and lists as JSON text; the per-step history and signals are left out (`vaebench
+    show RUN --json` has them)."""
     from vaebench.registry.selection import Selection
-    from vaebench.registry.sharing import ATTEMPTS_CHOICES, EXPORT_FORMATS, export_table, write_export
+    from vaebench.registry import ATTEMPTS
+    from vaebench.registry.sharing import EXPORT_FORMATS, export_table, write_export
     from vaebench.registry.store import RegistryError
 
     if fmt not in EXPORT_FORMATS:
         fail(f"--format: choose from {', '.join(EXPORT_FORMATS)}, not {fmt!r}")
-    if attempts not in ATTEMPTS_CHOICES:
-        fail(f"--attempts: choose from {', '.join(ATTEMPTS_CHOICES)}, not {attempts!r}")
+    if attempts not in ATTEMPTS:
+        fail(f"--attempts: choose from {', '.join(ATTEMPTS)}, not {attempts!r}")
     try:
         sel = Selection.parse(selection)
     except ValueError as exc:

@@ -30,17 +30,16 @@ from typing import Any
 import pyarrow as pa
 
 from vaebench.registry import location
-from vaebench.registry.query import ATTEMPTS, open_runs, to_arrow
+from vaebench.registry import ATTEMPTS
+from vaebench.registry.query import open_runs, to_arrow
 from vaebench.registry.scan import read_files, rows
 from vaebench.registry.schema import RECORD_SCHEMA
 from vaebench.registry.selection import Selection, check_prefixes
 from vaebench.registry.store import RegistryError, write_record
 
-__all__ = ["ATTEMPTS_CHOICES", "EXPORT_FORMATS", "LEFT_OUT", "derived_attempt", "export_table", "merge", "write_export"]
+__all__ = ["EXPORT_FORMATS", "LEFT_OUT", "derived_attempt", "export_table", "merge", "write_export"]
 
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
-#: ``attempts`` of :func:`export_table` (``query.ATTEMPTS``).
-ATTEMPTS_CHOICES = ATTEMPTS
 #: Formats :func:`write_export` writes.
 EXPORT_FORMATS = ("csv", "jsonl", "parquet")
 #: Record columns an export leaves out (per-step series; ``vaebench show --json`` has them).
