@@ -157,7 +157,7 @@ def test_list_unknown_kind_exits_2_with_one_line_error(cli):
     proc = run_vaebench("list", "bogus")
     assert proc.returncode == 2
     assert proc.stdout == ""
-    assert _stderr_lines(proc) == ["error: unknown kind 'bogus' (use models, metrics, datasets or backends)"]
+    assert _stderr_lines(proc) == ["error: unknown kind 'bogus' (use models, metrics, datasets, backends or executors)"]
     # in-process (typer runner) agrees on the exit code
     assert cli("list", "bogus").exit_code == 2
 
