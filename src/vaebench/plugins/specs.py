@@ -453,4 +453,4 @@ def _option_problem(kind: type, value: Any) -> str | None:
     ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         ok = True
-    return None if ok else f"{value!r} is not a {kind.__name__}"
+    return None if ok else f"{value!r} is not of type {kind.__name__}"
