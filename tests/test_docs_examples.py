@@ -3,7 +3,7 @@ they cannot rot: each ``python`` block is executed in a fresh namespace; a block
 defines hooks is registered on an in-process ``PluginManager`` (``vaebench.testing``) and
 what it registers goes through the kit (a model built and its ``loss_terms`` called on 4
 images; a metric computed on a tiny ``EvaluationContext``; a dataset sampled; a backend
-trained 4 steps). A README snippet that names its code by import path is registered with
+trained 4 steps; an executor handed a two-point grid). A README snippet that names its code by import path is registered with
 that path pointing at the metric of the docs (it must import nothing that does not exist
 apart from that).
 
@@ -12,9 +12,12 @@ Cost: about 8 s (the backend example trains twice for 4 steps).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
+import tempfile
 import types
+from pathlib import Path
 
 import pytest
 
@@ -23,7 +26,7 @@ from vaebench.testing import check_backend, check_dataset, check_metric, check_m
 from conftest import ROOT
 
 HOOKS = ("vaebench_register_models", "vaebench_register_metrics", "vaebench_register_datasets",
-         "vaebench_register_backends")
+         "vaebench_register_backends", "vaebench_register_executors")
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 
@@ -56,7 +59,23 @@ def exercise(module: types.ModuleType) -> dict[str, list[str]]:
         check_metric(manager.metric(name))
     for name in added["backends"]:
         check_backend(manager.backend(name), manager=manager)
+    for name in added["executors"]:
+        run_executor(manager, name)
     return added
+
+
+def run_executor(manager, name: str) -> None:
+    """A two-point grid (5 steps) handed to executor ``name`` in a scratch directory: it must
+    return an ``ExecutorResult`` whose records (if any) are of those points."""
+    from vaebench import api
+
+    with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
+        result = api.run_grid("beta_vae", registry=str(Path(scratch) / "registry"), metrics=["kl"], device="cpu",
+                              eval_samples=300, manager=manager, executor=name, betas=[1.0, 4.0], steps=[5],
+                              batch_size=[16])
+        planned = {s.run_id for s in api.plan_grid("beta_vae", manager=manager, betas=[1.0, 4.0], steps=[5],
+                                                   batch_size=[16])}
+        assert {r["run_id"] for r in result.records} <= planned and result.executor == name
 
 
 def test_the_page_has_an_example_for_every_hook():

@@ -4,7 +4,7 @@ Built with ``ast`` from every module's imports — at module level and inside fu
 (a lazy import that goes back up is a circle too) — without importing anything.
 The layers, top to bottom: cli (``harness/cli.py``, ``harness/results_cli.py``) -> api
 (``api.py``, the package's lazy façade) -> harness (on the run path: runner ->
-strategies -> workers -> pending -> evaluation / resumption -> messages) -> plugins
+local_executor -> strategies -> workers -> pending -> evaluation / resumption -> messages) -> plugins
 -> registry.
 """
 
@@ -22,6 +22,7 @@ ALLOWED_CIRCLES: set[tuple[str, str]] = set()
 #: The run path inside the harness, top to bottom: a module imports only those after it.
 RUN_PATH = (
     "vaebench.harness.runner",
+    "vaebench.harness.local_executor",
     "vaebench.harness.strategies",
     "vaebench.harness.workers",
     "vaebench.harness.pending",

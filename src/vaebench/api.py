@@ -86,9 +86,11 @@ def check_run_options(
     checkpoint_every: Any = 0,
     metric_options: dict[str, dict[str, Any]] | None = None,
     manager: Any = None,
+    executor: str = "local",
+    executor_options: dict[str, Any] | None = None,
 ) -> None:
     """The option checks of ``vaebench run`` that need no dataset (made before a dry run
-    prints): the metric names exist and suit the datasets, ``metric_options``
+    prints): the executor is registered and ``executor_options`` are its options, the metric names exist and suit the datasets, ``metric_options``
     (``{metric: {key: value}}``) name metrics of the run and pass their checkers
     (``runner.check_metric_options``), each spec's architecture is conv / mlp, ``amp`` and
     ``strategy`` are known, ``checkpoint_every`` is a whole number ≥ 0. Raises a one-line
@@ -101,6 +103,10 @@ def check_run_options(
     from vaebench.plugins.manager import plugin_manager
 
     manager = plugin_manager(manager)
+    try:
+        manager.executor(executor).check_options(executor_options)
+    except ValueError as exc:
+        raise InputError(f"--executor: {exc}") from None
     if metrics and list(metrics) != ["all"]:
         for name in metrics:
             manager.metric(name)
@@ -151,6 +157,9 @@ class PreparedGrid:
     strategy: str = "auto"
     #: Stale temporary record files of dead writers removed from the registry.
     removed: list[Path] = field(default_factory=list)
+    #: Where the runs train (an ``ExecutorSpec`` name) and its options.
+    executor: str = "local"
+    executor_options: dict[str, Any] = field(default_factory=dict)
 
 
 def prepare_grid(
@@ -170,6 +179,8 @@ def prepare_grid(
     fid_weights: str | None = None,
     lpips_weights: str | None = None,
     manager: Any = None,
+    executor: str = "local",
+    executor_options: dict[str, Any] | None = None,
 ) -> PreparedGrid:
     """Every check ``vaebench run`` makes before anything trains or is written, for the
     planned ``specs``: options (:func:`check_run_options`, ``metric_options`` included), the
@@ -191,7 +202,8 @@ def prepare_grid(
     execution = ExecutionOptions(device=str(device), amp=str(amp), compile=bool(compile), threads=threads,
                                  eval_samples=eval_samples, checkpoint_every=checkpoint_every)
     check_run_options(specs, metrics=metrics, amp=amp, strategy=strategy, checkpoint_every=checkpoint_every,
-                      metric_options=metric_options, manager=manager)
+                      metric_options=metric_options, manager=manager, executor=executor,
+                      executor_options=executor_options)
     options = check_metric_weights(sorted(selected_metrics(specs, manager, metrics)), fid_weights, lpips_weights)
     for name, values in (metric_options or {}).items():
         options.setdefault(name, {}).update(values)
@@ -201,7 +213,7 @@ def prepare_grid(
     removed = check_writable(registry)
     _resolve_devices([s.backend for s in specs], execution.device, manager)
     return PreparedGrid(specs, manager, registry, execution, metrics, options, datasets, bool(resume), strategy,
-                        removed)
+                        removed, executor, dict(executor_options or {}))
 
 
 def run_prepared(prepared: PreparedGrid, *, reporter: Any = None, recorded: dict[str, str] | None = None) -> Any:
@@ -211,7 +223,8 @@ def run_prepared(prepared: PreparedGrid, *, reporter: Any = None, recorded: dict
 
     p = prepared
     return runner.run_grid(p.specs, p.manager, p.registry, p.execution, p.metrics, resume=p.resume, reporter=reporter,
-                strategy=p.strategy, metric_options=p.metric_options, recorded=recorded, datasets=p.datasets)
+                strategy=p.strategy, metric_options=p.metric_options, recorded=recorded, datasets=p.datasets,
+                executor=p.executor, executor_options=p.executor_options)
 
 
 @dataclass
@@ -377,6 +390,8 @@ def run_grid(
     fid_weights: str | None = None,
     lpips_weights: str | None = None,
     manager: Any = None,
+    executor: str = "local",
+    executor_options: dict[str, Any] | None = None,
     **grid: Any,
 ) -> Any:
     """Plan and run a grid; returns a ``GridResult`` (``.records``: the records written,
@@ -384,6 +399,8 @@ def run_grid(
     trained). ``grid`` takes the keyword arguments of :func:`plan_grid` (every grid axis,
     ``per_model``, ``datasets`` ...); ``manager``: the plugin manager; ``strategy``:
     ``auto`` | ``sequential`` | ``processes`` | ``vectorized`` (``vaebench run --help``);
+    ``executor``: where the runs train (``local``, or one a plugin registers: ``vaebench
+    list executors``), with ``executor_options`` (its declared options);
     ``metric_options`` per metric, e.g. ``{"fid_inception": {"n": 2000}}``;
     ``fid_weights`` / ``lpips_weights``: weights files (``vaebench run --fid-weights``);
     ``checkpoint_every``: save each run's state every N steps, so a rerun picks up an
@@ -396,6 +413,7 @@ def run_grid(
         specs, registry=registry, metrics=metrics, resume=resume, device=device, amp=amp, compile=compile,
         threads=threads, eval_samples=eval_samples, strategy=strategy, metric_options=metric_options,
         checkpoint_every=checkpoint_every, fid_weights=fid_weights, lpips_weights=lpips_weights, manager=manager,
+        executor=executor, executor_options=executor_options,
     )
     return run_prepared(prepared, reporter=_progress_reporter(progress))
 

@@ -9,7 +9,7 @@ A plugin is a module named under the ``vaebench`` entry-point group of its packa
     [project.entry-points.vaebench]
     myplugin = "my_pkg.plugin"
 
-that implements any of the four hooks with :data:`hookimpl`, each handed a ``register``
+that implements any of the five hooks with :data:`hookimpl`, each handed a ``register``
 callable::
 
     from vaebench.plugin import Hyperparameter, MetricSpec, ModelSpec, hookimpl
@@ -41,6 +41,9 @@ callable::
 - A **backend**: ``BackendSpec.backend`` names a class implementing :class:`Backend`,
   constructed with the plugin manager whose models it builds; it trains a
   :class:`RunSpec` under :class:`ExecutionOptions` into a :class:`TrainedModel`.
+- An **executor**: ``ExecutorSpec.executor`` names a factory ``factory(options) ->``
+  :class:`Executor`, whose ``run(specs, job: GridJob) -> ExecutorResult`` trains, scores
+  and records a grid's planned runs where it sends them (``--executor NAME``).
 
 Its companion is :mod:`vaebench.testing`, the conformance kit a plugin's own tests call
 (``check_model``, ``check_metric``, ``check_dataset``, ``check_backend`` and
@@ -59,6 +62,10 @@ from vaebench.plugins.backends.base import DeviceInfo, ExecutionOptions, ResumeP
 from vaebench.plugins.contract import (
     Backend,
     BackendCapabilities,
+    Executor,
+    ExecutorCapabilities,
+    ExecutorResult,
+    GridJob,
     JaxModel,
     ModelCapabilities,
     TorchModel,
@@ -72,6 +79,7 @@ from vaebench.plugins.runspec import RunSpec
 from vaebench.plugins.specs import (
     BackendSpec,
     DatasetSpec,
+    ExecutorSpec,
     Hyperparameter,
     MetricResult,
     MetricSpec,
@@ -83,7 +91,7 @@ __all__ = [
     # hooks
     "hookimpl",
     # what a plugin registers
-    "ModelSpec", "Hyperparameter", "MetricSpec", "DatasetSpec", "BackendSpec",
+    "ModelSpec", "Hyperparameter", "MetricSpec", "DatasetSpec", "BackendSpec", "ExecutorSpec",
     # metrics
     "EvaluationContext", "MetricResult", "MetricUnavailable",
     # datasets
@@ -92,4 +100,6 @@ __all__ = [
     "TorchModel", "JaxModel", "ModelCapabilities",
     "Backend", "VectorizedBackend", "BackendCapabilities", "TrainedModel",
     "RunSpec", "ExecutionOptions", "DeviceInfo", "ResumePoint", "scheduled_beta",
+    # executors
+    "Executor", "ExecutorCapabilities", "GridJob", "ExecutorResult",
 ]

@@ -53,9 +53,11 @@ class SpecsPlugin:
     zero-argument callable making the spec, so that a spec refusing to be made fails inside
     the hook, as it would in a real plugin."""
 
-    def __init__(self, models: Any = (), metrics: Any = (), datasets: Any = (), backends: Any = ()) -> None:
+    def __init__(self, models: Any = (), metrics: Any = (), datasets: Any = (), backends: Any = (),
+                 executors: Any = ()) -> None:
         self.models, self.metrics = list(models), list(metrics)
         self.datasets, self.backends = list(datasets), list(backends)
+        self.executors = list(executors)
 
     @staticmethod
     def _each(register: Any, specs: list[Any]) -> None:
@@ -77,6 +79,10 @@ class SpecsPlugin:
     @hookimpl
     def vaebench_register_backends(self, register: Any) -> None:
         self._each(register, self.backends)
+
+    @hookimpl
+    def vaebench_register_executors(self, register: Any) -> None:
+        self._each(register, self.executors)
 
 
 def plugin_manager(*plugins: object, builtin: bool = True) -> PluginManager:

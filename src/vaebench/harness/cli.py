@@ -77,6 +77,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "registry": DEFAULT_REGISTRY,
     "eval_samples": 10_000,
     "strategy": "auto",
+    "executor": "local",
 }
 
 #: The shared grid axes that are options of ``run`` (by parameter name); every other axis
@@ -172,6 +173,7 @@ def run(
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the training step (falls back to eager)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for training (split between worker processes). \\[default: all cores]"),
     strategy: Optional[str] = typer.Option(None, "--strategy", help="How the grid shares the machine: auto | sequential | processes (one worker per core) | vectorized (β/C/γ/seed points as one torch.func program; for GPUs). auto: vectorized on a GPU, processes on a multi-core CPU. \\[default: auto]"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="Where the runs train: local (this machine, by --strategy) or an executor a plugin registers (vaebench list executors). \\[default: local]"),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Metrics to compute, or 'all'. \\[default: every metric marked default that the dataset supports; see `vaebench list metrics`]"),
     eval_samples: Optional[int] = typer.Option(None, "--eval-samples", help="Held-out observations scored per run. \\[default: 10000]"),
     metric_option: Optional[list[str]] = typer.Option(None, "--metric-option", help="An estimator option of one metric, METRIC.KEY=VALUE (repeatable), e.g. fid_inception.n=2000 or sap.n_jobs=1; recorded with the result. In --config: \\[run.metric_options.fid_inception] n = 2000."),
@@ -224,7 +226,7 @@ def run(
         metric_options = _metric_options(opts.get("metric_options"), opts.get("metric_option"))
         api.check_run_options(specs, metrics=metric_names, amp=opts["amp"], strategy=opts["strategy"],
                               checkpoint_every=opts.get("checkpoint_every") or 0, metric_options=metric_options,
-                              manager=manager)
+                              manager=manager, executor=str(opts["executor"]))
     except (PlanError, UnknownSpecError, api.InputError) as exc:
         fail(str(exc))
 
@@ -268,7 +270,7 @@ def run(
             eval_samples=opts["eval_samples"], strategy=opts["strategy"],
             metric_options=metric_options,
             checkpoint_every=opts.get("checkpoint_every") or 0, fid_weights=opts.get("fid_weights"),
-            lpips_weights=opts.get("lpips_weights"), manager=manager,
+            lpips_weights=opts.get("lpips_weights"), manager=manager, executor=str(opts["executor"]),
         )
     except (DatasetError, RegistryError, UnknownSpecError, ValueError) as exc:
         fail(str(exc))
@@ -681,13 +683,13 @@ def new_plugin(
 
 @app.command("list", epilog="Examples:\n\n  vaebench list models\n\n  vaebench list metrics --json")
 def list_specs(
-    kind: str = typer.Argument(..., metavar="KIND", help="models | metrics | datasets | backends"),
+    kind: str = typer.Argument(..., metavar="KIND", help="models | metrics | datasets | backends | executors"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """List the registered models, metrics, datasets or backends with a one-line description."""
+    """List the registered models, metrics, datasets, backends or executors with a one-line description."""
     manager = _manager()
     if kind not in manager.specs:
-        fail(f"unknown kind {kind!r} (use models, metrics, datasets or backends)")
+        fail(f"unknown kind {kind!r} (use models, metrics, datasets, backends or executors)")
     rows = []
     if kind == "models":
         from vaebench.harness.axes import axis_table
@@ -716,6 +718,8 @@ def list_specs(
         if kind == "datasets":
             row["factors"] = spec.num_factors
             row["sampler"] = spec.has_sampler
+        if kind == "executors":  # option name -> "type = default: help"
+            row["options"] = [f"{k} ({t.__name__} = {d!r}): {h}" for k, (t, d, h) in spec.options.items()]
         rows.append(row)
     if as_json:
         _print_json(rows)

@@ -1,7 +1,8 @@
 """A grid's runs and a run's continuation, from specs to records.
 
 :func:`run_grid` leaves out what is recorded already (``--resume``) and hands the rest to
-a strategy (``harness/strategies.py``), which ends every run in
+an executor (``--executor``; the built-in ``local`` one, ``harness/local_executor.py``, runs
+a strategy: ``harness/strategies.py``), which ends every run in
 ``pending.PendingRun``; :func:`continue_run` trains one recorded run further
 (``vaebench continue``). :func:`check_grid` is what ``api.prepare_grid`` asks of a grid
 before anything trains.
@@ -15,12 +16,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from vaebench.harness import resumption, strategies
+from vaebench.harness import resumption
 from vaebench.harness.evaluation import metrics_for
 from vaebench.harness.messages import debug_traceback, one_line
 from vaebench.harness.pending import PendingRun, PointClaims, Reporter, SilentReporter
 from vaebench.harness.plan import INT_MAX
-from vaebench.plugins.contract import capability
+from vaebench.plugins.contract import GridJob, capability
 from vaebench.plugins.backends import get_backend
 from vaebench.plugins.backends.base import ExecutionOptions, ResumePoint
 from vaebench.plugins.datasets.base import check_sample
@@ -42,6 +43,9 @@ class GridResult:
     unclaimed: list[tuple[RunSpec, str]] = field(default_factory=list)
     #: the strategy the runs were trained with (``auto`` resolved)
     strategy: str = "sequential"
+    #: the executor that ran them (``--executor``) and the scheduler's job ids, if it submits
+    executor: str = "local"
+    jobs: list[str] = field(default_factory=list)
 
 
 def selected_metrics(specs: Sequence[RunSpec], manager: PluginManager,
@@ -221,9 +225,12 @@ def run_grid(
     strategy: str = "auto",
     recorded: Mapping[str, str] | None = None,
     datasets: Mapping[tuple[str, str | None], Any] | None = None,
+    executor: str = "local",
+    executor_options: Mapping[str, Any] | None = None,
 ) -> GridResult:
-    """Run every spec with ``strategy`` (see ``harness/strategies.py``; ``auto`` picks by
-    device). With ``resume``, specs already recorded as ``ok`` or ``diverged`` are
+    """Run every spec with ``executor`` (an ``ExecutorSpec`` name; ``local``: on this machine
+    with ``strategy``, see ``harness/strategies.py``; ``auto`` picks by device), built with
+    ``executor_options``. With ``resume``, specs already recorded as ``ok`` or ``diverged`` are
     skipped (``failed`` ones are retried). Each point is claimed right before it trains
     (``pending.PointClaims``): one another writer trains now is skipped
     (``GridResult.held_elsewhere``), as is one another writer recorded meanwhile (any
@@ -253,18 +260,16 @@ def run_grid(
             reporter.skipped(spec, status)
         else:
             todo.append(spec)
-    result.strategy = strategies.choose_strategy(strategy, todo, execution, manager)
-    run = {
-        "sequential": strategies.run_sequential,
-        "processes": strategies.run_processes,
-        "vectorized": strategies.run_vectorized,
-    }[result.strategy]
     claims = PointClaims(registry, reporter, resume, since=started)
+    job = GridJob(manager=manager, registry=registry, execution=execution, metric_names=metric_names,
+                  metric_options=metric_options, strategy=strategy, resume=resume, reporter=reporter,
+                  datasets=dataset_of, claims=claims)
     try:
-        records = run(todo, manager, registry, execution, metric_names, reporter, metric_options, dataset_of,
-                      claims=claims)
+        executed = manager.executor(executor).build(executor_options).run(todo, job)
     finally:
         claims.release_all()
+    result.strategy, result.executor, result.jobs = executed.strategy, executor, list(executed.jobs)
+    records = executed.records
     result.held_elsewhere = list(claims.held_elsewhere)
     result.unclaimed = list(claims.unclaimed)
     result.skipped.extend(spec for spec, _ in claims.done_meanwhile)

@@ -4,7 +4,7 @@ exactly as a third-party package registers its own (see pyproject.toml)."""
 from __future__ import annotations
 
 from vaebench import hookimpl
-from vaebench.plugins.specs import BackendSpec, DatasetSpec, Hyperparameter, MetricSpec, ModelSpec
+from vaebench.plugins.specs import BackendSpec, DatasetSpec, ExecutorSpec, Hyperparameter, MetricSpec, ModelSpec
 
 _TORCH = "vaebench.plugins.backends.torch.models"
 _JAX = "vaebench.plugins.backends.jax.models"
@@ -301,4 +301,13 @@ def vaebench_register_backends(register):
         description="JAX / Flax NNX + optax: the training step jit-compiled ahead of time, CPU or GPU.",
         backend="vaebench.plugins.backends.jax.backend:JaxBackend",
         install="pip install 'vaebench[jax]'",
+    ))
+
+
+@hookimpl
+def vaebench_register_executors(register):
+    register(ExecutorSpec(
+        name="local",
+        description="This machine: the runs train by --strategy (auto | sequential | processes | vectorized).",
+        executor="vaebench.harness.local_executor:local_executor",
     ))

@@ -1,11 +1,11 @@
-"""The backend contract as types: what a backend, a torch model, a JAX model and a trained
-model provide. Types only (no torch, no jax); the implementations live in
+"""The backend contract as types: what a backend, a torch model, a JAX model, a trained
+model and a grid executor provide. Types only (no torch, no jax); the implementations live in
 ``plugins/backends/``. Plugin authors read these through :mod:`vaebench.plugin`.
 
 Each Protocol's optional part — capability flags and optional methods, each with its
 default — is a Protocol of its own (:class:`BackendCapabilities`,
 :class:`ModelCapabilities`, :class:`TorchModelCapabilities`,
-:class:`JaxModelCapabilities`, :class:`TrainedModelCapabilities`) that the full
+:class:`JaxModelCapabilities`, :class:`TrainedModelCapabilities`, :class:`ExecutorCapabilities`) that the full
 Protocol extends. An implementation declares any of them or none; the harness and the
 backends read one with :func:`capability`, the one place where a member an
 implementation left out becomes the default declared here.
@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -250,6 +251,70 @@ class TrainedModel(TrainedModelCapabilities, Protocol):
         ...
 
 
+# ----------------------------------------------------------------- executors
+
+
+@dataclass
+class GridJob:
+    """What an executor is handed beside the planned specs (``runner.run_grid`` makes it).
+
+    ``manager``: the plugin manager the specs were planned with; ``registry``: where each
+    run's record is written (a remote executor's workers must reach it); ``execution``: the
+    :class:`ExecutionOptions` each run trains under; ``metric_names`` (``None``: the
+    defaults) and ``metric_options`` (``{metric: {key: value}}``, checked already): what
+    each run is scored with; ``strategy``: ``--strategy`` (``auto`` unresolved), how runs
+    share one machine; ``resume``: ``--resume`` was given. ``reporter``: the progress
+    reporter (``harness.pending.Reporter``: ``start_run``, ``progress``, ``end_run`` ...);
+    ``datasets(spec)``: the spec's dataset, loaded once per ``(name, path)`` in this
+    process; ``claims``: the grid's point claims (``harness.pending.PointClaims``):
+    ``claims.take(spec)`` right before a point trains (``None``: held or recorded
+    elsewhere, leave it out), ``claims.release(run_id)`` once it is recorded.
+    """
+
+    manager: Any
+    registry: str
+    execution: ExecutionOptions
+    metric_names: Sequence[str] | None
+    metric_options: dict[str, dict[str, Any]] | None
+    strategy: str
+    resume: bool
+    reporter: Any
+    datasets: Callable[[Any], Any]
+    claims: Any
+
+
+@dataclass
+class ExecutorResult:
+    """What an executor's ``run`` returns: ``records`` (one dict per run recorded, any
+    order), ``strategy`` (how the runs were trained: the ``strategy`` column's value, e.g.
+    ``sequential``) and ``jobs`` (the scheduler's job ids, for an executor that submits)."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    strategy: str = "sequential"
+    jobs: list[str] = field(default_factory=list)
+
+
+class ExecutorCapabilities(Protocol):
+    """What an executor may declare (class attributes; defaults: neither)."""
+
+    #: ``run`` returns once the runs are submitted, before they are recorded (a scheduler's
+    #: jobs); their records arrive in the registry later.
+    detaches: bool = False
+    #: Runs train on other machines: the registry must be reachable from there and each
+    #: worker loads its own datasets (``job.datasets`` is this process's).
+    remote: bool = False
+
+
+class Executor(ExecutorCapabilities, Protocol):
+    """What an ``ExecutorSpec``'s factory returns (``factory(options) -> Executor``)."""
+
+    def run(self, specs: Sequence["RunSpec"], job: GridJob) -> ExecutorResult:
+        """Train, score and record each of ``specs`` (the grid's points not recorded yet,
+        in grid order) as ``job`` says, each claimed with ``job.claims`` right before it
+        trains; a run that fails is recorded as failed, not raised."""
+        ...
+
+
 # ----------------------------------------------------------------- reading capabilities
 
 
@@ -266,6 +331,7 @@ def _declared(*protocols: type) -> dict[str, Any]:
 #: Optional member name -> its default (a value, or a function bound to the object read).
 CAPABILITIES: dict[str, Any] = _declared(
     BackendCapabilities, ModelCapabilities, TorchModelCapabilities, JaxModelCapabilities, TrainedModelCapabilities,
+    ExecutorCapabilities,
 )
 
 _ABSENT = object()

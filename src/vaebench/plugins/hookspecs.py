@@ -1,4 +1,4 @@
-"""The plugin contract: four small hooks, each handed a ``register`` callable.
+"""The plugin contract: five small hooks, each handed a ``register`` callable.
 
 A plugin module (named under the ``vaebench`` entry-point group) implements any
 of these with ``@hookimpl``, imported like everything else a plugin uses from the
@@ -19,7 +19,7 @@ from typing import Callable
 
 import pluggy
 
-from vaebench.plugins.specs import BackendSpec, DatasetSpec, MetricSpec, ModelSpec
+from vaebench.plugins.specs import BackendSpec, DatasetSpec, ExecutorSpec, MetricSpec, ModelSpec
 
 hookspec = pluggy.HookspecMarker("vaebench")
 
@@ -42,3 +42,8 @@ def vaebench_register_datasets(register: Callable[[DatasetSpec], None]) -> None:
 @hookspec
 def vaebench_register_backends(register: Callable[[BackendSpec], None]) -> None:
     """Register training backends by calling ``register(BackendSpec(...))``."""
+
+
+@hookspec
+def vaebench_register_executors(register: Callable[[ExecutorSpec], None]) -> None:
+    """Register grid executors (where a grid's runs train) by calling ``register(ExecutorSpec(...))``."""

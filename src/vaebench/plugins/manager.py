@@ -31,7 +31,7 @@ import pluggy
 
 from vaebench.plugins import hookspecs
 from vaebench.version import __version__
-from vaebench.plugins.specs import BackendSpec, DatasetSpec, MetricSpec, ModelSpec, load_object
+from vaebench.plugins.specs import BackendSpec, DatasetSpec, ExecutorSpec, MetricSpec, ModelSpec, load_object
 
 ENTRY_POINT_GROUP = "vaebench"
 #: Environment variables choosing what loads (comma lists of plugin names).
@@ -42,12 +42,14 @@ BUILTIN = "builtin"
 
 KINDS: dict[str, type] = {
     "models": ModelSpec, "metrics": MetricSpec, "datasets": DatasetSpec, "backends": BackendSpec,
+    "executors": ExecutorSpec,
 }
 _HOOKS = {
     "models": "vaebench_register_models",
     "metrics": "vaebench_register_metrics",
     "datasets": "vaebench_register_datasets",
     "backends": "vaebench_register_backends",
+    "executors": "vaebench_register_executors",
 }
 
 
@@ -56,7 +58,7 @@ class PluginError(Exception):
 
 
 class UnknownSpecError(KeyError):
-    """A model, metric, dataset or backend name that no plugin registered."""
+    """A model, metric, dataset, backend or executor name that no plugin registered."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want one plain line
         return str(self.args[0])
@@ -246,6 +248,9 @@ class PluginManager:
 
     def backend(self, name: str) -> BackendSpec:
         return self.get("backends", name)
+
+    def executor(self, name: str) -> ExecutorSpec:
+        return self.get("executors", name)
 
     def owner(self, kind: str, name: str) -> str:
         return self._owner[(kind, name)]

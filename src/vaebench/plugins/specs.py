@@ -1,4 +1,4 @@
-"""What a plugin registers: model, metric, dataset and backend specs.
+"""What a plugin registers: model, metric, dataset, backend and executor specs.
 
 Specs are plain data. Anything heavy (torch, jax, scikit-learn) is named by an
 import path ``"package.module:attribute"`` and imported only when used, so that
@@ -380,3 +380,77 @@ class BackendSpec:
         if isinstance(self.backend, str):
             return load_object(f"{self.backend.split(':', 1)[0]}:load_checkpoint")
         return load_object(f"{self.backend.__module__}:load_checkpoint")
+
+
+#: The types an executor option may have (``ExecutorSpec.options``).
+OPTION_TYPES: tuple[type, ...] = (str, int, float, bool)
+
+
+@dataclass(frozen=True)
+class ExecutorSpec:
+    """Where and how a grid's planned runs train: ``local`` (this machine, by a strategy),
+    or a cluster scheduler a plugin brings (``--executor NAME``, a config's ``executor = NAME``).
+
+    ``executor``: import path (or callable) of a factory ``factory(options: dict[str, Any])
+    -> Executor`` (``plugins/contract.py``), handed :attr:`options` checked and with their
+    defaults filled in (:meth:`check_options`); imported only when a grid runs with it.
+    ``options``: option name -> ``(type, default, help)``, ``type`` one of
+    :data:`OPTION_TYPES` (an ``int`` is accepted for a ``float``), ``default`` of that type or
+    ``None`` (unset), ``help`` one line shown by ``vaebench list executors``.
+    """
+
+    name: str
+    description: str
+    executor: str | Callable[..., Any]
+    options: Mapping[str, tuple[type, Any, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """A malformed import path or option declaration is a one-line ``ValueError`` here,
+        so the plugin registering it fails (``vaebench plugins``)."""
+        _check_paths("executor", self.name, {"executor": self.executor})
+        if not isinstance(self.options, Mapping):
+            raise TypeError(f"executor {self.name!r}: options maps an option name to (type, default, help), "
+                            f"not {type(self.options).__name__}")
+        for key, declared in self.options.items():
+            if not (isinstance(key, str) and key.isidentifier() and not key.startswith("_")):
+                raise ValueError(f"executor {self.name!r}: option name {key!r} must be a Python identifier "
+                                 "without a leading '_'")
+            if not (isinstance(declared, tuple) and len(declared) == 3 and declared[0] in OPTION_TYPES
+                    and isinstance(declared[2], str)):
+                raise ValueError(f"executor {self.name!r}: option {key!r} must be (type, default, help) with "
+                                 f"type one of {', '.join(t.__name__ for t in OPTION_TYPES)}, not {declared!r}")
+            if declared[1] is not None and _option_problem(declared[0], declared[1]) is not None:
+                raise ValueError(f"executor {self.name!r}: option {key!r}: default "
+                                 f"{_option_problem(declared[0], declared[1])}")
+        object.__setattr__(self, "options", dict(self.options))
+
+    def import_paths(self) -> dict[str, str]:
+        """Every import path this spec names (field -> path)."""
+        return {"executor": self.executor} if isinstance(self.executor, str) else {}
+
+    def check_options(self, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``given`` (option name -> value) checked against :attr:`options`, every declared
+        option present (its default where not given). Raises a one-line ``ValueError`` for
+        an unknown name or a value not of the declared type."""
+        out = {key: default for key, (_, default, _) in self.options.items()}
+        for key, value in (given or {}).items():
+            if key not in self.options:
+                raise ValueError(f"executor {self.name!r}: unknown option {key!r} "
+                                 f"(options: {', '.join(sorted(self.options)) or 'none'})")
+            problem = _option_problem(self.options[key][0], value)
+            if problem is not None:
+                raise ValueError(f"executor {self.name!r}: option {key!r}: {problem}")
+            out[key] = float(value) if self.options[key][0] is float else value
+        return out
+
+    def build(self, options: Mapping[str, Any] | None = None) -> Any:
+        """The ``Executor``: the factory called with :meth:`check_options` of ``options``."""
+        return _resolve(self.executor)(self.check_options(options))
+
+
+def _option_problem(kind: type, value: Any) -> str | None:
+    """Why ``value`` is not a ``kind`` (``bool`` is not an ``int``; an ``int`` is a ``float``)."""
+    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    return None if ok else f"{value!r} is not of type {kind.__name__}"
