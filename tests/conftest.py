@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,12 @@ def backend_installed(backend: str) -> bool:
     except ImportError:
         return False
     return True
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
+    """Poll ``predicate`` every 0.1 s; fail after ``timeout`` seconds naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.1)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wait_until
+
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG")
 
 CLI = "import sys; from vaebench.harness.cli import main; sys.argv[0] = 'vaebench'; main()"
@@ -48,14 +50,6 @@ def in_session(sid: int) -> list[str]:
         except (OSError, ValueError, IndexError):
             pass
     return found
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def stop_while_training(args: list, log: Path, signum: int, group: bool = False) -> subprocess.Popen:

@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,8 @@ pytest.importorskip("moto.server")
 boto3 = pytest.importorskip("boto3")
 
 from moto.server import ThreadedMotoServer  # noqa: E402
+
+from conftest import wait_until  # noqa: E402
 
 CLI = "import sys; from vaebench.harness.cli import main; sys.argv[0] = 'vaebench'; main()"
 CHEAP = ["--batch-size", "8", "--eval-samples", "300", "--device", "cpu", "--threads", "1", "--metrics", "kl,mig",
@@ -64,14 +65,6 @@ def vaebench(*args: object, env: dict[str, str], prefix: str = "") -> subprocess
 def keys(client, prefix: str) -> list[str]:  # noqa: ANN001
     pages = client.get_paginator("list_objects_v2").paginate(Bucket="lab", Prefix=prefix)
     return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def test_grid_killed_resumed_continued_and_read_from_the_bucket(s3, tmp_path):

@@ -135,19 +135,14 @@ def join(root: str | os.PathLike[str], *parts: str) -> str:
     return "/".join([text, *parts])
 
 
-def _reason(exc: BaseException) -> str:
-    """One line of an exception of a filesystem call, without credentials."""
+def reason(exc: BaseException) -> str:
+    """One line of an exception of a filesystem call, without credentials (for messages)."""
     if isinstance(exc, PermissionError):
         return "access denied (check the credentials and the bucket's policy)"
     if isinstance(exc, FileNotFoundError):
         return "no such bucket or path"
     text = " ".join((str(exc) or type(exc).__name__).split())
     return re.sub(r"(?i)(secret|token|key|signature|credential)[^ ]*=[^ &]+", r"\1=***", text)[:300]
-
-
-def reason(exc: BaseException) -> str:
-    """One line of an exception of a filesystem call, without credentials (for messages)."""
-    return _reason(exc)
 
 
 def check_location(root: str | os.PathLike[str], *, write: bool = False) -> None:
@@ -166,7 +161,7 @@ def check_location(root: str | os.PathLike[str], *, write: bool = False) -> None
     except FileNotFoundError as exc:
         raise LocationError(f"registry {display(root)}: bucket {bucket!r} does not exist") from exc
     except Exception as exc:  # noqa: BLE001 - any failure of the store is the user's to see
-        raise LocationError(f"registry {display(root)}: cannot read: {_reason(exc)}") from exc
+        raise LocationError(f"registry {display(root)}: cannot read: {reason(exc)}") from exc
     if write:
         import secrets  # noqa: PLC0415
 
@@ -175,7 +170,7 @@ def check_location(root: str | os.PathLike[str], *, write: bool = False) -> None
             fs.pipe_file(probe, b"probe")
             fs.rm_file(probe)
         except Exception as exc:  # noqa: BLE001
-            raise LocationError(f"registry {display(root)}: cannot write: {_reason(exc)}") from exc
+            raise LocationError(f"registry {display(root)}: cannot write: {reason(exc)}") from exc
 
 
 def require(root: str | os.PathLike[str]) -> None:

@@ -9,7 +9,7 @@ problems (``verify`` exits 1)
     ``orphaned_artifacts`` (``artifacts/<run_id>/`` with files but no record of that run,
     no live claim, and nothing written in it for ``min_age`` seconds),
     ``stale_temporary`` (a writer's temporary file whose writer died:
-    ``store.stale_temporaries``) and ``stale_claim`` (:func:`stale_claims`).
+    ``store.stale_temporaries``) and ``stale_claim`` (``claims.ClaimInfo.stale``).
 notes (harmless)
     ``copy`` (one record held twice with the same content: a compaction in progress,
     or one interrupted between writing its part and removing what it replaced; the next
@@ -45,7 +45,7 @@ from vaebench.registry.store import (
     stale_temporaries,
 )
 
-__all__ = ["PROBLEMS", "Finding", "VerifyReport", "gc", "info", "stale_claims", "verify"]
+__all__ = ["PROBLEMS", "Finding", "VerifyReport", "gc", "info", "verify"]
 
 #: The kinds of finding that make ``verify`` fail.
 PROBLEMS = ("corrupt", "invalid", "duplicate", "missing_artifact", "orphaned_artifacts", "stale_temporary",
@@ -91,12 +91,6 @@ class VerifyReport:
         return {"registry": self.root, "ok": self.ok, "files": self.files, "records": self.records,
                 "problems": [asdict(f) for f in self.problems],
                 "notes": [asdict(f) for f in self.findings if not f.problem]}
-
-
-def stale_claims(root: str | os.PathLike[str]) -> list[str]:
-    """The claim files under ``<root>/claims/`` that are stale (``claims.stale_claims``: past
-    their lease since the last renewal, or of a dead writer on this host), as paths or URLs."""
-    return [_claim_location(root, info.location) for info in claims.stale_claims(root)]
 
 
 def _claim_location(root: str | os.PathLike[str], path: str) -> str:
@@ -231,13 +225,13 @@ def _ref(key: tuple[str, Any]) -> str:
 
 def _check_artifacts(root: str | os.PathLike[str], report: VerifyReport, run_ids: set[str], min_age: float
 ) -> None:
-    stale = stale_claims(root)
-    stale_runs = {_claim_run(p) for p in stale}
-    for path in stale:
+    now = time.time()
+    current = claims.claims_of(root)  # read once: split into stale and live
+    for info in (c for c in current if c.stale(now)):
+        path = _claim_location(root, info.location)
         report.findings.append(Finding("stale_claim", path, "claim past its lease (its worker stopped renewing it)"))
         report.stale.append(path)
-    claimed = {info.run_id for info in claims.claims_of(root) if info.run_id not in stale_runs}
-    now = time.time()
+    claimed = {info.run_id for info in current if not info.stale(now)}
     for run_id in _children(root, "artifacts"):
         if run_id in run_ids:
             continue
@@ -257,12 +251,6 @@ def _check_artifacts(root: str | os.PathLike[str], report: VerifyReport, run_ids
             report.findings.append(Finding("orphaned_artifacts", where, f"{len(other)} file(s) of run {run_id}, "
                                            "which has no record and no live claim"))
             report.orphans.append(run_id)
-
-
-def _claim_run(path: str) -> str:
-    """The run id of a claim file ``.../claims/<run_id>/<generation>.json``."""
-    parts = str(path).replace(os.sep, "/").rstrip("/").split("/")
-    return parts[-2] if len(parts) >= 2 else ""
 
 
 # ------------------------------------------------------------------ gc

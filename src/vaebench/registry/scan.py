@@ -26,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 
 from vaebench.registry import location
+from vaebench.registry.query import one_line
 from vaebench.registry.schema import RECORD_SCHEMA, schema_problem
 from vaebench.registry.store import is_compacted, read_table, record_problem, row_problem, run_files, table_rows
 
@@ -65,11 +66,6 @@ class FileRead:
 def record_key(record: Any) -> tuple[str, str | None]:
     """A record's identity: ``(run_id, attempt)`` (``attempt`` ``None`` for an older record)."""
     return record.get("run_id"), record.get("attempt")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join((str(exc) or type(exc).__name__).split())
-    return text[:300]
 
 
 def exists(path: Path | str) -> bool:
@@ -116,7 +112,7 @@ def _read_one(path: Path | str) -> FileRead:
     except Exception as exc:  # noqa: BLE001 - any failure: the file is corrupt or unreadable
         if not exists(path):
             return FileRead(path, compacted, None, "vanished (removed after it was listed)", vanished=True)
-        return FileRead(path, compacted, None, f"unreadable: {_one_line(exc)}", size=file_size(path))
+        return FileRead(path, compacted, None, f"unreadable: {one_line(exc)}", size=file_size(path))
     size = file_size(path)
     if not compacted:
         return FileRead(path, False, table, record_problem(table), size=size)

@@ -270,7 +270,8 @@ def remove_run(root: str | os.PathLike[str], run_id: str, keep: Iterable[str] = 
 COPY_KEPT_SECONDS = 600.0
 
 
-def record_copies(root: str | os.PathLike[str], urls: Iterable[str]) -> tuple[dict[str, Path], list[str]]:
+def record_copies(root: str | os.PathLike[str], urls: Iterable[str],
+                  prune: bool = True) -> tuple[dict[str, Path], list[str]]:
     """Local copies of a remote registry's record files, for DuckDB to read at local speed:
     ``({url: local path}, urls that vanished)``.
 
@@ -281,8 +282,8 @@ def record_copies(root: str | os.PathLike[str], urls: Iterable[str]) -> tuple[di
     never fetched again: ``<cache_root>/records/runs/...`` mirrors ``<root>/runs/...``
     (names kept: readers go by them). Missing copies are fetched concurrently. A URL whose
     object is gone (compaction removed it after the listing) is returned in the second list
-    (the caller lists again). Copies no listing names are removed once
-    :data:`COPY_KEPT_SECONDS` old. Raises :class:`StagingError` (one line) when the store
+    (the caller lists again). With ``prune`` (``urls`` is the whole listing), copies it does
+    not name are removed once :data:`COPY_KEPT_SECONDS` old. Raises :class:`StagingError` (one line) when the store
     cannot be read."""
     fs, base = location.filesystem(root)
     home = cache_root(root) / "records"
@@ -322,7 +323,8 @@ def record_copies(root: str | os.PathLike[str], urls: Iterable[str]) -> tuple[di
                 os.replace(temp, wanted[url])
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
-    _drop_old_copies(home, set(wanted.values()))
+    if prune:
+        _drop_old_copies(home, set(wanted.values()))
     return {url: path for url, path in wanted.items() if url not in vanished}, vanished
 
 

@@ -742,6 +742,22 @@ def _read_valid(path: Path | str) -> pa.Table:
     return table
 
 
+def _files_starting(root: str | os.PathLike[str], prefix: str) -> list[Path | str]:
+    """The one-record files ``<root>/runs/<prefix>*.parquet`` (``prefix``: checked hex), sorted:
+    one listing narrowed by the name, not the whole registry's."""
+    if location.is_remote(root):
+        fs, path = location.filesystem(root)
+        fs.invalidate_cache(f"{path}/runs")
+        try:
+            found = fs.glob(f"{path}/runs/{prefix}*.parquet")
+        except FileNotFoundError:
+            return []
+        except Exception as exc:  # noqa: BLE001 - the store's failure, in one line
+            raise RegistryError(f"cannot read registry {location.display(root)}: {_reason(exc)}") from exc
+        return sorted(fs.unstrip_protocol(p) for p in found)
+    return sorted(p for p in runs_dir(root).glob(f"{prefix}*.parquet") if p.is_file())
+
+
 def read_attempts(root: str | os.PathLike[str], run_id_or_prefix: str) -> list[dict[str, Any]]:
     """Every recorded attempt of one run (full id or unique prefix; ``RUN.ATTEMPT`` names one
     attempt), oldest first (by ``finished_at``, then ``attempt``); one record read twice
@@ -752,12 +768,17 @@ def read_attempts(root: str | os.PathLike[str], run_id_or_prefix: str) -> list[d
     """
     prefix, attempt = _split_ref(run_id_or_prefix)
     where = location.display(root)
-    files = run_files(root)
-    single = [p for p in files if not is_compacted(p) and base_name(p)[: -len(".parquet")].startswith(prefix)]
+    single = _files_starting(root, prefix)
     if attempt is not None:
         single = [p for p in single if base_name(p) == file_name(base_name(p).split(".", 1)[0], attempt)]
     records = [record_to_dict(_read_valid(p)) for p in single]
-    for path in (p for p in files if is_compacted(p)):
+    compacted = compacted_files(root)
+    if location.is_remote(root) and compacted:  # immutable parts: read from their local copies
+        try:
+            compacted = list(staging.record_copies(root, compacted, prune=False)[0].values())
+        except staging.StagingError as exc:
+            raise RegistryError(str(exc)) from exc
+    for path in compacted:
         try:
             ids = read_table(path, columns=["run_id"]).column("run_id").to_pylist()
         except (OSError, pa.ArrowException, KeyError) as exc:
