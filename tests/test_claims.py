@@ -103,13 +103,15 @@ def test_racing_takers_of_a_stale_claim_exactly_one_wins(tmp_path: Path) -> None
     """Threads in this process and processes beside it, all at once, 5 rounds."""
     code = ("import sys, time; from vaebench.registry import claims; t = float(sys.argv[2]);"
             "time.sleep(max(0, t - time.time())); c = claims.acquire(sys.argv[1], '" + RID + "', lease=60);"
-            "print(c.generation if c else 0)")
+            "print(c.generation if c else 0, flush=True); sys.stdin.read()")  # alive until every taker tried
     for _ in range(5):
         stale = claims.acquire(tmp_path, RID, lease=0.01)
         time.sleep(0.05)
         at = time.time() + 1.5
-        procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), str(at)], stdout=subprocess.PIPE,
-                                  text=True) for _ in range(3)]
+        # A taker process stays alive until all have tried: a winner that exited would leave a
+        # claim of a dead pid, which a late taker may rightly take over (stale on this host).
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), str(at)], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True) for _ in range(3)]
         won: list[int] = []
 
         def take() -> None:
@@ -122,7 +124,9 @@ def test_racing_takers_of_a_stale_claim_exactly_one_wins(tmp_path: Path) -> None
             t.start()
         for t in threads:
             t.join()
-        won += [int(p.communicate(timeout=60)[0]) for p in procs]
+        won += [int(p.stdout.readline()) for p in procs]
+        for p in procs:
+            p.communicate(timeout=60)
         assert sorted(won)[:-1] == [0] * 6 and sorted(won)[-1] == stale.generation + 1, won
         (tmp_path / "claims" / RID / f"{stale.generation + 1}.json").unlink()  # end it for the next round
         stale.release()
