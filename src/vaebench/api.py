@@ -98,15 +98,20 @@ def check_run_options(
     from vaebench.harness.plan import PlanError
     from vaebench.harness.runner import check_metric_options, selected_metrics
     from vaebench.harness.strategies import STRATEGIES
+    from vaebench.harness.messages import one_line
     from vaebench.harness.workers import forced_workers
     from vaebench.plugins.backends.base import AMP_MODES, amp_choices
+    from vaebench.plugins.contract import capability
     from vaebench.plugins.manager import plugin_manager
 
     manager = plugin_manager(manager)
     try:
-        manager.executor(executor).check_options(executor_options)
+        # Built here so that a missing scheduler or engine and options it refuses (an
+        # unknown partition) stop the grid before anything is written, a dry run too.
+        built = manager.executor(executor).build(executor_options)
+        capability(built, "check")(list(specs))
     except ValueError as exc:
-        raise InputError(f"--executor: {exc}") from None
+        raise InputError(f"--executor {executor}: {one_line(exc)}") from None
     if metrics and list(metrics) != ["all"]:
         for name in metrics:
             manager.metric(name)
@@ -192,6 +197,7 @@ def prepare_grid(
     ``DatasetError``, ``DeviceError``), ``UnknownSpecError`` or ``RegistryError``."""
     from vaebench.harness.runner import check_grid, selected_metrics
     from vaebench.plugins.backends.base import ExecutionOptions
+    from vaebench.plugins.contract import capability
     from vaebench.plugins.manager import plugin_manager
     from vaebench.plugins.metrics.weights import check_metric_weights
     from vaebench.registry.store import check_writable
@@ -211,7 +217,8 @@ def prepare_grid(
     # dataset protocol), before anything is written or announced; run_grid reuses them.
     datasets = check_grid(specs, manager)
     removed = check_writable(registry)
-    _resolve_devices([s.backend for s in specs], execution.device, manager)
+    if not capability(manager.executor(executor).build(executor_options), "remote"):
+        _resolve_devices([s.backend for s in specs], execution.device, manager)  # a cluster's: where it trains
     return PreparedGrid(specs, manager, registry, execution, metrics, options, datasets, bool(resume), strategy,
                         removed, executor, dict(executor_options or {}))
 

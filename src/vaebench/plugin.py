@@ -43,7 +43,11 @@ callable::
   :class:`RunSpec` under :class:`ExecutionOptions` into a :class:`TrainedModel`.
 - An **executor**: ``ExecutorSpec.executor`` names a factory ``factory(options) ->``
   :class:`Executor`, whose ``run(specs, job: GridJob) -> ExecutorResult`` trains, scores
-  and records a grid's planned runs where it sends them (``--executor NAME``).
+  and records a grid's planned runs where it sends them (``--executor NAME``). A cluster
+  executor splits them with :func:`split_tasks` into :class:`PointsTask` s (JSON), runs
+  :func:`run_task` on each worker (which claims, trains, picks up and records the points),
+  and returns a :class:`TaskRef` per submitted task; ``states``, ``cancel`` and ``log_tail``
+  (:class:`ExecutorCapabilities`) serve ``vaebench status`` and ``vaebench cancel``.
 
 Its companion is :mod:`vaebench.testing`, the conformance kit a plugin's own tests call
 (``check_model``, ``check_metric``, ``check_dataset``, ``check_backend`` and
@@ -67,11 +71,14 @@ from vaebench.plugins.contract import (
     ExecutorResult,
     GridJob,
     JaxModel,
+    TaskRef,
+    TaskState,
     ModelCapabilities,
     TorchModel,
     TrainedModel,
     VectorizedBackend,
 )
+from vaebench.harness.tasks import PointsTask, run_task, split_tasks
 from vaebench.plugins.datasets.base import DatasetError, FactorDataset
 from vaebench.plugins.metrics.context import EvaluationContext
 from vaebench.plugins.objectives import scheduled_beta
@@ -101,5 +108,6 @@ __all__ = [
     "Backend", "VectorizedBackend", "BackendCapabilities", "TrainedModel",
     "RunSpec", "ExecutionOptions", "DeviceInfo", "ResumePoint", "scheduled_beta",
     # executors
-    "Executor", "ExecutorCapabilities", "GridJob", "ExecutorResult",
+    "Executor", "ExecutorCapabilities", "GridJob", "ExecutorResult", "TaskRef", "TaskState",
+    "PointsTask", "split_tasks", "run_task",
 ]

@@ -91,9 +91,12 @@ CONFIG_KEYS = set(RUN_DEFAULTS) | {
 }
 
 
-def _load_config(path: Path, table: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """``(options, grid axes, per-model tables)`` of a TOML config: its ``[run]`` table or
-    its top-level keys; per-model lists in ``[models.MODEL]`` or ``[run.models.MODEL]``."""
+def _load_config(path: Path, table: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``(options, grid axes, per-model tables, executor tables)`` of a TOML config: its
+    ``[run]`` table or its top-level keys; per-model lists in ``[models.MODEL]`` or
+    ``[run.models.MODEL]``; each executor's options in ``[executor.NAME]`` (or
+    ``[run.executor.NAME]``), the executor itself named by ``executor = "NAME"`` in ``[run]``
+    or ``name = "NAME"`` in ``[executor]``."""
     import tomllib
 
     try:
@@ -107,6 +110,14 @@ def _load_config(path: Path, table: Any) -> tuple[dict[str, Any], dict[str, Any]
     models = data.pop("models") if isinstance(data.get("models"), dict) else None
     if models is None and "run" in raw and isinstance(raw.get("models"), dict):
         models = raw["models"]
+    executors: dict[str, Any] = {}
+    for found in (raw.get("executor") if "run" in raw else None, data.get("executor")):
+        if isinstance(found, dict):
+            executors.update({str(k): v for k, v in found.items() if isinstance(v, dict)})
+            if "name" in found:
+                data["executor"] = found["name"]
+            elif isinstance(data.get("executor"), dict):
+                data.pop("executor")
     data = {k.replace("-", "_"): v for k, v in data.items()}
     for alias, key in (("models", "model"), ("datasets", "dataset")):
         if alias in data:
@@ -116,7 +127,7 @@ def _load_config(path: Path, table: Any) -> tuple[dict[str, Any], dict[str, Any]
     if unknown:
         known = sorted(CONFIG_KEYS | set(table.spellings))
         fail(f"config file {path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})")
-    return data, grid, models or {}
+    return data, grid, models or {}, executors
 
 
 def _metric_options(table: Any, given: list[str] | None) -> dict[str, dict[str, Any]]:
@@ -185,6 +196,7 @@ def run(
     hp: Optional[list[str]] = typer.Option(None, "--hp", metavar="[MODEL.]NAME=VALUES", help="Values of any hyperparameter a model declares (repeatable), e.g. --hp sigma=0.1,0.3; MODEL.NAME: for that model only, e.g. --hp factor_vae.gamma=10,40. Each model hyperparameter is also its own flag: --NAME VALUES (below)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file with the same options (command line wins); per-model lists in \\[models.MODEL] tables, e.g. \\[models.factor_vae] gamma = \\[10, 40]."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the planned runs and exit."),
+    detach: bool = typer.Option(False, "--detach", help="With an executor that submits (slurm): return once the jobs are submitted, printing their ids; watch with `vaebench status`."),
     as_json: bool = typer.Option(False, "--json", help="Print the records as JSON instead of tables."),
 ) -> None:
     """Train one model per grid point, score it and record it.
@@ -196,9 +208,9 @@ def run(
     \\[models.MODEL] table) gives one model its own list, which wins over the shared one.
     """
     given = {k: v for k, v in locals().items()
-             if v is not None and k not in ("ctx", "config", "dry_run", "as_json", "hp", *SHARED_OPTIONS)}
+             if v is not None and k not in ("ctx", "config", "dry_run", "detach", "as_json", "hp", *SHARED_OPTIONS)}
     from vaebench.harness.axes import PlanError, axis_table
-    from vaebench.harness.grid_options import read_grid
+    from vaebench.harness.grid_options import read_executor_options, read_grid
     from vaebench.plugins.manager import UnknownSpecError
 
     manager = _manager()
@@ -206,15 +218,19 @@ def run(
     opts: dict[str, Any] = dict(RUN_DEFAULTS)
     config_grid: dict[str, Any] = {}
     config_models: dict[str, Any] = {}
+    config_executors: dict[str, Any] = {}
     if config is not None:
-        from_config, config_grid, config_models = _load_config(config, table)
+        from_config, config_grid, config_models, config_executors = _load_config(config, table)
         opts.update(from_config)
     opts.update(given)
     shared = {k: v for k, v in (("seeds", seeds), ("latent_dim", latent_dim), ("steps", steps),
                                 ("batch_size", batch_size), ("lr", lr)) if v is not None}
 
     try:
-        axes, per_model = read_grid(table, config_grid, config_models, shared, ctx.args, hp or [])
+        executor_name = str(opts["executor"])
+        executor_options, grid_args = read_executor_options(
+            executor_name, manager.executor(executor_name).options, config_executors.get(executor_name), ctx.args)
+        axes, per_model = read_grid(table, config_grid, config_models, shared, grid_args, hp or [])
         for b in _names(opts["backend"]):  # before planning: an unknown name says which exist
             manager.backend(b)
         specs = api.plan_grid(
@@ -226,7 +242,7 @@ def run(
         metric_options = _metric_options(opts.get("metric_options"), opts.get("metric_option"))
         api.check_run_options(specs, metrics=metric_names, amp=opts["amp"], strategy=opts["strategy"],
                               checkpoint_every=opts.get("checkpoint_every") or 0, metric_options=metric_options,
-                              manager=manager, executor=str(opts["executor"]))
+                              manager=manager, executor=executor_name, executor_options=executor_options)
     except (PlanError, UnknownSpecError, api.InputError) as exc:
         fail(str(exc))
 
@@ -270,7 +286,8 @@ def run(
             eval_samples=opts["eval_samples"], strategy=opts["strategy"],
             metric_options=metric_options,
             checkpoint_every=opts.get("checkpoint_every") or 0, fid_weights=opts.get("fid_weights"),
-            lpips_weights=opts.get("lpips_weights"), manager=manager, executor=str(opts["executor"]),
+            lpips_weights=opts.get("lpips_weights"), manager=manager, executor=executor_name,
+            executor_options=executor_options,
         )
     except (DatasetError, RegistryError, UnknownSpecError, ValueError) as exc:
         fail(str(exc))
@@ -294,6 +311,9 @@ def run(
             fail(str(exc))
         except interrupt.Interrupted as exc:
             _interrupted(exc, reporter, specs, opts["registry"], checkpoint_steps)
+    if result.detached:
+        _submitted(result, opts["registry"], as_json)
+        return
     if as_json:
         _print_json(result.records)
     elif result.records:
@@ -308,6 +328,21 @@ def run(
                           f"({escape(result.unclaimed[0][1])}); run the same command with --resume once the "
                           "registry can be reached", highlight=False)
     _exit_for(result.records, failed_elsewhere=bool(result.unclaimed))
+
+
+def _submitted(result: Any, registry: str, as_json: bool) -> None:
+    """What ``run`` says once an executor has submitted a grid's tasks (``--detach``)."""
+    from vaebench.registry.location import display
+
+    if as_json:
+        _print_json({"grid_id": result.grid_id, "executor": result.executor, "jobs": result.jobs,
+                     "tasks": [{"job": t.job, "run_ids": t.run_ids, "log": t.log} for t in result.tasks]})
+        return
+    err_console.print(f"grid {result.grid_id}: {len(result.tasks)} task(s) submitted to {result.executor} "
+                      f"(jobs {', '.join(result.jobs) or '-'})", highlight=False)
+    where = "" if registry == DEFAULT_REGISTRY else f" --registry {display(registry)}"
+    err_console.print(f"watch: vaebench status {result.grid_id}{where}   cancel: vaebench cancel "
+                      f"{result.grid_id}{where}", highlight=False)
 
 
 def _exit_for(records: list[dict[str, Any]], failed_elsewhere: bool = False) -> None:

@@ -105,3 +105,65 @@ def read_grid(
         put(per_model.setdefault(model, {}), name, raw, label,
             f"{label}: no registered model declares a hyperparameter {name!r} ({see})")
     return axes, {model: lists for model, lists in per_model.items() if lists}
+
+
+def read_executor_options(
+    name: str, declared: Mapping[str, tuple[type, Any, str]], config: Mapping[str, Any] | None,
+    extra_args: Sequence[str],
+) -> tuple[dict[str, Any], list[str]]:
+    """``(options, the words left)`` of executor ``name``: each option it declares
+    (``ExecutorSpec.options``: name -> ``(type, default, help)``) is a flag ``--NAME VALUE``
+    (``_`` written ``-``; a ``bool`` one ``--NAME`` / ``--no-NAME``), winning over the config
+    file's ``[executor.NAME]`` table (``config``). The words of other flags are left for
+    :func:`read_grid`. Values are typed here; ``ExecutorSpec.check_options`` checks them.
+    Raises :class:`PlanError` for a value not of the option's type."""
+    options: dict[str, Any] = {}
+    for key, value in (config or {}).items():
+        options[str(key).replace("-", "_")] = value
+    flags = {"--" + key.replace("_", "-"): key for key in declared}
+    negations = {"--no-" + key.replace("_", "-"): key for key, (kind, _, _) in declared.items() if kind is bool}
+    rest: list[str] = []
+    i = 0
+    while i < len(extra_args):
+        token = extra_args[i]
+        flag, eq, value = token.partition("=")
+        key = flags.get(flag)
+        if flag in negations and not eq:
+            options[negations[flag]] = False
+            i += 1
+            continue
+        if key is None:
+            rest.append(token)
+            if not eq and i + 1 < len(extra_args) and token.startswith("--"):
+                rest.append(extra_args[i + 1])  # its value, which may start with "--" no more than read_grid allows
+                i += 1
+            i += 1
+            continue
+        kind = declared[key][0]
+        if kind is bool and not eq:
+            options[key] = True
+            i += 1
+            continue
+        if not eq:
+            if i + 1 >= len(extra_args):
+                raise PlanError(f"{flag}: expected a value (an option of the {name} executor)")
+            value = extra_args[i + 1]
+            i += 1
+        i += 1
+        options[key] = _typed(value, kind, flag)
+    return options, rest
+
+
+def _typed(raw: str, kind: type, flag: str) -> Any:
+    """``raw`` (a command-line word) as a ``kind`` (str, int, float or bool)."""
+    if kind is str:
+        return raw
+    if kind is bool:
+        words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+        if raw.lower() not in words:
+            raise PlanError(f"{flag}: expected true or false, got {raw!r}")
+        return words[raw.lower()]
+    try:
+        return kind(raw)
+    except ValueError:
+        raise PlanError(f"{flag}: expected {'a whole number' if kind is int else 'a number'}, got {raw!r}") from None

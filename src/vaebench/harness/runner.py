@@ -21,14 +21,14 @@ from vaebench.harness.evaluation import metrics_for
 from vaebench.harness.messages import debug_traceback, one_line
 from vaebench.harness.pending import PendingRun, PointClaims, Reporter, SilentReporter
 from vaebench.harness.plan import INT_MAX
-from vaebench.plugins.contract import GridJob, capability
+from vaebench.plugins.contract import GridJob, TaskRef, capability
 from vaebench.plugins.backends import get_backend
 from vaebench.plugins.backends.base import ExecutionOptions, ResumePoint
 from vaebench.plugins.datasets.base import check_sample
 from vaebench.plugins.manager import PluginManager
 from vaebench.plugins.runspec import RunSpec
 from vaebench.plugins.specs import MetricSpec
-from vaebench.registry import claims, location, store
+from vaebench.registry import claims, grids, location, store
 from vaebench.registry.schema import DONE_STATUSES
 
 
@@ -46,6 +46,11 @@ class GridResult:
     #: the executor that ran them (``--executor``) and the scheduler's job ids, if it submits
     executor: str = "local"
     jobs: list[str] = field(default_factory=list)
+    #: the grid's id; for an executor that submits, its tasks (``registry.grids``' manifest)
+    #: and whether its records arrive later (``detaches``: the caller watches the registry)
+    grid_id: str = ""
+    tasks: list[TaskRef] = field(default_factory=list)
+    detached: bool = False
 
 
 def selected_metrics(specs: Sequence[RunSpec], manager: PluginManager,
@@ -261,14 +266,22 @@ def run_grid(
         else:
             todo.append(spec)
     claims = PointClaims(registry, reporter, resume, since=started)
+    result.grid_id = store.new_attempt(started)
     job = GridJob(manager=manager, registry=registry, execution=execution, metric_names=metric_names,
                   metric_options=metric_options, strategy=strategy, resume=resume, reporter=reporter,
-                  datasets=dataset_of, claims=claims)
+                  datasets=dataset_of, claims=claims, grid_id=result.grid_id, started_at=started)
+    spec_of = manager.executor(executor)
+    built = spec_of.build(executor_options)
     try:
-        executed = manager.executor(executor).build(executor_options).run(todo, job)
+        executed = built.run(todo, job)
     finally:
         claims.release_all()
     result.strategy, result.executor, result.jobs = executed.strategy, executor, list(executed.jobs)
+    result.tasks, result.detached = list(executed.tasks), bool(capability(built, "detaches")) and bool(executed.tasks)
+    if executed.tasks:  # a submitting executor: the manifest status and cancel read
+        grids.write_manifest(registry, grids.GridManifest(
+            grid_id=result.grid_id, executor=executor, options=spec_of.check_options(executor_options),
+            submitted_at=started, tasks=result.tasks))
     records = executed.records
     result.held_elsewhere = list(claims.held_elsewhere)
     result.unclaimed = list(claims.unclaimed)

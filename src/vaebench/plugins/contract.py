@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import numpy as np
@@ -281,17 +282,51 @@ class GridJob:
     reporter: Any
     datasets: Callable[[Any], Any]
     claims: Any
+    #: The grid's id (``YYYYMMDDTHHMMSSZ-xxxxxx``, when it started) and its start: a remote
+    #: task skips a point another writer finished since then (``harness.tasks.PointsTask``).
+    grid_id: str = ""
+    started_at: datetime | None = None
+
+
+@dataclass
+class TaskRef:
+    """One scheduler task an executor submitted: its ``job`` id as the scheduler names it
+    (Slurm: ``ARRAYJOB_TASK``, e.g. ``4242_3``), the ``run_ids`` it trains (one grid point,
+    or one vectorized group) and ``log``: where its output goes (a path on a file system the
+    submitting machine sees, or ``None``)."""
+
+    job: str
+    run_ids: list[str]
+    log: str | None = None
+
+
+@dataclass
+class TaskState:
+    """A scheduler task's state as an executor reads it: ``state`` one of :data:`TASK_STATES`
+    and ``reason`` the scheduler's own word for it (``OUT_OF_MEMORY``, ``NODE_FAIL``,
+    ``Resources`` ...; empty when it says none)."""
+
+    state: str
+    reason: str = ""
+
+
+#: ``queued`` (waiting, or requeued), ``running``, ``ended`` (left the scheduler: its runs'
+#: records tell how), ``failed`` (the scheduler says it failed: out of memory, a node
+#: failure, cancelled, a time limit), ``unknown`` (the scheduler no longer knows it).
+TASK_STATES = ("queued", "running", "ended", "failed", "unknown")
 
 
 @dataclass
 class ExecutorResult:
     """What an executor's ``run`` returns: ``records`` (one dict per run recorded, any
     order), ``strategy`` (how the runs were trained: the ``strategy`` column's value, e.g.
-    ``sequential``) and ``jobs`` (the scheduler's job ids, for an executor that submits)."""
+    ``sequential``), ``jobs`` (the scheduler's job ids, for an executor that submits) and
+    ``tasks`` (what each submitted task trains: the grid's manifest, ``registry.grids``)."""
 
     records: list[dict[str, Any]] = field(default_factory=list)
     strategy: str = "sequential"
     jobs: list[str] = field(default_factory=list)
+    tasks: list[TaskRef] = field(default_factory=list)
 
 
 class ExecutorCapabilities(Protocol):
@@ -303,6 +338,44 @@ class ExecutorCapabilities(Protocol):
     #: Runs train on other machines: the registry must be reachable from there and each
     #: worker loads its own datasets (``job.datasets`` is this process's).
     remote: bool = False
+
+    def check(self, specs: Sequence["RunSpec"]) -> None:
+        """Raise a one-line ``ValueError`` for options the scheduler would refuse for
+        ``specs`` (an unknown partition, more memory than a node has), before anything is
+        submitted or recorded (``vaebench run`` exits 2). Default: nothing to check."""
+        return None
+
+    def states(self, tasks: Sequence[TaskRef]) -> dict[str, TaskState]:
+        """Each of ``tasks``' state by job id, as the scheduler tells it now (``vaebench
+        status``, the watch after a submission). Default: none known."""
+        return {}
+
+    def cancel(self, tasks: Sequence[TaskRef]) -> list[str]:
+        """Cancel ``tasks`` (``vaebench cancel``); returns the job ids cancelled. Default:
+        this executor cannot cancel (a ``ValueError``)."""
+        raise ValueError("this executor cannot cancel its tasks")
+
+    def log_tail(self, task: TaskRef, lines: int = 20) -> str:
+        """The last ``lines`` lines of ``task``'s output (stdout and stderr), ``""`` when
+        there is none to read: shown for a failed task and kept in its runs' failed
+        records. Default: the file ``task.log`` names, if any."""
+        return tail_of(task.log, lines)
+
+
+def tail_of(path: str | None, lines: int = 20) -> str:
+    """The last ``lines`` lines of the text file ``path`` (``""`` when it is absent or
+    ``None``); reads at most the last 64 KiB."""
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - 65536))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
 
 
 class Executor(ExecutorCapabilities, Protocol):
