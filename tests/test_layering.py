@@ -22,6 +22,7 @@ ALLOWED_CIRCLES: set[tuple[str, str]] = set()
 #: The run path inside the harness, top to bottom: a module imports only those after it.
 RUN_PATH = (
     "vaebench.harness.runner",
+    "vaebench.harness.tasks",
     "vaebench.harness.local_executor",
     "vaebench.harness.strategies",
     "vaebench.harness.workers",

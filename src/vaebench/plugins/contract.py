@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 import numpy as np
 
 from vaebench.plugins.backends.base import DeviceInfo, ExecutionOptions, ProgressCallback, ResumePoint
+from vaebench.registry.grids import TaskRef  # the manifest's unit, re-exported with the contract
 
 if TYPE_CHECKING:  # types only: the manager is handed in, never imported from here
     from vaebench.plugins.manager import PluginManager
@@ -286,18 +287,6 @@ class GridJob:
     #: task skips a point another writer finished since then (``harness.tasks.PointsTask``).
     grid_id: str = ""
     started_at: datetime | None = None
-
-
-@dataclass
-class TaskRef:
-    """One scheduler task an executor submitted: its ``job`` id as the scheduler names it
-    (Slurm: ``ARRAYJOB_TASK``, e.g. ``4242_3``), the ``run_ids`` it trains (one grid point,
-    or one vectorized group) and ``log``: where its output goes (a path on a file system the
-    submitting machine sees, or ``None``)."""
-
-    job: str
-    run_ids: list[str]
-    log: str | None = None
 
 
 @dataclass

@@ -22,10 +22,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping, Sequence
 
-from vaebench.plugins.contract import TaskRef
 from vaebench.registry import location
 
 GRIDS = "grids"
+
+
+@dataclass
+class TaskRef:
+    """One scheduler task an executor submitted: its ``job`` id as the scheduler names it
+    (Slurm: ``ARRAYJOB_TASK``, e.g. ``4242_3``), the ``run_ids`` it trains (one grid point,
+    or one vectorized group) and ``log``: where its output goes (a path on a file system the
+    submitting machine sees, or ``None``). Part of the executor contract
+    (``plugins/contract.py``, ``vaebench.plugin``); defined here, where the manifest keeps it."""
+
+    job: str
+    run_ids: list[str]
+    log: str | None = None
 
 
 @dataclass
