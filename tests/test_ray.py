@@ -70,7 +70,7 @@ def test_a_grid_on_ray_records_what_a_local_grid_records(tmp_path):
 def test_a_killed_ray_worker_leaves_a_failed_record_and_resume_finishes_the_grid(tmp_path):
     registry = tmp_path / "reg"
     before = ray_processes()
-    args = [*GRID, "--steps", "150", "--checkpoint-every", "20", "--registry", str(registry), "--executor", "ray"]
+    args = [*GRID, "--steps", "100", "--checkpoint-every", "20", "--registry", str(registry), "--executor", "ray"]
     code = "import sys; from vaebench.harness.cli import main; sys.argv[0] = 'vaebench'; main()"
     driver = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
@@ -116,3 +116,25 @@ def test_bad_ray_options_are_one_line_and_exit_2(cli, tmp_path, flag, value, say
     assert len(lines) == 1 and says in lines[0], result.output
     assert not (tmp_path / "reg" / "runs").exists() or not list((tmp_path / "reg" / "runs").iterdir())
     assert not (ray_processes() - before)
+
+
+def test_sigterm_to_the_driver_cancels_the_ray_tasks_and_stops_the_cluster(tmp_path):
+    registry = tmp_path / "reg"
+    before = ray_processes()
+    code = "import sys; from vaebench.harness.cli import main; sys.argv[0] = 'vaebench'; main()"
+    driver = subprocess.Popen([sys.executable, "-c", code, *GRID, "--steps", "2000", "--registry", str(registry),
+                               "--executor", "ray"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: bool(claims.claims_of(str(registry))) or driver.poll() is not None, 240,
+                   "a Ray worker to claim a point")
+        workers = {c.pid for c in claims.claims_of(str(registry))}
+        driver.send_signal(signal.SIGTERM)
+        out, err = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 143, err[-2000:]
+    assert workers and all(store.pid_dead(pid) for pid in workers)
+    wait_until(lambda: not (ray_processes() - before), 60, "the Ray cluster's processes to exit")
+    assert not any(a["status"] == "ok" for p in (registry / "runs").glob("*.parquet")
+                   for a in attempts(registry, p.name.split(".")[0]))

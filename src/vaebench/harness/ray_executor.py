@@ -31,6 +31,7 @@ from typing import Any, Mapping, Sequence
 from vaebench.harness.messages import one_line
 from vaebench.harness.pending import PendingRun
 from vaebench.harness.tasks import PER, PointsTask, run_task, split_tasks
+from vaebench.plugins.backends import interrupt
 from vaebench.plugins.contract import ExecutorResult, GridJob, TaskRef, TaskState
 from vaebench.plugins.runspec import RunSpec
 from vaebench.registry import store
@@ -124,9 +125,13 @@ class RayExecutor:
                 done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
                 for ref in done:
                     records += self.collect(ref, refs[ref], job)
-        except BaseException:
+        except BaseException as exc:
             self.cancel_refs(list(refs))
             self.shutdown()
+            signum = interrupt.received()
+            if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, interrupt.Interrupted) and signum:
+                # ray.wait turns the stop signal's exception into a bare KeyboardInterrupt
+                raise interrupt.Interrupted(signum) from None
             raise
         self.shutdown()
         refs_out = [TaskRef(job=ids[ref], run_ids=task.run_ids, log=None) for ref, task in refs.items()]
