@@ -1,8 +1,8 @@
 """The ``ray`` executor on a real local Ray cluster (``ray.init`` of a fresh one in the
 driver: ``vaebench run --executor ray`` in a fresh interpreter). Skipped where Ray is not
 installed (``pip install 'vaebench[ray]'``). Costs on 2 shared cores: the 4-point grid
-~25 s (a local grid for comparison included), the killed worker and ``--resume`` ~45 s,
-bad options < 1 s."""
+~29 s (a local grid for comparison included), the killed worker and ``--resume`` ~41 s,
+SIGTERM to the driver ~9 s, bad options < 1 s, Ray made unimportable ~3 s."""
 
 from __future__ import annotations
 
@@ -138,3 +138,18 @@ def test_sigterm_to_the_driver_cancels_the_ray_tasks_and_stops_the_cluster(tmp_p
     wait_until(lambda: not (ray_processes() - before), 60, "the Ray cluster's processes to exit")
     assert not any(a["status"] == "ok" for p in (registry / "runs").glob("*.parquet")
                    for a in attempts(registry, p.name.split(".")[0]))
+
+
+def test_without_ray_the_executor_says_what_to_install(tmp_path):
+    """Ray made unimportable (a ``ray`` package first on the path that raises ImportError,
+    as an absent one does): one line naming the extra, exit 2, nothing recorded. ~3 s."""
+    shadow = tmp_path / "shadow" / "ray"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('No module named ray')\n", encoding="utf-8")
+    path = os.pathsep.join([str(tmp_path / "shadow"), os.environ.get("PYTHONPATH", "")])
+    result = run_vaebench(*GRID, "--steps", "30", "--registry", str(tmp_path / "reg"), "--executor", "ray",
+                          env_extra={"PYTHONPATH": path})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: --executor ray: Ray is not installed; install it with: pip install 'vaebench[ray]'"]
+    assert not (tmp_path / "reg").exists() or not any((tmp_path / "reg").rglob("*.parquet"))

@@ -39,11 +39,6 @@ from vaebench.registry import store
 #: What the ``ray`` executor's factory says when Ray is not importable.
 INSTALL = "pip install 'vaebench[ray]'"
 
-#: Ray's task states (``ray.util.state``) -> :data:`~vaebench.plugins.contract.TASK_STATES`.
-RAY_STATES = {"FINISHED": "ended", "FAILED": "failed", "RUNNING": "running", "RUNNING_IN_RAY_GET": "running",
-              "RUNNING_IN_RAY_WAIT": "running"}
-
-
 def import_ray() -> Any:
     """The ``ray`` module, or a one-line ``ValueError`` saying what to install."""
     try:
@@ -143,8 +138,10 @@ class RayExecutor:
         ray = self.ray
         try:
             lines = json.loads(ray.get(ref))
-        except (ray.exceptions.RayError, ValueError) as exc:
-            return self.worker_died(task, job, one_line(exc))
+        except ray.exceptions.RayTaskError as exc:  # run_task itself raised (it records run failures)
+            return self.worker_died(task, job, f"the Ray task failed: {one_line(exc)}")
+        except (ray.exceptions.RayError, ValueError) as exc:  # worker crashed, node lost, cancelled
+            return self.worker_died(task, job, f"the Ray worker died: {one_line(exc)}")
         out = []
         for line in lines:
             try:
@@ -156,12 +153,11 @@ class RayExecutor:
             out.append(record)
         return out
 
-    def worker_died(self, task: PointsTask, job: GridJob, why: str) -> list[dict[str, Any]]:
+    def worker_died(self, task: PointsTask, job: GridJob, reason: str) -> list[dict[str, Any]]:
         """Each of ``task``'s points that has no record since the grid started, recorded as
-        ``failed`` (claimed first, so no other writer records it at once); a record the
+        ``failed`` with ``reason`` (claimed first, so no other writer records it at once); a record the
         task wrote before it died is returned as it is."""
         since = datetime.fromisoformat(task.since) if task.since else None
-        reason = f"the Ray worker died: {why}"
         out = []
         for spec in task.specs:
             written = recorded_since(job.registry, spec.run_id, since)
@@ -178,23 +174,26 @@ class RayExecutor:
         return out
 
     def states(self, tasks: Sequence[TaskRef]) -> dict[str, TaskState]:
-        """Ray's state of each task this driver still knows (``unknown`` otherwise)."""
+        """Each task's state as far as this driver still knows it: ``ended`` / ``failed``
+        once its result is in, else ``running`` (Ray does not tell a queued task from a
+        running one here); ``unknown`` for a task this driver never held or has let go."""
+        ray = self.ray
         out = {t.job: TaskState("unknown") for t in tasks}
-        if not self.ray.is_initialized():
-            return out
-        try:
-            from ray.util.state import get_task
-        except ImportError:
+        if not ray.is_initialized():
             return out
         for t in tasks:
-            try:
-                found = get_task(t.job, timeout=5)
-            except Exception:  # noqa: BLE001 - the cluster cannot say: unknown
+            ref = self.refs.get(t.job)
+            if ref is None:
                 continue
-            found = found[-1] if isinstance(found, list) and found else found
-            if found:
-                state = str(getattr(found, "state", ""))
-                out[t.job] = TaskState(RAY_STATES.get(state, "queued"), state)
+            done, _ = ray.wait([ref], timeout=0)
+            if not done:
+                out[t.job] = TaskState("running")
+                continue
+            try:
+                ray.get(ref, timeout=0)
+                out[t.job] = TaskState("ended")
+            except ray.exceptions.RayError as exc:
+                out[t.job] = TaskState("failed", type(exc).__name__)
         return out
 
     def cancel(self, tasks: Sequence[TaskRef]) -> list[str]:
