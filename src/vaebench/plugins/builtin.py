@@ -304,10 +304,27 @@ def vaebench_register_backends(register):
     ))
 
 
+#: The ``ray`` executor's options (``ExecutorSpec.options``): name -> (type, default, help).
+RAY_OPTIONS: dict[str, tuple[type, Any, str]] = {
+    "ray_address": (str, "", "Ray cluster: auto | HOST:PORT; empty: a fresh local cluster on this machine."),
+    "num_cpus": (float, 1.0, "CPUs each Ray task asks for."),
+    "num_gpus": (float, 0.0, "GPUs each Ray task asks for (fractions share a GPU)."),
+    "per": (str, "point", "One Ray task per grid point (point) or per vectorized group (group)."),
+    "max_retries": (int, 0, "Ray retries of a task whose worker died (it picks up from its checkpoint)."),
+}
+
+
 @hookimpl
 def vaebench_register_executors(register):
     register(ExecutorSpec(
         name="local",
         description="This machine: the runs train by --strategy (auto | sequential | processes | vectorized).",
         executor="vaebench.harness.local_executor:local_executor",
+    ))
+    register(ExecutorSpec(
+        name="ray",
+        description="A Ray cluster (--ray-address auto | HOST:PORT, or a local one): one Ray task per point "
+                    "or vectorized group, workers recording into the registry; the driver waits.",
+        executor="vaebench.harness.ray_executor:ray_executor",
+        options=RAY_OPTIONS,
     ))
