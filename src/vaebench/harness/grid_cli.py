@@ -55,6 +55,8 @@ def watch_attached(manifest: Any, registry: str, manager: Any, live: bool = True
             return watch_grid(manifest, registry, manager, live=live)
         except KeyboardInterrupt as exc:
             name = getattr(exc, "name", "SIGINT")
+            if live and not err_console.is_terminal:
+                err_console.print()  # the table's last line ends without one
             err_console.print(f"{name}: detached from grid {manifest.grid_id}; its tasks keep running",
                               highlight=False)
             err_console.print(how_to_watch(manifest.grid_id, registry), highlight=False, soft_wrap=True)
