@@ -256,3 +256,18 @@ def test_ctrl_c_detaches_and_leaves_the_tasks_running(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+# < 1 s: a remote registry's checkpoint step is read from its marker, nothing downloaded
+def test_the_step_of_a_remote_checkpoint_is_read_from_its_marker(tmp_path):
+    from vaebench.harness.resumption import checkpoint_step
+    from vaebench.registry import staging
+
+    run_id, registry = "cd" * 8, f"memory://watch-{os.getpid()}"
+    assert checkpoint_step(registry, run_id) is None
+    partial = tmp_path / run_id / "partial"
+    partial.mkdir(parents=True)
+    (partial / "training_state.json").write_text('{"step": 40}')
+    staging.upload_partial(registry, str(partial), 40)
+    assert checkpoint_step(registry, run_id) == 40
+    assert not staging.run_dir(registry, run_id).joinpath("partial").exists()

@@ -6,7 +6,7 @@ Each point of a grid's manifest (``registry.grids``) is in one of :data:`POINT_S
 - ``recorded``: its latest attempt finished at or after the grid's ``submitted_at`` (``ok``,
   ``diverged`` or ``failed``, with the record's error);
 - ``training``: a live claim holds it (``registry.claims``), with the step of its periodic
-  checkpoint when there is one (``resumption.pick_up``);
+  checkpoint when there is one (``resumption.checkpoint_step``: read, never downloaded);
 - ``lost``: its task left the scheduler or failed there (the executor's ``states``:
   :data:`LOST_TASK_STATES`) while the point has neither a record nor a live claim;
 - ``queued``: anything else (its task waits, or starts).
@@ -138,9 +138,8 @@ def point_state(registry: str, manifest: GridManifest, run_id: str, states: dict
                        steps=spec.steps if spec else None, job=task.job if task else None)
     info = claims.holder(registry, run_id)
     if info is not None and info.live():
-        resume = resumption.pick_up(registry, run_id)
         point.state, point.reason = "training", info.who
-        point.step = resume.step if resume is not None else None
+        point.step = resumption.checkpoint_step(registry, run_id)
         return point
     record = latest_since(registry, run_id, manifest)
     if record is not None:
