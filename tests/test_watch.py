@@ -271,3 +271,32 @@ def test_the_step_of_a_remote_checkpoint_is_read_from_its_marker(tmp_path):
     staging.upload_partial(registry, str(partial), 40)
     assert checkpoint_step(registry, run_id) == 40
     assert not staging.run_dir(registry, run_id).joinpath("partial").exists()
+
+
+# ~6 s: two watchers at once (processes) find the same lost point; one failed record
+def test_two_watchers_settle_a_lost_point_once(tmp_path):
+    reg = tmp_path / "reg"
+    (spec,) = api.plan_grid("beta_vae", architectures="mlp", steps=[20], batch_size=[16])
+    log = reg / "proc-tasks" / "t-0.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("Traceback (most recent call last):\nMemoryError: out of memory\n")
+    log.with_suffix(".rc").write_text("1\n")
+    grids.write_manifest(str(reg), grids.GridManifest(
+        grid_id="20261204T000000Z-abcdef", executor="procs", options={}, submitted_at=datetime.now(timezone.utc),
+        tasks=[TaskRef(job="999999999", run_ids=[spec.run_id], log=str(log))],
+        specs={spec.run_id: json.loads(spec.to_json())}))
+    watchers = [vaebench_process("status", "--json", "--registry", str(reg)) for _ in range(2)]
+    shapes = []
+    for proc in watchers:
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr
+        shapes.append(json.loads(stdout))
+    assert sorted(len(s["settled"]) for s in shapes) == [0, 1]
+    (attempt,) = store.read_attempts(str(reg), spec.run_id)
+    assert attempt["status"] == "failed" and attempt["spec_json"] == spec.to_json()
+    assert attempt["error"] == ("task failed: exit 1 (job 999999999); log tail: Traceback (most recent call last): "
+                                "| MemoryError: out of memory")
+    settler, other = sorted(shapes, key=lambda s: -len(s["settled"]))
+    assert settler["points"][0]["state"] == "recorded" and settler["points"][0]["status"] == "failed"
+    # the other found it recorded already, or saw it lost while the first held its claim
+    assert other["points"][0]["status"] == "failed" or "being recorded by" in other["points"][0]["reason"]

@@ -137,6 +137,9 @@ def point_state(registry: str, manifest: GridManifest, run_id: str, states: dict
     point = PointState(run_id=run_id, label=spec.label() if spec else "", state="queued",
                        steps=spec.steps if spec else None, job=task.job if task else None)
     info = claims.holder(registry, run_id)
+    if info is not None and info.live() and info.writer == WRITER:  # a watcher settles it now
+        point.state, point.reason = "lost", f"being recorded by {WRITER} ({info.who})"
+        return point
     if info is not None and info.live():
         point.state, point.reason = "training", info.who
         point.step = resumption.checkpoint_step(registry, run_id)
@@ -194,10 +197,16 @@ def settle(registry: str, state: GridState, manager: Any, executor: Any = None,
             point.reason += "; its spec is not in the grid's manifest: not settled"
             continue
         claim = claims.acquire(registry, point.run_id, writer=WRITER)
-        if claim is None:
+        if claim is None:  # another watcher writes it now (or its task came back)
+            if "being recorded by" not in point.reason:
+                info = claims.holder(registry, point.run_id)
+                point.reason += f"; being recorded by {info.who if info is not None else 'another writer'}"
             continue
         try:
-            if latest_since(registry, point.run_id, state.manifest) is not None:
+            found = latest_since(registry, point.run_id, state.manifest)
+            if found is not None:
+                point.state, point.status, point.record = "recorded", found.get("status"), found
+                point.reason = found.get("error") or ""
                 continue
             task = state.manifest.task_of(point.run_id)
             tail = capability(executor, "log_tail")(task, lines) if task is not None else ""
