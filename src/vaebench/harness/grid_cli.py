@@ -70,7 +70,7 @@ def register(app: typer.Typer, exit_for: Callable[[list[dict[str, Any]]], None] 
     @app.command("status", epilog="Examples:\n\n  vaebench status\n\n  vaebench status 20261204T2201\n\n"
                  "  vaebench status 4242 --watch\n\n  vaebench status --json")
     def status(
-        selection: Optional[str] = typer.Argument(None, metavar="[SELECTION]", help="A grid id (or prefix), a scheduler job id, or a run id prefix. \\[default: the latest grid]"),
+        selection: Optional[str] = typer.Argument(None, metavar="SELECTION", help="A grid id (or prefix), a scheduler job id, or a run id prefix. \\[default: the latest grid]"),
         registry: str = typer.Option(DEFAULT_REGISTRY, "--registry", help=REGISTRY_HELP),
         as_json: bool = typer.Option(False, "--json", help="Print the state as JSON."),
         keep_watching: bool = typer.Option(False, "--watch", help="Refresh until every point is recorded."),
@@ -101,7 +101,7 @@ def register(app: typer.Typer, exit_for: Callable[[list[dict[str, Any]]], None] 
 
     @app.command("cancel", epilog="Examples:\n\n  vaebench cancel 20261204T2201\n\n  vaebench cancel 4242")
     def cancel(
-        selection: Optional[str] = typer.Argument(None, metavar="[SELECTION]", help="A grid id (or prefix), a scheduler job id, or a run id prefix. \\[default: the latest grid]"),
+        selection: Optional[str] = typer.Argument(None, metavar="SELECTION", help="A grid id (or prefix), a scheduler job id, or a run id prefix. \\[default: the latest grid]"),
         registry: str = typer.Option(DEFAULT_REGISTRY, "--registry", help=REGISTRY_HELP),
         as_json: bool = typer.Option(False, "--json", help="Print the jobs cancelled as JSON."),
     ) -> None:
