@@ -2,7 +2,7 @@
 
 Built with ``ast`` from every module's imports — at module level and inside functions
 (a lazy import that goes back up is a circle too) — without importing anything.
-The layers, top to bottom: cli (``harness/cli.py``, ``harness/results_cli.py``) -> api
+The layers, top to bottom: cli (``harness/cli.py``, ``harness/results_cli.py``, ``harness/grid_cli.py``) -> api
 (``api.py``, the package's lazy façade) -> harness (on the run path: runner ->
 local_executor -> strategies -> workers -> pending -> evaluation / resumption -> messages) -> plugins
 -> registry.
@@ -31,7 +31,7 @@ RUN_PATH = (
     "vaebench.harness.resumption",
     "vaebench.harness.messages",
 )
-CLI = ("vaebench.harness.cli", "vaebench.harness.results_cli")
+CLI = ("vaebench.harness.cli", "vaebench.harness.results_cli", "vaebench.harness.grid_cli")
 API = ("vaebench", "vaebench.api")
 
 

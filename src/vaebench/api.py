@@ -471,6 +471,62 @@ def show(run: str, registry: str = DEFAULT_REGISTRY) -> dict[str, Any]:
     return store.read_record(registry, run)
 
 
+def find_grid(selection: str | None = None, registry: str = DEFAULT_REGISTRY) -> Any:
+    """The submitted grid ``selection`` names (``registry.grids.find_grids``: ``None`` the
+    latest, a grid id or prefix, a job id, a run id prefix; the latest of several), as its
+    ``GridManifest``. Raises ``InputError`` (one line) when none is found."""
+    from vaebench.registry.grids import find_grids
+    from vaebench.registry.location import display
+
+    found = find_grids(registry, selection or None)
+    if not found:
+        what = f"matching {selection!r}" if selection else "submitted"
+        raise InputError(f"no grid {what} in {display(registry)} (a grid is kept when an executor that submits, "
+                         "e.g. --executor slurm, runs it)")
+    return found[-1]
+
+
+def status(selection: str | None = None, registry: str = DEFAULT_REGISTRY, *, manager: Any = None,
+           settle: bool = True) -> Any:
+    """The state of the grid ``selection`` names (:func:`find_grid`), each point recorded /
+    training / queued / lost (``harness.watch.GridState``); with ``settle``, a lost point's
+    ``failed`` record is written first (``watch.settle``). Raises ``InputError``."""
+    from vaebench.harness import watch
+    from vaebench.plugins.manager import plugin_manager
+
+    manager = plugin_manager(manager)
+    manifest = find_grid(selection, registry)
+    if not settle:
+        return watch.grid_state(registry, manifest, manager)
+    return watch.watch(registry, manifest, manager, once=True)
+
+
+def cancel(selection: str | None = None, registry: str = DEFAULT_REGISTRY, *, manager: Any = None) -> tuple[Any, list[str]]:
+    """Cancel the tasks of the grid ``selection`` names that may still train (a point not
+    recorded, queued or training); returns the grid's ``GridManifest`` and the job ids
+    cancelled. Raises ``InputError`` when no grid is found or its executor cannot cancel."""
+    from vaebench.harness import watch
+    from vaebench.plugins.manager import plugin_manager
+
+    manager = plugin_manager(manager)
+    manifest = find_grid(selection, registry)
+    from vaebench.plugins.manager import UnknownSpecError
+
+    try:
+        executor = watch.build_executor(manifest, manager)
+    except (ValueError, UnknownSpecError) as exc:
+        raise InputError(str(exc)) from None
+    if getattr(executor, "cancel", None) is None:
+        raise InputError(f"the {manifest.executor} executor cannot cancel its tasks (grid {manifest.grid_id})")
+    tasks = watch.cancellable(watch.grid_state(registry, manifest, manager, executor))
+    if not tasks:
+        return manifest, []
+    try:
+        return manifest, list(executor.cancel(tasks))
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
 def report(
     selection: str | dict[str, Any] | None = None,
     out: str = "vaebench-report",

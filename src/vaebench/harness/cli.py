@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from vaebench import api
-from vaebench.harness import registry_cli, results_cli
+from vaebench.harness import grid_cli, registry_cli, results_cli
 from vaebench.harness.output import (
     DEBUG_ENV,
     DEFAULT_REGISTRY,
@@ -312,8 +312,10 @@ def run(
         except interrupt.Interrupted as exc:
             _interrupted(exc, reporter, specs, opts["registry"], checkpoint_steps)
     if result.detached:
-        _submitted(result, opts["registry"], as_json)
-        return
+        _submitted(result, opts["registry"], as_json and detach)
+        if detach:
+            return
+        result.records = _watched(result.grid_id, opts["registry"], manager, live=not as_json)
     if as_json:
         _print_json(result.records)
     elif result.records:
@@ -330,19 +332,25 @@ def run(
     _exit_for(result.records, failed_elsewhere=bool(result.unclaimed))
 
 
-def _submitted(result: Any, registry: str, as_json: bool) -> None:
-    """What ``run`` says once an executor has submitted a grid's tasks (``--detach``)."""
-    from vaebench.registry.location import display
+def _watched(grid_id: str, registry: str, manager: Any, live: bool) -> list[dict[str, Any]]:
+    """Watch the grid ``run`` submitted until every point is recorded (Ctrl-C detaches:
+    ``grid_cli.watch_attached``); its records."""
+    try:
+        manifest = api.find_grid(grid_id, registry)
+    except api.InputError as exc:
+        fail(str(exc))
+    return grid_cli.watch_attached(manifest, registry, manager, live=live).records()
 
+
+def _submitted(result: Any, registry: str, as_json: bool) -> None:
+    """What ``run`` says once an executor has submitted a grid's tasks."""
     if as_json:
         _print_json({"grid_id": result.grid_id, "executor": result.executor, "jobs": result.jobs,
                      "tasks": [{"job": t.job, "run_ids": t.run_ids, "log": t.log} for t in result.tasks]})
         return
     err_console.print(f"grid {result.grid_id}: {len(result.tasks)} task(s) submitted to {result.executor} "
                       f"(jobs {', '.join(result.jobs) or '-'})", highlight=False)
-    where = "" if registry == DEFAULT_REGISTRY else f" --registry {display(registry)}"
-    err_console.print(f"watch: vaebench status {result.grid_id}{where}   cancel: vaebench cancel "
-                      f"{result.grid_id}{where}", highlight=False)
+    err_console.print(grid_cli.how_to_watch(result.grid_id, registry), highlight=False)
 
 
 def _exit_for(records: list[dict[str, Any]], failed_elsewhere: bool = False) -> None:
@@ -770,6 +778,7 @@ def list_specs(
 
 results_cli.register(app, ("query", "compare", "check", "report"))
 registry_cli.register(app)
+grid_cli.register(app, exit_for=lambda records: _exit_for(records))
 
 
 def main() -> None:

@@ -44,6 +44,18 @@ def pick_up(registry: str, run_id: str) -> ResumePoint | None:
     return partial_resume_point(str(checkpoint_dir(registry, run_id)))
 
 
+def checkpoint_step(registry: str, run_id: str) -> int | None:
+    """The step ``run_id``'s periodic checkpoint is at, or ``None``: read without taking it
+    (a watcher's view; a remote registry's from the published marker, nothing downloaded)."""
+    if location.is_remote(registry):
+        return staging.partial_step(registry, run_id)
+    try:
+        point = partial_resume_point(str(checkpoint_dir(registry, run_id)))
+    except (OSError, ValueError, KeyError):  # being replaced right now: none to tell
+        return None
+    return point.step if point is not None else None
+
+
 def announce(execution: ExecutionOptions, registry: str) -> ExecutionOptions:
     """``execution`` publishing each periodic checkpoint to ``registry`` when it is remote
     (``on_checkpoint``); unchanged for a local one."""

@@ -281,7 +281,8 @@ def run_grid(
     if executed.tasks:  # a submitting executor: the manifest status and cancel read
         grids.write_manifest(registry, grids.GridManifest(
             grid_id=result.grid_id, executor=executor, options=spec_of.check_options(executor_options),
-            submitted_at=started, tasks=result.tasks))
+            submitted_at=started, tasks=result.tasks,
+            specs={s.run_id: json.loads(s.to_json()) for s in todo}))
     records = executed.records
     result.held_elsewhere = list(claims.held_elsewhere)
     result.unclaimed = list(claims.unclaimed)

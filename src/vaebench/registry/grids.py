@@ -9,7 +9,9 @@ the periodic checkpoints it is the grid's whole state. JSON, never pickle.
 Fields: ``grid_id`` (``YYYYMMDDTHHMMSSZ-xxxxxx``, as an attempt id), ``executor`` and its
 ``options`` (as checked: names the scheduler reads, no credentials), ``submitted_at`` (ISO
 8601, UTC), ``host``, ``run_ids`` (the grid's points submitted, in grid order) and
-``tasks``: ``[{"job", "run_ids", "log"}]``.
+``tasks``: ``[{"job", "run_ids", "log"}]`` and ``specs``: each submitted point's spec as its
+canonical JSON object (``RunSpec.to_json``), by run id, so a watcher on any machine can
+write the ``failed`` record of a point whose task died (``harness.watch.settle``).
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ class GridManifest:
     submitted_at: datetime
     tasks: list[TaskRef]
     host: str = field(default_factory=socket.gethostname)
+    #: run id -> the point's spec as a JSON object (``RunSpec.to_json``); may lack points
+    #: (a manifest written before it was kept)
+    specs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def run_ids(self) -> list[str]:
@@ -61,6 +66,7 @@ class GridManifest:
             "grid_id": self.grid_id, "executor": self.executor, "options": self.options,
             "submitted_at": self.submitted_at.isoformat(), "host": self.host, "run_ids": self.run_ids,
             "tasks": [{"job": t.job, "run_ids": list(t.run_ids), "log": t.log} for t in self.tasks],
+            "specs": self.specs,
         }, indent=1, sort_keys=True)
 
     @classmethod
@@ -69,7 +75,8 @@ class GridManifest:
         return cls(grid_id=str(data["grid_id"]), executor=str(data["executor"]), options=dict(data.get("options") or {}),
                    submitted_at=datetime.fromisoformat(data["submitted_at"]), host=str(data.get("host") or ""),
                    tasks=[TaskRef(job=str(t["job"]), run_ids=[str(r) for r in t["run_ids"]], log=t.get("log"))
-                          for t in data.get("tasks") or []])
+                          for t in data.get("tasks") or []],
+                   specs={str(k): dict(v) for k, v in (data.get("specs") or {}).items()})
 
 
 def grids_dir(root: str | os.PathLike[str]) -> str:

@@ -218,6 +218,16 @@ def fetch_partial(root: str | os.PathLike[str], run_id: str) -> Path | None:
     return final
 
 
+def partial_step(root: str | os.PathLike[str], run_id: str) -> int | None:
+    """The step of the run's published periodic checkpoint, read from its marker alone
+    (nothing downloaded, nothing local touched); ``None`` when there is none to read."""
+    fs, base = _remote(root, run_id)
+    try:
+        return int(json.loads(fs.cat_file(f"{base}/{PARTIAL}/{MARKER}"))["step"])
+    except Exception:  # noqa: BLE001 - no complete checkpoint published (yet)
+        return None
+
+
 def remove_partial(root: str | os.PathLike[str], run_id: str) -> None:
     """Remove the run's periodic checkpoint from the bucket and the staging directory (best effort)."""
     fs, base = _remote(root, run_id)
