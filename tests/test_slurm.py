@@ -114,7 +114,7 @@ def test_a_grid_runs_as_one_array_and_records_what_local_records(tmp_path):
 @needs_cluster
 def test_a_preempted_task_is_requeued_and_continues_from_its_checkpoint(tmp_path):
     registry = tmp_path / "reg"
-    submitted = submit(registry, "--betas", "4", "--seeds", "0", "--steps", "600", "--checkpoint-every", "60")
+    submitted = submit(registry, "--betas", "4", "--seeds", "0", "--steps", "400", "--checkpoint-every", "40")
     try:
         (task,) = submitted["tasks"]
         (run_id,) = task["run_ids"]
@@ -126,7 +126,7 @@ def test_a_preempted_task_is_requeued_and_continues_from_its_checkpoint(tmp_path
         subprocess.run(["scancel", "--signal=USR2", task["job"]], check=True, timeout=30)
         wait_until(lambda: len(recorded(registry)) >= 1, BOUND, "the requeued task's record")
         (row,) = recorded(registry)
-        assert row["status"] == "ok" and row["steps_done"] == 600, row["error"]
+        assert row["status"] == "ok" and row["steps_done"] == 400, row["error"]
         # The record's notes (kept in ``error`` for an ok run) say where training went on from.
         assert "picked up from its periodic checkpoint at step" in (row["error"] or ""), row["error"]
         log = Path(task["log"]).read_text()
@@ -157,3 +157,38 @@ def test_no_sbatch_on_path_exits_2_with_what_to_install(tmp_path):
     assert done.returncode == 2, done.stderr
     assert "pip install 'vaebench[slurm]'" in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (registry / "runs").exists()
+
+
+@needs_cluster
+def test_states_follow_a_task_from_running_to_cancelled_and_its_log_is_read(tmp_path):
+    from vaebench.harness.slurm_executor import slurm_executor
+    from vaebench.plugins.contract import TaskRef
+
+    registry = tmp_path / "reg"
+    submitted = submit(registry, "--betas", "4", "--seeds", "0", "--steps", "5000")
+    try:
+        executor = slurm_executor({"time": "10"})
+        (task,) = [TaskRef(t["job"], t["run_ids"], t["log"]) for t in submitted["tasks"]]
+        assert executor.states([task])[task.job].state in ("queued", "running")
+        wait_until(lambda: "started " in executor.log_tail(task, 5), BOUND, "the task's start line")
+        assert executor.states([task])[task.job].state == "running"
+        assert executor.cancel([task]) == [task.job]
+        wait_until(lambda: executor.states([task])[task.job].state == "failed", 60, "the cancelled state")
+        assert executor.states([task])[task.job].reason.startswith("CANCELLED")
+        assert not recorded(registry)  # a cancelled task records nothing itself (the watch does)
+    finally:
+        cancel_leftovers(submitted)
+
+
+def test_time_limits_and_extra_sbatch_options_are_read_as_slurm_writes_them():
+    from vaebench.harness.slurm_executor import minutes, sbatch_options, setup_lines
+
+    assert [minutes(t) for t in (90, "90", "1:30", "1:30:00", "2-00", "1-00:00:01")] == [90, 90, 2, 90, 2880, 1441]
+    for bad in ("", "soon", "1:xx", "0"):
+        with pytest.raises(ValueError, match="time"):
+            minutes(bad)
+    assert sbatch_options("--exclusive --nice=10; --comment='a b'") == {"exclusive": True, "nice": "10",
+                                                                         "comment": "a b"}
+    with pytest.raises(ValueError, match="--NAME"):
+        sbatch_options("-N 2")
+    assert setup_lines("module load cuda; source env/bin/activate;") == ["module load cuda", "source env/bin/activate"]
