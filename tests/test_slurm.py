@@ -9,10 +9,8 @@ exports it), so they import the same vaebench.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
