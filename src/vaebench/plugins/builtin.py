@@ -8,6 +8,7 @@ from vaebench.plugins.specs import BackendSpec, DatasetSpec, ExecutorSpec, Hyper
 
 _TORCH = "vaebench.plugins.backends.torch.models"
 _JAX = "vaebench.plugins.backends.jax.models"
+_SLURM_INSTALL = "pip install 'vaebench[slurm]'"
 
 # The built-in models' hyperparameters, each declared once (a model's ``defaults`` entry
 # wins over the declaration's default). Every one is a grid axis: ``--NAME VALUES`` or
@@ -320,6 +321,30 @@ def vaebench_register_executors(register):
         name="local",
         description="This machine: the runs train by --strategy (auto | sequential | processes | vectorized).",
         executor="vaebench.harness.local_executor:local_executor",
+    ))
+    register(ExecutorSpec(
+        name="slurm",
+        description="A Slurm cluster (submitit): the grid as one job array, one task per point or vectorized "
+                    f"group; preempted tasks requeue and continue from --checkpoint-every. Needs {_SLURM_INSTALL}.",
+        executor="vaebench.harness.slurm_executor:slurm_executor",
+        options={
+            "partition": (str, None, "Slurm partition (default: the cluster's default)"),
+            "gpus_per_task": (int, None, "GPUs per array task"),
+            "cpus_per_task": (int, None, "CPUs per array task"),
+            "mem": (str, None, "Memory per task, Slurm's form (e.g. 4G, 16000M)"),
+            "time": (str, "60", "Time limit per task: minutes or Slurm's time format (e.g. 90, 8:00:00, 1-00:00:00)"),
+            "account": (str, None, "Slurm account to charge"),
+            "qos": (str, None, "Slurm quality of service"),
+            "constraint": (str, None, "Slurm node constraint (features)"),
+            "array_parallelism": (int, 256, "At most this many array tasks run at once"),
+            "sbatch": (str, None, "Extra sbatch options, e.g. '--exclusive --nice=10' (or ';'-separated)"),
+            "setup": (str, None, "Shell lines run before the task, ';'-separated (e.g. 'module load cuda')"),
+            "folder": (str, None, "Where submitit writes job files and logs (default: <registry>/jobs for a "
+                                  "local registry, else ~/.cache/vaebench/slurm); the nodes must see it"),
+            "python": (str, None, "The interpreter the job runs (default: this one); it must import vaebench"),
+            "per": (str, "point", "One array task per grid point (point) or per vectorized group (group)"),
+            "signal_delay": (int, 90, "Seconds before the time limit that Slurm sends the requeue signal (USR2)"),
+        },
     ))
     register(ExecutorSpec(
         name="ray",
