@@ -133,3 +133,14 @@ def test_executor_import_paths_are_checked_and_names_clash_like_other_specs():
         "executor 'gone' (plugin 'third'): executor 'vaebench.harness.no_such_module:make': does not import: "
         "ModuleNotFoundError: No module named 'vaebench.harness.no_such_module'"]
     assert callable(load_object(manager.executor("local").executor))
+
+
+def test_options_given_as_none_are_unset_so_a_manifest_rebuilds_its_executor():
+    """A grid manifest keeps every option, the unset ones as null; status builds the executor
+    from it again (a None refused here left every lost point of a Slurm grid unsettled)."""
+    from vaebench.plugins.manager import get_manager
+
+    spec = get_manager().executor("slurm")
+    options = spec.check_options({"partition": "debug", "mem": "2G"})
+    assert options["account"] is None
+    assert spec.check_options(options) == options

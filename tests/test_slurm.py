@@ -190,3 +190,57 @@ def test_time_limits_and_extra_sbatch_options_are_read_as_slurm_writes_them():
     with pytest.raises(ValueError, match="--NAME"):
         sbatch_options("-N 2")
     assert setup_lines("module load cuda; source env/bin/activate;") == ["module load cuda", "source env/bin/activate"]
+
+
+@needs_cluster
+def test_a_job_that_fails_leaves_a_failed_record_with_its_log_tail_through_the_attached_watch(tmp_path):
+    """The job's interpreter fails before vaebench runs (a broken environment on the node):
+    `run` (attached: it watches) records the point `failed` with Slurm's reason and the tail of
+    the job's log, exits 1; `status` afterwards writes nothing more."""
+    registry = tmp_path / "reg"
+    broken = tmp_path / "python"
+    broken.write_text("#!/bin/sh\necho 'ImportError: libcuda.so.1: cannot open shared object file' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    done = run_vaebench("run", "--registry", str(registry), *SLURM, "--python", str(broken), *TINY,
+                        "--betas", "4", "--steps", "30")
+    try:
+        assert done.returncode == 1, (done.stdout, done.stderr)
+        (row,) = recorded(registry)
+        assert row["status"] == "failed"
+        assert "FAILED" in row["error"] and "libcuda.so.1" in row["error"], row["error"]
+        shown = run_vaebench("status", "--registry", str(registry), "--json")
+        assert shown.returncode == 0, shown.stderr
+        state = json.loads(shown.stdout)
+        assert [p["state"] for p in state["points"]] == ["recorded"] and not state["settled"]
+        assert len(recorded(registry)) == 1
+    finally:
+        subprocess.run(["scancel", "--name", "submitit"], capture_output=True, timeout=30)
+
+
+@needs_cluster
+def test_status_and_cancel_of_a_submitted_grid(tmp_path):
+    registry = tmp_path / "reg"
+    submitted = submit(registry, "--betas", "1,4", "--steps", "5000")
+    try:
+        grid = submitted["grid_id"]
+
+        def states() -> list[str]:
+            shown = run_vaebench("status", grid, "--registry", str(registry), "--json")
+            assert shown.returncode == 0, shown.stderr
+            return [p["state"] for p in json.loads(shown.stdout)["points"]]
+
+        assert set(states()) <= {"queued", "training"}
+        wait_until(lambda: "training" in states(), BOUND, "a point in training")
+        by_job = run_vaebench("status", submitted["tasks"][0]["job"].split("_")[0], "--registry", str(registry),
+                              "--json")
+        assert json.loads(by_job.stdout)["grid_id"] == grid
+        done = run_vaebench("cancel", grid, "--registry", str(registry))
+        assert done.returncode == 0, done.stderr
+        assert all(t["job"] in done.stdout + done.stderr for t in submitted["tasks"]), done.stdout + done.stderr
+        # Once Slurm has ended the tasks, status records each point failed (cancelled), once.
+        wait_until(lambda: states() == ["recorded", "recorded"], BOUND, "the cancelled points settled")
+        rows = recorded(registry)
+        assert len(rows) == 2 and {r["status"] for r in rows} == {"failed"}
+        assert all("CANCELLED" in r["error"] for r in rows), [r["error"] for r in rows]
+    finally:
+        cancel_leftovers(submitted)

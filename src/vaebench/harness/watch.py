@@ -75,6 +75,9 @@ class GridState:
     manifest: GridManifest
     points: list[PointState]
     settled: list[str] = field(default_factory=list)
+    #: Why the scheduler's task states could not be read here (``""``: they were): no point
+    #: is called lost without them.
+    scheduler_note: str = ""
 
     @property
     def done(self) -> bool:
@@ -93,7 +96,7 @@ class GridState:
         return {"grid_id": m.grid_id, "executor": m.executor, "submitted_at": m.submitted_at.isoformat(),
                 "host": m.host, "done": self.done, "counts": {s: self.count(s) for s in POINT_STATES},
                 "points": [p.to_json() for p in self.points], "settled": list(self.settled),
-                "jobs": [t.job for t in m.tasks]}
+                "jobs": [t.job for t in m.tasks], "scheduler_note": self.scheduler_note}
 
 
 def build_executor(manifest: GridManifest, manager: Any) -> Any:
@@ -102,15 +105,15 @@ def build_executor(manifest: GridManifest, manager: Any) -> Any:
     return manager.executor(manifest.executor).build(manifest.options)
 
 
-def task_states(executor: Any, tasks: Sequence[TaskRef]) -> dict[str, TaskState]:
-    """The executor's ``states`` of ``tasks`` by job id; ``{}`` when it cannot tell (none
-    declared, or the scheduler cannot be reached now)."""
+def task_states(executor: Any, tasks: Sequence[TaskRef]) -> tuple[dict[str, TaskState], str]:
+    """``(the executor's states of tasks by job id, "")``, or ``({}, why)`` when it cannot
+    tell (the scheduler cannot be reached now); ``({}, "")`` for an executor without states."""
     if executor is None:
-        return {}
+        return {}, ""
     try:
-        return dict(capability(executor, "states")(list(tasks)) or {})
-    except Exception:  # noqa: BLE001 - a scheduler that cannot answer now: states unknown, nothing lost
-        return {}
+        return dict(capability(executor, "states")(list(tasks)) or {}), ""
+    except Exception as exc:  # noqa: BLE001 - a scheduler that cannot answer now: states unknown, nothing lost
+        return {}, f"the scheduler's task states could not be read ({one_line(exc)})"
 
 
 def latest_since(registry: str, run_id: str, manifest: GridManifest) -> dict[str, Any] | None:
@@ -163,13 +166,15 @@ def grid_state(registry: str, manifest: GridManifest, manager: Any, executor: An
     """Each of ``manifest``'s points' state now (``executor``: the one built from the
     manifest, :func:`build_executor`; built here when ``None``; one that cannot be built
     here answers no task states, so nothing is lost)."""
+    note = ""
     if executor is None:
         try:
             executor = build_executor(manifest, manager)
-        except Exception:  # noqa: BLE001 - e.g. the scheduler's package not installed here
-            executor = None
-    states = task_states(executor, manifest.tasks)
-    return GridState(manifest, [point_state(registry, manifest, r, states) for r in manifest.run_ids])
+        except Exception as exc:  # noqa: BLE001 - e.g. the scheduler's package not installed here
+            note = f"the {manifest.executor} executor cannot be built here ({one_line(exc)}): task states unknown"
+    states, why = task_states(executor, manifest.tasks)
+    return GridState(manifest, [point_state(registry, manifest, r, states) for r in manifest.run_ids],
+                     scheduler_note=note or why)
 
 
 def failure_text(point: PointState, tail: str) -> str:
@@ -259,7 +264,8 @@ def state_table(state: GridState) -> Any:
 
     m = state.manifest
     counts = ", ".join(f"{state.count(s)} {s}" for s in POINT_STATES if state.count(s))
-    table = Table(title=f"grid {m.grid_id} · {m.executor} · {counts}", title_justify="left")
+    table = Table(title=f"grid {m.grid_id} · {m.executor} · {counts}", title_justify="left",
+                  caption=escape(state.scheduler_note) or None, caption_justify="left")
     for col in ("run", "label", "state", "step", "job", "reason"):
         table.add_column(col, overflow="fold")
     colour = {"ok": "green", "diverged": "yellow", "failed": "red"}

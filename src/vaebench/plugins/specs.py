@@ -430,13 +430,15 @@ class ExecutorSpec:
 
     def check_options(self, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """``given`` (option name -> value) checked against :attr:`options`, every declared
-        option present (its default where not given). Raises a one-line ``ValueError`` for
-        an unknown name or a value not of the declared type."""
+        option present (its default where not given or ``None``). Raises a one-line
+        ``ValueError`` for an unknown name or a value not of the declared type."""
         out = {key: default for key, (_, default, _) in self.options.items()}
         for key, value in (given or {}).items():
             if key not in self.options:
                 raise ValueError(f"executor {self.name!r}: unknown option {key!r} "
                                  f"(options: {', '.join(sorted(self.options)) or 'none'})")
+            if value is None:  # unset (a manifest keeps every option, the unset ones as null)
+                continue
             problem = _option_problem(self.options[key][0], value)
             if problem is not None:
                 raise ValueError(f"executor {self.name!r}: option {key!r}: {problem}")
