@@ -6,7 +6,9 @@ Each executor runs the same grid (β = 1, 2, 3, 4; the mlp β-VAE on dSprites, b
 ``--steps``, MIG only, 2,048 held-out observations) into a fresh registry, timed end to end
 from the call to the last record (``slurm``: submitted with ``--detach``, then the registry is
 polled every 0.25 s, as `vaebench status` does; ``ray``: a local Ray cluster, started inside
-the timed call, as `vaebench run --executor ray` does without ``--ray-address``).
+the timed call, as `vaebench run --executor ray` does without ``--ray-address``;
+``ray-running``: a cluster started before with ``ray start --head`` (2 CPUs), reached with
+``--ray-address auto``, as on a lab's cluster).
 
 **Overhead per point** is what the executor adds before a point's training can start: the
 gap between the moment a slot for the point was free and the point's ``started_at`` (the
@@ -74,9 +76,10 @@ def run(executor: str, steps: int, options: dict) -> dict:
         while len(records) < len(BETAS) and time.monotonic() < deadline:
             for run_id in run_ids:
                 if run_id not in records:
-                    found = [a for a in store.read_attempts(registry, run_id) if a.get("status")]
-                    if found:
-                        records[run_id] = found[-1]
+                    try:
+                        records[run_id] = store.read_attempts(registry, run_id)[-1]
+                    except store.RegistryError:  # not recorded yet
+                        pass
             time.sleep(0.25)
         wall = time.perf_counter() - t0
         done = list(records.values())
@@ -88,21 +91,39 @@ def run(executor: str, steps: int, options: dict) -> dict:
         shutil.rmtree(registry, ignore_errors=True)
 
 
+def ray_cluster(start: bool) -> None:
+    """``ray start --head`` (2 CPUs, no dashboard) or ``ray stop``: the running-cluster case."""
+    import subprocess
+
+    ray = os.path.join(os.path.dirname(sys.executable), "ray")
+    command = ([ray, "start", "--head", "--num-cpus", str(SLOTS), "--include-dashboard=false", "--disable-usage-stats"]
+               if start else [ray, "stop", "--force"])
+    subprocess.run(command, check=start, capture_output=True, timeout=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--executors", default="local,slurm,ray")
+    parser.add_argument("--executors", default="local,slurm,ray,ray-running",
+                        help="ray: a local cluster started by the call (inside the timing); ray-running: "
+                             "one started before (ray start --head), reached with --ray-address auto")
     parser.add_argument("--partition", default="debug")
     parser.add_argument("--json", dest="json_out", help="Also write the figures as JSON here.")
     parser.add_argument("--out", help="Append the Markdown section to this file.")
     args = parser.parse_args()
     options = {"local": {}, "slurm": {"partition": args.partition, "mem": "2G", "cpus_per_task": 1},
-               "ray": {"num_cpus": 1}}
+               "ray": {"num_cpus": 1}, "ray-running": {"num_cpus": 1, "ray_address": "auto"}}
     rows, skipped = [], []
     for name in args.executors.split(","):
         try:
-            rows.append(run(name, args.steps, options[name]))
-        except (ValueError, ImportError) as exc:
+            if name == "ray-running":
+                ray_cluster(start=True)
+            try:
+                rows.append(run(name.split("-")[0], args.steps, options[name]) | {"executor": name})
+            finally:
+                if name == "ray-running":
+                    ray_cluster(start=False)
+        except (ValueError, ImportError, OSError) as exc:
             skipped.append(f"{name}: {str(exc).splitlines()[0]}")
         print(json.dumps(rows[-1] if rows else {}, default=str), flush=True)
     base = next((r for r in rows if r["executor"] == "local"), None)

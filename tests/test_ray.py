@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import signal
 import subprocess
 import sys
@@ -24,6 +25,17 @@ from vaebench.registry import claims, store  # noqa: E402
 
 GRID = ["run", "--model", "beta_vae", "--betas", "1,4", "--seeds", "0,1", "--architecture", "mlp",
         "--batch-size", "16", "--eval-samples", "512", "--metrics", "mig", "--device", "cpu", "--threads", "1"]
+
+
+@pytest.fixture(autouse=True)
+def one_ray_test_at_a_time():
+    """The tests here count the machine's Ray processes: under pytest-xdist two of them at
+    once would see each other's cluster, so they take turns (an exclusive file lock)."""
+    import fcntl
+
+    with open(os.path.join(tempfile.gettempdir(), "vaebench-ray-tests.lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
 
 
 def ray_processes() -> set[int]:

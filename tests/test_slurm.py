@@ -55,8 +55,8 @@ def recorded(registry: Path) -> list[dict]:
     return rows
 
 
-def submit(registry: Path, *args: str) -> dict:
-    done = run_vaebench("run", "--registry", str(registry), *SLURM, "--detach", "--json", *TINY, *args)
+def submit(registry: Path, *args: str, tiny: list[str] = TINY) -> dict:
+    done = run_vaebench("run", "--registry", str(registry), *SLURM, "--detach", "--json", *tiny, *args)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -72,7 +72,8 @@ def cancel_leftovers(submitted: dict) -> None:
 def test_a_grid_runs_as_one_array_and_records_what_local_records(tmp_path):
     registry = tmp_path / "reg"
     grid = ["--betas", "1,4", "--seeds", "0,1", "--steps", "30"]
-    submitted = submit(registry, *grid)
+    # No --threads: each task trains with the CPUs Slurm grants it (1 by default), not the node's cores.
+    submitted = submit(registry, *grid, tiny=[a for a in TINY if a not in ("--threads", "1")])
     try:
         tasks = submitted["tasks"]
         assert len(tasks) == 4 and len({t["job"].split("_")[0] for t in tasks}) == 1, tasks
@@ -94,7 +95,7 @@ def test_a_grid_runs_as_one_array_and_records_what_local_records(tmp_path):
         assert done.returncode == 0, done.stderr
         (mine,) = recorded(local)
         theirs = next(r for r in rows if r["run_id"] == mine["run_id"])
-        assert set(theirs) == set(mine)
+        assert set(theirs) == set(mine) and theirs["threads"] == 1
         assert theirs["final_loss"] == mine["final_loss"] and theirs["history"] == mine["history"]
 
         # The executor's scheduler reads: every task ended, its log holds the worker's lines.

@@ -78,7 +78,7 @@ from vaebench.plugins.contract import (
     TrainedModel,
     VectorizedBackend,
 )
-from vaebench.harness.tasks import PointsTask, run_task, split_tasks
+from vaebench.harness.tasks import PointsTask, run_task, split_tasks, task_records
 from vaebench.plugins.datasets.base import DatasetError, FactorDataset
 from vaebench.plugins.metrics.context import EvaluationContext
 from vaebench.plugins.objectives import scheduled_beta
@@ -109,5 +109,5 @@ __all__ = [
     "RunSpec", "ExecutionOptions", "DeviceInfo", "ResumePoint", "scheduled_beta",
     # executors
     "Executor", "ExecutorCapabilities", "GridJob", "ExecutorResult", "TaskRef", "TaskState",
-    "PointsTask", "split_tasks", "run_task",
+    "PointsTask", "split_tasks", "run_task", "task_records",
 ]

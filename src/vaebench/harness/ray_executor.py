@@ -21,7 +21,6 @@ Ctrl-C or SIGTERM cancels the tasks and shuts down a cluster started here.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import signal
@@ -30,7 +29,7 @@ from typing import Any, Mapping, Sequence
 
 from vaebench.harness.messages import one_line
 from vaebench.harness.pending import PendingRun
-from vaebench.harness.tasks import PER, PointsTask, run_task, split_tasks
+from vaebench.harness.tasks import PER, PointsTask, run_task, split_tasks, task_records
 from vaebench.plugins.backends import interrupt
 from vaebench.plugins.contract import ExecutorResult, GridJob, TaskRef, TaskState
 from vaebench.plugins.runspec import RunSpec
@@ -137,21 +136,12 @@ class RayExecutor:
         whose worker died, a ``failed`` record for each point it left unrecorded."""
         ray = self.ray
         try:
-            lines = json.loads(ray.get(ref))
+            result = ray.get(ref)
         except ray.exceptions.RayTaskError as exc:  # run_task itself raised (it records run failures)
             return self.worker_died(task, job, f"the Ray task failed: {one_line(exc)}")
         except (ray.exceptions.RayError, ValueError) as exc:  # worker crashed, node lost, cancelled
             return self.worker_died(task, job, f"the Ray worker died: {one_line(exc)}")
-        out = []
-        for line in lines:
-            try:
-                record = store.read_record(job.registry, f"{line['run_id']}.{line['attempt']}")
-            except store.RegistryError as exc:
-                job.reporter.note(f"{line['run_id']}: its record could not be read back ({one_line(exc)})")
-                continue
-            job.reporter.end_run(record)
-            out.append(record)
-        return out
+        return task_records(job.registry, result, job.reporter)
 
     def worker_died(self, task: PointsTask, job: GridJob, reason: str) -> list[dict[str, Any]]:
         """Each of ``task``'s points that has no record since the grid started, recorded as

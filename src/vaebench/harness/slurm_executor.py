@@ -184,6 +184,9 @@ class SlurmExecutor:
         from vaebench.harness.tasks import split_tasks
 
         tasks = split_tasks(specs, job, per=self.options.get("per") or "point", writer="slurm job")
+        if job.execution.threads is None:  # the CPUs Slurm grants a task, not the node's cores (no oversubscription)
+            for task in tasks:
+                task.execution["threads"] = int(self.options.get("cpus_per_task") or 1)
         strategy = "vectorized" if any(t.strategy == "vectorized" for t in tasks) else "sequential"
         if not tasks:
             return ExecutorResult(strategy=strategy)

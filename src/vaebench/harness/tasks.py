@@ -129,6 +129,27 @@ def run_task(payload: str) -> str:
                         "error": r.get("error")} for r in result.records])
 
 
+def task_records(registry: str, result: str, reporter: Any = None) -> list[dict[str, Any]]:
+    """The records :func:`run_task`'s ``result`` (its JSON) names, read back from
+    ``registry``, each shown through ``reporter.end_run`` when given; a record that cannot be
+    read back is said through ``reporter.note`` and left out."""
+    from vaebench.harness.messages import one_line
+    from vaebench.registry import store
+
+    out = []
+    for line in json.loads(result):
+        try:
+            record = store.read_record(registry, f"{line['run_id']}.{line['attempt']}")
+        except store.RegistryError as exc:
+            if reporter is not None:
+                reporter.note(f"{line['run_id']}: its record could not be read back ({one_line(exc)})")
+            continue
+        if reporter is not None:
+            reporter.end_run(record)
+        out.append(record)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m vaebench.harness.tasks TASK.json``: run one task from a file (a scheduler
     without a Python API runs this); prints the result line."""

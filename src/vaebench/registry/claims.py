@@ -245,21 +245,7 @@ def _create(root: str | os.PathLike[str], run_id: str, generation: int, data: by
 
 def _rewrite(root: str | os.PathLike[str], run_id: str, generation: int, data: bytes) -> None:
     """Replace the claim file of ``generation`` whole (its writer's own file)."""
-    path = _path(root, run_id, generation)
-    if location.is_remote(root):
-        location.filesystem(root)[0].pipe_file(path, data)
-        return
-    tmp = f"{claims_dir(root, run_id)}/.{generation}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(tmp, "xb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    location.write_whole(root, _path(root, run_id, generation), data, fsync=False)
 
 
 def _remove(root: str | os.PathLike[str], run_id: str, generation: int) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import socket
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -86,24 +85,9 @@ def grids_dir(root: str | os.PathLike[str]) -> str:
 def write_manifest(root: str | os.PathLike[str], manifest: GridManifest) -> str:
     """Write ``manifest`` whole as ``<root>/grids/<grid_id>.json``; returns its path."""
     path = location.join(grids_dir(root), f"{manifest.grid_id}.json")
-    data = manifest.to_json().encode()
-    if location.is_remote(root):
-        location.filesystem(root)[0].pipe_file(path, data)
-        return path
-    os.makedirs(grids_dir(root), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    if not location.is_remote(root):
+        os.makedirs(grids_dir(root), exist_ok=True)
+    location.write_whole(root, path, manifest.to_json().encode())
     return path
 
 

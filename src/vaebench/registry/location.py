@@ -40,6 +40,7 @@ __all__ = [
     "reason",
     "require",
     "scheme",
+    "write_whole",
 ]
 
 #: vaebench's own setting of an S3-compatible endpoint (the CLI's ``--s3-endpoint-url``).
@@ -133,6 +134,33 @@ def join(root: str | os.PathLike[str], *parts: str) -> str:
     """``root`` and ``parts`` joined with ``/`` (a URL stays a URL)."""
     text = os.fspath(root).rstrip("/") if is_remote(root) else str(local_path(root))
     return "/".join([text, *parts])
+
+
+def write_whole(root: str | os.PathLike[str], path: str, data: bytes, fsync: bool = True) -> None:
+    """Write ``data`` as the file ``path`` under the registry ``root``, replacing it whole: a
+    reader sees the old file or the new one, never part of one. Locally a temporary file in
+    the same folder (``fsync``-ed when asked) renamed over ``path``; on object storage one
+    put. The folder must exist locally."""
+    if is_remote(root):
+        filesystem(root)[0].pipe_file(path, data)
+        return
+    import secrets  # noqa: PLC0415
+
+    folder, _, name = path.rpartition("/")
+    tmp = f"{folder}/.{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        with open(tmp, "xb") as fh:
+            fh.write(data)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def reason(exc: BaseException) -> str:
