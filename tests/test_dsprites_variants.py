@@ -162,3 +162,12 @@ def test_color_and_noisy_on_the_original_npz(tmp_path: Path) -> None:
         np.testing.assert_array_equal(lit[imgs > 0], True)  # every sprite pixel lit
     with pytest.raises(DatasetError, match="missing"):
         load_color_dsprites(tmp_path / "none.npz")
+
+
+def test_a_missing_scream_image_stops_the_run_before_training(cli, tmp_path: Path) -> None:
+    # ~0.3 s
+    result = cli("run", "--dataset", "scream_dsprites", "--dataset-path", tmp_path / "scream.jpg", "--steps", "5",
+                 "--registry", tmp_path / "reg")
+    assert result.exit_code == 2
+    assert "scream image" in result.stderr and "missing" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "reg").exists()
