@@ -288,6 +288,24 @@ def vaebench_register_datasets(register):
         has_sampler=True,
         num_factors=6,
     ))
+    # dSprites' variants as disentanglement_lib builds them (its names: color_dsprites, ...).
+    _V = "vaebench.plugins.datasets.dsprites_variants"
+    register(DatasetSpec(
+        name="color_dsprites",
+        description="Colour dSprites (disentanglement_lib): 64×64 RGB, the sprite in a random colour in [0.5, 1]³, 5 factors; rendered, or on the dSprites .npz.",
+        load=f"{_V}:load_color_dsprites", has_sampler=True, num_factors=5,
+    ))
+    register(DatasetSpec(
+        name="noisy_dsprites",
+        description="Noisy dSprites (disentanglement_lib): 64×64 RGB, white sprite on uniform noise, 5 factors; rendered, or on the dSprites .npz.",
+        load=f"{_V}:load_noisy_dsprites", has_sampler=True, num_factors=5,
+    ))
+    register(DatasetSpec(
+        name="scream_dsprites",
+        description="Scream dSprites (disentanglement_lib): 64×64 RGB, sprite inverted on a colour-shifted background crop, 5 factors; "
+                    "background a procedural texture (not the painting), or --dataset-path scream.jpg.",
+        load=f"{_V}:load_scream_dsprites", has_sampler=True, num_factors=5,
+    ))
 
 
 @hookimpl
