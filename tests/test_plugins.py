@@ -268,7 +268,7 @@ def test_plugin_failing_at_import_is_reported_and_skipped(tmp_path):
 
     # the rest of the CLI keeps working too
     dry = run_vaebench("run", "--model", "beta_vae", "--betas", "1", "--dry-run", "--json", env_extra=env, cwd=tmp_path)
-    assert [r["model"] for r in _json(dry)] == ["beta_vae"]
+    assert [r["model"] for r in _json(dry)["runs"]] == ["beta_vae"]
     assert any("'broken'" in line for line in _stderr_lines(dry))
 
 

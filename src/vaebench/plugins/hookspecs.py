@@ -19,7 +19,7 @@ from typing import Callable
 
 import pluggy
 
-from vaebench.plugins.specs import BackendSpec, DatasetSpec, ExecutorSpec, MetricSpec, ModelSpec
+from vaebench.plugins.specs import BackendSpec, DatasetSpec, ExecutorSpec, MetricSpec, ModelSpec, PresetSpec
 
 hookspec = pluggy.HookspecMarker("vaebench")
 
@@ -47,3 +47,8 @@ def vaebench_register_backends(register: Callable[[BackendSpec], None]) -> None:
 @hookspec
 def vaebench_register_executors(register: Callable[[ExecutorSpec], None]) -> None:
     """Register grid executors (where a grid's runs train) by calling ``register(ExecutorSpec(...))``."""
+
+
+@hookspec
+def vaebench_register_presets(register: Callable[[PresetSpec], None]) -> None:
+    """Register study presets (TOML files, ``vaebench run --preset NAME``) by calling ``register(PresetSpec(...))``."""
