@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from vaebench import api
-from vaebench.harness import grid_cli, registry_cli, results_cli
+from vaebench.harness import grid_cli, presets_cli, registry_cli, results_cli
 from vaebench.harness.output import (
     DEBUG_ENV,
     DEFAULT_REGISTRY,
@@ -757,18 +757,19 @@ def new_plugin(
 
 @app.command("list", epilog="Examples:\n\n  vaebench list models\n\n  vaebench list metrics --json")
 def list_specs(
-    kind: str = typer.Argument(..., metavar="KIND", help="models | metrics | datasets | backends | executors"),
+    kind: str = typer.Argument(..., metavar="KIND", help="models | metrics | datasets | backends | executors | presets"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List the registered models, metrics, datasets, backends or executors with a one-line description."""
     manager = _manager()
     if kind not in manager.specs:
-        fail(f"unknown kind {kind!r} (use models, metrics, datasets, backends or executors)")
+        fail(f"unknown kind {kind!r} (use models, metrics, datasets, backends, executors or presets)")
     rows = []
     if kind == "models":
         from vaebench.harness.axes import axis_table
 
         table = axis_table(manager)
+    preset_info = {r["name"]: r for r in presets_cli.preset_rows(manager)} if kind == "presets" else {}
     for name, spec in sorted(manager.specs[kind].items()):
         row = {"name": name, "plugin": manager.owner(kind, name), "description": spec.description}
         if kind == "models":
@@ -792,6 +793,9 @@ def list_specs(
         if kind == "datasets":
             row["factors"] = spec.num_factors
             row["sampler"] = spec.has_sampler
+        if kind == "presets":  # source and planned size (vaebench presets)
+            found = preset_info[name]
+            row.update(source=found["source"][:1], runs=found["runs"] if not found["error"] else found["error"])
         if kind == "executors":  # option name -> "type = default: help"
             row["options"] = [f"{k} ({t.__name__} = {d!r}): {h}" for k, (t, d, h) in spec.options.items()]
         rows.append(row)
@@ -810,6 +814,7 @@ def list_specs(
 results_cli.register(app, ("query", "compare", "check", "report"))
 registry_cli.register(app)
 grid_cli.register(app, exit_for=lambda records: _exit_for(records))
+presets_cli.register(app)
 
 
 def main() -> None:
