@@ -123,7 +123,7 @@ def test_dry_run_and_a_rerun_say_which_points_are_already_recorded(grid, cli, tm
     assert lines[0].endswith("(recorded: ok, a new attempt beside it)") and "beta=1" in lines[0]
     assert "beta=2" in lines[1] and "recorded" not in lines[1]
     assert cli(*plan, "--resume").stdout.splitlines()[0].endswith("(recorded: ok, skipped)")
-    as_json = json.loads(cli(*plan, "--json").stdout)
+    as_json = json.loads(cli(*plan, "--json").stdout)["runs"]
     assert [r["recorded"] for r in as_json] == ["ok", None]
 
     again = cli("run", "--model", "beta_vae", "--betas", "1", "--seeds", "0", *TINY, "--registry", registry)

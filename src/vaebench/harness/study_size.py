@@ -29,13 +29,20 @@ def device_kind(device: str | None) -> str:
 def recorded_throughput(registry: str) -> list[dict[str, Any]]:
     """``[{model, architecture, kind, device_name, images_per_second}]`` of the registry's
     ``ok`` records with a positive throughput (images per second, one run's)."""
+    import duckdb
+
     from vaebench.registry.query import open_runs
 
+    sql = ("SELECT model, architecture, device, device_name, images_per_second FROM runs "
+           "WHERE status = 'ok' AND images_per_second > 0")
     con, _ = open_runs(registry)
     try:
-        rows = con.sql(
-            "SELECT model, architecture, device, device_name, images_per_second FROM runs "
-            "WHERE status = 'ok' AND images_per_second > 0").fetchall()
+        try:
+            rows = con.sql(sql).fetchall()
+        except duckdb.Error:  # a file the fast path let through: read every file first (as recorded_runs does)
+            con.close()
+            con, _ = open_runs(registry, validate=True)
+            rows = con.sql(sql).fetchall()
     finally:
         con.close()
     return [{"model": m, "architecture": a, "kind": device_kind(d), "device_name": n or "", "images_per_second": float(i)}
