@@ -1,4 +1,4 @@
-"""The plugin contract: five small hooks, each handed a ``register`` callable.
+"""The plugin contract: six small hooks, each handed a ``register`` callable.
 
 A plugin module (named under the ``vaebench`` entry-point group) implements any
 of these with ``@hookimpl``, imported like everything else a plugin uses from the
