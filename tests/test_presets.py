@@ -164,5 +164,5 @@ def test_estimate_from_records_in_a_registry(tmp_path, cli):
     assert not lines["cuda"]["this_machine"] and lines["cuda"]["seconds"] == pytest.approx(20.0)
     text = cli("run", "--model", "beta_vae", "--betas", "1,4", "--steps", "1000", "--device", "cpu", "--registry", reg,
                "--dry-run").stdout
-    assert "estimated time on this machine (cpu, from 3 record(s)): 10 min" in text
-    assert "estimated time on a GPU (cuda, NVIDIA H200, from 1 record(s)): 20 s" in text
+    assert "estimated training time on this machine (cpu, from 3 record(s)): 10 min" in text
+    assert "estimated training time on a GPU (cuda, NVIDIA H200, from 1 record(s)): 20 s" in text

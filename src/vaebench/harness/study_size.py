@@ -140,7 +140,7 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         name = f"{e['device']}, {e['device_name']}" if e["device_name"] else e["device"]
         part = "" if e["runs_estimated"] == summary["runs"] else f" ({e['runs_estimated']} of the runs; the rest: no record of their architecture)"
         other = f"; {', '.join(e['models_from_other_records'])} from other models' records" if e["models_from_other_records"] else ""
-        lines.append(f"estimated time on {where} ({name}, from {e['records']} record(s){other}): "
+        lines.append(f"estimated training time on {where} ({name}, from {e['records']} record(s){other}): "
                      f"{duration(e['seconds'])}, one run after another{part}")
     if not any(e["this_machine"] for e in summary["estimates"]):
         lines.append(f"no estimate on this machine ({summary['this_machine']}): the registry has no record of "
