@@ -123,7 +123,7 @@ def test_dry_run_and_a_rerun_say_which_points_are_already_recorded(grid, cli, tm
     assert lines[0].endswith("(recorded: ok, a new attempt beside it)") and "beta=1" in lines[0]
     assert "beta=2" in lines[1] and "recorded" not in lines[1]
     assert cli(*plan, "--resume").stdout.splitlines()[0].endswith("(recorded: ok, skipped)")
-    as_json = json.loads(cli(*plan, "--json").stdout)
+    as_json = json.loads(cli(*plan, "--json").stdout)["runs"]
     assert [r["recorded"] for r in as_json] == ["ok", None]
 
     again = cli("run", "--model", "beta_vae", "--betas", "1", "--seeds", "0", *TINY, "--registry", registry)
@@ -134,7 +134,7 @@ def test_dry_run_and_a_rerun_say_which_points_are_already_recorded(grid, cli, tm
 
     # show lists the run's attempts; leaderboard and check count it once unless --attempts all
     (rerun,) = json.loads(cli("run", "--model", "beta_vae", "--betas", "1", "--seeds", "0", *TINY,
-                              "--registry", registry, "--resume", "--dry-run", "--json").stdout)
+                              "--registry", registry, "--resume", "--dry-run", "--json").stdout)["runs"]
     shown = json.loads(cli("show", rerun["run_id"], "--json", "--registry", registry).stdout)
     assert len(shown["attempts"]) == 2 and shown["attempts"][-1]["shown"] and shown["attempt"] == shown["attempts"][-1]["attempt"]
     first = shown["attempts"][0]["attempt"]
@@ -245,10 +245,10 @@ def test_config_file_and_command_line_override(cli, tmp_path):
     config.write_text('model = "beta_vae"\nbetas = [1, 4]\nseeds = [0, 1, 2]\nsteps = 50\n')
     out = cli("run", "--config", config, "--dry-run", "--json")
     assert out.exit_code == 0, out.output
-    planned = json.loads(out.stdout)
+    planned = json.loads(out.stdout)["runs"]
     assert len(planned) == 6 and {p["steps"] for p in planned} == {50}
     out = cli("run", "--config", config, "--seeds", "7", "--dry-run", "--json")
-    assert {p["seed"] for p in json.loads(out.stdout)} == {7}
+    assert {p["seed"] for p in json.loads(out.stdout)["runs"]} == {7}
     config.write_text("betaz = [1]\n")
     _assert_usage_error(cli("run", "--config", config, "--dry-run"), "unknown key(s) betaz")
     _assert_usage_error(cli("run", "--config", tmp_path / "none.toml"), "not found")

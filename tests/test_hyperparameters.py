@@ -67,7 +67,7 @@ OLD_CONFIG_IDS = ["d7afafb481ff4356", "6919696c37d11592", "719c9bd05edb225f", "3
 def _dry(*args) -> list[dict]:
     res = CliRunner().invoke(app, ["run", *map(str, args), "--dry-run", "--json"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
-    return json.loads(res.stdout)
+    return json.loads(res.stdout)["runs"]
 
 
 @pytest.mark.parametrize(("args", "ids"), CLI_PINNED, ids=[" ".join(a[:2]) + f"-{i}" for i, (a, _) in enumerate(CLI_PINNED)])

@@ -31,7 +31,8 @@ RUN_PATH = (
     "vaebench.harness.resumption",
     "vaebench.harness.messages",
 )
-CLI = ("vaebench.harness.cli", "vaebench.harness.results_cli", "vaebench.harness.grid_cli")
+CLI = ("vaebench.harness.cli", "vaebench.harness.results_cli", "vaebench.harness.grid_cli",
+       "vaebench.harness.presets_cli")
 API = ("vaebench", "vaebench.api")
 
 

@@ -253,7 +253,7 @@ def test_check_fails_while_record_files_are_left_out(tmp_path: Path, cli) -> Non
 def test_resume_says_which_points_it_trains_again_for_an_unreadable_record(tmp_path: Path, cli) -> None:
     registry = tmp_path / "reg"
     plan = cli("run", "--betas", "1,4", *TINY, "--registry", registry, "--dry-run", "--json")
-    ids = [point["run_id"] for point in json.loads(plan.stdout)]
+    ids = [point["run_id"] for point in json.loads(plan.stdout)["runs"]]
     (registry / "runs").mkdir(parents=True)
     write_record(registry, make_record(run_id=ids[0]))
     (registry / "runs" / f"{ids[1]}.parquet").write_bytes(b"PAR1 cut short by a full disk")

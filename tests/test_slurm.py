@@ -79,7 +79,7 @@ def test_a_grid_runs_as_one_array_and_records_what_local_records(tmp_path):
         assert len(tasks) == 4 and len({t["job"].split("_")[0] for t in tasks}) == 1, tasks
         assert submitted["jobs"] == [tasks[0]["job"].split("_")[0]]
         planned = json.loads(run_vaebench("run", "--registry", str(registry), *TINY, *grid, "--dry-run",
-                                          "--json").stdout)
+                                          "--json").stdout)["runs"]
         assert [t["run_ids"] for t in tasks] == [[p["run_id"]] for p in planned]
         manifest = json.loads((registry / "grids" / f"{submitted['grid_id']}.json").read_text())
         assert manifest["executor"] == "slurm" and [t["job"] for t in manifest["tasks"]] == [t["job"] for t in tasks]

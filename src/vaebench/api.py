@@ -25,15 +25,30 @@ def _as_list(value: Any) -> list[Any] | None:
     return [value]
 
 
+def load_preset(name: str, *, manager: Any = None) -> Any:
+    """The study preset ``name`` (``vaebench presets``): a ``Preset`` with its ``source``,
+    ``notes``, ``run`` table and per-model ``models`` lists, the datasets and models this
+    install does not register left out (``left_out`` says which). Raises a one-line
+    ``InputError`` for an unknown name or a bad preset file."""
+    from vaebench.harness.presets import PresetError, load_preset as load
+    from vaebench.plugins.manager import plugin_manager
+
+    try:
+        return load(plugin_manager(manager), name)
+    except PresetError as exc:
+        raise InputError(str(exc)) from None
+
+
 def plan_grid(
-    models: str | Sequence[str] = "beta_vae",
+    models: str | Sequence[str] | None = None,
     *,
-    datasets: str | Sequence[str] = "dsprites",
-    backends: str | Sequence[str] = "torch",
-    architectures: str | Sequence[str] = "conv",
+    datasets: str | Sequence[str] | None = None,
+    backends: str | Sequence[str] | None = None,
+    architectures: str | Sequence[str] | None = None,
     dataset_path: str | None = None,
     per_model: dict[str, dict[str, Any]] | None = None,
     manager: Any = None,
+    preset: Any = None,
     **axes: Any,
 ) -> list[Any]:
     """The RunSpecs of a grid (the product of every list), without running anything.
@@ -45,15 +60,33 @@ def plan_grid(
     ``beta_schedule``, ``dip_type``, ``lambda_od``, ...; a plugin model's own
     (``sigma=[0.1, 0.3]``). ``per_model``: a model's own lists, which replace the
     top-level ones for that model: ``per_model={"factor_vae": {"gamma": [10, 40]}}``.
-    ``manager``: the plugin manager (default: the process's).
+    ``manager``: the plugin manager (default: the process's). ``preset``: a preset name
+    or :func:`load_preset`'s result, whose grid is the base: every argument given here
+    replaces the preset's value (an axis given replaces its per-model lists too).
+    Defaults without a preset: ``beta_vae`` on ``dsprites``, ``torch``, ``conv``.
     """
     from vaebench.harness import plan
     from vaebench.plugins.manager import plugin_manager
 
+    manager = plugin_manager(manager)
+    if preset is not None:
+        from vaebench.harness.axes import axis_table
+        from vaebench.harness.presets import PresetError, grid_arguments
+
+        chosen = load_preset(preset, manager=manager) if isinstance(preset, str) else preset
+        try:
+            merged = grid_arguments(
+                chosen, axis_table(manager), models=_as_list(models), datasets=_as_list(datasets),
+                backends=_as_list(backends), architectures=_as_list(architectures), per_model=per_model, axes=axes)
+        except PresetError as exc:
+            raise InputError(str(exc)) from None
+        return plan.plan_grid(manager, merged["models"], merged["axes"], datasets=merged["datasets"],
+                              backends=merged["backends"], architectures=merged["architectures"],
+                              dataset_path=dataset_path, per_model=merged["per_model"])
     return plan.plan_grid(
-        plugin_manager(manager), _as_list(models) or [], axes, datasets=_as_list(datasets) or [],
-        backends=_as_list(backends) or [], architectures=_as_list(architectures) or [], dataset_path=dataset_path,
-        per_model=per_model,
+        manager, _as_list(models or "beta_vae") or [], axes, datasets=_as_list(datasets or "dsprites") or [],
+        backends=_as_list(backends or "torch") or [], architectures=_as_list(architectures or "conv") or [],
+        dataset_path=dataset_path, per_model=per_model,
     )
 
 
@@ -380,7 +413,7 @@ def leaderboard_result(
 
 
 def run_grid(
-    models: str | Sequence[str] = "beta_vae",
+    models: str | Sequence[str] | None = None,
     *,
     registry: str = DEFAULT_REGISTRY,
     metrics: Sequence[str] | None = None,
@@ -411,7 +444,9 @@ def run_grid(
     ``metric_options`` per metric, e.g. ``{"fid_inception": {"n": 2000}}``;
     ``fid_weights`` / ``lpips_weights``: weights files (``vaebench run --fid-weights``);
     ``checkpoint_every``: save each run's state every N steps, so a rerun picks up an
-    interrupted one (``vaebench run --checkpoint-every``).
+    interrupted one (``vaebench run --checkpoint-every``). ``preset=NAME`` (in ``grid``):
+    a study preset's grid as the base (:func:`plan_grid`), e.g.
+    ``run_grid(preset="locatello2019", seeds=[0], steps=3000, datasets="dsprites")``.
 
     Makes every check ``vaebench run`` makes (:func:`prepare_grid`) before anything trains
     or is written, raising the same one-line errors."""

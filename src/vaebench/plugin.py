@@ -92,13 +92,14 @@ from vaebench.plugins.specs import (
     MetricSpec,
     MetricUnavailable,
     ModelSpec,
+    PresetSpec,
 )
 
 __all__ = [
     # hooks
     "hookimpl",
     # what a plugin registers
-    "ModelSpec", "Hyperparameter", "MetricSpec", "DatasetSpec", "BackendSpec", "ExecutorSpec",
+    "ModelSpec", "Hyperparameter", "MetricSpec", "DatasetSpec", "BackendSpec", "ExecutorSpec", "PresetSpec",
     # metrics
     "EvaluationContext", "MetricResult", "MetricUnavailable",
     # datasets

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from vaebench import api
-from vaebench.harness import grid_cli, registry_cli, results_cli
+from vaebench.harness import grid_cli, presets_cli, registry_cli, results_cli
 from vaebench.harness.output import (
     DEBUG_ENV,
     DEFAULT_REGISTRY,
@@ -106,6 +106,11 @@ def _load_config(path: Path, table: Any) -> tuple[dict[str, Any], dict[str, Any]
         fail(f"config file {path} not found")
     except tomllib.TOMLDecodeError as exc:
         fail(f"config file {path} is not valid TOML: {exc}")
+    return _config_parts(raw, f"config file {path}", table)
+
+
+def _config_parts(raw: dict[str, Any], where: str, table: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """:func:`_load_config` of a TOML document already read (``where`` names it in errors)."""
     data = dict(raw.get("run", raw))  # accept a [run] table or top-level keys
     models = data.pop("models") if isinstance(data.get("models"), dict) else None
     if models is None and "run" in raw and isinstance(raw.get("models"), dict):
@@ -126,7 +131,7 @@ def _load_config(path: Path, table: Any) -> tuple[dict[str, Any], dict[str, Any]
     unknown = sorted(set(data) - CONFIG_KEYS)
     if unknown:
         known = sorted(CONFIG_KEYS | set(table.spellings))
-        fail(f"config file {path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})")
+        fail(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})")
     return data, grid, models or {}, executors
 
 
@@ -194,6 +199,7 @@ def run(
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Skip grid points with a finished attempt recorded (ok or diverged); without it, a recorded point is trained again as a new attempt, the earlier kept."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Save each run's weights and training state every N steps (0: never); a run interrupted (killed, out of time) picks up from there when the grid is run again. \\[default: 0]"),
     hp: Optional[list[str]] = typer.Option(None, "--hp", metavar="[MODEL.]NAME=VALUES", help="Values of any hyperparameter a model declares (repeatable), e.g. --hp sigma=0.1,0.3; MODEL.NAME: for that model only, e.g. --hp factor_vae.gamma=10,40. Each model hyperparameter is also its own flag: --NAME VALUES (below)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="A study preset (`vaebench presets`) as the base: --config and the options given replace its values, e.g. --preset locatello2019 --seeds 0,1 --steps 3000."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file with the same options (command line wins); per-model lists in \\[models.MODEL] tables, e.g. \\[models.factor_vae] gamma = \\[10, 40]."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the planned runs and exit."),
     detach: bool = typer.Option(False, "--detach", help="With an executor that submits (slurm): return once the jobs are submitted, printing their ids; watch with `vaebench status`."),
@@ -208,7 +214,7 @@ def run(
     \\[models.MODEL] table) gives one model its own list, which wins over the shared one.
     """
     given = {k: v for k, v in locals().items()
-             if v is not None and k not in ("ctx", "config", "dry_run", "detach", "as_json", "hp", *SHARED_OPTIONS)}
+             if v is not None and k not in ("ctx", "config", "preset", "dry_run", "detach", "as_json", "hp", *SHARED_OPTIONS)}
     from vaebench.harness.axes import PlanError, axis_table
     from vaebench.harness.grid_options import read_executor_options, read_grid
     from vaebench.plugins.manager import UnknownSpecError
@@ -219,10 +225,24 @@ def run(
     config_grid: dict[str, Any] = {}
     config_models: dict[str, Any] = {}
     config_executors: dict[str, Any] = {}
+    from_config: dict[str, Any] = {}
+    chosen_preset = None
+    if preset is not None:
+        try:
+            chosen_preset = api.load_preset(preset, manager=manager)
+        except api.InputError as exc:
+            fail(str(exc))
+        opts.update(chosen_preset.options())
     if config is not None:
         from_config, config_grid, config_models, config_executors = _load_config(config, table)
         opts.update(from_config)
     opts.update(given)
+    # with a preset, a name list not given (by --config or an option) comes from the preset
+    named = {k: _names(opts[k]) if chosen_preset is None or k in from_config or k in given else None
+             for k in ("model", "dataset", "backend", "architecture")}
+    for kind, line in (chosen_preset.left_out.items() if chosen_preset is not None else ()):
+        if named[kind[:-1]] is None:  # the preset's list is used: say what it lost
+            err_console.print(f"note: {line}", markup=False, highlight=False, soft_wrap=True)
     shared = {k: v for k, v in (("seeds", seeds), ("latent_dim", latent_dim), ("steps", steps),
                                 ("batch_size", batch_size), ("lr", lr)) if v is not None}
 
@@ -231,12 +251,12 @@ def run(
         executor_options, grid_args = read_executor_options(
             executor_name, manager.executor(executor_name).options, config_executors.get(executor_name), ctx.args)
         axes, per_model = read_grid(table, config_grid, config_models, shared, grid_args, hp or [])
-        for b in _names(opts["backend"]):  # before planning: an unknown name says which exist
+        for b in named["backend"] or []:  # before planning: an unknown name says which exist
             manager.backend(b)
         specs = api.plan_grid(
-            _names(opts["model"]), datasets=_names(opts["dataset"]), backends=_names(opts["backend"]),
-            architectures=_names(opts["architecture"]), dataset_path=opts.get("dataset_path"), per_model=per_model,
-            manager=manager, **axes,
+            named["model"], datasets=named["dataset"], backends=named["backend"],
+            architectures=named["architecture"], dataset_path=opts.get("dataset_path"), per_model=per_model,
+            manager=manager, preset=chosen_preset, **axes,
         )
         metric_names = _names(opts["metrics"]) if opts.get("metrics") else None
         metric_options = _metric_options(opts.get("metric_options"), opts.get("metric_option"))
@@ -260,13 +280,20 @@ def run(
         fail(str(exc))
     _warn_unreadable(unreadable, specs, resume)
     if dry_run:
+        from vaebench.harness.study_size import LIST_HEAD, LIST_LIMIT, study_summary, summary_lines
+
+        try:
+            summary = study_summary(specs, opts["registry"], str(opts["device"]))
+        except (LocationError, RegistryError) as exc:
+            fail(str(exc))
         if as_json:
-            _print_json([{"run_id": s.run_id, **json.loads(s.to_json()), "recorded": recorded.get(s.run_id)}
-                         for s in specs])
+            _print_json({"summary": summary, "runs": [
+                {"run_id": s.run_id, **json.loads(s.to_json()), "recorded": recorded.get(s.run_id)} for s in specs]})
         else:
             from vaebench.harness.resumption import pick_up
 
-            for s in specs:
+            shown = specs if len(specs) <= LIST_LIMIT else specs[:LIST_HEAD]
+            for s in shown:
                 status = recorded.get(s.run_id)
                 fate = "" if status is None else f"  (recorded: {status}, " + (
                     "skipped" if resume and status in DONE_STATUSES else "retried" if resume else "a new attempt beside it"
@@ -275,6 +302,10 @@ def run(
                 if point is not None and not (resume and status in DONE_STATUSES):
                     fate += f"  (interrupted at step {point.step}: picked up from there)"
                 console.print(f"{s.run_id}  {s.label()}  steps={s.steps} latent_dim={s.latent_dim}{fate}")
+            if len(shown) < len(specs):
+                console.print(f"... and {len(specs) - len(shown)} more run(s) (--json lists every one)", highlight=False)
+            for line in summary_lines(summary):
+                console.print(line, highlight=False, markup=False, soft_wrap=True)
         return
 
     from vaebench.plugins.datasets.base import DatasetError
@@ -726,18 +757,19 @@ def new_plugin(
 
 @app.command("list", epilog="Examples:\n\n  vaebench list models\n\n  vaebench list metrics --json")
 def list_specs(
-    kind: str = typer.Argument(..., metavar="KIND", help="models | metrics | datasets | backends | executors"),
+    kind: str = typer.Argument(..., metavar="KIND", help="models | metrics | datasets | backends | executors | presets"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List the registered models, metrics, datasets, backends or executors with a one-line description."""
     manager = _manager()
     if kind not in manager.specs:
-        fail(f"unknown kind {kind!r} (use models, metrics, datasets, backends or executors)")
+        fail(f"unknown kind {kind!r} (use models, metrics, datasets, backends, executors or presets)")
     rows = []
     if kind == "models":
         from vaebench.harness.axes import axis_table
 
         table = axis_table(manager)
+    preset_info = {r["name"]: r for r in presets_cli.preset_rows(manager)} if kind == "presets" else {}
     for name, spec in sorted(manager.specs[kind].items()):
         row = {"name": name, "plugin": manager.owner(kind, name), "description": spec.description}
         if kind == "models":
@@ -761,6 +793,9 @@ def list_specs(
         if kind == "datasets":
             row["factors"] = spec.num_factors
             row["sampler"] = spec.has_sampler
+        if kind == "presets":  # source and planned size (vaebench presets)
+            found = preset_info[name]
+            row.update(source=found["source"][:1], runs=found["runs"] if not found["error"] else found["error"])
         if kind == "executors":  # option name -> "type = default: help"
             row["options"] = [f"{k} ({t.__name__} = {d!r}): {h}" for k, (t, d, h) in spec.options.items()]
         rows.append(row)
@@ -779,6 +814,7 @@ def list_specs(
 results_cli.register(app, ("query", "compare", "check", "report"))
 registry_cli.register(app)
 grid_cli.register(app, exit_for=lambda records: _exit_for(records))
+presets_cli.register(app)
 
 
 def main() -> None:

@@ -4,7 +4,9 @@ exactly as a third-party package registers its own (see pyproject.toml)."""
 from __future__ import annotations
 
 from vaebench import hookimpl
-from vaebench.plugins.specs import BackendSpec, DatasetSpec, ExecutorSpec, Hyperparameter, MetricSpec, ModelSpec
+from vaebench.plugins.specs import (
+    BackendSpec, DatasetSpec, ExecutorSpec, Hyperparameter, MetricSpec, ModelSpec, PresetSpec,
+)
 
 _TORCH = "vaebench.plugins.backends.torch.models"
 _JAX = "vaebench.plugins.backends.jax.models"
@@ -371,3 +373,20 @@ def vaebench_register_executors(register):
         executor="vaebench.harness.ray_executor:ray_executor",
         options=RAY_OPTIONS,
     ))
+
+
+#: The built-in study presets (package data in vaebench/presets): name -> one line.
+PRESETS = {
+    "locatello2019": "Locatello et al. 2019 unsupervised study (disentanglement_lib's unsupervised_study_v1): "
+                     "6 models x 6 settings x 50 seeds, Adam 1e-4, batch 64, 300k steps.",
+    "higgins2017": "beta-VAE (Higgins et al. 2017) on dSprites: beta 4, 10 latents.",
+    "burgess2018": "Capacity-controlled beta-VAE (Burgess et al. 2018) on dSprites: C_max 25, gamma 1000.",
+}
+
+
+@hookimpl
+def vaebench_register_presets(register):
+    from importlib.resources import files
+
+    for name, description in PRESETS.items():
+        register(PresetSpec(name=name, description=description, path=str(files("vaebench.presets") / f"{name}.toml")))

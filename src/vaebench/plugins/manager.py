@@ -31,7 +31,7 @@ import pluggy
 
 from vaebench.plugins import hookspecs
 from vaebench.version import __version__
-from vaebench.plugins.specs import BackendSpec, DatasetSpec, ExecutorSpec, MetricSpec, ModelSpec, load_object
+from vaebench.plugins.specs import BackendSpec, DatasetSpec, ExecutorSpec, MetricSpec, ModelSpec, PresetSpec, load_object
 
 ENTRY_POINT_GROUP = "vaebench"
 #: Environment variables choosing what loads (comma lists of plugin names).
@@ -42,7 +42,7 @@ BUILTIN = "builtin"
 
 KINDS: dict[str, type] = {
     "models": ModelSpec, "metrics": MetricSpec, "datasets": DatasetSpec, "backends": BackendSpec,
-    "executors": ExecutorSpec,
+    "executors": ExecutorSpec, "presets": PresetSpec,
 }
 _HOOKS = {
     "models": "vaebench_register_models",
@@ -50,6 +50,7 @@ _HOOKS = {
     "datasets": "vaebench_register_datasets",
     "backends": "vaebench_register_backends",
     "executors": "vaebench_register_executors",
+    "presets": "vaebench_register_presets",
 }
 
 
@@ -251,6 +252,9 @@ class PluginManager:
 
     def executor(self, name: str) -> ExecutorSpec:
         return self.get("executors", name)
+
+    def preset(self, name: str) -> PresetSpec:
+        return self.get("presets", name)
 
     def owner(self, kind: str, name: str) -> str:
         return self._owner[(kind, name)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping, get_args
 
@@ -456,3 +457,28 @@ def _option_problem(kind: type, value: Any) -> str | None:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         ok = True
     return None if ok else f"{value!r} is not of type {kind.__name__}"
+
+
+@dataclass(frozen=True)
+class PresetSpec:
+    """A study preset: a TOML file in the ``vaebench run --config`` shape (a ``[run]`` table,
+    per-model lists in ``[models.MODEL]``) plus a ``[preset]`` table (``name``,
+    ``description``, ``source``: the paper and the repository files the values came from,
+    ``notes``: what could not be expressed). ``vaebench run --preset NAME`` plans it;
+    ``vaebench presets`` lists them.
+
+    ``path``: the TOML file (a plugin ships it as package data:
+    ``Path(__file__).parent / "mystudy.toml"``); read when the preset is used.
+    """
+
+    name: str
+    description: str
+    path: str | os.PathLike[str]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, (str, os.PathLike)) or not str(self.path).endswith(".toml"):
+            raise ValueError(f"preset {self.name!r}: path must be a .toml file, not {self.path!r}")
+
+    def import_paths(self) -> dict[str, str]:
+        """A preset names no import path (its file is read when used)."""
+        return {}
