@@ -20,7 +20,7 @@ from vaebench.registry.store import write_record
 from vaebench.testing import SpecsPlugin, plugin_manager
 
 DL_COMMIT = "86a644d4ed35c771560dc3360756363d35477357"
-STUDY_DATASETS = ["dsprites", "dsprites_color", "dsprites_noisy", "dsprites_scream", "smallnorb", "cars3d", "shapes3d"]
+STUDY_DATASETS = ["dsprites", "color_dsprites", "noisy_dsprites", "scream_dsprites", "smallnorb", "cars3d", "shapes3d"]
 
 
 def _dry(cli, *args) -> dict:
