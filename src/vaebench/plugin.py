@@ -92,6 +92,7 @@ from vaebench.plugins.specs import (
     MetricSpec,
     MetricUnavailable,
     ModelSpec,
+    ReferenceSpec,
 )
 
 __all__ = [
@@ -99,6 +100,7 @@ __all__ = [
     "hookimpl",
     # what a plugin registers
     "ModelSpec", "Hyperparameter", "MetricSpec", "DatasetSpec", "BackendSpec", "ExecutorSpec",
+    "ReferenceSpec",
     # metrics
     "EvaluationContext", "MetricResult", "MetricUnavailable",
     # datasets

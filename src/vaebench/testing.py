@@ -54,10 +54,10 @@ class SpecsPlugin:
     the hook, as it would in a real plugin."""
 
     def __init__(self, models: Any = (), metrics: Any = (), datasets: Any = (), backends: Any = (),
-                 executors: Any = ()) -> None:
+                 executors: Any = (), references: Any = ()) -> None:
         self.models, self.metrics = list(models), list(metrics)
         self.datasets, self.backends = list(datasets), list(backends)
-        self.executors = list(executors)
+        self.executors, self.references = list(executors), list(references)
 
     @staticmethod
     def _each(register: Any, specs: list[Any]) -> None:
@@ -83,6 +83,10 @@ class SpecsPlugin:
     @hookimpl
     def vaebench_register_executors(self, register: Any) -> None:
         self._each(register, self.executors)
+
+    @hookimpl
+    def vaebench_register_references(self, register: Any) -> None:
+        self._each(register, self.references)
 
 
 def plugin_manager(*plugins: object, builtin: bool = True) -> PluginManager:

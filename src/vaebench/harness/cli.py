@@ -726,13 +726,13 @@ def new_plugin(
 
 @app.command("list", epilog="Examples:\n\n  vaebench list models\n\n  vaebench list metrics --json")
 def list_specs(
-    kind: str = typer.Argument(..., metavar="KIND", help="models | metrics | datasets | backends | executors"),
+    kind: str = typer.Argument(..., metavar="KIND", help="models | metrics | datasets | backends | executors | references"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """List the registered models, metrics, datasets, backends or executors with a one-line description."""
+    """List the registered models, metrics, datasets, backends, executors or reference packs with a one-line description."""
     manager = _manager()
     if kind not in manager.specs:
-        fail(f"unknown kind {kind!r} (use models, metrics, datasets, backends or executors)")
+        fail(f"unknown kind {kind!r} (use models, metrics, datasets, backends, executors or references)")
     rows = []
     if kind == "models":
         from vaebench.harness.axes import axis_table
@@ -761,6 +761,8 @@ def list_specs(
         if kind == "datasets":
             row["factors"] = spec.num_factors
             row["sampler"] = spec.has_sampler
+        if kind == "references":  # where the pack lives
+            row["pack"] = spec.path if spec.path is not None else "(in the plugin)"
         if kind == "executors":  # option name -> "type = default: help"
             row["options"] = [f"{k} ({t.__name__} = {d!r}): {h}" for k, (t, d, h) in spec.options.items()]
         rows.append(row)

@@ -1,4 +1,4 @@
-"""The plugin contract: five small hooks, each handed a ``register`` callable.
+"""The plugin contract: small hooks, each handed a ``register`` callable.
 
 A plugin module (named under the ``vaebench`` entry-point group) implements any
 of these with ``@hookimpl``, imported like everything else a plugin uses from the
@@ -19,7 +19,7 @@ from typing import Callable
 
 import pluggy
 
-from vaebench.plugins.specs import BackendSpec, DatasetSpec, ExecutorSpec, MetricSpec, ModelSpec
+from vaebench.plugins.specs import BackendSpec, DatasetSpec, ExecutorSpec, MetricSpec, ModelSpec, ReferenceSpec
 
 hookspec = pluggy.HookspecMarker("vaebench")
 
@@ -47,3 +47,8 @@ def vaebench_register_backends(register: Callable[[BackendSpec], None]) -> None:
 @hookspec
 def vaebench_register_executors(register: Callable[[ExecutorSpec], None]) -> None:
     """Register grid executors (where a grid's runs train) by calling ``register(ExecutorSpec(...))``."""
+
+
+@hookspec
+def vaebench_register_references(register: Callable[[ReferenceSpec], None]) -> None:
+    """Register reference packs (published values to set a run against) by calling ``register(ReferenceSpec(...))``."""

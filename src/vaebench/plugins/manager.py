@@ -31,7 +31,8 @@ import pluggy
 
 from vaebench.plugins import hookspecs
 from vaebench.version import __version__
-from vaebench.plugins.specs import BackendSpec, DatasetSpec, ExecutorSpec, MetricSpec, ModelSpec, load_object
+from vaebench.plugins.specs import (BackendSpec, DatasetSpec, ExecutorSpec, MetricSpec, ModelSpec, ReferenceSpec,
+                                    load_object)
 
 ENTRY_POINT_GROUP = "vaebench"
 #: Environment variables choosing what loads (comma lists of plugin names).
@@ -42,7 +43,7 @@ BUILTIN = "builtin"
 
 KINDS: dict[str, type] = {
     "models": ModelSpec, "metrics": MetricSpec, "datasets": DatasetSpec, "backends": BackendSpec,
-    "executors": ExecutorSpec,
+    "executors": ExecutorSpec, "references": ReferenceSpec,
 }
 _HOOKS = {
     "models": "vaebench_register_models",
@@ -50,6 +51,7 @@ _HOOKS = {
     "datasets": "vaebench_register_datasets",
     "backends": "vaebench_register_backends",
     "executors": "vaebench_register_executors",
+    "references": "vaebench_register_references",
 }
 
 
@@ -251,6 +253,9 @@ class PluginManager:
 
     def executor(self, name: str) -> ExecutorSpec:
         return self.get("executors", name)
+
+    def reference(self, name: str) -> ReferenceSpec:
+        return self.get("references", name)
 
     def owner(self, kind: str, name: str) -> str:
         return self._owner[(kind, name)]
