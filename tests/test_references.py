@@ -1,0 +1,148 @@
+"""Reference packs, bootstrap intervals over seeds and seeds needed: records written with the
+store's writer into a temp registry (no training), the real CLI and a real installed plugin."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from scipy import stats
+
+from conftest import ROOT, run_vaebench
+from vaebench import api
+from vaebench.harness.seed_noise import bootstrap_ci, seeds_needed
+from vaebench.plugins.specs import ReferenceSpec
+from vaebench.registry.store import write_record
+from vaebench.testing import SpecsPlugin, plugin_manager
+
+FIXTURE = ROOT / "tests" / "data" / "reference_fixture.toml"
+T0 = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc)
+_ids = iter(range(1, 1_000_000))
+
+
+def record(beta: float, seed: int, mig: float, bins: int = 20, n: int = 10000) -> dict[str, Any]:
+    """An ok beta_vae run on dsprites whose MIG was estimated with ``bins`` bins on ``n`` points."""
+    return {"run_id": f"{next(_ids):012x}", "status": "ok", "model": "beta_vae", "backend": "torch",
+            "dataset": "dsprites", "dataset_variant": "full", "beta": beta, "latent_dim": 10, "seed": seed,
+            "steps": 100, "metrics": {"mig": mig}, "started_at": T0, "finished_at": T0 + dt.timedelta(seconds=1),
+            "metric_params": json.dumps({"mig": {"n": n, "bins": bins, "estimator": "histogram"},
+                                         "_eval": {"n": n, "eval_seed": 0}})}
+
+
+def registry(tmp_path: Path, runs: list[dict[str, Any]]) -> Path:
+    reg = tmp_path / "reg"
+    for run in runs:
+        write_record(reg, run)
+    return reg
+
+
+def fixture_manager():
+    return plugin_manager(SpecsPlugin(references=[ReferenceSpec("fixture", "test fixture", path=str(FIXTURE))]))
+
+
+def by_beta(result) -> dict[float, dict[str, Any]]:
+    rows = result.table.to_pylist()
+    return {row["beta"]: {**row, **extra} for row, extra in zip(rows, result.annotations)}
+
+
+def test_a_row_stands_as_a_percentile_or_inside_the_range(tmp_path):
+    """beta=4 (mean 0.25) against per-seed values 0.1..0.4: the 50th percentile; beta=8 (mean
+    0.25) against the range [0.1, 0.2]: above it; beta=1: no entry in the pack."""
+    reg = registry(tmp_path, [record(4.0, 0, 0.2), record(4.0, 1, 0.3), record(8.0, 0, 0.25), record(8.0, 1, 0.25),
+                              record(1.0, 0, 0.05)])
+    rows = by_beta(api.leaderboard_result(str(reg), "mig", manager=fixture_manager(), reference="fixture"))
+    assert rows[4.0]["reference"]["standing"] == {"percentile": 50.0, "text": "50th percentile of 4 seeds"}
+    assert rows[8.0]["reference"]["standing"]["range"] == "above"
+    assert rows[1.0]["reference"]["text"] == "no reference for this model/dataset/setting"
+    assert "invented for tests" in rows[4.0]["reference"]["source"]
+
+
+def test_a_row_of_other_estimator_settings_is_refused_with_a_reason(tmp_path):
+    reg = registry(tmp_path, [record(4.0, 0, 0.2, bins=10), record(4.0, 1, 0.3, bins=10),
+                              record(8.0, 0, 0.15, n=500)])
+    rows = by_beta(api.leaderboard_result(str(reg), "mig", manager=fixture_manager(), reference="fixture"))
+    assert rows[4.0]["reference"]["refused"] == "mig estimator setting bins is 10 here, 20 in the reference"
+    assert "standing" not in rows[4.0]["reference"]
+    assert rows[8.0]["reference"]["refused"] == "mig estimator setting n is 500 here, 10000 in the reference"
+
+
+def test_an_unknown_pack_is_one_line_and_exit_2(cli, tmp_path):
+    reg = registry(tmp_path, [record(4.0, 0, 0.2)])
+    res = cli("leaderboard", "--registry", reg, "--reference", "no_such_pack")
+    assert res.exit_code == 2
+    assert "unknown reference 'no_such_pack'" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_a_pack_shipped_by_an_installed_plugin_as_package_data(tmp_path):
+    """A real distribution (.dist-info + package with a TOML data file) found through the entry point:
+    `vaebench list references` shows it and `leaderboard --reference` reads it."""
+    site = tmp_path / "site"
+    pkg = site / "refpack_plugin"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(textwrap.dedent("""
+        from vaebench.plugin import ReferenceSpec, hookimpl
+
+        @hookimpl
+        def vaebench_register_references(register):
+            register(ReferenceSpec(name="shipped", description="a pack a plugin ships",
+                                   path="refpack_plugin:packs/shipped.toml"))
+    """))
+    (pkg / "packs").mkdir()
+    (pkg / "packs" / "shipped.toml").write_text(FIXTURE.read_text())
+    info = site / "refpack_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: refpack-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[vaebench]\nrefpack = refpack_plugin\n")
+    reg = registry(tmp_path, [record(4.0, 0, 0.2), record(4.0, 1, 0.3)])
+    env = {"PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
+    listed = run_vaebench("list", "references", "--json", env_extra=env)
+    assert listed.returncode == 0, listed.stderr
+    assert [r["name"] for r in json.loads(listed.stdout)] == ["shipped"]
+    board = run_vaebench("leaderboard", "--registry", str(reg), "--reference", "shipped", "--json", env_extra=env)
+    assert board.returncode == 0, board.stderr
+    (row,) = json.loads(board.stdout)
+    assert row["reference"]["standing"]["percentile"] == 50.0
+
+
+def test_bootstrap_interval_is_reproducible_and_none_for_one_seed(cli, tmp_path):
+    reg = registry(tmp_path, [record(4.0, s, v) for s, v in enumerate((0.11, 0.31, 0.2, 0.25))]
+                   + [record(8.0, 0, 0.4)])
+    first = json.loads(cli("leaderboard", "--registry", reg, "--json").stdout)
+    again = json.loads(cli("leaderboard", "--registry", reg, "--json").stdout)
+    assert first == again
+    rows = {r["beta"]: r for r in first}
+    assert rows[8.0]["ci95"] is None
+    low, high = rows[4.0]["ci95"]
+    assert 0.11 <= low < rows[4.0]["mean"] < high <= 0.31
+    assert [low, high] == list(bootstrap_ci([0.11, 0.31, 0.2, 0.25]))
+    assert bootstrap_ci([0.3]) is None and bootstrap_ci([0.3, 0.3]) == (0.3, 0.3)
+    # the top two rows carry the seeds needed; beta=8 has one seed, so no estimate
+    assert rows[8.0]["seeds_needed"]["seeds"] is None
+
+
+def test_seeds_needed_on_known_numbers():
+    """Cohen's tables (two-sided α=0.05, power 0.8): d=0.5 -> 64, d=0.8 -> 26, d=1 -> 17 per group;
+    and by hand for d=0.5: power at 63 seeds is under 0.8, at 64 it is not."""
+    assert seeds_needed(0.3, 0.2, 0.2, 0.2).seeds == 64
+    assert seeds_needed(0.8, 1.0, 0.0, 1.0).seeds == 26
+    assert seeds_needed(1.0, 1.0, 0.0, 1.0).seeds == 17
+
+    def power(n: int, d: float) -> float:
+        df, nc = 2 * n - 2, d * math.sqrt(n / 2)
+        crit = stats.t.ppf(0.975, df)
+        return stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc)
+
+    assert power(63, 0.5) < 0.8 <= power(64, 0.5)
+    # unequal sds pool as sqrt((a² + b²) / 2): sds 0.1 and 0.3 -> sqrt(0.05); diff 0.2 -> d = 0.894
+    est = seeds_needed(0.5, 0.1, 0.3, 0.3)
+    assert est.effect == pytest.approx(0.2 / math.sqrt(0.05))
+    assert power(est.seeds - 1, est.effect) < 0.8 <= power(est.seeds, est.effect)
+    assert seeds_needed(0.2, 0.1, 0.2, 0.1).seeds is None
