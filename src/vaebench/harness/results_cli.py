@@ -463,6 +463,7 @@ def report(
     metric: Optional[str] = typer.Option(None, "--metric", help="Metric ordering the leaderboard. \\[default: the first disentanglement metric]"),
     registry: str = typer.Option(DEFAULT_REGISTRY, "--registry", help=REGISTRY_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print what was written (paths, run counts, target verdicts) as JSON."),
+    reference: Optional[str] = typer.Option(None, "--reference", help="A reference pack (vaebench list references) to set the leaderboard's means against."),
 ) -> None:
     """Write a report on the selected runs: DIR/index.html, DIR/report.md and DIR/figures/.
 
@@ -485,7 +486,7 @@ def report(
     sel = _selection(selection, "SELECTION")
     base = _selection(baseline, "--baseline") if baseline is not None else None
     try:
-        result = rp.write_report(registry, out, sel, targets, base, metric)
+        result = rp.write_report(registry, out, sel, targets, base, metric, reference)
     except (TargetsError, RegistryError, ValueError) as exc:
         fail(str(exc))
     _warn_skipped(result.skipped)

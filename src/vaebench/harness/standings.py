@@ -69,7 +69,13 @@ def top_two_seeds_needed(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | 
         return None
     a, b = ranked[0], ranked[1]
     est = seeds_needed(a["mean"], a.get("std"), b["mean"], b.get("std"))
-    return {"a": row_label(a), "b": row_label(b), "seeds": est.seeds, "effect": est.effect,
+    # Name each by what sets it apart from the other (model and dataset always).
+    differ = [k for k in a if k not in STAT_COLUMNS and k != "config_id" and a.get(k) != b.get(k)]
+    keep = ("model", "dataset", *differ)
+    label_a, label_b = (row_label({k: r.get(k) for k in keep}) for r in (a, b))
+    if label_a == label_b:
+        label_a, label_b = row_label(a), row_label(b)
+    return {"a": label_a, "b": label_b, "seeds": est.seeds, "effect": est.effect,
             "alpha": est.alpha, "power": est.power, "why": est.why}
 
 
