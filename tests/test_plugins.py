@@ -196,7 +196,8 @@ def test_example_plugin_is_discovered_after_pip_install(example_site):
     ex = rows["plugin_example"]
     assert (ex["package"], ex["version"], ex["status"], ex["error"]) == ("vaebench-plugin-example", "0.1.0", "ok", "")
     assert ex["registered"] == {"models": ["plugin_example_vae"], "metrics": ["plugin_example_correlation"],
-                                "datasets": ["plugin_example_squares"], "backends": [], "executors": []}
+                                "datasets": ["plugin_example_squares"], "backends": [], "executors": [],
+                                "references": []}
     assert rows["builtin"]["status"] == "ok"
     assert rows["builtin"]["registered"]["models"] == BUILTIN_MODELS
 

@@ -172,3 +172,5 @@ def test_seeds_needed_on_known_numbers():
     assert est.effect == pytest.approx(0.2 / math.sqrt(0.05))
     assert power(est.seeds - 1, est.effect) < 0.8 <= power(est.seeds, est.effect)
     assert seeds_needed(0.2, 0.1, 0.2, 0.1).seeds is None
+    assert seeds_needed(0.3, 0.0, 0.2, 0.0) == seeds_needed(0.3, 0.0, 0.2, 0.0)  # no noise: 2 seeds, no infinite d
+    assert (seeds_needed(0.3, 0.0, 0.2, 0.0).seeds, seeds_needed(0.3, 0.0, 0.2, 0.0).effect) == (2, None)

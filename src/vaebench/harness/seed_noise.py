@@ -55,8 +55,8 @@ class SeedsNeeded:
     """How many seeds per config a two-sample t-test needs to tell two configs apart.
 
     ``seeds``: per config (``None``: more than :data:`MAX_SEEDS`, or the means are equal);
-    ``effect``: Cohen's d, ``|mean_a - mean_b| / pooled sd``; ``why``: one line when
-    ``seeds`` is ``None``.
+    ``effect``: Cohen's d, ``|mean_a - mean_b| / pooled sd`` (``None`` when undefined or
+    infinite); ``why``: one line when ``seeds`` is ``None`` or ``effect`` is.
     """
 
     seeds: int | None
@@ -101,8 +101,8 @@ def seeds_needed(mean_a: float, sd_a: float, mean_b: float, sd_b: float,
     pooled = math.sqrt((float(sd_a) ** 2 + float(sd_b) ** 2) / 2)
     if diff == 0:
         return SeedsNeeded(None, 0.0, alpha, power, "the means are equal")
-    if pooled == 0:
-        return SeedsNeeded(2, math.inf, alpha, power)
+    if pooled == 0:  # no seed noise at all: the fewest seeds a t-test takes (d is infinite: None, JSON-safe)
+        return SeedsNeeded(2, None, alpha, power, "the seeds' values do not vary")
     effect = diff / pooled
     z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
     n = max(2, math.ceil(2 * z * z / (effect * effect)))

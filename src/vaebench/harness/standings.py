@@ -86,7 +86,8 @@ def describe_seeds_needed(est: Mapping[str, Any] | None) -> str:
     head = f"seeds needed to tell {est['a']} from {est['b']} (t-test, α={est['alpha']}, power {est['power']}): "
     if est["seeds"] is None:
         return head + f"unknown: {est['why']}"
-    return head + f"{est['seeds']} per config (Cohen's d {est['effect']:.2f})"
+    effect = f"Cohen's d {est['effect']:.2f}" if est["effect"] is not None else est["why"]
+    return head + f"{est['seeds']} per config ({effect})"
 
 
 #: How the interval is named in tables.
