@@ -174,3 +174,16 @@ def test_seeds_needed_on_known_numbers():
     assert seeds_needed(0.2, 0.1, 0.2, 0.1).seeds is None
     assert seeds_needed(0.3, 0.0, 0.2, 0.0) == seeds_needed(0.3, 0.0, 0.2, 0.0)  # no noise: 2 seeds, no infinite d
     assert (seeds_needed(0.3, 0.0, 0.2, 0.0).seeds, seeds_needed(0.3, 0.0, 0.2, 0.0).effect) == (2, None)
+
+
+def test_compare_says_the_seeds_needed_per_metric(cli, tmp_path):
+    """Two selections, sds 0.2 each and means 0.3 / 0.2 (d = 0.5): 64 seeds a side, Cohen's table."""
+    h = 0.2 / math.sqrt(2)  # two values m ± h have sample sd 0.2
+    reg = registry(tmp_path, [record(4.0, 0, 0.3 - h), record(4.0, 1, 0.3 + h),
+                              record(8.0, 0, 0.2 - h), record(8.0, 1, 0.2 + h)])
+    res = cli("compare", "beta=8", "beta=4", "--registry", reg, "--json")
+    assert res.exit_code == 0, res.stderr
+    (row,) = [r for r in json.loads(res.stdout)["metrics"] if r["metric"] == "mig"]
+    assert row["a"]["std"] == pytest.approx(0.2) and row["b"]["std"] == pytest.approx(0.2)
+    assert row["delta"] == pytest.approx(0.1)
+    assert row["seeds_needed"] == 64

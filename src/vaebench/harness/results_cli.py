@@ -338,10 +338,11 @@ def compare(
     table.add_column("A", justify="right", overflow="fold")
     table.add_column("B", justify="right", overflow="fold")
     table.add_column("Δ B − A", justify="right")
-    table.add_row("runs", runs_cell(result["a"]), runs_cell(result["b"]), "")
+    table.add_column("seeds needed", justify="right")
+    table.add_row("runs", runs_cell(result["a"]), runs_cell(result["b"]), "", "")
     for row in result["config"]:
         style = "bold yellow" if row["differs"] else "dim"
-        table.add_row(row["column"], _cell(row["a"]), _cell(row["b"]), "≠" if row["differs"] else "", style=style)
+        table.add_row(row["column"], _cell(row["a"]), _cell(row["b"]), "≠" if row["differs"] else "", "", style=style)
     table.add_section()
     for row in result["metrics"]:
         def side(s: dict[str, Any]) -> str:
@@ -354,8 +355,11 @@ def compare(
         table.add_row(
             escape(row["metric"]) + (f" {ARROWS[row['direction']]}" if row["direction"] in ARROWS else ""), side(row["a"]), side(row["b"]),
             f"[{color}]{delta}[/]" if color else delta,
+            "-" if row.get("seeds_needed") is None or row.get("note") else str(row["seeds_needed"]),
         )
     console.print(table)
+    err_console.print("seeds needed: per side, for a two-sample t-test (α 0.05, power 0.8) to tell the two means "
+                      "apart at the observed seed sds", highlight=False)
 
 
 # ---------------------------------------------------------------- check
