@@ -27,10 +27,10 @@ T0 = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc)
 _ids = iter(range(1, 1_000_000))
 
 
-def record(beta: float, seed: int, mig: float, bins: int = 20, n: int = 10000) -> dict[str, Any]:
+def record(beta: float, seed: int, mig: float, bins: int = 20, n: int = 10000, **config: Any) -> dict[str, Any]:
     """An ok beta_vae run on dsprites whose MIG was estimated with ``bins`` bins on ``n`` points."""
     return {"run_id": f"{next(_ids):012x}", "status": "ok", "model": "beta_vae", "backend": "torch",
-            "dataset": "dsprites", "dataset_variant": "full", "beta": beta, "latent_dim": 10, "seed": seed,
+            "dataset": "dsprites", "dataset_variant": "full", "beta": beta, "latent_dim": 10, "seed": seed, **config,
             "steps": 100, "metrics": {"mig": mig}, "started_at": T0, "finished_at": T0 + dt.timedelta(seconds=1),
             "metric_params": json.dumps({"mig": {"n": n, "bins": bins, "estimator": "histogram"},
                                          "_eval": {"n": n, "eval_seed": 0}})}
@@ -111,7 +111,7 @@ def test_a_pack_shipped_by_an_installed_plugin_as_package_data(tmp_path, plugin_
     reg = registry(tmp_path, [record(4.0, 0, 0.2), record(4.0, 1, 0.3)])
     listed = run_vaebench("list", "references", "--json", env_extra=plugin_env)
     assert listed.returncode == 0, listed.stderr
-    assert [r["name"] for r in json.loads(listed.stdout)] == ["shipped"]
+    assert {r["name"]: r["plugin"] for r in json.loads(listed.stdout)}["shipped"] == "refpack"
     board = run_vaebench("leaderboard", "--registry", str(reg), "--reference", "shipped", "--json", env_extra=plugin_env)
     assert board.returncode == 0, board.stderr
     (row,) = json.loads(board.stdout)
@@ -187,3 +187,22 @@ def test_compare_says_the_seeds_needed_per_metric(cli, tmp_path):
     assert row["a"]["std"] == pytest.approx(0.2) and row["b"]["std"] == pytest.approx(0.2)
     assert row["delta"] == pytest.approx(0.1)
     assert row["seeds_needed"] == 64
+
+
+def test_the_builtin_lin2020_pack_sets_factor_vae_against_table_1(tmp_path):
+    """The shipped pack (Lin et al. 2020 Table 1, MIG of FactorVAE): gamma=10 mean 0.40 ± 0.01 over
+    10 runs on 73,728 points with 20 bins. Runs scored the same way get a z; runs scored on 500
+    points are refused."""
+    from vaebench.harness.references import load_pack
+
+    pack = load_pack("lin2020")
+    assert [e.setting["gamma"] for e in pack.entries] == [1.0, 10.0, 20.0, 40.0]
+    assert all("Table 1" in e.source and e.estimator == {"bins": 20, "n": 73728} for e in pack.entries)
+    fv = {"model": "factor_vae", "gamma": 10.0}
+    reg = registry(tmp_path, [record(None, 0, 0.41, n=73728, **fv), record(None, 1, 0.43, n=73728, **fv),
+                              record(None, 0, 0.3, n=500, **{**fv, "gamma": 40.0})])
+    result = api.leaderboard_result(str(reg), "mig", reference="lin2020")
+    rows = {row["gamma"]: {**row, **extra} for row, extra in zip(result.table.to_pylist(), result.annotations)}
+    assert rows[10.0]["reference"]["standing"]["z"] == pytest.approx((0.42 - 0.40) / 0.01)
+    assert rows[10.0]["reference"]["mean"] == 0.40 and rows[10.0]["reference"]["n_seeds"] == 10
+    assert rows[40.0]["reference"]["refused"] == "mig estimator setting n is 500 here, 73728 in the reference"

@@ -11,11 +11,16 @@ pickle) holds ``description`` and a list ``entries``, each::
                                   # the metric's recorded params name them (metric_params[metric])
     values = [0.11, 0.09, ...]    # per-seed values as published, and/or
     median = 0.1                  # the published median, and/or
-    range = [0.05, 0.2]           # the published [low, high]
+    range = [0.05, 0.2]           # the published [low, high], and/or
+    mean = 0.4                    # the published mean ± std over n_seeds seeds
+    std = 0.01
+    n_seeds = 10
     source = "paper, table or figure; or repository file + commit"
 
 A config's mean stands as a percentile among ``values`` (the share of published values below
-it, ties counting half), else inside / below / above ``range``, else above / below ``median``.
+it, ties counting half), else inside / below / above ``range``, else as ``z = (mean - published
+mean) / published std`` (no distribution assumed: the published numbers and the arithmetic), else
+above / below ``median``.
 A config whose runs recorded other estimator settings than the entry's (or none) is refused
 for that comparison, with one line saying why: values of differently-estimated metrics are
 not comparable.
@@ -33,7 +38,8 @@ from typing import Any
 
 __all__ = ["Reference", "ReferenceError", "ReferencePack", "load_pack", "standing"]
 
-ENTRY_KEYS = ("model", "dataset", "setting", "metric", "estimator", "values", "median", "range", "source")
+ENTRY_KEYS = ("model", "dataset", "setting", "metric", "estimator", "values", "median", "range", "mean", "std",
+              "n_seeds", "source")
 
 
 class ReferenceError(ValueError):
@@ -53,6 +59,9 @@ class Reference:
     values: tuple[float, ...] = ()
     median: float | None = None
     range: tuple[float, float] | None = None
+    mean: float | None = None
+    std: float | None = None
+    n_seeds: int | None = None
 
     def summary(self) -> str:
         """The published values in a few words: ``median 0.1, range 0.05–0.2, 50 seeds``."""
@@ -61,8 +70,12 @@ class Reference:
             parts.append(f"median {self.median:.3g}")
         if self.range is not None:
             parts.append(f"range {self.range[0]:.3g}–{self.range[1]:.3g}")
+        if self.mean is not None:
+            parts.append(f"mean {self.mean:.3g}" + (f" ± {self.std:.3g}" if self.std is not None else ""))
         if self.values:
             parts.append(f"{len(self.values)} seeds")
+        elif self.n_seeds is not None:
+            parts.append(f"{self.n_seeds} seeds")
         return ", ".join(parts)
 
 
@@ -121,11 +134,18 @@ def _entry(raw: Any, where: str) -> Reference:
         bounds = (_number(pair[0], f"{where}: range"), _number(pair[1], f"{where}: range"))
         if bounds[0] > bounds[1]:
             raise ReferenceError(f"{where}: range low {bounds[0]} is above high {bounds[1]}")
-    if not values and median is None and bounds is None:
-        raise ReferenceError(f"{where}: give values, median or range")
+    mean = _number(raw["mean"], f"{where}: mean") if "mean" in raw else None
+    std = _number(raw["std"], f"{where}: std") if "std" in raw else None
+    if std is not None and (mean is None or std < 0):
+        raise ReferenceError(f"{where}: std needs a mean and is >= 0")
+    n_seeds = raw.get("n_seeds")
+    if n_seeds is not None and (isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1):
+        raise ReferenceError(f"{where}: n_seeds must be a positive integer")
+    if not values and median is None and bounds is None and mean is None:
+        raise ReferenceError(f"{where}: give values, median, range or mean")
     return Reference(model=raw["model"], dataset=raw["dataset"], setting=dict(raw.get("setting", {})),
                      metric=raw["metric"], estimator=dict(raw["estimator"]), source=raw["source"],
-                     values=values, median=median, range=bounds)
+                     values=values, median=median, range=bounds, mean=mean, std=std, n_seeds=n_seeds)
 
 
 def _read(path: str, name: str) -> Mapping[str, Any]:
@@ -195,7 +215,9 @@ def refusal(entry: Reference, recorded: Sequence[Mapping[str, Any] | None]) -> s
 def standing(value: float | None, entry: Reference) -> dict[str, Any]:
     """Where ``value`` (a config's mean) stands against ``entry``: ``{"percentile": p}``
     (0–100, the share of per-seed values below, ties counting half), else ``{"range": "inside"
-    | "below" | "above"}``, else ``{"median": "above" | "below" | "equal"}``; plus ``text``."""
+    | "below" | "above"}``, else ``{"z": (value - mean) / std}`` (``None`` when the published std
+    is 0) and ``{"mean": "above" | "below" | "equal"}``, else ``{"median": "above" | "below" |
+    "equal"}``; plus ``text``."""
     if value is None or not math.isfinite(value):
         return {"text": "no value"}
     if entry.values:
@@ -206,6 +228,12 @@ def standing(value: float | None, entry: Reference) -> dict[str, Any]:
         low, high = entry.range
         where = "below" if value < low else "above" if value > high else "inside"
         return {"range": where, "text": f"{where} the published range"}
+    if entry.mean is not None:
+        where = "above" if value > entry.mean else "below" if value < entry.mean else "equal"
+        if entry.std:
+            z = (value - entry.mean) / entry.std
+            return {"z": z, "mean": where, "text": f"z {z:+.1f} against the published mean ± std"}
+        return {"z": None, "mean": where, "text": f"{where} the published mean"}
     assert entry.median is not None
     where = "above" if value > entry.median else "below" if value < entry.median else "equal"
     return {"median": where, "text": f"{where} the published median"}

@@ -46,6 +46,7 @@ def annotate(rows: Sequence[Mapping[str, Any]], groups: Mapping[tuple[Any, ...],
                     stand = standing(row.get("mean"), entry)
                     extra["reference"] = {"pack": pack.name, "summary": entry.summary(), "source": entry.source,
                                           "median": entry.median, "range": list(entry.range) if entry.range else None,
+                                          "mean": entry.mean, "std": entry.std, "n_seeds": entry.n_seeds,
                                           "values": list(entry.values), "standing": stand,
                                           "text": f"{stand['text']} ({entry.summary()})"}
         out.append(extra)

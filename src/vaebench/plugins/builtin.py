@@ -4,7 +4,8 @@ exactly as a third-party package registers its own (see pyproject.toml)."""
 from __future__ import annotations
 
 from vaebench import hookimpl
-from vaebench.plugins.specs import BackendSpec, DatasetSpec, ExecutorSpec, Hyperparameter, MetricSpec, ModelSpec
+from vaebench.plugins.specs import (BackendSpec, DatasetSpec, ExecutorSpec, Hyperparameter, MetricSpec, ModelSpec,
+                                    ReferenceSpec)
 
 _TORCH = "vaebench.plugins.backends.torch.models"
 _JAX = "vaebench.plugins.backends.jax.models"
@@ -352,4 +353,14 @@ def vaebench_register_executors(register):
                     "or vectorized group, workers recording into the registry; the driver waits.",
         executor="vaebench.harness.ray_executor:ray_executor",
         options=RAY_OPTIONS,
+    ))
+
+
+@hookimpl
+def vaebench_register_references(register):
+    # Every value comes from the source the pack cites (its header says where each was read).
+    register(ReferenceSpec(
+        name="lin2020",
+        description="FactorVAE MIG on dSprites (gamma 1, 10, 20, 40; 10 runs), Lin et al. 2020 (InfoGAN-CR) Table 1.",
+        path="vaebench:reference_packs/lin2020_infogan_cr.toml",
     ))
