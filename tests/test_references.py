@@ -150,6 +150,7 @@ def test_bootstrap_interval_is_reproducible_and_none_for_one_seed(cli, tmp_path)
     assert 0.11 <= low < rows[4.0]["mean"] < high <= 0.31
     assert [low, high] == list(bootstrap_ci([0.11, 0.31, 0.2, 0.25]))
     assert bootstrap_ci([0.3]) is None and bootstrap_ci([0.3, 0.3]) == (0.3, 0.3)
+    assert bootstrap_ci([0.25, 0.2, 0.31, 0.11]) == (low, high)  # the values' order does not matter
     # the top two rows carry the seeds needed; beta=8 has one seed, so no estimate
     assert rows[8.0]["seeds_needed"]["seeds"] is None
 

@@ -30,14 +30,15 @@ MAX_SEEDS = 100_000
 def bootstrap_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float] | None:
     """A ``confidence`` (default 95 %) bootstrap interval ``(low, high)`` of the mean of
     ``values`` (one per seed, the metric's own unit), from ``scipy.stats.bootstrap`` with the
-    percentile method, :data:`RESAMPLES` resamples and the fixed :data:`RANDOM_STATE` (so
-    the output is reproducible). ``None`` for fewer than two values (no spread to resample);
+    percentile method, :data:`RESAMPLES` resamples and the fixed :data:`RANDOM_STATE` over the
+    sorted values (so the output is reproducible and does not depend on their order). ``None`` for fewer than two values (no spread to resample);
     ``(v, v)`` when every value is ``v`` (the resampled means do not vary).
 
     The percentile method, not scipy's default BCa: BCa's jackknife acceleration is undefined
     for two or three identical-ish seeds, where this field's configs often are.
     """
-    data = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    # sorted: the interval is a function of the values, not of the order they were read in
+    data = sorted(float(v) for v in values if v is not None and math.isfinite(float(v)))
     if len(data) < 2:
         return None
     if max(data) == min(data):
