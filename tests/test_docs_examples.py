@@ -26,7 +26,7 @@ from vaebench.testing import check_backend, check_dataset, check_metric, check_m
 from conftest import ROOT
 
 HOOKS = ("vaebench_register_models", "vaebench_register_metrics", "vaebench_register_datasets",
-         "vaebench_register_backends", "vaebench_register_executors")
+         "vaebench_register_backends", "vaebench_register_executors", "vaebench_register_references")
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 
@@ -61,6 +61,10 @@ def exercise(module: types.ModuleType) -> dict[str, list[str]]:
         check_backend(manager.backend(name), manager=manager)
     for name in added["executors"]:
         run_executor(manager, name)
+    for name in added["references"]:  # the pack reads and checks
+        from vaebench.harness.references import load_pack
+
+        assert load_pack(name, manager).entries
     return added
 
 

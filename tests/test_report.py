@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from conftest import TINY
 from vaebench.harness.cli import app
 from vaebench.harness.output import fmt
+from vaebench.harness.seed_noise import bootstrap_ci
 from vaebench.registry.store import write_record
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -159,7 +160,8 @@ def test_tables_hold_the_registry_numbers(registry: Path, report: tuple[Path, di
         mean, std = statistics.fmean(values), statistics.stdev(values)
         (cell,) = [c for c in board if c["metric"] == key and float(c["mean"]) == pytest.approx(mean, rel=1e-12)]
         assert float(cell["std"]) == pytest.approx(std, rel=1e-9) and cell["n"] == "2"
-        assert cell["text"] == f"{fmt(mean)}± {fmt(std)}"  # std on its own line
+        low, high = bootstrap_ci(values)  # the 95% bootstrap interval over the seeds, after the std
+        assert cell["text"] == f"{fmt(mean)}± {fmt(std)} [{fmt(low)}–{fmt(high)}]"  # std on its own line
         assert f"{fmt(mean)} ± {fmt(std)}" in markdown
     # the diverged config is there with its count, and no made-up numbers
     assert re.search(r"\| beta_vae \| 4 \|[^\n]*\| 1 \| 1 \| - \|", markdown), markdown

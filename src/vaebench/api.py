@@ -356,6 +356,7 @@ def leaderboard_result(
     model: str | None = None,
     manager: Any = None,
     attempts: str = "latest",
+    reference: str | None = None,
 ) -> Any:
     """:func:`leaderboard` with the record files left out: a ``registry.query.LeaderboardResult``
     (``.table``, ``.skipped``: ``(path, reason)``). Checks what ``vaebench leaderboard``
@@ -366,8 +367,15 @@ def leaderboard_result(
     (``.direction``). A ``reconstruction``-category metric over runs of several model
     likelihoods is ranked within each likelihood (grouped by ``likelihood`` first, ``.note``
     says so): NLLs of different likelihoods have different units. Each run counts with its
-    latest finished attempt; ``attempts="all"`` counts every attempt."""
+    latest finished attempt; ``attempts="all"`` counts every attempt.
+
+    Seed noise (``harness.standings``): ``.annotations`` holds per row its bootstrap interval over
+    seeds (``ci95``) and, with ``reference`` (a reference pack's name; unknown or malformed:
+    ``InputError``), where the row's mean stands against the pack (or why it is refused);
+    ``.seeds_needed`` the seeds per config that tell the top two rows apart."""
     import pyarrow.compute as pc
+
+    from vaebench.harness.references import ReferenceError, load_pack
 
     from vaebench.harness.metric_info import metric_info
     from vaebench.plugins.manager import plugin_manager
@@ -381,6 +389,10 @@ def leaderboard_result(
         raise InputError(str(exc)) from None
     if attempts not in ATTEMPTS:
         raise InputError(f"--attempts: choose from {', '.join(ATTEMPTS)}, not {attempts!r}")
+    try:
+        pack = load_pack(reference, manager) if reference is not None else None
+    except ReferenceError as exc:
+        raise InputError(str(exc)) from None
     by_cols = list(by) if by is not None else None
     if by_cols:
         bad = [c for c in by_cols if c not in GROUPABLE_COLUMNS]
@@ -409,7 +421,26 @@ def leaderboard_result(
         result.table = result.table.take(pc.sort_indices(result.table, sort_keys=[("likelihood", "ascending")]))
         result.note = (f"{metric} is ranked within each likelihood ({', '.join(mixed)}): "
                        f"their negative log-likelihoods have different units")
+    _annotate(result, registry, metric, dataset, model, attempts, pack)
     return result
+
+
+def _annotate(result: Any, registry: str, metric: str, dataset: str | None, model: str | None,
+              attempts: str, pack: Any) -> None:
+    """Fill ``result.annotations`` and ``result.seeds_needed`` (``harness.standings``)."""
+    from vaebench.harness import standings
+    from vaebench.registry import query
+    from vaebench.registry.schema import GROUPABLE_COLUMNS
+
+    cols = [c for c in result.table.column_names if c in GROUPABLE_COLUMNS]
+    con, _ = query.open_runs(registry, attempts=attempts)
+    try:
+        groups = query.group_values(con, metric, cols, dataset, model)
+    finally:
+        con.close()
+    rows = result.table.to_pylist()
+    result.annotations = standings.annotate(rows, groups, cols, metric, pack)
+    result.seeds_needed = standings.top_two_seeds_needed(rows)
 
 
 def run_grid(

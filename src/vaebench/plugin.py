@@ -93,13 +93,14 @@ from vaebench.plugins.specs import (
     MetricUnavailable,
     ModelSpec,
     PresetSpec,
+    ReferenceSpec,
 )
 
 __all__ = [
     # hooks
     "hookimpl",
     # what a plugin registers
-    "ModelSpec", "Hyperparameter", "MetricSpec", "DatasetSpec", "BackendSpec", "ExecutorSpec", "PresetSpec",
+    "ModelSpec", "Hyperparameter", "MetricSpec", "DatasetSpec", "BackendSpec", "ExecutorSpec", "PresetSpec", "ReferenceSpec",
     # metrics
     "EvaluationContext", "MetricResult", "MetricUnavailable",
     # datasets

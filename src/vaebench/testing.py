@@ -54,11 +54,11 @@ class SpecsPlugin:
     the hook, as it would in a real plugin."""
 
     def __init__(self, models: Any = (), metrics: Any = (), datasets: Any = (), backends: Any = (),
-                 executors: Any = (), presets: Any = ()) -> None:
+                 executors: Any = (), presets: Any = (), references: Any = ()) -> None:
         self.models, self.metrics = list(models), list(metrics)
         self.datasets, self.backends = list(datasets), list(backends)
         self.executors = list(executors)
-        self.presets = list(presets)
+        self.presets, self.references = list(presets), list(references)
 
     @staticmethod
     def _each(register: Any, specs: list[Any]) -> None:
@@ -88,6 +88,10 @@ class SpecsPlugin:
     @hookimpl
     def vaebench_register_presets(self, register: Any) -> None:
         self._each(register, self.presets)
+
+    @hookimpl
+    def vaebench_register_references(self, register: Any) -> None:
+        self._each(register, self.references)
 
 
 def plugin_manager(*plugins: object, builtin: bool = True) -> PluginManager:

@@ -757,13 +757,13 @@ def new_plugin(
 
 @app.command("list", epilog="Examples:\n\n  vaebench list models\n\n  vaebench list metrics --json")
 def list_specs(
-    kind: str = typer.Argument(..., metavar="KIND", help="models | metrics | datasets | backends | executors | presets"),
+    kind: str = typer.Argument(..., metavar="KIND", help="models | metrics | datasets | backends | executors | presets | references"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """List the registered models, metrics, datasets, backends or executors with a one-line description."""
+    """List the registered models, metrics, datasets, backends, executors or reference packs with a one-line description."""
     manager = _manager()
     if kind not in manager.specs:
-        fail(f"unknown kind {kind!r} (use models, metrics, datasets, backends, executors or presets)")
+        fail(f"unknown kind {kind!r} (use models, metrics, datasets, backends, executors, presets or references)")
     rows = []
     if kind == "models":
         from vaebench.harness.axes import axis_table
@@ -796,6 +796,8 @@ def list_specs(
         if kind == "presets":  # source and planned size (vaebench presets)
             found = preset_info[name]
             row.update(source=found["source"][:1], runs=found["runs"] if not found["error"] else found["error"])
+        if kind == "references":  # where the pack lives
+            row["pack"] = spec.path if spec.path is not None else "(in the plugin)"
         if kind == "executors":  # option name -> "type = default: help"
             row["options"] = [f"{k} ({t.__name__} = {d!r}): {h}" for k, (t, d, h) in spec.options.items()]
         rows.append(row)

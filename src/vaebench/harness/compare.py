@@ -6,7 +6,9 @@ declared direction (``MetricSpec.direction``): ``"better"`` / ``"worse"`` /
 ``"same"``, or None for direction ``"none"`` or when either side has no value. A metric
 whose plugin is not installed reads the direction its records carry. A ``reconstruction``
 metric of runs with different model likelihoods is not compared (``delta`` None, ``note``
-names the likelihoods): the negative log-likelihoods have different units.
+names the likelihoods): the negative log-likelihoods have different units. ``seeds_needed``:
+the seeds per side a two-sample t-test (α 0.05, power 0.8) needs to tell the two means apart
+at the observed seed sds (``seed_noise.seeds_needed``; None under 2 seeds a side or equal means).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from vaebench.harness.seed_noise import seeds_needed
 from vaebench.registry.selection import Selection, check_prefixes, fetch_runs
 
 __all__ = ["CONFIG_COLUMNS", "compare", "summarise_metric"]
@@ -116,7 +119,8 @@ def compare(
         sa, sb = summarise_metric(runs_a, key), summarise_metric(runs_b, key)
         delta = sb["mean"] - sa["mean"] if sa["mean"] is not None and sb["mean"] is not None else None
         d = direction(key)
-        row = {"metric": key, "direction": d, "a": sa, "b": sb, "delta": delta, "better": _judge(delta, d)}
+        row = {"metric": key, "direction": d, "a": sa, "b": sb, "delta": delta, "better": _judge(delta, d),
+               "seeds_needed": seeds_needed(sa["mean"], sa["std"], sb["mean"], sb["std"]).seeds}
         if info.category(key) == "reconstruction":
             kinds = sorted({likelihood(r) for r in runs_a + runs_b if r["status"] == "ok" and key in r["metrics"]})
             if len(kinds) > 1:

@@ -99,12 +99,14 @@ def leaderboard(
     registry: str = typer.Option(DEFAULT_REGISTRY, "--registry", help=REGISTRY_HELP),
     attempts: str = typer.Option("latest", "--attempts", help=ATTEMPTS_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON rows."),
+    reference: Optional[str] = typer.Option(None, "--reference", help="A reference pack (vaebench list references): each row's mean against the published values of the same model/dataset/setting."),
 ) -> None:
-    """Rank runs by a metric, aggregated over seeds (mean, std, n), with DuckDB."""
+    """Rank runs by a metric, aggregated over seeds (mean, std, n, a 95% bootstrap interval), with DuckDB;
+    the seeds per config that tell the top two apart; with --reference, where each row stands."""
     plugins = manager()
     try:
         result = api.leaderboard_result(registry, metric, names(by) if by else None, dataset, model, manager=plugins,
-                                        attempts=attempts)
+                                        attempts=attempts, reference=reference)
     except ValueError as exc:
         fail(str(exc))
     direction = result.direction
@@ -120,6 +122,13 @@ def leaderboard(
     if plugins.specs["metrics"].get(metric) is not None and plugins.metric(metric).tiers:
         for row in rows:
             row["tier"] = tier(metric, row["mean"])
+    from vaebench.harness.standings import CI_LABEL, describe_seeds_needed
+
+    pair = [i for i, r in enumerate(rows) if r["mean"] is not None][:2]
+    for i, (row, extra) in enumerate(zip(rows, result.annotations)):
+        row.update(extra)
+        if as_json:  # the top two rows carry the seeds needed to tell them apart
+            row["seeds_needed"] = result.seeds_needed if i in pair else None
     if as_json:
         print_json(rows)
         return
@@ -131,14 +140,28 @@ def leaderboard(
     table = Table(title=f"leaderboard: {metric} {arrow}")
     # Columns that no run sets (e.g. capacity in a β grid) only take width from people.
     cols = [c for c in rows[0]
-            if c in ("mean", "std", "n") or any(r[c] is not None for r in rows)]
+            if c in ("mean", "std", "n") or (c not in ("ci95", "reference") and any(r[c] is not None for r in rows))]
     headers = {"dataset_variant": "variant", "latent_dim": "D", "n_diverged": "diverged", "capacity": "C", "config_id": "config"}
     for col in cols:
         left = col in ("model", "dataset", "dataset_variant", "backend", "architecture")
         table.add_column(headers.get(col, col), justify="left" if left else "right", overflow="fold")
+        if col == "std":
+            table.add_column(CI_LABEL, justify="right")
+    if reference is not None:
+        table.add_column(f"vs {reference}", justify="left", overflow="fold")
     for row in rows:
-        table.add_row(*[fmt(row[c]) for c in cols])
+        cells = []
+        for c in cols:
+            cells.append(fmt(row[c]))
+            if c == "std":
+                cells.append(f"{fmt(row['ci95'][0])}–{fmt(row['ci95'][1])}" if row.get("ci95") else "-")
+        if reference is not None:
+            cells.append(escape(row["reference"]["text"]))
+        table.add_row(*cells)
     console.print(table)
+    line = describe_seeds_needed(result.seeds_needed)
+    if line:
+        console.print(escape(line), highlight=False)
 
 
 # ---------------------------------------------------------------- show
@@ -315,10 +338,11 @@ def compare(
     table.add_column("A", justify="right", overflow="fold")
     table.add_column("B", justify="right", overflow="fold")
     table.add_column("Δ B − A", justify="right")
-    table.add_row("runs", runs_cell(result["a"]), runs_cell(result["b"]), "")
+    table.add_column("seeds needed", justify="right")
+    table.add_row("runs", runs_cell(result["a"]), runs_cell(result["b"]), "", "")
     for row in result["config"]:
         style = "bold yellow" if row["differs"] else "dim"
-        table.add_row(row["column"], _cell(row["a"]), _cell(row["b"]), "≠" if row["differs"] else "", style=style)
+        table.add_row(row["column"], _cell(row["a"]), _cell(row["b"]), "≠" if row["differs"] else "", "", style=style)
     table.add_section()
     for row in result["metrics"]:
         def side(s: dict[str, Any]) -> str:
@@ -331,8 +355,11 @@ def compare(
         table.add_row(
             escape(row["metric"]) + (f" {ARROWS[row['direction']]}" if row["direction"] in ARROWS else ""), side(row["a"]), side(row["b"]),
             f"[{color}]{delta}[/]" if color else delta,
+            "-" if row.get("seeds_needed") is None or row.get("note") else str(row["seeds_needed"]),
         )
     console.print(table)
+    err_console.print("seeds needed: per side, for a two-sample t-test (α 0.05, power 0.8) to tell the two means "
+                      "apart at the observed seed sds", highlight=False)
 
 
 # ---------------------------------------------------------------- check
@@ -440,6 +467,7 @@ def report(
     metric: Optional[str] = typer.Option(None, "--metric", help="Metric ordering the leaderboard. \\[default: the first disentanglement metric]"),
     registry: str = typer.Option(DEFAULT_REGISTRY, "--registry", help=REGISTRY_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print what was written (paths, run counts, target verdicts) as JSON."),
+    reference: Optional[str] = typer.Option(None, "--reference", help="A reference pack (vaebench list references) to set the leaderboard's means against."),
 ) -> None:
     """Write a report on the selected runs: DIR/index.html, DIR/report.md and DIR/figures/.
 
@@ -462,7 +490,7 @@ def report(
     sel = _selection(selection, "SELECTION")
     base = _selection(baseline, "--baseline") if baseline is not None else None
     try:
-        result = rp.write_report(registry, out, sel, targets, base, metric)
+        result = rp.write_report(registry, out, sel, targets, base, metric, reference)
     except (TargetsError, RegistryError, ValueError) as exc:
         fail(str(exc))
     _warn_skipped(result.skipped)

@@ -329,6 +329,14 @@ def welch_worse_p(current: Sequence[float], baseline: Sequence[float], direction
 
 def _estimator(record: dict[str, Any], metric: str) -> str | None:
     """The estimator settings behind ``metric`` in one run, as canonical JSON (None: unknown)."""
+    settings = estimator_settings(record, metric)
+    return None if settings is None else json.dumps(settings, sort_keys=True)
+
+
+def estimator_settings(record: Mapping[str, Any], metric: str) -> dict[str, Any] | None:
+    """The estimator settings behind ``metric`` in one run (a record, or a row with its
+    ``metric_params`` JSON): the :data:`ESTIMATOR_KEYS` scalars of ``metric_params[metric]``,
+    plus ``"_eval"`` (the evaluation set: n, eval_seed); ``None`` where the run recorded none."""
     raw = record.get("metric_params")
     if not raw:
         return None
@@ -345,7 +353,7 @@ def _estimator(record: dict[str, Any], metric: str) -> str | None:
     evaluation = params.get("_eval")
     if isinstance(evaluation, dict):
         settings["_eval"] = {k: v for k, v in sorted(evaluation.items()) if isinstance(v, (str, int, float, bool))}
-    return json.dumps(settings, sort_keys=True)
+    return settings
 
 
 def _incomparable(runs: Sequence[dict[str, Any]], metric: str) -> str | None:

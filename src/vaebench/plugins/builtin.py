@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from vaebench import hookimpl
 from vaebench.plugins.specs import (
-    BackendSpec, DatasetSpec, ExecutorSpec, Hyperparameter, MetricSpec, ModelSpec, PresetSpec,
+    BackendSpec, DatasetSpec, ExecutorSpec, Hyperparameter, MetricSpec, ModelSpec, PresetSpec, ReferenceSpec,
 )
 
 _TORCH = "vaebench.plugins.backends.torch.models"
@@ -390,3 +390,13 @@ def vaebench_register_presets(register):
 
     for name, description in PRESETS.items():
         register(PresetSpec(name=name, description=description, path=str(files("vaebench.presets") / f"{name}.toml")))
+
+
+@hookimpl
+def vaebench_register_references(register):
+    # Every value comes from the source the pack cites (its header says where each was read).
+    register(ReferenceSpec(
+        name="lin2020",
+        description="FactorVAE MIG on dSprites (gamma 1, 10, 20, 40; 10 runs), Lin et al. 2020 (InfoGAN-CR) Table 1.",
+        path="vaebench:reference_packs/lin2020_infogan_cr.toml",
+    ))

@@ -1,4 +1,4 @@
-"""The plugin contract: six small hooks, each handed a ``register`` callable.
+"""The plugin contract: small hooks, each handed a ``register`` callable.
 
 A plugin module (named under the ``vaebench`` entry-point group) implements any
 of these with ``@hookimpl``, imported like everything else a plugin uses from the
@@ -19,7 +19,7 @@ from typing import Callable
 
 import pluggy
 
-from vaebench.plugins.specs import BackendSpec, DatasetSpec, ExecutorSpec, MetricSpec, ModelSpec, PresetSpec
+from vaebench.plugins.specs import BackendSpec, DatasetSpec, ExecutorSpec, MetricSpec, ModelSpec, PresetSpec, ReferenceSpec
 
 hookspec = pluggy.HookspecMarker("vaebench")
 
@@ -52,3 +52,8 @@ def vaebench_register_executors(register: Callable[[ExecutorSpec], None]) -> Non
 @hookspec
 def vaebench_register_presets(register: Callable[[PresetSpec], None]) -> None:
     """Register study presets (TOML files, ``vaebench run --preset NAME``) by calling ``register(PresetSpec(...))``."""
+
+
+@hookspec
+def vaebench_register_references(register: Callable[[ReferenceSpec], None]) -> None:
+    """Register reference packs (published values to set a run against) by calling ``register(ReferenceSpec(...))``."""

@@ -31,7 +31,8 @@ import pluggy
 
 from vaebench.plugins import hookspecs
 from vaebench.version import __version__
-from vaebench.plugins.specs import BackendSpec, DatasetSpec, ExecutorSpec, MetricSpec, ModelSpec, PresetSpec, load_object
+from vaebench.plugins.specs import (BackendSpec, DatasetSpec, ExecutorSpec, MetricSpec, ModelSpec, PresetSpec,
+                                    ReferenceSpec, load_object)
 
 ENTRY_POINT_GROUP = "vaebench"
 #: Environment variables choosing what loads (comma lists of plugin names).
@@ -42,7 +43,7 @@ BUILTIN = "builtin"
 
 KINDS: dict[str, type] = {
     "models": ModelSpec, "metrics": MetricSpec, "datasets": DatasetSpec, "backends": BackendSpec,
-    "executors": ExecutorSpec, "presets": PresetSpec,
+    "executors": ExecutorSpec, "presets": PresetSpec, "references": ReferenceSpec,
 }
 _HOOKS = {
     "models": "vaebench_register_models",
@@ -51,6 +52,7 @@ _HOOKS = {
     "backends": "vaebench_register_backends",
     "executors": "vaebench_register_executors",
     "presets": "vaebench_register_presets",
+    "references": "vaebench_register_references",
 }
 
 
@@ -255,6 +257,9 @@ class PluginManager:
 
     def preset(self, name: str) -> PresetSpec:
         return self.get("presets", name)
+
+    def reference(self, name: str) -> ReferenceSpec:
+        return self.get("references", name)
 
     def owner(self, kind: str, name: str) -> str:
         return self._owner[(kind, name)]

@@ -482,3 +482,35 @@ class PresetSpec:
     def import_paths(self) -> dict[str, str]:
         """A preset names no import path (its file is read when used)."""
         return {}
+
+
+
+@dataclass(frozen=True)
+class ReferenceSpec:
+    """A reference pack: published values of a metric per model / dataset / setting, with their
+    sources, that ``vaebench leaderboard --reference NAME`` and the report set a run against.
+
+    Exactly one of ``path`` and ``data``. ``path``: the pack file (TOML or JSON, never pickle),
+    a filesystem path or ``"package:relative/file.toml"`` (package data, read with
+    ``importlib.resources``); ``data``: the pack's content as a mapping (the same shape as the
+    file: ``harness/references.py`` says it). Nothing is read when the spec is made; a malformed
+    pack is a one-line error when it is used.
+    """
+
+    name: str
+    description: str
+    path: str | None = None
+    data: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.path is None) == (self.data is None):
+            raise ValueError(f"reference {self.name!r}: give exactly one of path and data")
+        if self.path is not None and not isinstance(self.path, str):
+            raise TypeError(f"reference {self.name!r}: path must be a string, not {type(self.path).__name__}")
+        if self.data is not None and not isinstance(self.data, Mapping):
+            raise TypeError(f"reference {self.name!r}: data must be a mapping, not {type(self.data).__name__}")
+
+    def import_paths(self) -> dict[str, str]:
+        """A pack names no import path."""
+        return {}
+

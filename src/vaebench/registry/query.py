@@ -58,6 +58,7 @@ from vaebench.registry.store import (
 __all__ = [
     "DEFAULT_BY",
     "LeaderboardResult",
+    "group_values",
     "leaderboard",
     "metric_keys",
     "open_runs",
@@ -444,6 +445,10 @@ class LeaderboardResult:
     direction: str = "higher"
     #: one line for the user (``reconstruction`` ranked within each likelihood), or ``""``
     note: str = ""
+    #: per row of ``table`` (``harness.standings.annotate``): ``ci95`` and, with a reference, ``reference``
+    annotations: list[dict[str, Any]] = field(default_factory=list)
+    #: ``harness.standings.top_two_seeds_needed`` of the table, or ``None``
+    seeds_needed: dict[str, Any] | None = None
 
 
 def _check_by(by: Sequence[str] | str) -> list[str]:
@@ -518,6 +523,36 @@ def rank(
     sql = _leaderboard_sql(cols, descending, where)
     params: list[Any] = [metric, dataset, dataset, model, model, *where_params]
     return to_arrow(con.sql(sql, params=params))
+
+
+def group_values(
+    con: duckdb.DuckDBPyConnection,
+    metric: str,
+    by: Sequence[str] = DEFAULT_BY,
+    dataset: str | None = None,
+    model: str | None = None,
+    selection: Selection | None = None,
+) -> dict[tuple[Any, ...], list[tuple[float, str | None]]]:
+    """The runs behind each :func:`rank` row: ``{(by values...): [(value, metric_params JSON),
+    ...]}`` of the ok runs with a finite value of ``metric`` (the runs its ``mean``, ``std`` and
+    ``n`` are over), ordered by seed. Same filters and validation as :func:`rank`."""
+    cols = _check_by(by)
+    where, where_params = selection.where() if selection is not None else ("TRUE", [])
+    select_by = "".join(f"{_quote_ident(c)}, " for c in cols)
+    sql = f"""
+        SELECT {select_by}v, metric_params FROM (
+            SELECT {select_by}seed, metric_params, element_at(metrics, ?)[1] AS v
+            FROM runs
+            WHERE status = 'ok'
+              AND (CAST(? AS VARCHAR) IS NULL OR dataset = ?)
+              AND (CAST(? AS VARCHAR) IS NULL OR model = ?)
+              AND ({where})
+        ) WHERE isfinite(v) ORDER BY seed NULLS LAST
+    """
+    out: dict[tuple[Any, ...], list[tuple[float, str | None]]] = {}
+    for row in con.sql(sql, params=[metric, dataset, dataset, model, model, *where_params]).fetchall():
+        out.setdefault(tuple(row[: len(cols)]), []).append((float(row[len(cols)]), row[len(cols) + 1]))
+    return out
 
 
 def leaderboard(

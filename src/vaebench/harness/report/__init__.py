@@ -70,6 +70,7 @@ def write_report(
     targets: str | os.PathLike[str] | None = None,
     baseline: str | Mapping[str, Any] | Selection | None = None,
     metric: str | None = None,
+    reference: str | None = None,
 ) -> ReportResult:
     """Write ``out_dir/index.html``, ``out_dir/report.md`` and ``out_dir/figures/`` for the runs
     of ``registry`` matching ``selection`` (the syntax of ``vaebench compare``; None: every run).
@@ -77,7 +78,7 @@ def write_report(
     ``targets``: a targets TOML (``vaebench check``'s format) whose verdicts the
     report shows; ``baseline`` selects the baseline runs of its max_regression
     checks. ``metric`` orders the leaderboard (default: the first disentanglement
-    metric present). Raises :class:`ReportError` / ``ValueError`` (no run
+    metric present); ``reference`` a reference pack to set its means against. Raises :class:`ReportError` / ``ValueError`` (no run
     selected, an ambiguous run id prefix, ``out_dir`` not a directory),
     ``targets.TargetsError`` (a bad targets file) and ``store.RegistryError``
     (an unreadable registry), each with a one-line message; nothing is written then.
@@ -86,7 +87,7 @@ def write_report(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ReportError(f"--out {out} exists and is not a directory")
-    data = gather(registry, selection, targets, baseline, metric)
+    data = gather(registry, selection, targets, baseline, metric, reference)
     return stage_and_publish(out, lambda stage: _render(stage, data))
 
 

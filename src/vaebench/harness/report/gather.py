@@ -60,6 +60,10 @@ class Gathered:
     targets_file: str | None = None
     #: one line on the leaderboard's order (a reconstruction metric ranked within each likelihood), or ""
     board_note: str = ""
+    #: the reference pack the ordering metric is set against (``--reference``), or ``None``
+    reference: str | None = None
+    #: ``harness.standings.top_two_seeds_needed`` of the ordering metric, or ``None``
+    seeds_needed: dict[str, Any] | None = None
 
     @property
     def disentangle(self) -> list[str]:
@@ -84,17 +88,21 @@ def gather(
     targets: str | os.PathLike[str] | None = None,
     baseline: str | Mapping[str, Any] | Selection | None = None,
     metric: str | None = None,
+    reference: str | None = None,
 ) -> Gathered:
     """Read what the report of ``selection`` shows (arguments as ``write_report``'s). Raises
     :class:`ReportError` / ``ValueError`` (no run selected, an ambiguous run id prefix, an
     unknown ``metric``), ``targets.TargetsError`` and ``store.RegistryError``, one line each."""
     from vaebench.harness import targets as tg
+    from vaebench.harness.references import load_pack
+    from vaebench.harness.standings import top_two_seeds_needed
     from vaebench.registry.readonly import open_readonly
     from vaebench.registry.store import RegistryError
 
     sel = parse_selection(selection)
     base_sel = parse_selection(baseline) if baseline is not None else None
     parsed = tg.load_targets(targets, baseline=base_sel is not None) if targets is not None else None
+    pack = load_pack(reference) if reference is not None else None  # ReferenceError: a ValueError, one line
     root = registry if location.is_remote(registry) else Path(registry)
     try:
         location.require(root)
@@ -118,7 +126,10 @@ def gather(
         mixed = sorted({str(r.get("likelihood") or DEFAULT_LIKELIHOOD) for r in runs
                         if r.get("status") == "ok" and order in (r.get("metrics") or {})})
         mixed = mixed if order is not None and info.category(order) == "reconstruction" and len(mixed) > 1 else []
-        board_cols, board = leaderboard_rows(con, sel, metrics, order, info.direction, by_likelihood=bool(mixed))
+        board_cols, board = leaderboard_rows(con, sel, metrics, order, info.direction, by_likelihood=bool(mixed),
+                                             pack=pack)
+        seeds = top_two_seeds_needed([{**{c: r[c] for c in board_cols}, "model": r["model"], "dataset": r["dataset"],
+                                       **r["metrics"][order]} for r in board if order in r["metrics"]]) if order else None
         # the leaderboard's own words (api.leaderboard_result)
         board_note = (f"{order} is ranked within each likelihood ({', '.join(mixed)}): their negative "
                       f"log-likelihoods have different units") if mixed else ""
@@ -127,6 +138,7 @@ def gather(
         con.close()
     return Gathered(root=root, selection=sel, runs=runs, skipped=skipped, groups=groups, info=info,
                     order=order, board_columns=board_cols, board=board, verdicts=verdicts, board_note=board_note,
+                    reference=reference, seeds_needed=seeds,
                     targets_file=None if parsed is None else str(targets))
 
 
@@ -200,25 +212,34 @@ def tradeoff_series(runs: Sequence[Mapping[str, Any]], metric: str) -> dict[str,
 
 
 def leaderboard_rows(con: Any, selection: Selection, metrics: Sequence[str], order_by: str | None,
-           direction: Callable[[str], str], by_likelihood: bool = False) -> tuple[list[str], list[dict[str, Any]]]:
+           direction: Callable[[str], str], by_likelihood: bool = False,
+           pack: Any = None) -> tuple[list[str], list[dict[str, Any]]]:
     """Leaderboard rows over ``selection``: group columns, ``runs``, ``n_diverged`` and per metric
     ``{mean, std, n, tier}``; ordered as ``vaebench leaderboard --metric order_by`` orders them
     (with ``by_likelihood``: grouped by the model's likelihood first, each group in the metric's
-    order, as the leaderboard ranks a reconstruction metric over several likelihoods)."""
+    order, as the leaderboard ranks a reconstruction metric over several likelihoods). Each metric's
+    entry carries ``ci95`` (``harness.standings.annotate``); with a reference ``pack``, each row
+    ``reference``: where ``order_by``'s mean stands against it (or why it is refused)."""
+    from vaebench.harness.standings import annotate
     from vaebench.harness.targets import tier
-    from vaebench.registry.query import DEFAULT_BY, rank
+    from vaebench.registry.query import DEFAULT_BY, group_values, rank
 
     by = ("likelihood", *DEFAULT_BY) if by_likelihood else DEFAULT_BY
     first = order_by or (metrics[0] if metrics else "mig")
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
     for metric in dict.fromkeys([first, *metrics]):
         table = rank(con, metric, by, descending=direction(metric) != "lower", selection=selection)
-        for row in table.to_pylist():
+        ranked = table.to_pylist()
+        extras = annotate(ranked, group_values(con, metric, by, selection=selection), by, metric,
+                          pack if metric == first else None)
+        for row, extra in zip(ranked, extras):
             key = tuple(row[c] for c in by)
             entry = rows.setdefault(key, {**{c: row[c] for c in by}, "runs": len(row["seeds"]),
                                           "n_diverged": row["n_diverged"], "metrics": {}})
             entry["metrics"][metric] = {"mean": row["mean"], "std": row["std"], "n": row["n"],
-                                        "tier": tier(metric, row["mean"])}
+                                        "tier": tier(metric, row["mean"]), "ci95": extra["ci95"]}
+            if "reference" in extra:
+                entry["reference"] = extra["reference"]
     # Unset columns only take width; so do the dataset columns when one dataset is reported (the header names it).
     columns = [c for c in BOARD_COLUMNS if any(r[c] is not None for r in rows.values())
                and not (c in ("dataset", "dataset_variant") and len({r[c] for r in rows.values()}) == 1)]

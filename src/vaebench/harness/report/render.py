@@ -177,7 +177,17 @@ def blocks(data: Gathered, figures: Figures, out: Path, direction: Callable[[str
     if order is not None:
         page.append(Block("para", f"Mean ± sample std over the ok runs of each configuration (vaebench leaderboard's "
                                   f"numbers), ordered by {order} ({DIRECTION_TEXT.get(direction(order), '')}). "
-                                  f"(n=k): fewer runs have that metric. Tiers are those the metric plugins declare."))
+                                  f"(n=k): fewer runs have that metric. Tiers are those the metric plugins declare. "
+                                  f"[low–high]: a 95% bootstrap interval of the mean over seeds (none under 2 seeds)."))
+        if data.seeds_needed is not None:
+            from vaebench.harness.standings import describe_seeds_needed
+
+            line = describe_seeds_needed(data.seeds_needed)
+            page.append(Block("para", line[0].upper() + line[1:] + "."))
+        if data.reference is not None:
+            page.append(Block("para", f"vs {data.reference}: where each configuration's mean {order} stands against "
+                                      f"the reference pack {data.reference} (vaebench list references), or why it "
+                                      f"is not compared."))
     if data.board_note:
         page.append(Block("note", data.board_note))
         notes.append(data.board_note)
@@ -197,16 +207,20 @@ def blocks(data: Gathered, figures: Figures, out: Path, direction: Callable[[str
                     # the same text, std on a second line so wide tables fit a screen
                     extra = "" if entry["n"] >= n_max else f" (n={entry['n']})"
                     std = f"± {fmt(entry['std'])}" if entry["std"] is not None else ""
-                    c.md, c.text = md(c.text) + (f" *{md(entry['tier'])}*" if entry["tier"] else ""), fmt(entry["mean"])
-                    c.tier, c.sub = entry["tier"], std + extra
+                    ci = f" [{fmt(entry['ci95'][0])}–{fmt(entry['ci95'][1])}]" if entry.get("ci95") else ""
+                    c.md, c.text = md(c.text + ci) + (f" *{md(entry['tier'])}*" if entry["tier"] else ""), fmt(entry["mean"])
+                    c.tier, c.sub = entry["tier"], std + ci + extra
                 else:
                     c = cell(mean_std(entry, n_max))
                 cells.append(c)
+            if data.reference is not None:
+                cells.append(cell((row.get("reference") or {}).get("text", ""), "l"))
             rows.append(cells)
         if metrics:
             page.append(Block("h3", group))
         table([HEADERS.get(c, c) for c in board_cols] + ["runs", "diverged/failed"]
-              + [f"{m} {ARROWS.get(direction(m), '')}".strip() for m in names], rows, left=label_cols)
+              + [f"{m} {ARROWS.get(direction(m), '')}".strip() for m in names]
+              + ([f"vs {data.reference}"] if data.reference is not None else []), rows, left=label_cols)
         if not metrics:
             break
 
