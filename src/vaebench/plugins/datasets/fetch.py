@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import shutil
 import tarfile
@@ -86,7 +87,7 @@ def _download(url: str, dest: Path, progress: Callable[[int, int | None], None] 
             part.replace(dest)
             return
         raise FetchError(f"{url}: HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         raise FetchError(f"{url}: {getattr(exc, 'reason', exc)}") from None
     with response:
         status = getattr(response, "status", 200)
@@ -105,7 +106,7 @@ def _download(url: str, dest: Path, progress: Callable[[int, int | None], None] 
                     got += len(chunk)
                     if progress is not None:
                         progress(got, total)
-            except (OSError, urllib.error.URLError) as exc:
+            except (OSError, urllib.error.URLError, http.client.HTTPException) as exc:
                 raise FetchError(f"{url}: download interrupted after {got} bytes ({exc}); "
                                  f"run the same command again to resume") from None
     if total is not None and part.stat().st_size < total:
@@ -179,13 +180,15 @@ def _unpack(remote: RemoteFile, archive: Path, folder: Path) -> None:
 
 
 def fetch(name: str, to: str | os.PathLike[str] | None = None, base_url: str | None = None,
-          progress: Callable[[str, int, int | None], None] | None = None) -> FetchResult:
+          progress: Callable[[str, int, int | None], None] | None = None,
+          source: Source | None = None) -> FetchResult:
     """Download dataset ``name`` into ``<to or data root>/<folder>``, verify, unpack and record it.
 
-    ``progress(filename, bytes_so_far, total_or_None)`` is called as bytes arrive. Raises
-    :class:`FetchError` (one line) on a failed or unverified download, ``KeyError`` for an
+    ``source``: the download to follow (default ``SOURCES[name]``; a plugin or a test can pass
+    its own). ``progress(filename, bytes_so_far, total_or_None)`` is called as bytes arrive.
+    Raises :class:`FetchError` (one line) on a failed or unverified download, ``KeyError`` for an
     unknown name."""
-    source = SOURCES[name]
+    source = source if source is not None else SOURCES[name]
     folder = Path(to).expanduser() / source.folder if to is not None else data_root() / source.folder
     folder.mkdir(parents=True, exist_ok=True)
     result = FetchResult(name, folder.resolve(), 0, unverified=source.unpinned)
