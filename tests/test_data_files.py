@@ -107,10 +107,12 @@ def test_mpi3d_npz_is_memory_mapped_and_row_major(tmp_path):
     check_sample(data, num_factors=7)
     images, factors = data.sample(50, np.random.default_rng(0))
     assert np.array_equal(np.round(images[:, 0, :7, 0] * 255).astype(int), factors)
-    # a folder works, and a compressed .npz (np.savez_compressed) is loaded instead of mapped
+    # a folder works, and a compressed .npz (np.savez_compressed) is extracted once beside it and mapped
     (tmp_path / "z").mkdir()
     write_mpi3d(tmp_path / "z" / "mpi3d_toy.npz", compressed=True)
-    assert np.array_equal(load_mpi3d_toy(tmp_path / "z").observations(factors), images)
+    packed = load_mpi3d_toy(tmp_path / "z")
+    assert isinstance(packed.images, np.memmap) and (tmp_path / "z" / "mpi3d_toy.npz.images.npy").is_file()
+    assert np.array_equal(packed.observations(factors), images)
 
 
 def test_mpi3d_row_count_without_grid_is_refused(tmp_path):

@@ -4,10 +4,16 @@
 name on disk, pinned sha256 and size where a source for them could be read, how each is
 unpacked), the folder it lands in, licence and citation. URLs are the ones
 disentanglement_lib's own download script uses (``bin/dlib_download_data`` at
-google-research/disentanglement_lib@86a644d4ed35c771560dc3360756363d35477357), plus
-``mpi3d_realistic`` / ``mpi3d_real`` from disentanglement-pytorch's README as found in the
-public index (the MPI3D authors' README at rr-learning/disentanglement_dataset@006e7f7 names the
-realistic one). SmallNORB's sha256 and sizes are TensorFlow Datasets' pinned checksums
+google-research/disentanglement_lib@86a644d4ed35c771560dc3360756363d35477357) for SmallNORB and
+Cars3D; MPI3D's are the three of the MPI3D authors' README
+(rr-learning/disentanglement_dataset@a7a6729f0a0fbd2370770a8a55f43f5df130408b, "the download
+links have been updated": Hugging Face ``waleedgondal/mpi3d``, 1,036,800 images each; that
+commit replaced a corrupted ``mpi3d_real.npz``). The earlier copies under the same names are
+fetched with ``--url https://storage.googleapis.com/disentanglement_dataset/Final_Dataset``; the
+460,800-image toy file disentanglement_lib's script fetches
+(``data_npz/sim_toy_64x_ordered_without_heldout_factors.npz``) is read from ``--dataset-path``
+(the MPI3D loader knows both grids).
+SmallNORB's sha256 and sizes are TensorFlow Datasets' pinned checksums
 (``tensorflow_datasets/url_checksums/smallnorb.txt`` at
 tensorflow/datasets@333639b37af6c6fedf3610a4a2d42f1c6ef6f7d5). No sha256 could be sourced for
 MPI3D and Cars3D: those entries are unpinned (``sha256=None``) and ``data fetch`` says so.
@@ -70,10 +76,10 @@ class Source:
         return [f.filename for f in self.files if f.sha256 is None]
 
 
-_GCS = "https://storage.googleapis.com/disentanglement_dataset"
+_MPI3D_HF = "https://huggingface.co/datasets/waleedgondal/mpi3d/resolve/main"
 _NORB = "https://cs.nyu.edu/~ylclab/data/norb-v1.0-small"
 _MPI3D_CITE = ("Gondal et al. 2019, On the Transfer of Inductive Bias from Simulation to the Real World: "
-               "a New Disentanglement Dataset, arXiv:1906.03292")
+               "a New Disentanglement Dataset, NeurIPS")
 _MPI3D_LICENCE = "CC BY 4.0 (rr-learning/disentanglement_dataset README)"
 _NO_SHA = "no published sha256 found: unpinned (the download is not verified)"
 #: TensorFlow Datasets' checksums of the SmallNORB .gz files: (chunk, part) -> (size, sha256).
@@ -98,15 +104,15 @@ def _norb_files() -> tuple[RemoteFile, ...]:
 SOURCES: dict[str, Source] = {
     "mpi3d_toy": Source(
         "mpi3d_toy", "mpi3d_toy",
-        (RemoteFile(f"{_GCS}/data_npz/sim_toy_64x_ordered_without_heldout_factors.npz", "mpi3d_toy.npz"),),
+        (RemoteFile(f"{_MPI3D_HF}/mpi3d_toy.npz", "mpi3d_toy.npz"),),
         _MPI3D_LICENCE, _MPI3D_CITE, _NO_SHA),
     "mpi3d_realistic": Source(
         "mpi3d_realistic", "mpi3d_realistic",
-        (RemoteFile(f"{_GCS}/data_npz/sim_realistic_64x_ordered_without_heldout_factors.npz", "mpi3d_realistic.npz"),),
+        (RemoteFile(f"{_MPI3D_HF}/mpi3d_realistic.npz", "mpi3d_realistic.npz"),),
         _MPI3D_LICENCE, _MPI3D_CITE, _NO_SHA),
     "mpi3d_real": Source(
         "mpi3d_real", "mpi3d_real",
-        (RemoteFile(f"{_GCS}/Final_Dataset/mpi3d_real.npz", "mpi3d_real.npz"),),
+        (RemoteFile(f"{_MPI3D_HF}/mpi3d_real.npz", "mpi3d_real.npz"),),
         _MPI3D_LICENCE, _MPI3D_CITE, _NO_SHA),
     "smallnorb": Source(
         "smallnorb", "small_norb", _norb_files(),

@@ -14,16 +14,19 @@ row-major order (row ``= dot(factors, prod(sizes) / cumprod(sizes))``), images `
     vertical_axis     40   (second DOF)
 
 The first two sizes follow the row count: ``N == 1,036,800`` -> 6 × 6 (the files published
-now), ``N == 460,800`` -> 4 × 4 (the first release, as the MPI3D authors' README and
-disentanglement_lib's ``factor_sizes = [4, 4, 2, 3, 3, 40, 40]`` for toy/realistic describe
-it). Any other ``N`` is refused unless the file carries its own grid: an int array
+now, as the MPI3D authors' README at
+rr-learning/disentanglement_dataset@a7a6729f0a0fbd2370770a8a55f43f5df130408b describes them, and
+disentanglement_lib's ``mpi3d_real`` sizes), ``N == 460,800`` -> 4 × 4 (the first release, the
+toy file disentanglement_lib's download script fetches, its ``factor_sizes = [4, 4, 2, 3, 3,
+40, 40]`` for toy/realistic). Any other ``N`` is refused unless the file carries its own grid: an int array
 ``factor_sizes`` of seven sizes with ``prod == N`` (not in the published files; a reduced file
 a test or a user writes in the same layout, e.g. ``[2, 2, 2, 3, 3, 2, 2]`` with 288 rows).
 
 Memory: the published files are stored uncompressed in the zip (``np.savez``), so the
 ``images`` member is memory-mapped in place (``np.memmap`` at the member's data offset; the
 12.7 GB array is never read whole); a compressed member (``np.savez_compressed``) cannot be
-mapped and is loaded into memory. Variant ``"npz"``; :meth:`MPI3D.digest` streams the file's
+mapped in place: it is extracted once to ``<file>.images.npy`` beside the file and that is
+mapped (loaded into memory only where that file cannot be written). Variant ``"npz"``; :meth:`MPI3D.digest` streams the file's
 sha256 once (cached).
 """
 
@@ -62,8 +65,7 @@ def npz_member(path: str, key: str) -> np.ndarray:
                 raise DatasetError(f"{path!r} has no {key!r} array (has {sorted(n[:-4] for n in zf.namelist())})")
             info = zf.getinfo(member)
             if info.compress_type != zipfile.ZIP_STORED:
-                with zf.open(member) as fh:
-                    return np.lib.format.read_array(fh, allow_pickle=False)
+                return _unzipped(zf, member, path, key)
         with open(path, "rb") as fh:
             fh.seek(info.header_offset)
             local = fh.read(30)
@@ -82,6 +84,23 @@ def npz_member(path: str, key: str) -> np.ndarray:
     if dtype.hasobject:
         raise DatasetError(f"{path!r}: {key!r} holds Python objects; refusing to unpickle")
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+
+
+def _unzipped(zf: zipfile.ZipFile, member: str, path: str, key: str) -> np.ndarray:
+    """A compressed member: extracted once to ``<path>.<key>.npy`` beside the file (kept while it
+    is newer than the file) and memory-mapped; loaded into memory where that cannot be written."""
+    cache = f"{path}.{key}.npy"
+    try:
+        if not (os.path.isfile(cache) and os.path.getmtime(cache) >= os.path.getmtime(path)):
+            tmp = f"{cache}.{os.getpid()}.tmp"
+            with zf.open(member) as src, open(tmp, "wb") as dst:
+                while block := src.read(1 << 22):
+                    dst.write(block)
+            os.replace(tmp, cache)
+        return np.load(cache, mmap_mode="r", allow_pickle=False)
+    except OSError:
+        with zf.open(member) as fh:
+            return np.lib.format.read_array(fh, allow_pickle=False)
 
 
 class MPI3D(FactorGridDataset):
