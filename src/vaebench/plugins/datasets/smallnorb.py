@@ -13,8 +13,10 @@ float32, ``0x1E3D4C53`` float64, ``0x1E3D4C56`` int16), ``ndim``, ``max(3, ndim)
 slots (the unused ones padding), then the data in row-major order (:func:`read_binary_matrix`,
 :func:`write_binary_matrix`). ``dat``: ``(N, 2, 96, 96)`` uint8 stereo pairs; ``cat``: ``(N,)``
 int32 category; ``info``: ``(N, 4)`` int32 instance, elevation, azimuth (0, 2, ..., 34),
-lighting. disentanglement_lib reads the byte type as ``int8``; Pillow turns either into the
-same 32-bit ``"I"`` image, so the pixels are the unsigned bytes (this module reads ``uint8``).
+lighting. disentanglement_lib reads the byte type as ``int8``; Pillow (checked with 13.0) turns
+an ``int8`` array into the same 32-bit ``"I"`` image as the ``uint8`` one (raw mode ``I;8``:
+the unsigned bytes), so this module reads ``uint8`` and resizes that ``"I"`` image
+(``tests/test_data_files.py`` compares the two paths).
 
 As there: both chunks are concatenated (48,600 rows); the left camera image (``dat[:, 0]``) is
 resized 96 × 96 -> 64 × 64 with Pillow's Lanczos filter (``ANTIALIAS``) on the 32-bit image,
