@@ -3,7 +3,8 @@ MATLAB .mat), each read from a small file written here in that exact format, and
 ``vaebench data fetch`` / ``data list`` against an HTTP server started on 127.0.0.1.
 
 Costs (2-core machine): each loader test well under 1 s (Cars3D ~1 s: 3 cars × 96 Lanczos
-resizes); each fetch test ~0.3-1 s (in-process CLI, a local threaded server)."""
+resizes); each fetch test ~0.3-1 s (in-process CLI, a local threaded server); the tiny
+real run on SmallNORB ~7 s."""
 
 from __future__ import annotations
 
