@@ -122,7 +122,8 @@ def test_builtin_plugin_comes_from_vaebench_own_entry_point():
     assert (b["package"], b["version"], b["status"], b["error"]) == ("vaebench", vaebench.__version__, "ok", "")
     assert b["registered"]["models"] == BUILTIN_MODELS
     assert BUILTIN_METRICS <= set(b["registered"]["metrics"])
-    assert b["registered"]["datasets"] == ["dsprites", "mnist", "digits", "shapes3d", "color_dsprites", "noisy_dsprites", "scream_dsprites"]
+    assert b["registered"]["datasets"] == ["dsprites", "mnist", "digits", "shapes3d", "color_dsprites", "noisy_dsprites", "scream_dsprites",
+                                             "mpi3d_toy", "mpi3d_realistic", "mpi3d_real", "smallnorb", "cars3d"]
     assert b["registered"]["backends"] == ["torch", "jax"]
 
 

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from vaebench import api
-from vaebench.harness import grid_cli, presets_cli, registry_cli, results_cli
+from vaebench.harness import data_cli, grid_cli, presets_cli, registry_cli, results_cli
 from vaebench.harness.output import (
     DEBUG_ENV,
     DEFAULT_REGISTRY,
@@ -817,6 +817,7 @@ results_cli.register(app, ("query", "compare", "check", "report"))
 registry_cli.register(app)
 grid_cli.register(app, exit_for=lambda records: _exit_for(records))
 presets_cli.register(app)
+data_cli.register(app)
 
 
 def main() -> None:

@@ -308,6 +308,31 @@ def vaebench_register_datasets(register):
                     "background a procedural texture (not the painting), or --dataset-path scream.jpg.",
         load=f"{_V}:load_scream_dsprites", has_sampler=True, num_factors=5,
     ))
+    for mode, what in (("toy", "simplistic renders"), ("realistic", "realistic renders"), ("real", "camera images")):
+        register(DatasetSpec(
+            name=f"mpi3d_{mode}",
+            description=f"MPI3D {mode} (Gondal et al. 2019): 64×64 RGB {what}, 7 factors; the published .npz "
+                        f"(memory-mapped); `vaebench data fetch mpi3d_{mode}`.",
+            load=f"vaebench.plugins.datasets.mpi3d:load_mpi3d_{mode}",
+            has_sampler=True,
+            num_factors=7,
+        ))
+    register(DatasetSpec(
+        name="smallnorb",
+        description="SmallNORB (LeCun et al. 2004): 96×96 -> 64×64 grayscale toys, 4 factors (instance drawn); "
+                    "its binary .mat files; `vaebench data fetch smallnorb`.",
+        load="vaebench.plugins.datasets.smallnorb:load_smallnorb",
+        has_sampler=True,
+        num_factors=4,
+    ))
+    register(DatasetSpec(
+        name="cars3d",
+        description="Cars3D (Reed et al. 2015): 128×128 -> 64×64 RGB car renders, 3 factors; its .mat files; "
+                    "`vaebench data fetch cars3d`.",
+        load="vaebench.plugins.datasets.cars3d:load_cars3d",
+        has_sampler=True,
+        num_factors=3,
+    ))
 
 
 @hookimpl
