@@ -30,14 +30,13 @@ hashes the files' names and bytes in factor order.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vaebench.plugins.datasets.base import DatasetError, FactorDataset, FactorGridDataset
+from vaebench.plugins.datasets.base import DatasetError, FactorDataset, FactorGridDataset, hash_files
 from vaebench.plugins.datasets.catalog import locate
 
 __all__ = ["FACTOR_NAMES", "Cars3D", "car_files", "load_cars3d", "resize_rgb"]
@@ -123,13 +122,7 @@ class Cars3D(FactorGridDataset):
     def digest(self) -> str:
         """First 16 hex chars of the sha256 of the files' names and bytes, in factor order."""
         if self._digest is None:
-            h = hashlib.sha256()
-            for path in self.files:
-                h.update(path.name.encode() + b"\0")
-                with open(path, "rb") as fh:
-                    for block in iter(lambda: fh.read(1 << 22), b""):
-                        h.update(block)
-            self._digest = h.hexdigest()[:16]
+            self._digest = hash_files(self.files, with_names=True).hexdigest()[:16]
         return self._digest
 
     def __getstate__(self) -> dict[str, Any]:

@@ -59,11 +59,12 @@ import zipfile
 import numpy as np
 
 from vaebench.plugins.datasets.base import (
-    FactorGridDataset,
     DatasetError,
     FactorDataset,
+    FactorGridDataset,
     check_factors,
     flat_index,
+    hash_files,
 )
 
 __all__ = [
@@ -326,11 +327,7 @@ class NpzDSprites(FactorGridDataset):
     def digest(self) -> str:
         """First 16 hex chars of the sha256 of the file's bytes (streamed, cached)."""
         if self._digest is None:
-            h = hashlib.sha256()
-            with open(self.path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-            self._digest = h.hexdigest()[:16]
+            self._digest = hash_files([self.path]).hexdigest()[:16]
         return self._digest
 
     def _rows(self, factors: np.ndarray) -> np.ndarray:

@@ -17,7 +17,6 @@ file is fetched from ``<base_url>/<basename of the URL>`` (a mirror, or a test's
 from __future__ import annotations
 
 import gzip
-import hashlib
 import http.client
 import os
 import shutil
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from vaebench.plugins.datasets.base import hash_files
 from vaebench.plugins.datasets.catalog import SOURCES, URL_ENV_PREFIX, RemoteFile, Source, data_root, record, tree_size
 
 __all__ = ["FetchError", "FetchResult", "fetch", "file_url"]
@@ -116,11 +116,7 @@ def _download(url: str, dest: Path, progress: Callable[[int, int | None], None] 
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return hash_files([path]).hexdigest()
 
 
 def _verify(remote: RemoteFile, path: Path, url: str) -> None:

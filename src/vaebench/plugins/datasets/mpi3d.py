@@ -32,7 +32,6 @@ sha256 once (cached).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import struct
 import zipfile
@@ -41,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from vaebench.plugins.datasets.base import DatasetError, FactorDataset, FactorGridDataset
+from vaebench.plugins.datasets.base import DatasetError, FactorDataset, FactorGridDataset, hash_files
 from vaebench.plugins.datasets.catalog import locate
 
 __all__ = ["FACTOR_NAMES", "MODES", "MPI3D", "load_mpi3d_real", "load_mpi3d_realistic", "load_mpi3d_toy",
@@ -152,11 +151,7 @@ class MPI3D(FactorGridDataset):
     def digest(self) -> str:
         """First 16 hex chars of the sha256 of the file's bytes (streamed, cached)."""
         if self._digest is None:
-            h = hashlib.sha256()
-            with open(self.path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 22), b""):
-                    h.update(chunk)
-            self._digest = h.hexdigest()[:16]
+            self._digest = hash_files([self.path]).hexdigest()[:16]
         return self._digest
 
     def __getstate__(self) -> dict[str, Any]:

@@ -36,7 +36,6 @@ file once: seconds for the 5.9 GB original).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Any
 
@@ -48,6 +47,7 @@ from vaebench.plugins.datasets.base import (
     FactorGridDataset,
     check_factors,
     flat_index,
+    hash_files,
 )
 
 __all__ = ["FACTOR_NAMES", "FACTOR_SIZES", "H5_FILENAME", "H5_URL", "Shapes3D", "load_shapes3d"]
@@ -217,11 +217,7 @@ class Shapes3D(FactorGridDataset):
     def digest(self) -> str:
         """First 16 hex chars of the sha256 of the file's bytes (streamed, cached)."""
         if self._digest is None:
-            h = hashlib.sha256()
-            with open(self.path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 22), b""):
-                    h.update(chunk)
-            self._digest = h.hexdigest()[:16]
+            self._digest = hash_files([self.path]).hexdigest()[:16]
         return self._digest
 
     def __repr__(self) -> str:

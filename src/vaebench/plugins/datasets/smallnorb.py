@@ -44,7 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from vaebench.plugins.datasets.base import DatasetError, FactorDataset, check_factors, sample_factor_grid
+from vaebench.plugins.datasets.base import (DatasetError, FactorDataset, check_factors, hash_files,
+                                            sample_factor_grid)
 from vaebench.plugins.datasets.catalog import locate
 
 __all__ = ["CHUNKS", "FACTOR_NAMES", "MAGIC", "SmallNORB", "load_smallnorb", "read_binary_matrix",
@@ -218,12 +219,7 @@ class SmallNORB:
     def digest(self) -> str:
         """First 16 hex chars of the sha256 of the six files' bytes, in :data:`CHUNKS` order."""
         if self._digest is None:
-            h = hashlib.sha256()
-            for path in self.paths:
-                with open(path, "rb") as fh:
-                    for block in iter(lambda: fh.read(1 << 22), b""):
-                        h.update(block)
-            self._digest = h.hexdigest()[:16]
+            self._digest = hash_files(self.paths).hexdigest()[:16]
         return self._digest
 
     def __repr__(self) -> str:
