@@ -114,20 +114,23 @@ def test_a_plugin_ships_a_preset(tmp_path):
 
 
 def test_dry_run_summary_counts_and_totals(cli, tmp_path):
-    """(~1 s.) The laptop-sized locatello2019: 36 runs, per model and dataset, steps and
-    images; a big study lists its first runs and a count."""
+    """(~5 s: two throughput probes of the mlp.) The laptop-sized locatello2019 (mlp here, to
+    keep the probe cheap): 36 runs, per model and dataset, steps and images; a big study lists
+    its first runs and a count; an empty registry: this machine's throughput measured now."""
     out = _dry(cli, "--preset", "locatello2019", "--seeds", "0", "--steps", "200", "--dataset", "dsprites",
-               "--registry", tmp_path / "reg")
+               "--architecture", "mlp", "--registry", tmp_path / "reg")
     summary = out["summary"]
     assert summary["runs"] == len(out["runs"]) == 36
     assert summary["per_model"] == {"beta_vae": 6, "beta_vae_capacity": 6, "factor_vae": 6, "dip_vae": 12, "beta_tcvae": 6}
     assert summary["per_dataset"] == {"dsprites": 36}
     assert summary["steps"] == 36 * 200 and summary["images"] == 36 * 200 * 64
-    assert summary["estimates"] == []  # an empty registry: nothing measured
+    (probe,) = summary["estimates"]  # an empty registry: measured now, one planned run for 50 steps
+    assert probe["this_machine"] and probe["device_name"] == "measured now" and probe["seconds"] > 0
+    assert probe["runs_estimated"] == 36 and not (tmp_path / "reg" / "runs").exists()  # nothing recorded
     text = cli("run", "--preset", "locatello2019", "--seeds", "0,1", "--steps", "200", "--dataset", "dsprites",
-               "--registry", tmp_path / "reg", "--dry-run").stdout
+               "--architecture", "mlp", "--registry", tmp_path / "reg", "--dry-run").stdout
     assert "... and 62 more run(s)" in text and "72 run(s): per model beta_vae 12" in text
-    assert "no estimate on this machine" in text
+    assert "estimated training time on this machine (cpu, measured now over 50 steps" in text
 
 
 def test_estimate_from_records_in_a_registry(tmp_path, cli):

@@ -283,7 +283,7 @@ def run(
         from vaebench.harness.study_size import LIST_HEAD, LIST_LIMIT, study_summary, summary_lines
 
         try:
-            summary = study_summary(specs, opts["registry"], str(opts["device"]))
+            summary = study_summary(specs, opts["registry"], str(opts["device"]), manager)
         except (LocationError, RegistryError) as exc:
             fail(str(exc))
         if as_json:

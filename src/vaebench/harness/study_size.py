@@ -6,12 +6,15 @@ The estimate: each planned run takes ``steps * batch_size`` images at the median
 and device kind (``cpu`` / ``cuda``); where the model has none, the median of that
 architecture's records on the device kind (any model). The runs are counted one after
 another (the recorded per-run throughput; a grid that trains runs side by side, or a
-cluster, finishes sooner). No records of a device kind: no estimate for it, said so.
+cluster, finishes sooner). No records of a device kind: no estimate for it, said so —
+except this machine's: with no record of its throughput, :func:`probe` measures it now
+(:data:`PROBE_STEPS` steps of one planned run per architecture, nothing recorded).
 """
 
 from __future__ import annotations
 
 import statistics
+import time
 from collections import Counter
 from typing import Any, Sequence
 
@@ -19,6 +22,10 @@ from typing import Any, Sequence
 LIST_LIMIT = 50
 #: Runs shown when a study is bigger than :data:`LIST_LIMIT`.
 LIST_HEAD = 10
+#: Training steps of the throughput probe; the rate is timed over its last 20 steps (progress
+#: reports every 10), so the warm-up of the first ones (threads, the dataset's lazy parts:
+#: seconds on a CPU) is left out.
+PROBE_STEPS = 50
 
 
 def device_kind(device: str | None) -> str:
@@ -87,18 +94,50 @@ def estimate(specs: Sequence[Any], records: Sequence[dict[str, Any]], kind: str)
     }
 
 
-def study_summary(specs: Sequence[Any], registry: str, device: str = "auto") -> dict[str, Any]:
+def probe(specs: Sequence[Any], manager: Any, device: str = "cpu") -> list[dict[str, Any]]:
+    """This machine's throughput measured now: the first planned run of each architecture
+    trained :data:`PROBE_STEPS` steps on ``device`` (its dataset loaded, nothing recorded or
+    written), as :func:`recorded_throughput` rows (``device_name``: ``"measured now"``). A
+    run that cannot train here is left out."""
+    from dataclasses import replace
+
+    from vaebench.plugins.backends import get_backend
+    from vaebench.plugins.backends.base import ExecutionOptions
+
+    rows = []
+    for spec in {s.architecture: s for s in reversed(list(specs))}.values():
+        short = replace(spec, steps=PROBE_STEPS, start_step=None)
+        seen: list[tuple[int, float]] = []  # (step, clock) of each progress report
+        try:
+            backend = get_backend(short.backend, manager)
+            dataset = manager.dataset(short.dataset).loader()(path=short.dataset_path)
+            backend.train(short, dataset, ExecutionOptions(device=device, figures=False, progress_every=10),
+                          on_progress=lambda step, values: seen.append((step, time.perf_counter())))
+        except Exception:  # noqa: BLE001 - no estimate for it, said by the summary
+            continue
+        first, last = seen[-3:][0] if len(seen) >= 3 else None, seen[-1] if seen else None
+        if first is not None and last[1] > first[1]:  # the steady rate, warm-up left out
+            rows.append({"model": spec.model, "architecture": spec.architecture, "kind": device_kind(device),
+                         "device_name": "measured now",
+                         "images_per_second": (last[0] - first[0]) * short.batch_size / (last[1] - first[1])})
+    return rows
+
+
+def study_summary(specs: Sequence[Any], registry: str, device: str = "auto", manager: Any = None) -> dict[str, Any]:
     """The size of the planned ``specs`` and its estimated time (JSON-ready): ``runs``,
     ``per_model`` and ``per_dataset`` run counts, ``steps`` (total optimisation steps),
     ``images`` (total training images: steps x batch size), and ``estimates``: one per
     device kind the registry has records of, this machine's (``device``; ``auto``: cuda
-    when torch sees a GPU) first, each marked ``this_machine``."""
+    when torch sees a GPU) first, each marked ``this_machine``. With ``manager`` and no
+    record of this machine's throughput, it is measured now (:func:`probe`)."""
     here = device_kind(device)
     if device == "auto":
         import torch
 
         here = "cuda" if torch.cuda.is_available() else "cpu"
     records = recorded_throughput(registry)
+    if manager is not None and specs and not any(r["kind"] == here for r in records):
+        records = records + probe(specs, manager, "cuda" if here == "cuda" else "cpu")
     estimates = []
     for kind in [here] + [k for k in ("cuda", "cpu") if k != here]:
         found = estimate(specs, records, kind)
@@ -140,9 +179,12 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         name = f"{e['device']}, {e['device_name']}" if e["device_name"] else e["device"]
         part = "" if e["runs_estimated"] == summary["runs"] else f" ({e['runs_estimated']} of the runs; the rest: no record of their architecture)"
         other = f"; {', '.join(e['models_from_other_records'])} from other models' records" if e["models_from_other_records"] else ""
-        lines.append(f"estimated training time on {where} ({name}, from {e['records']} record(s){other}): "
+        source = (f"measured now over {PROBE_STEPS} steps" if e["device_name"] == "measured now"
+                  else f"from {e['records']} record(s)")
+        name = e["device"] if e["device_name"] == "measured now" else name
+        lines.append(f"estimated training time on {where} ({name}, {source}{other}): "
                      f"{duration(e['seconds'])}, one run after another{part}")
     if not any(e["this_machine"] for e in summary["estimates"]):
-        lines.append(f"no estimate on this machine ({summary['this_machine']}): the registry has no record of "
-                     "its throughput there; train a few short runs first (e.g. --steps 200) to measure it")
+        lines.append(f"no estimate on this machine ({summary['this_machine']}): no record of its throughput and "
+                     "none could be measured now; train a few short runs first (e.g. --steps 200)")
     return lines
