@@ -126,6 +126,11 @@ def run_title(r: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
+def plain(text: Any) -> str:
+    """``text`` as matplotlib draws it literally: ``$`` escaped (no mathtext from a registry string)."""
+    return str(text).replace("$", r"\$")
+
+
 def _explanation(data: Explained, dest: Path, config: str, run: Mapping[str, Any] | None) -> Explanation:
     """Draw ``data`` as ``dest/matrices.png`` with its numbers as ``dest/matrices.json``."""
     import json
@@ -146,9 +151,10 @@ def _heatmap(fig: Any, ax: Any, matrix: Sequence[Sequence[float]], columns: Sequ
     m = np.array(matrix, dtype=float)
     im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
     ax.set_xticks(range(len(columns)))
-    ax.set_xticklabels(columns, rotation=35, ha="right", fontsize=7)
+    ax.set_xticklabels([plain(c) for c in columns], rotation=35, ha="right", fontsize=7)
     ax.set_yticks(range(m.shape[0]))
-    ax.set_yticklabels(rows if rows is not None else [f"z{d}" for d in range(m.shape[0])], fontsize=7)
+    ax.set_yticklabels([plain(r) for r in rows] if rows is not None else [f"z{d}" for d in range(m.shape[0])],
+                       fontsize=7)
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).set_label(unit, fontsize=7)
     if annotate:
@@ -185,7 +191,7 @@ def plot_explained(data: Explained, path: Path) -> None:
             bars = ax.bar(range(len(names)), [data.gaps[f] for f in names], color="#1f77b4")
             ax.bar_label(bars, fmt="%.3f", fontsize=6)
             ax.set_xticks(range(len(names)))
-            ax.set_xticklabels(names, rotation=35, ha="right", fontsize=7)
+            ax.set_xticklabels([plain(f) for f in names], rotation=35, ha="right", fontsize=7)
             ax.set_ylim(0, max(1.0, max(data.gaps.values())))
             ax.set_title("MIG gap per factor: (I₁ − I₂) / H(v)", fontsize=9)
             ax.set_xlabel("factor", fontsize=8)
@@ -208,7 +214,7 @@ def plot_explained(data: Explained, path: Path) -> None:
             ax.set_ylabel("KL (nats)", fontsize=8)
             ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
-    fig.suptitle(data.label, fontsize=9)
+    fig.suptitle(plain(data.label), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
