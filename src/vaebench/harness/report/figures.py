@@ -62,10 +62,11 @@ class Figures:
     correlation_png: Path | None = None
 
     def files(self) -> list[Path]:
-        """Every file written, in the order the report shows them."""
+        """Every image written, in the order the report shows them (the ``matrices.json`` beside
+        each matrices figure is not an image and not listed)."""
         out = [p for p in (self.tradeoff, self.capacity) if p is not None]
         for e in self.explained:
-            out += [e.png, e.json]
+            out.append(e.png)
         if self.correlation_png is not None:
             out.append(self.correlation_png)
         for t in self.traversals:
