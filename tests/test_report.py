@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import statistics
@@ -277,17 +278,57 @@ def test_hostile_strings_are_escaped(tmp_path: Path) -> None:
     assert any("aaaa00000001" in n and "file missing" in n for n in json.loads(res.stdout)["notes"])
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install chromium)")
-def test_page_renders_in_headless_chromium(report: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
-    out, _ = report
-    shot = tmp_path / "page.png"
-    subprocess.run(
+#: Appended to a copy of the page (the report itself has no scripts): after load, each <img> is
+#: marked data-loaded="true" when it decoded (naturalWidth > 0), "false" when it is broken.
+PROBE = ('<script>window.addEventListener("load", () => { for (const im of document.images) '
+         'im.setAttribute("data-loaded", String(im.complete && im.naturalWidth > 0)); '
+         'document.body.setAttribute("data-probed", "1"); });</script>')
+
+
+def chromium(page: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Headless Chromium on ``page`` (file://, offline), console messages logged to stderr."""
+    return subprocess.run(
         [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}", f"--screenshot={shot}", "--window-size=1400,3000",
-         (out / "index.html").as_uri()],
-        capture_output=True, timeout=120, check=False,
+         "--enable-logging=stderr", "--v=0", f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}", *args,
+         page.as_uri()],
+        capture_output=True, text=True, timeout=120, check=False,
     )
+
+
+def image_states(page: Path, tmp_path: Path) -> tuple[dict[str, str], list[str]]:
+    """``({img src: "true" | "false"}, console lines)`` of ``page`` loaded with :data:`PROBE`."""
+    probe = page.with_name("probe.html")
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8")
+    done = chromium(probe, tmp_path, "--dump-dom")
+    assert 'data-probed="1"' in done.stdout, done.stderr[-2000:]
+    states = {}
+    for tag in re.findall(r"<img [^>]*>", done.stdout):
+        src, loaded = re.search(r'src="([^"]*)"', tag), re.search(r'data-loaded="(\w+)"', tag)
+        states[src.group(1) if src else tag] = loaded.group(1) if loaded else "unmarked"
+    console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+    return states, console
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install chromium; .ci/run does as root)")
+def test_page_renders_in_headless_chromium(report: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    """Offline (file://, a copy elsewhere): every image loads, no console message, a screenshot
+    with text, tables and figures. The probe is checked to see a broken image. ~5 s."""
+    out, summary = report
+    page_dir = tmp_path / "copy"
+    shutil.copytree(out, page_dir)
+    states, console = image_states(page_dir / "index.html", tmp_path)
+    assert len(states) >= 2 + 5 + 5 + 1, states  # trade-off, capacity, configs' and runs' matrices, traversals
+    assert any("matrices.png" in s for s in states) and any("metric_correlation" in s for s in states)
+    assert set(states.values()) == {"true"}, {s: v for s, v in states.items() if v != "true"}
+    assert console == [], console
+    # the probe can fail: a missing figure is seen as a broken image
+    (page_dir / "figures" / "metric_correlation.png").unlink()
+    broken, _ = image_states(page_dir / "index.html", tmp_path)
+    assert {s for s, v in broken.items() if v != "true"} == {"figures/metric_correlation.png"}
+
+    shot = Path(os.environ.get("VAEBENCH_SCREENSHOT", tmp_path / "page.png"))
+    chromium(out / "index.html", tmp_path, f"--screenshot={shot}", "--window-size=1400,3000")
     assert shot.is_file(), "chromium wrote no screenshot"
     with Image.open(shot) as im:
         rgb = im.convert("RGB")

@@ -22,7 +22,7 @@ from vaebench.registry.selection import Selection, check_prefixes, fetch_runs, p
 
 #: Record columns a report needs besides ``selection.RUN_COLUMNS``.
 EXTRA_COLUMNS = ("spec_json", "error", "steps", "steps_done", "history", "artifacts", "metric_directions",
-                 "metric_categories")
+                 "metric_categories", "signals", "kl_per_dim")
 #: The report's metric groups: ``MetricSpec.category`` -> title, in page order.
 GROUP_TITLES = {"disentanglement": "Disentanglement", "reconstruction": "Reconstruction",
                 "image_quality": "Image quality", "other": "Other"}

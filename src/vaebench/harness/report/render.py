@@ -31,6 +31,7 @@ HEADERS = {"dataset_variant": "variant", "beta": "β", "capacity": "C", "gamma":
            "config_id": "config"}
 #: The sections the navigation links to, in page order, where present.
 SECTIONS = (("targets", "Targets"), ("tradeoff", "β trade-off"), ("capacity", "Capacity"),
+            ("matrices", "What the metrics see"), ("correlation", "Metric correlation"),
             ("leaderboard", "Leaderboard"), ("runs", "Runs"), ("problems", "Diverged / failed"),
             ("traversals", "Traversals"))
 
@@ -64,6 +65,9 @@ class Block:
     src: str = ""
     cards: Sequence[Mapping[str, Any]] = ()
     caption: str = ""
+    #: a figure's data file (relative link) and its link text, or ""
+    link: str = ""
+    link_text: str = ""
 
 
 def md(value: Any) -> str:
@@ -128,8 +132,10 @@ def blocks(data: Gathered, figures: Figures, out: Path, direction: Callable[[str
     def table(headers: Sequence[str], rows: Sequence[Sequence[Cell]], left: Sequence[int] = ()) -> None:
         page.append(Block("table", headers=list(headers), rows=rows, left=tuple(left)))
 
-    def figure(path: Path, alt: str, caption: str) -> None:
-        page.append(Block("figure", alt, src=relative(path, out), caption=caption))
+    def figure(path: Path, alt: str, caption: str, data_file: Path | None = None) -> None:
+        page.append(Block("figure", alt, src=relative(path, out), caption=caption,
+                          link=relative(data_file, out) if data_file is not None else "",
+                          link_text="numbers (JSON)" if data_file is not None else ""))
 
     # ---- targets
     if data.targets_file is not None:
@@ -170,6 +176,9 @@ def blocks(data: Gathered, figures: Figures, out: Path, direction: Callable[[str
         figure(figures.capacity, "capacity curves",
                "KL of the training batches (solid, one line per seed) and the target capacity C(step) "
                "(dashed), from each run's recorded history: one panel per configuration.")
+
+    # ---- what the metrics see, and how the metrics agree
+    explained_blocks(figures, figure, section, page, notes)
 
     # ---- leaderboard
     order = data.order
@@ -278,6 +287,65 @@ def blocks(data: Gathered, figures: Figures, out: Path, direction: Callable[[str
     return page, notes
 
 
+def explained_blocks(figures: Figures, figure: Callable[..., None], section: Callable[[str, str], None],
+                     page: list[Block], notes: list[str]) -> None:
+    """The "what the metrics see" section (per configuration, then per run) and the
+    metric-correlation panel (a figure and a table of ρ with ``n``)."""
+    if figures.explained:
+        section("matrices", "What the metrics see")
+        page.append(Block("para", "MIG's mutual information I(z_d; v_k) between each latent dimension (rows, z0 …) and "
+                                  "each ground-truth factor (columns), in nats, as MIG computed it (plug-in estimate "
+                                  "over binned codes); DCI's importance matrix (each factor's gradient-boosting "
+                                  "feature importances over the latent dimensions), where dci or dci_fast ran; "
+                                  "MIG's gap per factor (lead of the best dimension over the runner-up, divided by "
+                                  "the factor's entropy; MIG is their mean); the KL of each latent dimension over "
+                                  "training where the model recorded it (signals kl.dim<d>), else its final value. "
+                                  "Read from the records, not recomputed. First the mean over each configuration's "
+                                  "ok runs, then each run."))
+        configs = [e for e in figures.explained if e.run is None]
+        runs = [e for e in figures.explained if e.run is not None]
+        for title, items in (("Per configuration (mean over seeds)", configs), ("Per run", runs)):
+            if items:
+                page.append(Block("h3", title))
+            for e in items:
+                what = f"run {e.run['run_id']}" if e.run is not None else f"configuration {e.config_id}"
+                figure(e.png, f"what the metrics see: {e.data.label}",
+                       f"{e.data.label}" + (f": mean over {e.data.n} runs." if e.run is None else "."), e.json)
+                if e.data.mi is None and e.data.gaps:
+                    page.append(Block("note", f"No MI matrix recorded for {what} (only MIG's gaps)."))
+    corr = figures.correlation
+    if corr is None:
+        return
+    section("correlation", "Metric correlation")
+    if len(corr.metrics) >= 2 and figures.correlation_png is not None:
+        figure(figures.correlation_png, "Spearman correlation between metrics",
+               "Spearman's rank correlation between each pair of headline metrics over the selected ok runs that "
+               "have both (as Locatello et al. 2019 compare disentanglement metrics); n: the runs in each pair. "
+               "A pair with fewer than 3 runs, or a constant metric among them, has no ρ (–).")
+        rows = []
+        for i, a in enumerate(corr.metrics):
+            cells = [cell(a, "l")]
+            for j, b in enumerate(corr.metrics):
+                rho = corr.rho[i][j]
+                cells.append(cell("–" if rho is None else f"{rho:+.2f}",
+                                  data={"a": a, "b": b, "n": corr.n[i][j], **({"rho": rho} if rho is not None else {})}))
+            rows.append(cells)
+        add_table(page, ["metric", *corr.metrics], rows, left=(0,))
+    else:
+        msg = "No metric-correlation panel: fewer than 2 metrics vary over at least 3 ok runs."
+        page.append(Block("note", msg))
+        notes.append(msg)
+    if corr.left_out:
+        msg = "Left out of the correlation panel: " + "; ".join(f"{m} ({why})" for m, why in corr.left_out.items()) + "."
+        page.append(Block("note", msg))
+        notes.append(msg)
+
+
+def add_table(page: list[Block], headers: Sequence[str], rows: Sequence[Sequence[Cell]],
+              left: Sequence[int] = ()) -> None:
+    page.append(Block("table", headers=list(headers), rows=rows, left=tuple(left)))
+
+
 # --------------------------------------------------------------------------- pages
 
 
@@ -339,7 +407,8 @@ def to_markdown(head: Header, page: Sequence[Block]) -> str:
                 lines.append("| " + " | ".join(_md_cell(c) for c in row) + " |")
             lines.append("")
         elif b.kind == "figure":
-            lines.append(f"![{md(b.text)}]({b.src})\n\n{md(b.caption)}\n")
+            link = f" [{md(b.link_text)}]({b.link})" if b.link else ""
+            lines.append(f"![{md(b.text)}]({b.src})\n\n{md(b.caption)}{link}\n")
         elif b.kind == "cards":
             for c in b.cards:
                 link = f" · [animated GIF]({c['gif']})" if c["gif"] else ""
