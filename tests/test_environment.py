@@ -97,6 +97,15 @@ def test_a_runs_record_holds_the_environment_and_show_summarises_it(tmp_path):
     assert env["torch_threads"] == "1"
     assert env["cpu_count"] == str(os.cpu_count())
 
+    # No min / max statistics for the environment map (the package list would be stored
+    # three times); the other columns keep theirs.
+    stats = {}
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    for i in range(meta.num_columns):
+        stats[meta.column(i).path_in_schema] = meta.column(i).is_stats_set
+    assert not stats["environment.key_value.value"] and not stats["environment.key_value.key"]
+    assert stats["metrics.key_value.value"] and stats["beta"] and stats["run_id"]
+
     shown = run_vaebench("show", record["run_id"], "--registry", str(registry))
     assert shown.returncode == 0, shown.stderr
     count = len(env["packages"].split(";"))
