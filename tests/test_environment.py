@@ -1,9 +1,9 @@
 """The record's ``environment``: every installed package, the CPU, CUDA where present, the
 thread settings; read once per process (the package list) and after training (threads).
 
-Costs (2 shared cores): the unit tests well under 1 s together; the fresh-interpreter
-check about 1 s; the real run about 8 s (one mlp run of 20 steps in a fresh interpreter,
-then ``vaebench show`` twice).
+Costs (2 shared cores): the unit tests under 1 s together; the fresh-interpreter checks
+about 1 s (torch) and 3 s (JAX); the real run about 8 s (one mlp run of 20 steps in a
+fresh interpreter, then ``vaebench show`` twice); the older record under 1 s.
 """
 
 from __future__ import annotations
@@ -82,6 +82,23 @@ def test_reading_the_environment_imports_and_initialises_nothing():
     assert int(out.stdout) >= 30
 
 
+def test_a_jax_run_records_jax_backend_and_devices():
+    pytest.importorskip("jax", reason="jax not installed (pip install -e '.[jax]')")
+    code = (
+        "import jax, jax.numpy as jnp; jnp.zeros(2).block_until_ready();"
+        "from vaebench.harness.environment import environment; import json;"
+        "print(json.dumps([environment('jax'), environment('torch')]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    jax_run, torch_run = json.loads(out.stdout)
+    import jax
+
+    assert jax_run["jax_backend"] == jax.default_backend()
+    assert jax_run["jax_devices"].split(";") == [d.device_kind for d in jax.devices()]
+    assert "jax_backend" not in torch_run  # only a JAX run asks JAX for its devices
+
+
 def test_a_runs_record_holds_the_environment_and_show_summarises_it(tmp_path):
     registry = tmp_path / "reg"
     run = run_vaebench("run", "--model", "beta_vae", "--betas", "4", "--architecture", "mlp", "--steps", "20",
@@ -114,3 +131,18 @@ def test_a_runs_record_holds_the_environment_and_show_summarises_it(tmp_path):
     assert "numpy==" not in shown.stdout  # the list itself only with --json
     as_json = run_vaebench("show", record["run_id"], "--json", "--registry", str(registry))
     assert json.loads(as_json.stdout)["environment"]["packages"] == env["packages"]
+
+
+def test_show_reads_a_record_written_before_the_package_list(tmp_path, cli):
+    """An older record's environment (a few versions, no ``packages``) shows as it was."""
+    from vaebench.registry import store
+
+    record = {"run_id": "0123456789ab", "status": "ok", "model": "beta_vae", "backend": "torch",
+              "dataset": "dsprites", "beta": 4.0, "seed": 0, "metrics": {"mig": 0.25},
+              "environment": {"python": "3.11", "torch": "2.3.0"}}
+    store.write_record(str(tmp_path), record)
+    shown = cli("show", "0123456789ab", "--registry", tmp_path)
+    assert shown.exit_code == 0, shown.output
+    assert "env.torch" in shown.stdout and "2.3.0" in shown.stdout and "env.packages" not in shown.stdout
+    as_json = json.loads(cli("show", "0123456789ab", "--json", "--registry", tmp_path).stdout)
+    assert as_json["environment"] == {"python": "3.11", "torch": "2.3.0"}
