@@ -4,7 +4,7 @@ notebook promises: the leaderboard as a pandas DataFrame, the β trade-off plot 
 traversal as images, the environment's package count. The committed file is what
 docs/build_quickstart.py writes, with its outputs cleared.
 
-Costs (2 shared cores): executing the notebook about 35 s (kernel start, three mlp runs of
+Costs (2 shared cores): executing the notebook 17-29 s (kernel start, three mlp runs of
 40 steps scored on 500 images, figures); the file check well under 1 s. Skipped, saying
 why, where nbclient / ipykernel are not installed (they are in the ``dev`` extra).
 """
