@@ -93,15 +93,14 @@ def factor_labels(mig_params: Mapping[str, Any] | None, factor_names: Sequence[s
 
 
 def _imshow_grid(canvas: np.ndarray, path: str, title: str, row_labels: Sequence[str] = (), row_height: float = 0.0) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure of its own, not pyplot's: the process's backend (a notebook's inline one)
+    # is left as the user set it, and nothing is kept in pyplot's figure list.
+    from matplotlib.figure import Figure
 
     h, w = canvas.shape[:2]
     scale = 1.0 / 60  # inches per canvas pixel: a 64-px image is ~107 px at 100 dpi
     margin = 2.6 if row_labels else 0.2
-    fig = plt.figure(figsize=(w * scale + margin, h * scale + 0.6), dpi=100)
+    fig = Figure(figsize=(w * scale + margin, h * scale + 0.6), dpi=100)
     ax = fig.add_axes((margin / (w * scale + margin), 0.0, w * scale / (w * scale + margin), h * scale / (h * scale + 0.6)))
     image = canvas[..., 0] if canvas.shape[-1] == 1 else canvas
     ax.imshow(image, cmap="gray" if canvas.shape[-1] == 1 else None, vmin=0, vmax=1, interpolation="nearest")
@@ -112,7 +111,6 @@ def _imshow_grid(canvas: np.ndarray, path: str, title: str, row_labels: Sequence
         side.set_visible(False)
     fig.suptitle(title, fontsize=9, y=1.0 - 0.15 / (h * scale + 0.6))
     fig.savefig(path)
-    plt.close(fig)
 
 
 def write_traversal(

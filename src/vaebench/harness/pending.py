@@ -295,6 +295,8 @@ class PendingRun:
         """Score ``trained``, save its checkpoint and figures, write the record."""
         spec, dataset, execution, record = self.spec, self.dataset, self.execution, self.record
         try:
+            # Read again after training: the thread pools and devices it used (a JAX run's too).
+            record["environment"] = environment(spec.backend)
             record.update(
                 amp=trained.amp, compiled=trained.compiled, steps_done=trained.steps_done,
                 train_seconds=trained.train_seconds, final_loss=trained.final_loss, history=trained.history,

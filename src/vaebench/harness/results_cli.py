@@ -215,8 +215,14 @@ def show(
         table.add_row(f"signal.{name}", f"{fmt(value)} (step {step})")
     for key, value in sorted((record.get("provenance") or {}).items()):
         table.add_row(f"provenance.{key}", value)
-    for key, value in sorted((record.get("environment") or {}).items()):
-        table.add_row(f"env.{key}", value)
+    env = dict(record.get("environment") or {})
+    packages = env.pop("packages", None)  # every installed package: a count here, the list in --json
+    digest = env.pop("packages_sha256", None)
+    for key, value in sorted(env.items()):
+        table.add_row(f"env.{key}", escape(value))
+    if packages is not None:
+        count = len([p for p in packages.split(";") if p])
+        table.add_row("env.packages", f"{count} installed (sha256 {digest}; --json lists them)")
     for key, value in sorted((record.get("artifacts") or {}).items()):
         table.add_row(f"artifact.{key}", value)
     console.print(table)

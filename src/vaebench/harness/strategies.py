@@ -20,13 +20,13 @@ whichever trained them, except the ``strategy`` and ``concurrent_runs`` columns.
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from dataclasses import replace
 from typing import Any, Sequence
 
 from vaebench.harness import resumption
+from vaebench.harness.environment import cpu_cores
 from vaebench.harness.messages import debug_traceback, one_line
 from vaebench.harness.pending import PendingRun, PointClaims, run_one
 from vaebench.plugins.contract import capability
@@ -36,14 +36,6 @@ from vaebench.plugins.manager import PluginManager, get_manager
 from vaebench.plugins.runspec import RunSpec
 
 STRATEGIES = ("auto", "sequential", "processes", "vectorized")
-
-
-def cpu_cores() -> int:
-    """Cores this process may run on (the affinity mask, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def choose_strategy(

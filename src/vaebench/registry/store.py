@@ -38,6 +38,8 @@ moved or copied and a hand-edited path cannot point outside it.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
+import io
 import os
 import re
 import secrets
@@ -597,6 +599,19 @@ def write_record(root: str | os.PathLike[str], record: Mapping[str, Any]) -> Pat
     return write_table(root, file_name(row["run_id"], row["attempt"]), table, row["run_id"])
 
 
+@functools.lru_cache(maxsize=8)
+def statistics_columns(schema: pa.Schema) -> tuple[str, ...]:
+    """The Parquet leaf columns (``metrics.key_value.value`` ...) written with min / max
+    statistics: all but the ``environment`` map's. Its values include every installed
+    package as one string (~3 KB), which statistics would store twice more (a record file
+    34.9 against 29.0 KB), and no query prunes on them."""
+    buffer = io.BytesIO()
+    pq.write_table(schema.empty_table(), buffer)
+    leaves = pq.ParquetFile(io.BytesIO(buffer.getvalue())).schema
+    return tuple(leaves.column(i).path for i in range(len(leaves))
+                 if not leaves.column(i).path.startswith("environment."))
+
+
 def write_table(root: str | os.PathLike[str], relative: str, table: pa.Table, stem: str) -> Path | str:
     """Write ``table`` whole, once, as ``<root>/runs/<relative>`` (a record file or a compacted
     part); return its path (a URL for a remote registry). Never overwrites: an existing file
@@ -608,11 +623,9 @@ def write_table(root: str | os.PathLike[str], relative: str, table: pa.Table, st
     (``"xb"``): an object appears whole or not at all. Raises :class:`RegistryWriteError`
     (one line, no credentials) when the registry cannot be written."""
     if location.is_remote(root):
-        import io  # noqa: PLC0415
-
         fs, path = location.filesystem(root)
         buffer = io.BytesIO()
-        pq.write_table(table, buffer)
+        pq.write_table(table, buffer, write_statistics=list(statistics_columns(table.schema)))
         target = f"{path}/runs/{relative}"
         try:
             with fs.open(target, "xb") as fh:
@@ -630,7 +643,7 @@ def write_table(root: str | os.PathLike[str], relative: str, table: pa.Table, st
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "xb") as fh:
-            pq.write_table(table, fh)
+            pq.write_table(table, fh, write_statistics=list(statistics_columns(table.schema)))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, final)
