@@ -337,5 +337,6 @@ def test_list_datasets_shows_a_dash_for_an_undeclared_factor_count(cli, monkeypa
     cells = [c.strip() for c in row.split("│")]
     assert cells[1:4] == ["their_data", "third", "factor count not declared"]
     assert cells[4] == "-"  # factors
-    (dsprites,) = [line for line in result.output.splitlines() if "dsprites" in line and "│" in line]
+    (dsprites,) = [line for line in result.output.splitlines()
+                   if "│" in line and line.split("│")[1].strip() == "dsprites"]
     assert [c.strip() for c in dsprites.split("│")][4] == "5"
