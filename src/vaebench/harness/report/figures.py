@@ -235,13 +235,37 @@ def plot_correlation(corr: Correlation, path: Path) -> None:
     plt.close(fig)
 
 
-def _pyplot():
-    import matplotlib
+class _Figures:
+    """The few pyplot calls the report makes, on Figures of their own: pyplot is never
+    imported, so the process's backend (a notebook's inline one) is left as it is
+    (``harness/figures.py`` draws the same way)."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    @staticmethod
+    def subplots(*args: Any, figsize: Any = None, **kwargs: Any) -> Any:
+        from matplotlib.figure import Figure
 
-    return plt
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots(*args, **kwargs)
+
+    @staticmethod
+    def close(fig: Any) -> None:
+        """Nothing to do: a Figure of its own is not held by pyplot."""
+
+    @staticmethod
+    def get_cmap(name: str) -> Any:
+        import matplotlib
+
+        return matplotlib.colormaps[name]
+
+    @property
+    def Line2D(self) -> Any:  # noqa: N802 - pyplot's name
+        from matplotlib.lines import Line2D
+
+        return Line2D
+
+
+def _pyplot() -> _Figures:
+    return _Figures()
 
 
 def _log_beta_axis(ax: Any, betas: Sequence[float]) -> None:
