@@ -22,6 +22,7 @@ import threading
 from typing import Any, Mapping, Sequence
 
 from vaebench.harness.messages import debug_traceback, one_line
+from vaebench.harness.pending import SilentReporter
 from vaebench.plugins.contract import LoggerContext
 from vaebench.plugins.runspec import RunSpec
 from vaebench.registry import location, store
@@ -129,7 +130,7 @@ class LoggingReporter:
 
     def note(self, text: str) -> None:
         note = getattr(self.inner, "note", None)
-        if note is not None:
+        if note is not None and not isinstance(self.inner, SilentReporter):  # a warning is never silent
             note(text)
         else:
             sys.stderr.write(text + "\n")
