@@ -49,8 +49,14 @@ class MlflowLogger:
         self.client = MlflowClient(tracking_uri=uri)
         name = context.target or f"vaebench {context.grid_id}"
         found = self.client.get_experiment_by_name(name)
-        self.experiment = (found.experiment_id if found is not None
-                           else self.client.create_experiment(name, artifact_location=artifacts))
+        if found is None:
+            try:
+                found = self.client.get_experiment(self.client.create_experiment(name, artifact_location=artifacts))
+            except Exception:  # another task of the grid created it meanwhile (remote executors)
+                found = self.client.get_experiment_by_name(name)
+                if found is None:
+                    raise
+        self.experiment = found.experiment_id
         self.runs: dict[str, str] = {}
 
     def start_run(self, spec: Any, context: LoggerContext) -> None:
