@@ -55,7 +55,8 @@ def tracked(tmp_path_factory):
     registry = tmp_path_factory.mktemp("tracked") / "reg"
     saved = {k: os.environ.pop(k, None) for k in ("MLFLOW_TRACKING_URI", "WANDB_MODE", "WANDB_DIR")}
     try:
-        result = api.run_grid("beta_vae", registry=str(registry), seeds=[0],
+        # a linear β warm-up: the scheduled β is a live value (the model's training signal)
+        result = api.run_grid("beta_vae", registry=str(registry), seeds=[0], beta_schedule="linear",
                               log_to=[f"mlflow:{'exp one'}" if n == "mlflow" else n for n in loggers],
                               log_every=10, **TINY)
     finally:
@@ -82,6 +83,8 @@ def test_mlflow_run_read_back_through_its_client(tracked):
     loss = client.get_metric_history(run.info.run_id, "loss")
     assert [m.step for m in loss] == LIVE_STEPS
     assert loss[-1].value == pytest.approx(record["final_loss"])
+    beta = [m.value for m in client.get_metric_history(run.info.run_id, "beta")]
+    assert len(beta) == len(LIVE_STEPS) and beta == sorted(beta) and beta[0] < beta[-1] == pytest.approx(4.0)
     assert run.data.metrics["mig"] == pytest.approx(record["metrics"]["mig"])
     assert run.data.metrics["kl_dim.0"] == pytest.approx(record["kl_per_dim"][0])
     names = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "figures")}
@@ -97,6 +100,7 @@ def test_tensorboard_events_read_back_with_its_reader(tracked):
     events.Reload()
     assert [e.step for e in events.Scalars("train/loss")] == LIVE_STEPS
     assert events.Scalars("train/loss")[-1].value == pytest.approx(record["final_loss"], rel=1e-6)
+    assert [e.step for e in events.Scalars("train/beta")] == LIVE_STEPS
     assert events.Scalars("final/mig")[0].value == pytest.approx(record["metrics"]["mig"], rel=1e-6)
     (image,) = events.Images("traversal")
     assert image.step == 40 and image.width > 100 and image.height > 100
