@@ -7,7 +7,7 @@ Costs (2 shared CPU cores): the three trackers' grid (one mlp run, 40 steps, MIG
 observations, all three loggers at once; W&B's offline service start is most of it)
 ~11-17 s, shared by the three read-back tests; the failing-logger grid (two seeds) ~5 s;
 the bad MLflow store through the CLI (a fresh interpreter, two seeds) ~10 s; the refusals
-~1.5 s; the task round trip < 0.1 s. About 30 s in all.
+~1.5 s; the continuation ~4 s; the task round trip < 0.1 s. About 35 s in all.
 """
 
 from __future__ import annotations
@@ -240,3 +240,39 @@ def test_a_remote_task_carries_the_loggers(manager):
     (task, _) = split_tasks(specs, job)
     back = PointsTask.from_json(task.to_json())
     assert back.log_to == ["mlflow:exp"] and back.log_every == 25
+
+
+class Recorder:
+    """A real logger that keeps what it is sent."""
+
+    events: list[tuple] = []
+
+    def __init__(self, context):
+        Recorder.events = [("made", context.target)]
+
+    def start_run(self, spec, context):
+        Recorder.events.append(("start_run", spec.run_id))
+
+    def log(self, run_id, step, values):
+        Recorder.events.append(("log", run_id, step))
+
+    def end_run(self, record, artifacts):
+        Recorder.events.append(("end_run", record["run_id"], record["status"], "traversal_png" in artifacts))
+
+    def close(self):
+        Recorder.events.append(("close",))
+
+
+def test_continue_logs_the_continuation(tmp_path):
+    """~4 s: a 20-step parent, continued 20 steps with ``log_to``."""
+    manager = plugin_manager(SpecsPlugin(loggers=[LoggerSpec(name="recorder", description="keeps", logger=Recorder)]))
+    registry = str(tmp_path / "reg")
+    (parent,) = api.run_grid("beta_vae", registry=registry, seeds=[0], manager=manager,
+                             **{**TINY, "metrics": ["kl"], "steps": 20}).records
+    assert Recorder.events == []  # no --log-to: no logger made
+    prepared = api.prepare_continue(parent["run_id"], 20, registry=registry, metrics=["kl"], device="cpu",
+                                    threads=1, eval_samples=512, manager=manager, log_to=["recorder:t"], log_every=10)
+    child = api.continue_prepared(prepared)
+    rid = child["run_id"]
+    assert Recorder.events == [("made", "t"), ("start_run", rid), ("log", rid, 30), ("log", rid, 40),
+                               ("end_run", rid, "ok", True), ("close",)]
