@@ -13,6 +13,7 @@ Cost: about 8 s (the backend example trains twice for 4 steps).
 from __future__ import annotations
 
 import contextlib
+import io
 import re
 import sys
 import tempfile
@@ -26,7 +27,8 @@ from vaebench.testing import check_backend, check_dataset, check_metric, check_m
 from conftest import ROOT
 
 HOOKS = ("vaebench_register_models", "vaebench_register_metrics", "vaebench_register_datasets",
-         "vaebench_register_backends", "vaebench_register_executors", "vaebench_register_references")
+         "vaebench_register_backends", "vaebench_register_executors", "vaebench_register_references",
+         "vaebench_register_loggers")
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 
@@ -65,7 +67,20 @@ def exercise(module: types.ModuleType) -> dict[str, list[str]]:
         from vaebench.harness.references import load_pack
 
         assert load_pack(name, manager).entries
+    for name in added["loggers"]:  # a 5-step run logged to it: recorded ok, its lines printed
+        run_logger(manager, name)
     return added
+
+
+def run_logger(manager, name: str) -> None:
+    from vaebench import api
+
+    with tempfile.TemporaryDirectory() as scratch, contextlib.redirect_stdout(io.StringIO()) as out:
+        result = api.run_grid("beta_vae", registry=str(Path(scratch) / "registry"), metrics=["kl"], device="cpu",
+                              eval_samples=300, manager=manager, architectures="mlp", steps=[5], batch_size=[16],
+                              log_to=[name], log_every=1)
+    assert [r["status"] for r in result.records] == ["ok"]
+    assert f"end {result.records[0]['run_id']} ok" in out.getvalue()
 
 
 def run_executor(manager, name: str) -> None:

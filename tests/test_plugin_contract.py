@@ -26,7 +26,7 @@ from vaebench.plugins.specs import DatasetSpec, MetricSpec, ModelSpec
 from conftest import run_vaebench
 from test_plugins import _by_name, _env, _json, _stderr_lines, write_fake_dist
 
-NOTHING = {"models": [], "metrics": [], "datasets": [], "backends": [], "executors": [], "presets": [], "references": []}
+NOTHING = {"models": [], "metrics": [], "datasets": [], "backends": [], "executors": [], "presets": [], "references": [], "loggers": []}
 
 
 
@@ -136,7 +136,7 @@ def test_clash_between_two_third_party_plugins_keeps_the_rest(manager):
                                      "second", package="second-pkg", version="2.0")
     assert (first.status, second.status) == ("ok", "ok")
     assert manager.owner("models", "gauss_vae") == "first"
-    assert second.registered == {"models": ["second_only"], "metrics": ["second_metric"], "datasets": [], "backends": [], "executors": [], "presets": [], "references": []}
+    assert second.registered == {"models": ["second_only"], "metrics": ["second_metric"], "datasets": [], "backends": [], "executors": [], "presets": [], "references": [], "loggers": []}
     assert manager.owner("models", "second_only") == "second" and "second_metric" in manager.specs["metrics"]
     (line,) = manager.clashes
     assert line == ("model 'gauss_vae' is registered by plugin 'first' (first-pkg 1.0) and by plugin 'second' "

@@ -158,7 +158,7 @@ def test_list_unknown_kind_exits_2_with_one_line_error(cli):
     proc = run_vaebench("list", "bogus")
     assert proc.returncode == 2
     assert proc.stdout == ""
-    assert _stderr_lines(proc) == ["error: unknown kind 'bogus' (use models, metrics, datasets, backends, executors, presets or references)"]
+    assert _stderr_lines(proc) == ["error: unknown kind 'bogus' (use models, metrics, datasets, backends, executors, presets, references or loggers)"]
     # in-process (typer runner) agrees on the exit code
     assert cli("list", "bogus").exit_code == 2
 
@@ -197,7 +197,7 @@ def test_example_plugin_is_discovered_after_pip_install(example_site):
     ex = rows["plugin_example"]
     assert (ex["package"], ex["version"], ex["status"], ex["error"]) == ("vaebench-plugin-example", "0.1.0", "ok", "")
     assert ex["registered"] == {"models": ["plugin_example_vae"], "metrics": ["plugin_example_correlation"],
-                                "datasets": ["plugin_example_squares"], "backends": [], "executors": [], "presets": [], "references": []}
+                                "datasets": ["plugin_example_squares"], "backends": [], "executors": [], "presets": [], "references": [], "loggers": []}
     assert rows["builtin"]["status"] == "ok"
     assert rows["builtin"]["registered"]["models"] == BUILTIN_MODELS
 
@@ -257,7 +257,7 @@ def test_plugin_failing_at_import_is_reported_and_skipped(tmp_path):
     broken = rows["broken"]
     assert (broken["package"], broken["version"], broken["status"]) == ("broken-plugin", "0.1", "error")
     assert "boom" in broken["error"] and "RuntimeError" in broken["error"]
-    assert broken["registered"] == {"models": [], "metrics": [], "datasets": [], "backends": [], "executors": [], "presets": [], "references": []}
+    assert broken["registered"] == {"models": [], "metrics": [], "datasets": [], "backends": [], "executors": [], "presets": [], "references": [], "loggers": []}
     assert rows["builtin"]["status"] == "ok"
 
     proc = run_vaebench("list", "models", "--json", env_extra=env)
@@ -286,7 +286,7 @@ def test_plugin_raising_inside_a_hook_commits_nothing(tmp_path):
     assert (late["package"], late["version"], late["status"]) == ("late-plugin", "0.3", "error")
     assert "datasets hook exploded" in late["error"]
     for p in (raising, late):
-        assert p["registered"] == {"models": [], "metrics": [], "datasets": [], "backends": [], "executors": [], "presets": [], "references": []}
+        assert p["registered"] == {"models": [], "metrics": [], "datasets": [], "backends": [], "executors": [], "presets": [], "references": [], "loggers": []}
     assert rows["builtin"]["status"] == "ok"
 
     proc = run_vaebench("list", "models", "--json", env_extra=env)
@@ -312,7 +312,7 @@ def test_third_party_duplicate_of_builtin_model_keeps_the_rest(tmp_path):
     (clash,) = dupe["warnings"]
     assert "'beta_vae'" in clash and "'builtin'" in clash and "'dupe' (dupe-plugin 1.0)" in clash
     assert rows["builtin"]["warnings"] == [clash]
-    assert dupe["registered"] == {"models": ["dupe_only"], "metrics": [], "datasets": [], "backends": [], "executors": [], "presets": [], "references": []}
+    assert dupe["registered"] == {"models": ["dupe_only"], "metrics": [], "datasets": [], "backends": [], "executors": [], "presets": [], "references": [], "loggers": []}
     assert rows["builtin"]["status"] == "ok"
     assert rows["builtin"]["registered"]["models"] == BUILTIN_MODELS
 
@@ -349,7 +349,7 @@ def test_in_process_valid_plugin_is_committed(manager):
                                            datasets=[DatasetSpec(name="tiny_data", description="d", load="x:y")]),
                                    "tiny", package="tiny-pkg", version="9.9")
     assert (info.status, info.error) == ("ok", "")
-    assert info.registered == {"models": ["tiny_model"], "metrics": ["tiny_metric"], "datasets": ["tiny_data"], "backends": [], "executors": [], "presets": [], "references": []}
+    assert info.registered == {"models": ["tiny_model"], "metrics": ["tiny_metric"], "datasets": ["tiny_data"], "backends": [], "executors": [], "presets": [], "references": [], "loggers": []}
     assert manager.specs["models"]["tiny_model"].description == "tiny_model (test)"
     assert manager.model("tiny_model") is manager.specs["models"]["tiny_model"]
     assert manager.owner("models", "tiny_model") == "tiny"

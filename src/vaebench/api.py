@@ -110,6 +110,16 @@ def _progress_reporter(progress: bool) -> Any:
     return RichReporter(Console(stderr=True))
 
 
+def _check_loggers(log_to: Sequence[str] | None, manager: Any, log_every: int | None) -> list[str]:
+    """``loggers.check_log_to`` with its one-line ``ValueError`` as an ``InputError``."""
+    from vaebench.harness.loggers import check_log_to
+
+    try:
+        return check_log_to(log_to, manager, log_every)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
 def check_run_options(
     specs: Sequence[Any],
     *,
@@ -198,6 +208,9 @@ class PreparedGrid:
     #: Where the runs train (an ``ExecutorSpec`` name) and its options.
     executor: str = "local"
     executor_options: dict[str, Any] = field(default_factory=dict)
+    #: ``--log-to NAME[:TARGET]`` entries (checked) and ``--log-every``.
+    log_to: list[str] = field(default_factory=list)
+    log_every: int | None = None
 
 
 def prepare_grid(
@@ -219,11 +232,14 @@ def prepare_grid(
     manager: Any = None,
     executor: str = "local",
     executor_options: dict[str, Any] | None = None,
+    log_to: Sequence[str] | None = None,
+    log_every: int | None = None,
 ) -> PreparedGrid:
     """Every check ``vaebench run`` makes before anything trains or is written, for the
     planned ``specs``: options (:func:`check_run_options`, ``metric_options`` included), the
     weights the selected metrics need (``fid_weights`` / ``lpips_weights``: paths, default
-    the environment and the cache), every dataset loaded (``runner.check_grid``), the registry writable
+    the environment and the cache), the loggers of ``log_to`` registered and installed
+    (``loggers.check_log_to``), every dataset loaded (``runner.check_grid``), the registry writable
     (stale temporary files of dead writers removed), each backend's device resolved.
 
     Raises a one-line ``ValueError`` (``InputError``, ``PlanError``, ``WeightsError``,
@@ -244,6 +260,7 @@ def prepare_grid(
                       metric_options=metric_options, manager=manager, executor=executor,
                       executor_options=executor_options)
     options = check_metric_weights(sorted(selected_metrics(specs, manager, metrics)), fid_weights, lpips_weights)
+    loggers = _check_loggers(log_to, manager, log_every)
     for name, values in (metric_options or {}).items():
         options.setdefault(name, {}).update(values)
     # Every dataset is loaded, and every check that needs one made (cvae's condition, the
@@ -253,7 +270,7 @@ def prepare_grid(
     if not capability(manager.executor(executor).build(executor_options), "remote"):
         _resolve_devices([s.backend for s in specs], execution.device, manager)  # a cluster's: where it trains
     return PreparedGrid(specs, manager, registry, execution, metrics, options, datasets, bool(resume), strategy,
-                        removed, executor, dict(executor_options or {}))
+                        removed, executor, dict(executor_options or {}), loggers, log_every)
 
 
 def run_prepared(prepared: PreparedGrid, *, reporter: Any = None, recorded: dict[str, str] | None = None) -> Any:
@@ -264,7 +281,7 @@ def run_prepared(prepared: PreparedGrid, *, reporter: Any = None, recorded: dict
     p = prepared
     return runner.run_grid(p.specs, p.manager, p.registry, p.execution, p.metrics, resume=p.resume, reporter=reporter,
                 strategy=p.strategy, metric_options=p.metric_options, recorded=recorded, datasets=p.datasets,
-                executor=p.executor, executor_options=p.executor_options)
+                executor=p.executor, executor_options=p.executor_options, log_to=p.log_to, log_every=p.log_every)
 
 
 @dataclass
@@ -281,6 +298,8 @@ class PreparedContinue:
     dataset: Any
     steps: int
     removed: list[Path] = field(default_factory=list)
+    log_to: list[str] = field(default_factory=list)
+    log_every: int | None = None
 
 
 def prepare_continue(
@@ -296,6 +315,8 @@ def prepare_continue(
     eval_samples: int = 10_000,
     checkpoint_every: int = 0,
     manager: Any = None,
+    log_to: Sequence[str] | None = None,
+    log_every: int | None = None,
 ) -> PreparedContinue:
     """Every check ``vaebench continue`` makes before training: the options, the parent
     record (``run``: id or unique prefix) and its continued spec, the metrics (default:
@@ -327,6 +348,7 @@ def prepare_continue(
     metric_names = metric_names or parent_metrics(parent, manager)
     selected = [m.name for m in metrics_for(manager, manager.dataset(spec.dataset), metric_names)]
     metric_options = check_metric_weights(selected)
+    loggers = _check_loggers(log_to, manager, log_every)
     try:
         get_backend(spec.backend, manager).resolve_device(device)
     except ImportError as exc:
@@ -336,7 +358,7 @@ def prepare_continue(
                                  eval_samples=eval_samples, checkpoint_every=checkpoint_every)
     removed = check_writable(registry)
     return PreparedContinue(parent, spec, manager, registry, execution, metric_names, metric_options, dataset,
-                            steps, removed)
+                            steps, removed, loggers, log_every)
 
 
 def continue_prepared(prepared: PreparedContinue, *, reporter: Any = None) -> dict[str, Any]:
@@ -345,7 +367,7 @@ def continue_prepared(prepared: PreparedContinue, *, reporter: Any = None) -> di
 
     p = prepared
     return runner.continue_run(p.parent, p.steps, p.manager, p.registry, p.execution, p.metrics, reporter=reporter,
-                     metric_options=p.metric_options, dataset=p.dataset)
+                     metric_options=p.metric_options, dataset=p.dataset, log_to=p.log_to, log_every=p.log_every)
 
 
 def leaderboard_result(
@@ -463,6 +485,8 @@ def run_grid(
     manager: Any = None,
     executor: str = "local",
     executor_options: dict[str, Any] | None = None,
+    log_to: str | Sequence[str] | None = None,
+    log_every: int | None = None,
     **grid: Any,
 ) -> Any:
     """Plan and run a grid; returns a ``GridResult`` (``.records``: the records written,
@@ -475,7 +499,9 @@ def run_grid(
     ``metric_options`` per metric, e.g. ``{"fid_inception": {"n": 2000}}``;
     ``fid_weights`` / ``lpips_weights``: weights files (``vaebench run --fid-weights``);
     ``checkpoint_every``: save each run's state every N steps, so a rerun picks up an
-    interrupted one (``vaebench run --checkpoint-every``). ``preset=NAME`` (in ``grid``):
+    interrupted one (``vaebench run --checkpoint-every``). ``log_to``: experiment trackers to
+    watch the runs in, ``["mlflow", "tensorboard:DIR"]`` (``vaebench run --log-to``), sent live
+    values every ``log_every`` steps (default ``harness.loggers.LOG_EVERY``). ``preset=NAME`` (in ``grid``):
     a study preset's grid as the base (:func:`plan_grid`), e.g.
     ``run_grid(preset="locatello2019", seeds=[0], steps=3000, datasets="dsprites")``.
 
@@ -486,7 +512,7 @@ def run_grid(
         specs, registry=registry, metrics=metrics, resume=resume, device=device, amp=amp, compile=compile,
         threads=threads, eval_samples=eval_samples, strategy=strategy, metric_options=metric_options,
         checkpoint_every=checkpoint_every, fid_weights=fid_weights, lpips_weights=lpips_weights, manager=manager,
-        executor=executor, executor_options=executor_options,
+        executor=executor, executor_options=executor_options, log_to=_as_list(log_to), log_every=log_every,
     )
     return run_prepared(prepared, reporter=_progress_reporter(progress))
 
@@ -504,6 +530,8 @@ def continue_run(
     eval_samples: int = 10_000,
     checkpoint_every: int = 0,
     progress: bool = False,
+    log_to: str | Sequence[str] | None = None,
+    log_every: int | None = None,
 ) -> dict[str, Any]:
     """Train recorded run ``run`` (id or unique prefix) ``steps`` more steps from its checkpoint
     and record it as a new run; returns that record (``parent_run_id`` = ``run``'s id).
@@ -513,7 +541,7 @@ def continue_run(
     (:func:`prepare_continue`). See ``vaebench continue --help``."""
     prepared = prepare_continue(run, steps, registry=registry, metrics=metrics, device=device, amp=amp,
                                 compile=compile, threads=threads, eval_samples=eval_samples,
-                                checkpoint_every=checkpoint_every)
+                                checkpoint_every=checkpoint_every, log_to=_as_list(log_to), log_every=log_every)
     return continue_prepared(prepared, reporter=_progress_reporter(progress))
 
 

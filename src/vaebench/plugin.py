@@ -9,7 +9,7 @@ A plugin is a module named under the ``vaebench`` entry-point group of its packa
     [project.entry-points.vaebench]
     myplugin = "my_pkg.plugin"
 
-that implements any of the five hooks with :data:`hookimpl`, each handed a ``register``
+that implements any of the hooks with :data:`hookimpl`, each handed a ``register``
 callable::
 
     from vaebench.plugin import Hyperparameter, MetricSpec, ModelSpec, hookimpl
@@ -71,6 +71,8 @@ from vaebench.plugins.contract import (
     ExecutorResult,
     GridJob,
     JaxModel,
+    Logger,
+    LoggerContext,
     TaskRef,
     TaskState,
     ModelCapabilities,
@@ -88,6 +90,7 @@ from vaebench.plugins.specs import (
     DatasetSpec,
     ExecutorSpec,
     Hyperparameter,
+    LoggerSpec,
     MetricResult,
     MetricSpec,
     MetricUnavailable,
@@ -101,6 +104,7 @@ __all__ = [
     "hookimpl",
     # what a plugin registers
     "ModelSpec", "Hyperparameter", "MetricSpec", "DatasetSpec", "BackendSpec", "ExecutorSpec", "PresetSpec", "ReferenceSpec",
+    "LoggerSpec",
     # metrics
     "EvaluationContext", "MetricResult", "MetricUnavailable",
     # datasets
@@ -112,4 +116,6 @@ __all__ = [
     # executors
     "Executor", "ExecutorCapabilities", "GridJob", "ExecutorResult", "TaskRef", "TaskState",
     "PointsTask", "split_tasks", "run_task", "task_records",
+    # loggers (--log-to)
+    "Logger", "LoggerContext",
 ]

@@ -54,11 +54,12 @@ class SpecsPlugin:
     the hook, as it would in a real plugin."""
 
     def __init__(self, models: Any = (), metrics: Any = (), datasets: Any = (), backends: Any = (),
-                 executors: Any = (), presets: Any = (), references: Any = ()) -> None:
+                 executors: Any = (), presets: Any = (), references: Any = (), loggers: Any = ()) -> None:
         self.models, self.metrics = list(models), list(metrics)
         self.datasets, self.backends = list(datasets), list(backends)
         self.executors = list(executors)
         self.presets, self.references = list(presets), list(references)
+        self.loggers = list(loggers)
 
     @staticmethod
     def _each(register: Any, specs: list[Any]) -> None:
@@ -92,6 +93,10 @@ class SpecsPlugin:
     @hookimpl
     def vaebench_register_references(self, register: Any) -> None:
         self._each(register, self.references)
+
+    @hookimpl
+    def vaebench_register_loggers(self, register: Any) -> None:
+        self._each(register, self.loggers)
 
 
 def plugin_manager(*plugins: object, builtin: bool = True) -> PluginManager:

@@ -67,6 +67,17 @@ def main_options(
 
 
 # ---------------------------------------------------------------- run
+def _entries(value: Any) -> list[str] | None:
+    """A config's ``log_to`` (a string or a list) or ``--log-to``'s list, as a list."""
+    return None if value is None else [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+LOG_TO_HELP = ("Watch the runs in an experiment tracker (repeatable): mlflow[:EXPERIMENT], tensorboard[:DIR], "
+               "wandb[:PROJECT], or a plugin's (vaebench list loggers); its extra installed, e.g. "
+               "pip install 'vaebench[mlflow]'. In --config: log_to = [\"mlflow:exp\"].")
+LOG_EVERY_HELP = "Steps between live values sent to the --log-to trackers (at the progress reports' steps). \\[default: 50]"
+
+
 RUN_DEFAULTS: dict[str, Any] = {
     "model": "beta_vae",
     "dataset": "dsprites",
@@ -87,7 +98,7 @@ SHARED_OPTIONS = ("seeds", "latent_dim", "steps", "batch_size", "lr")
 #: Config-file keys besides the grid axes (any spelling the axis table knows) and ``models`` tables.
 CONFIG_KEYS = set(RUN_DEFAULTS) | {
     "dataset_path", "metrics", "compile", "threads", "resume", "metric_options", "fid_weights", "lpips_weights",
-    "checkpoint_every",
+    "checkpoint_every", "log_to", "log_every",
 }
 
 
@@ -198,6 +209,8 @@ def run(
     registry: Optional[str] = typer.Option(None, "--registry", help=REGISTRY_HELP + f" \\[default: {DEFAULT_REGISTRY}]"),
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Skip grid points with a finished attempt recorded (ok or diverged); without it, a recorded point is trained again as a new attempt, the earlier kept."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Save each run's weights and training state every N steps (0: never); a run interrupted (killed, out of time) picks up from there when the grid is run again. \\[default: 0]"),
+    log_to: Optional[list[str]] = typer.Option(None, "--log-to", metavar="NAME[:TARGET]", help=LOG_TO_HELP),
+    log_every: Optional[int] = typer.Option(None, "--log-every", help=LOG_EVERY_HELP),
     hp: Optional[list[str]] = typer.Option(None, "--hp", metavar="[MODEL.]NAME=VALUES", help="Values of any hyperparameter a model declares (repeatable), e.g. --hp sigma=0.1,0.3; MODEL.NAME: for that model only, e.g. --hp factor_vae.gamma=10,40. Each model hyperparameter is also its own flag: --NAME VALUES (below)."),
     preset: Optional[str] = typer.Option(None, "--preset", help="A study preset (`vaebench presets`) as the base: --config and the options given replace its values, e.g. --preset locatello2019 --seeds 0,1 --steps 3000."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file with the same options (command line wins); per-model lists in \\[models.MODEL] tables, e.g. \\[models.factor_vae] gamma = \\[10, 40]."),
@@ -318,7 +331,7 @@ def run(
             metric_options=metric_options,
             checkpoint_every=opts.get("checkpoint_every") or 0, fid_weights=opts.get("fid_weights"),
             lpips_weights=opts.get("lpips_weights"), manager=manager, executor=executor_name,
-            executor_options=executor_options,
+            executor_options=executor_options, log_to=_entries(opts.get("log_to")), log_every=opts.get("log_every"),
         )
     except (DatasetError, RegistryError, UnknownSpecError, ValueError) as exc:
         fail(str(exc))
@@ -466,6 +479,8 @@ def continue_(
     eval_samples: int = typer.Option(10_000, "--eval-samples", help="Held-out observations scored."),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Save weights and training state every N steps; an interrupted continuation run again with the same RUN and --steps picks up from there."),
     registry: str = typer.Option(DEFAULT_REGISTRY, "--registry", help=REGISTRY_HELP),
+    log_to: Optional[list[str]] = typer.Option(None, "--log-to", metavar="NAME[:TARGET]", help=LOG_TO_HELP),
+    log_every: Optional[int] = typer.Option(None, "--log-every", help=LOG_EVERY_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the record as JSON instead of a table."),
 ) -> None:
     """Train a recorded run further from its checkpoint, and record the result as a new run.
@@ -488,7 +503,7 @@ def continue_(
         prepared = api.prepare_continue(
             run_id, steps, registry=registry, metrics=_names(metrics) if metrics else None, device=device, amp=amp,
             compile=compile, threads=threads, eval_samples=eval_samples, checkpoint_every=checkpoint_every,
-            manager=manager,
+            manager=manager, log_to=log_to, log_every=log_every,
         )
     except (RegistryError, UnknownSpecError, ValueError) as exc:
         fail(str(exc))
@@ -757,13 +772,13 @@ def new_plugin(
 
 @app.command("list", epilog="Examples:\n\n  vaebench list models\n\n  vaebench list metrics --json")
 def list_specs(
-    kind: str = typer.Argument(..., metavar="KIND", help="models | metrics | datasets | backends | executors | presets | references"),
+    kind: str = typer.Argument(..., metavar="KIND", help="models | metrics | datasets | backends | executors | presets | references | loggers"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """List the registered models, metrics, datasets, backends, executors or reference packs with a one-line description."""
+    """List the registered models, metrics, datasets, backends, executors, reference packs or loggers with a one-line description."""
     manager = _manager()
     if kind not in manager.specs:
-        fail(f"unknown kind {kind!r} (use models, metrics, datasets, backends, executors, presets or references)")
+        fail(f"unknown kind {kind!r} (use models, metrics, datasets, backends, executors, presets, references or loggers)")
     rows = []
     if kind == "models":
         from vaebench.harness.axes import axis_table
@@ -798,6 +813,8 @@ def list_specs(
             row.update(source=found["source"][:1], runs=found["runs"] if not found["error"] else found["error"])
         if kind == "references":  # where the pack lives
             row["pack"] = spec.path if spec.path is not None else "(in the plugin)"
+        if kind == "loggers":  # what to install for it
+            row["install"] = spec.install
         if kind == "executors":  # option name -> "type = default: help"
             row["options"] = [f"{k} ({t.__name__} = {d!r}): {h}" for k, (t, d, h) in spec.options.items()]
         rows.append(row)

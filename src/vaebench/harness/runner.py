@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 
 from vaebench.harness import resumption
 from vaebench.harness.evaluation import metrics_for
+from vaebench.harness.loggers import close_reporter, logging_reporter
 from vaebench.harness.messages import debug_traceback, one_line
 from vaebench.harness.pending import PendingRun, PointClaims, Reporter, SilentReporter
 from vaebench.harness.plan import INT_MAX
@@ -152,13 +153,15 @@ def continue_run(
     reporter: Reporter | None = None,
     metric_options: dict[str, dict[str, Any]] | None = None,
     dataset: Any = None,
+    log_to: Sequence[str] = (),
+    log_every: int | None = None,
 ) -> dict[str, Any]:
     """Train the run recorded as ``parent`` for ``more_steps`` more steps from its checkpoint,
     then score and record it as a new run (``parent_run_id`` = the parent's id; the parent's
     record is left as it is), holding the new run's claim while it trains (``registry.claims``;
     one another writer holds is a ``ContinueError``). Its ``history`` and ``train_seconds`` include the parent's.
     ``metric_names``: default, the metrics the parent was scored with; ``dataset``: the
-    run's dataset when the caller has loaded it."""
+    run's dataset when the caller has loaded it; ``log_to`` / ``log_every``: as :func:`run_grid`'s."""
     spec = continued_spec(parent, more_steps, manager)
     recorded = (parent.get("artifacts") or {}).get("checkpoint")
     checkpoint = store.artifact_path(registry, parent["run_id"], recorded)
@@ -185,6 +188,7 @@ def continue_run(
         raise ContinueError(f"the continuation {spec.run_id} of run {parent['run_id']} is being trained by "
                             f"{info.who if info is not None else 'another writer'}")
     claims.KEEPER.keep(claim)
+    reporter = logging_reporter(reporter, manager, log_to, registry, run.record["attempt"], log_every)
     try:
         execution, picked_up = resumption.periodic_checkpoints(execution, registry, spec)
         reporter.start_run(spec, 0, 1)
@@ -199,6 +203,7 @@ def continue_run(
         return run.finish(trained, registry, reporter, metric_options)
     finally:
         claim.release()
+        close_reporter(reporter)
 
 
 def parent_metrics(parent: Mapping[str, Any], manager: PluginManager) -> list[str] | None:
@@ -232,6 +237,8 @@ def run_grid(
     datasets: Mapping[tuple[str, str | None], Any] | None = None,
     executor: str = "local",
     executor_options: Mapping[str, Any] | None = None,
+    log_to: Sequence[str] = (),
+    log_every: int | None = None,
 ) -> GridResult:
     """Run every spec with ``executor`` (an ``ExecutorSpec`` name; ``local``: on this machine
     with ``strategy``, see ``harness/strategies.py``; ``auto`` picks by device), built with
@@ -242,7 +249,9 @@ def run_grid(
     finished attempt with ``resume``, else one finished since this grid started;
     ``GridResult.skipped``). ``recorded`` is the registry's
     ``recorded_status`` when the caller has read it already, ``datasets`` the datasets it
-    has loaded, keyed by ``(name, path)``. Records come back in the order of ``specs``."""
+    has loaded, keyed by ``(name, path)``. Records come back in the order of ``specs``.
+    ``log_to``: ``--log-to NAME[:TARGET]`` entries (checked: ``loggers.check_log_to``), the
+    loggers fed beside ``reporter`` (``loggers.LoggingReporter``) every ``log_every`` steps."""
     from vaebench.registry.query import recorded_status  # DuckDB: only when a grid runs
 
     reporter = reporter or SilentReporter()
@@ -267,15 +276,18 @@ def run_grid(
             todo.append(spec)
     claims = PointClaims(registry, reporter, resume, since=started)
     result.grid_id = store.new_attempt(started)
+    reporter = logging_reporter(reporter, manager, log_to, registry, result.grid_id, log_every)
     job = GridJob(manager=manager, registry=registry, execution=execution, metric_names=metric_names,
                   metric_options=metric_options, strategy=strategy, resume=resume, reporter=reporter,
-                  datasets=dataset_of, claims=claims, grid_id=result.grid_id, started_at=started)
+                  datasets=dataset_of, claims=claims, grid_id=result.grid_id, started_at=started,
+                  log_to=tuple(log_to), log_every=int(log_every or 0))
     spec_of = manager.executor(executor)
     built = spec_of.build(executor_options)
     try:
         executed = built.run(todo, job)
     finally:
         claims.release_all()
+        close_reporter(reporter)
     result.strategy, result.executor, result.jobs = executed.strategy, executor, list(executed.jobs)
     result.tasks, result.detached = list(executed.tasks), bool(capability(built, "detaches")) and bool(executed.tasks)
     if executed.tasks:  # a submitting executor: the manifest status and cancel read

@@ -50,6 +50,9 @@ class PointsTask:
     since: str | None = None
     grid_id: str = ""
     writer: str = "vaebench task"
+    #: ``--log-to`` entries and ``--log-every``: the task logs its points itself.
+    log_to: list[str] = field(default_factory=list)
+    log_every: int = 0
 
     @property
     def run_ids(self) -> list[str]:
@@ -82,7 +85,7 @@ def split_tasks(specs: Sequence[RunSpec], job: GridJob, per: str = "point", writ
                   metric_names=list(job.metric_names) if job.metric_names else None,
                   metric_options={k: dict(v) for k, v in (job.metric_options or {}).items()},
                   resume=bool(job.resume), since=job.started_at.isoformat() if job.started_at else None,
-                  grid_id=job.grid_id, writer=writer)
+                  grid_id=job.grid_id, writer=writer, log_to=list(job.log_to), log_every=int(job.log_every or 0))
     if per == "group":
         groups, alone = vectorized_groups(specs, job.manager)
         order = {s.run_id: i for i, s in enumerate(specs)}
@@ -100,6 +103,7 @@ def run_task(payload: str) -> str:
     from rich.console import Console
 
     from vaebench.harness.local_executor import LocalExecutor
+    from vaebench.harness.loggers import close_reporter, logging_reporter
     from vaebench.harness.pending import PointClaims
     from vaebench.harness.progress import RichReporter
     from vaebench.plugins.manager import get_manager
@@ -108,6 +112,7 @@ def run_task(payload: str) -> str:
     manager = get_manager()
     execution = ExecutionOptions(**{k: v for k, v in task.execution.items() if k in CARRIED})
     reporter = RichReporter(Console(file=sys.stderr, force_terminal=False, width=160))
+    reporter = logging_reporter(reporter, manager, task.log_to, task.registry, task.grid_id, task.log_every or None)
     loaded: dict[tuple[str, str | None], Any] = {}
 
     def dataset_of(spec: RunSpec) -> Any:
@@ -125,6 +130,7 @@ def run_task(payload: str) -> str:
         result = LocalExecutor().run(task.specs, job)
     finally:
         claims.release_all()
+        close_reporter(reporter)
     return json.dumps([{"run_id": r["run_id"], "attempt": r.get("attempt"), "status": r.get("status"),
                         "error": r.get("error")} for r in result.records])
 

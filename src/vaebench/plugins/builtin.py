@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from vaebench import hookimpl
 from vaebench.plugins.specs import (
-    BackendSpec, DatasetSpec, ExecutorSpec, Hyperparameter, MetricSpec, ModelSpec, PresetSpec, ReferenceSpec,
+    BackendSpec, DatasetSpec, ExecutorSpec, Hyperparameter, LoggerSpec, MetricSpec, ModelSpec, PresetSpec, ReferenceSpec,
 )
 
 _TORCH = "vaebench.plugins.backends.torch.models"
@@ -425,3 +425,15 @@ def vaebench_register_references(register):
         description="FactorVAE MIG on dSprites (gamma 1, 10, 20, 40; 10 runs), Lin et al. 2020 (InfoGAN-CR) Table 1.",
         path="vaebench:reference_packs/lin2020_infogan_cr.toml",
     ))
+
+
+@hookimpl
+def vaebench_register_loggers(register):
+    # Each tracker's library is an extra, imported only when a grid logs to it.
+    register(LoggerSpec(name="mlflow", description="One MLflow run per grid point (params, live and final metrics, figures).",
+                        logger="vaebench.plugins.loggers.mlflow_logger:make", install="pip install 'vaebench[mlflow]'"))
+    register(LoggerSpec(name="tensorboard", description="TensorBoard event files per run (scalars, the traversal).",
+                        logger="vaebench.plugins.loggers.tensorboard_logger:make",
+                        install="pip install 'vaebench[tensorboard]'"))
+    register(LoggerSpec(name="wandb", description="Weights & Biases runs, offline unless WANDB_MODE says otherwise.",
+                        logger="vaebench.plugins.loggers.wandb_logger:make", install="pip install 'vaebench[wandb]'"))

@@ -287,6 +287,11 @@ class GridJob:
     #: task skips a point another writer finished since then (``harness.tasks.PointsTask``).
     grid_id: str = ""
     started_at: datetime | None = None
+    #: ``--log-to NAME[:TARGET]`` entries (checked): a remote task logs its points itself
+    #: (``harness.tasks.PointsTask.log_to``); the local executor's runs log through ``reporter``.
+    log_to: Sequence[str] = ()
+    #: ``--log-every``: steps between live values sent to the loggers.
+    log_every: int = 0
 
 
 @dataclass
@@ -409,3 +414,37 @@ def capability(obj: object, name: str) -> Any:
     if value is not _ABSENT:
         return value
     return functools.partial(default, obj) if inspect.isfunction(default) else default
+
+
+@dataclass
+class LoggerContext:
+    """What a logger is made with (``LoggerSpec.logger(context)``) and handed at each run's
+    start: ``target`` (what followed the colon in ``--log-to NAME:TARGET``, ``None``
+    without one: an experiment, a directory, a project), the grid's id (``YYYYMMDDTHHMMSSZ-xxxxxx``;
+    a continuation's is its own) and ``registry`` (where the records go; a logger keeps its
+    own files beside it by default, e.g. ``<registry>/tensorboard``)."""
+
+    target: str | None
+    grid_id: str
+    registry: str
+
+
+class Logger(Protocol):
+    """An experiment tracker's side of a grid (``LoggerSpec``). Called from one background
+    thread, in order, never from the training loop: a call may block (a slow server) without
+    slowing training. An exception from any call is said once in one line and the logger is
+    dropped for the rest of the grid; the runs are recorded as they would be without it.
+
+    ``start_run(spec, context)``: a grid point starts (``spec``: its ``RunSpec``).
+    ``log(run_id, step, values)``: live values at ``step`` (floats: ``loss``, ``recon``, ``kl``
+    in nats per image, ``images_per_second``, and where the model has them the target
+    capacity ``capacity`` and its training signals, e.g. the scheduled ``beta``), every
+    ``--log-every`` steps. ``end_run(record, artifacts)``: the run's record as written
+    (``status``, ``metrics``, ``kl_per_dim``, ``run_id``, ``config_id`` ...) and its files on
+    this machine (``{"traversal": path, "reconstructions": path, "samples": path, ...}``;
+    empty for a remote registry). ``close()``: the grid is over (flush, finish)."""
+
+    def start_run(self, spec: Any, context: LoggerContext) -> None: ...
+    def log(self, run_id: str, step: int, values: dict[str, float]) -> None: ...
+    def end_run(self, record: dict[str, Any], artifacts: dict[str, str]) -> None: ...
+    def close(self) -> None: ...

@@ -19,7 +19,8 @@ from typing import Callable
 
 import pluggy
 
-from vaebench.plugins.specs import BackendSpec, DatasetSpec, ExecutorSpec, MetricSpec, ModelSpec, PresetSpec, ReferenceSpec
+from vaebench.plugins.specs import (BackendSpec, DatasetSpec, ExecutorSpec, LoggerSpec, MetricSpec, ModelSpec, PresetSpec,
+                                    ReferenceSpec)
 
 hookspec = pluggy.HookspecMarker("vaebench")
 
@@ -57,3 +58,8 @@ def vaebench_register_presets(register: Callable[[PresetSpec], None]) -> None:
 @hookspec
 def vaebench_register_references(register: Callable[[ReferenceSpec], None]) -> None:
     """Register reference packs (published values to set a run against) by calling ``register(ReferenceSpec(...))``."""
+
+
+@hookspec
+def vaebench_register_loggers(register: Callable[[LoggerSpec], None]) -> None:
+    """Register experiment trackers (``--log-to NAME[:TARGET]``) by calling ``register(LoggerSpec(...))``."""

@@ -31,8 +31,8 @@ import pluggy
 
 from vaebench.plugins import hookspecs
 from vaebench.version import __version__
-from vaebench.plugins.specs import (BackendSpec, DatasetSpec, ExecutorSpec, MetricSpec, ModelSpec, PresetSpec,
-                                    ReferenceSpec, load_object)
+from vaebench.plugins.specs import (BackendSpec, DatasetSpec, ExecutorSpec, LoggerSpec, MetricSpec, ModelSpec,
+                                    PresetSpec, ReferenceSpec, load_object)
 
 ENTRY_POINT_GROUP = "vaebench"
 #: Environment variables choosing what loads (comma lists of plugin names).
@@ -44,6 +44,7 @@ BUILTIN = "builtin"
 KINDS: dict[str, type] = {
     "models": ModelSpec, "metrics": MetricSpec, "datasets": DatasetSpec, "backends": BackendSpec,
     "executors": ExecutorSpec, "presets": PresetSpec, "references": ReferenceSpec,
+    "loggers": LoggerSpec,
 }
 _HOOKS = {
     "models": "vaebench_register_models",
@@ -53,6 +54,7 @@ _HOOKS = {
     "executors": "vaebench_register_executors",
     "presets": "vaebench_register_presets",
     "references": "vaebench_register_references",
+    "loggers": "vaebench_register_loggers",
 }
 
 
@@ -260,6 +262,9 @@ class PluginManager:
 
     def reference(self, name: str) -> ReferenceSpec:
         return self.get("references", name)
+
+    def logger(self, name: str) -> LoggerSpec:
+        return self.get("loggers", name)
 
     def owner(self, kind: str, name: str) -> str:
         return self._owner[(kind, name)]

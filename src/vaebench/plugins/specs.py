@@ -514,3 +514,31 @@ class ReferenceSpec:
         """A pack names no import path."""
         return {}
 
+
+
+@dataclass(frozen=True)
+class LoggerSpec:
+    """An experiment tracker that watches runs while they train (``--log-to NAME[:TARGET]``):
+    ``mlflow``, ``tensorboard``, ``wandb``, or one a plugin brings.
+
+    ``logger``: import path (or callable) of a factory ``factory(target: str | None, context:
+    LoggerContext) -> Logger`` (``plugins/contract.py``): ``target`` is what followed the colon
+    in ``--log-to NAME:TARGET`` (``None`` without one), ``context`` the grid's id and registry.
+    Imported when a grid that logs to it is checked, before anything trains: an
+    ``ImportError`` there is a one-line error naming ``install`` (e.g.
+    ``pip install 'vaebench[mlflow]'``)."""
+
+    name: str
+    description: str
+    logger: str | Callable[..., Any]
+    install: str = ""
+
+    def __post_init__(self) -> None:
+        _check_paths("logger", self.name, {"logger": self.logger})
+
+    def import_paths(self) -> dict[str, str]:
+        """Every import path this spec names (field -> path)."""
+        return {"logger": self.logger} if isinstance(self.logger, str) else {}
+
+    def factory(self) -> Callable[..., Any]:
+        return _resolve(self.logger)

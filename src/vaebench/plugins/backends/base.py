@@ -14,7 +14,8 @@ import numpy as np
 from vaebench.plugins.manager import PluginManager, plugin_manager
 
 #: ``on_progress(step, values)`` is called every few steps with ``loss``, ``recon``,
-#: ``kl``, ``images_per_second`` (floats).
+#: ``kl``, ``images_per_second`` (floats), and where the model has them the target
+#: ``capacity`` and its training signals (the scheduled ``beta``, ...).
 ProgressCallback = Callable[[int, dict[str, float]], None]
 
 

@@ -282,7 +282,11 @@ def train_loop(
                     steps.keep(i)
                     live.remove(i)
                 elif callbacks[i] is not None and (step % report_every == 0 or last):
-                    callbacks[i](step, {**values, "images_per_second": (step - begin.step) * batch / elapsed})
+                    live_values = {**(terms.signals[i] or {}), **values,
+                                   "images_per_second": (step - begin.step) * batch / elapsed}
+                    if terms.capacity[i] is not None:
+                        live_values["capacity"] = float(terms.capacity[i])
+                    callbacks[i](step, live_values)
             if not live:
                 break
         for i in live:
