@@ -216,6 +216,21 @@ def test_parse_size() -> None:
             readonly.parse_size(bad)
 
 
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT handled by default and unblocked."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _signal_state(pid: int) -> str:
+    """The SigBlk / SigIgn / SigCgt lines of ``pid`` (for a failure's message)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError as exc:
+        return str(exc)
+    return ", ".join(line.replace("\t", " ") for line in lines if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
+
+
 def _other_threads_cpu(pid: int) -> float:
     """CPU seconds used by every thread of ``pid`` but its main one."""
     total = 0
@@ -237,6 +252,10 @@ def test_ctrl_c_stops_a_running_query(registry: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "query", ENDLESS, "--registry", str(registry), "--timeout", "3600"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # As a shell starts a command: SIGINT at its default and not blocked, whatever the
+        # test process's own state is (a pytest-xdist worker that ran other tests in-process
+        # may hand its children a blocked or ignored SIGINT), in a session of its own.
+        preexec_fn=_default_sigint, start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 120
@@ -246,9 +265,13 @@ def test_ctrl_c_stops_a_running_query(registry: Path) -> None:
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the query never started"
             time.sleep(0.1)
+        state = _signal_state(proc.pid)
         proc.send_signal(signal.SIGINT)
         t0 = time.monotonic()
-        stdout, stderr = proc.communicate(timeout=60)
+        try:
+            stdout, stderr = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running 60 s after SIGINT; its signal state then: {state}") from None
         elapsed = time.monotonic() - t0
     finally:
         if proc.poll() is None:

@@ -108,9 +108,9 @@ def procs(monkeypatch):
     m = procs_manager()
     monkeypatch.setattr(manager_module, "_MANAGER", m)
     yield m
-    for pid in _task_pids:
+    while _task_pids:  # this test's task processes, each killed once (a later test's pid may reuse the number)
         try:
-            os.killpg(pid, signal.SIGKILL)
+            os.killpg(_task_pids.pop(), signal.SIGKILL)
         except ProcessLookupError:
             pass
 
