@@ -131,9 +131,9 @@ def check_run_options(
     manager: Any = None,
     executor: str = "local",
     executor_options: dict[str, Any] | None = None,
-) -> None:
+) -> Any:
     """The option checks of ``vaebench run`` that need no dataset (made before a dry run
-    prints): the executor is registered and ``executor_options`` are its options, the metric names exist and suit the datasets, ``metric_options``
+    prints); returns the executor built from ``executor_options``: the executor is registered and ``executor_options`` are its options, the metric names exist and suit the datasets, ``metric_options``
     (``{metric: {key: value}}``) name metrics of the run and pass their checkers
     (``runner.check_metric_options``), each spec's architecture is conv / mlp, ``amp`` and
     ``strategy`` are known, ``checkpoint_every`` is a whole number ≥ 0. Raises a one-line
@@ -174,6 +174,7 @@ def check_run_options(
         forced_workers()
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    return built
 
 
 def _resolve_devices(backends: Sequence[str], device: str, manager: Any) -> None:
@@ -256,9 +257,9 @@ def prepare_grid(
     metrics = list(metrics) if metrics else None
     execution = ExecutionOptions(device=str(device), amp=str(amp), compile=bool(compile), threads=threads,
                                  eval_samples=eval_samples, checkpoint_every=checkpoint_every)
-    check_run_options(specs, metrics=metrics, amp=amp, strategy=strategy, checkpoint_every=checkpoint_every,
-                      metric_options=metric_options, manager=manager, executor=executor,
-                      executor_options=executor_options)
+    built = check_run_options(specs, metrics=metrics, amp=amp, strategy=strategy, checkpoint_every=checkpoint_every,
+                              metric_options=metric_options, manager=manager, executor=executor,
+                              executor_options=executor_options)
     options = check_metric_weights(sorted(selected_metrics(specs, manager, metrics)), fid_weights, lpips_weights)
     loggers = _check_loggers(log_to, manager, log_every)
     for name, values in (metric_options or {}).items():
@@ -267,7 +268,7 @@ def prepare_grid(
     # dataset protocol), before anything is written or announced; run_grid reuses them.
     datasets = check_grid(specs, manager)
     removed = check_writable(registry)
-    if not capability(manager.executor(executor).build(executor_options), "remote"):
+    if not capability(built, "remote"):
         _resolve_devices([s.backend for s in specs], execution.device, manager)  # a cluster's: where it trains
     return PreparedGrid(specs, manager, registry, execution, metrics, options, datasets, bool(resume), strategy,
                         removed, executor, dict(executor_options or {}), loggers, log_every)

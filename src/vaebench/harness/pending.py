@@ -148,17 +148,41 @@ class PointClaims:
             self.release(run_id)
 
 
-def finished_status(registry: str, run_id: str, since: datetime | None = None) -> str | None:
-    """The status of ``run_id``'s latest finished attempt (``ok`` / ``diverged``) in the
-    registry, or ``None``; with ``since``, only an attempt finished at or after it counts.
-    A registry that cannot be read here answers ``None`` (the point is trained)."""
+def recorded_since(registry: str, run_id: str, since: datetime | None = None,
+                   statuses: Sequence[str] | None = None) -> dict[str, Any] | None:
+    """``run_id``'s latest attempt in the registry (of ``statuses``, any when ``None``)
+    finished at or after ``since`` (any time when ``None``), or ``None``; a registry that
+    cannot be read here answers ``None``. The one reading of "recorded since" a grid's
+    claims (:func:`finished_status`), the watch and the ray executor share."""
     try:
         attempts = store.read_attempts(registry, run_id)
     except store.RegistryError:
         return None
-    done = [r for r in attempts if r.get("status") in DONE_STATUSES and r.get("run_id") == run_id
-            and (since is None or (r.get("finished_at") is not None and r["finished_at"] >= since))]
-    return done[-1]["status"] if done else None
+    found = [r for r in attempts if r.get("run_id") == run_id and (statuses is None or r.get("status") in statuses)
+             and (since is None or (r.get("finished_at") is not None and r["finished_at"] >= since))]
+    return found[-1] if found else None
+
+
+def finished_status(registry: str, run_id: str, since: datetime | None = None) -> str | None:
+    """The status of ``run_id``'s latest finished attempt (``ok`` / ``diverged``) in the
+    registry, or ``None``; with ``since``, only an attempt finished at or after it counts.
+    A registry that cannot be read here answers ``None`` (the point is trained)."""
+    found = recorded_since(registry, run_id, since, DONE_STATUSES)
+    return found["status"] if found else None
+
+
+def dataset_loader(manager: PluginManager, loaded: Mapping[tuple[str, str | None], Any] | None = None) -> Any:
+    """``datasets(spec)``: the spec's dataset, loaded once per ``(name, path)`` (``loaded``:
+    those the caller has already), as a ``GridJob`` hands it to an executor."""
+    cache: dict[tuple[str, str | None], Any] = dict(loaded or {})
+
+    def datasets(spec: RunSpec) -> Any:
+        key = (spec.dataset, spec.dataset_path)
+        if key not in cache:
+            cache[key] = manager.dataset(spec.dataset).loader()(path=spec.dataset_path)
+        return cache[key]
+
+    return datasets
 
 
 def _now() -> datetime:

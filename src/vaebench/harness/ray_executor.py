@@ -28,12 +28,11 @@ from datetime import datetime
 from typing import Any, Mapping, Sequence
 
 from vaebench.harness.messages import one_line
-from vaebench.harness.pending import PendingRun
+from vaebench.harness.pending import PendingRun, recorded_since
 from vaebench.harness.tasks import PER, PointsTask, run_task, split_tasks, task_records
 from vaebench.plugins.backends import interrupt
 from vaebench.plugins.contract import ExecutorResult, GridJob, TaskRef, TaskState
 from vaebench.plugins.runspec import RunSpec
-from vaebench.registry import store
 
 #: What the ``ray`` executor's factory says when Ray is not importable.
 INSTALL = "pip install 'vaebench[ray]'"
@@ -210,17 +209,6 @@ def check_options(num_cpus: float, num_gpus: float, per: str, max_retries: int) 
         raise ValueError(f"--per must be one of {', '.join(PER)}, got {per!r}")
     if max_retries < 0:
         raise ValueError(f"--max-retries must be >= 0, got {max_retries}")
-
-
-def recorded_since(registry: str, run_id: str, since: datetime | None) -> dict[str, Any] | None:
-    """``run_id``'s latest record (any status) finished at or after ``since``, or ``None``."""
-    try:
-        attempts = store.read_attempts(registry, run_id)
-    except store.RegistryError:
-        return None
-    found = [r for r in attempts if r.get("run_id") == run_id and r.get("finished_at") is not None
-             and (since is None or r["finished_at"] >= since)]
-    return found[-1] if found else None
 
 
 def pending_run(spec: RunSpec, job: GridJob, strategy: str) -> PendingRun:

@@ -20,7 +20,7 @@ from vaebench.harness import resumption
 from vaebench.harness.evaluation import metrics_for
 from vaebench.harness.loggers import close_reporter, logging_reporter
 from vaebench.harness.messages import debug_traceback, one_line
-from vaebench.harness.pending import PendingRun, PointClaims, Reporter, SilentReporter
+from vaebench.harness.pending import PendingRun, PointClaims, Reporter, SilentReporter, dataset_loader
 from vaebench.harness.plan import INT_MAX
 from vaebench.plugins.contract import GridJob, TaskRef, capability
 from vaebench.plugins.backends import get_backend
@@ -258,13 +258,7 @@ def run_grid(
     started = datetime.now(timezone.utc)
     result = GridResult()
     done = (recorded if recorded is not None else recorded_status(registry)) if resume else {}
-    loaded: dict[tuple[str, str | None], Any] = dict(datasets or {})
-
-    def dataset_of(spec: RunSpec) -> Any:
-        key = (spec.dataset, spec.dataset_path)
-        if key not in loaded:
-            loaded[key] = manager.dataset(spec.dataset).loader()(path=spec.dataset_path)
-        return loaded[key]
+    dataset_of = dataset_loader(manager, datasets)
 
     todo = []
     for spec in specs:

@@ -104,7 +104,7 @@ def run_task(payload: str) -> str:
 
     from vaebench.harness.local_executor import LocalExecutor
     from vaebench.harness.loggers import close_reporter, logging_reporter
-    from vaebench.harness.pending import PointClaims
+    from vaebench.harness.pending import PointClaims, dataset_loader
     from vaebench.harness.progress import RichReporter
     from vaebench.plugins.manager import get_manager
 
@@ -113,19 +113,11 @@ def run_task(payload: str) -> str:
     execution = ExecutionOptions(**{k: v for k, v in task.execution.items() if k in CARRIED})
     reporter = RichReporter(Console(file=sys.stderr, force_terminal=False, width=160))
     reporter = logging_reporter(reporter, manager, task.log_to, task.registry, task.grid_id, task.log_every or None)
-    loaded: dict[tuple[str, str | None], Any] = {}
-
-    def dataset_of(spec: RunSpec) -> Any:
-        key = (spec.dataset, spec.dataset_path)
-        if key not in loaded:
-            loaded[key] = manager.dataset(spec.dataset).loader()(path=spec.dataset_path)
-        return loaded[key]
-
     since = datetime.fromisoformat(task.since) if task.since else None
     claims = PointClaims(task.registry, reporter, task.resume, since=since, writer=task.writer)
     job = GridJob(manager=manager, registry=task.registry, execution=execution, metric_names=task.metric_names,
                   metric_options=task.metric_options or None, strategy=task.strategy, resume=task.resume,
-                  reporter=reporter, datasets=dataset_of, claims=claims, grid_id=task.grid_id, started_at=since)
+                  reporter=reporter, datasets=dataset_loader(manager), claims=claims, grid_id=task.grid_id, started_at=since)
     try:
         result = LocalExecutor().run(task.specs, job)
     finally:

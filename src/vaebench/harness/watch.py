@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 from vaebench.harness import resumption
 from vaebench.harness.messages import one_line
-from vaebench.harness.pending import PendingRun, SilentReporter
+from vaebench.harness.pending import PendingRun, SilentReporter, recorded_since
 from vaebench.plugins.backends.base import ExecutionOptions
 from vaebench.plugins.contract import TaskRef, TaskState, capability
 from vaebench.plugins.runspec import RunSpec
@@ -118,14 +118,7 @@ def task_states(executor: Any, tasks: Sequence[TaskRef]) -> tuple[dict[str, Task
 
 def latest_since(registry: str, run_id: str, manifest: GridManifest) -> dict[str, Any] | None:
     """``run_id``'s latest attempt finished at or after the grid's submission, or ``None``."""
-    try:
-        attempts = store.read_attempts(registry, run_id)
-    except store.RegistryError:
-        return None
-    since = manifest.submitted_at
-    done = [r for r in attempts if r.get("run_id") == run_id and r.get("finished_at") is not None
-            and r["finished_at"] >= since]
-    return done[-1] if done else None
+    return recorded_since(registry, run_id, manifest.submitted_at)
 
 
 def spec_of(manifest: GridManifest, run_id: str) -> RunSpec | None:
