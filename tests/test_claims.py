@@ -85,6 +85,25 @@ def test_a_claim_whose_worker_lives_is_not_stale(tmp_path: Path) -> None:
     assert claims.holder(tmp_path, RID).stale()
 
 
+def test_wait_free_waits_for_a_killed_writer_to_be_gone(tmp_path: Path) -> None:
+    """A scheduler reports a killed worker before its process is gone: wait_free waits for
+    the claim to go stale (and gives up, False, on one whose writer lives)."""
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    claim = claims.acquire(tmp_path, RID)
+    doc = json.loads(claim.document())
+    doc.update(pid=worker.pid, pids=[worker.pid])
+    (tmp_path / "claims" / RID / "1.json").write_text(json.dumps(doc))
+    try:
+        assert not claims.wait_free(tmp_path, RID, timeout=0.3)
+        threading.Timer(0.5, worker.kill).start()
+        assert claims.wait_free(tmp_path, RID, timeout=30)
+        assert claims.acquire(tmp_path, RID) is not None
+    finally:
+        worker.kill()
+        worker.wait()
+    assert claims.wait_free(tmp_path / "elsewhere", RID, timeout=0)  # no claim at all
+
+
 def test_lease_expiry_and_the_keeper(tmp_path: Path) -> None:
     kept = claims.acquire(tmp_path, RID, lease=0.5)
     claims.KEEPER.keep(kept)

@@ -104,7 +104,7 @@ def test_a_killed_ray_worker_leaves_a_failed_record_and_resume_finishes_the_grid
     assert driver.returncode in (0, 1), err[-2000:]
     killed = attempts(registry, victim.run_id)
     assert all(a["status"] != "ok" for a in killed)
-    assert any("Ray worker died" in (a["error"] or "") for a in killed), killed
+    assert any("Ray worker died" in (a["error"] or "") for a in killed), (victim, killed, err[-3000:])
     # Nothing of that cluster is left running once the driver has shut it down.
     wait_until(lambda: not (ray_processes() - before), 60, "the Ray cluster's processes to exit")
 

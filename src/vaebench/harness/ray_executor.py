@@ -33,6 +33,12 @@ from vaebench.harness.tasks import PER, PointsTask, run_task, split_tasks, task_
 from vaebench.plugins.backends import interrupt
 from vaebench.plugins.contract import ExecutorResult, GridJob, TaskRef, TaskState
 from vaebench.plugins.runspec import RunSpec
+from vaebench.registry import claims
+
+#: Seconds a dead worker's claim is waited for before its points are recorded ``failed``
+#: (:func:`vaebench.registry.claims.wait_free`); one on another host stays held until its
+#: lease runs out, and its points are left to ``--resume``.
+DEATH_SECONDS = 60.0
 
 #: What the ``ray`` executor's factory says when Ray is not importable.
 INSTALL = "pip install 'vaebench[ray]'"
@@ -154,6 +160,7 @@ class RayExecutor:
                 job.reporter.end_run(written)
                 out.append(written)
                 continue
+            claims.wait_free(job.registry, spec.run_id, timeout=DEATH_SECONDS)
             if job.claims.take(spec) is None:
                 continue
             try:

@@ -73,6 +73,7 @@ __all__ = [
     "holder",
     "remove_stale",
     "stale_claims",
+    "wait_free",
 ]
 
 _RUN_ID_RE = re.compile(r"[0-9a-f]{6,64}")
@@ -455,6 +456,22 @@ def claims_of(root: str | os.PathLike[str]) -> list[ClaimInfo]:
         if info is not None:
             out.append(info)
     return out
+
+
+def wait_free(root: str | os.PathLike[str], run_id: str, timeout: float, interval: float = 0.2) -> bool:
+    """Wait up to ``timeout`` seconds for ``run_id``'s claim to be released or to go stale;
+    whether it did. A scheduler learns that a worker on this host was killed when the
+    kernel closes the worker's sockets, a moment before its process is gone (on a loaded
+    machine, seconds): until then its claim is live, so a caller about to record that
+    worker's point first waits here."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = holder(root, run_id)
+        if info is None or info.stale():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
 
 
 def stale_claims(root: str | os.PathLike[str]) -> list[ClaimInfo]:
