@@ -95,7 +95,9 @@ def test_progress_compile_cache_and_seed():
     trained = JaxBackend().train(spec, DATA, _execution(), on_progress=lambda s, v: seen.append((s, v)))
     assert trained.compiled and trained.amp == "off" and trained.train_seconds > 0 and trained.compile_seconds >= 0
     assert [s for s, _ in seen] == [5, 10, 15, 20]
-    assert set(seen[0][1]) == {"loss", "recon", "kl", "images_per_second"}
+    dims = {f"kl.dim{d}" for d in range(spec.latent_dim)}  # the live KL per latent dimension
+    assert set(seen[0][1]) == {"loss", "recon", "kl", "images_per_second"} | dims
+    assert sum(seen[0][1][d] for d in dims) == pytest.approx(seen[0][1]["kl"], rel=1e-5)
     # same graph and batch shape: compiled once; another seed, another training
     other = JaxBackend().train(RunSpec(**BETA_SPEC, steps=20, lr=1e-3, seed=4), DATA, _execution())
     assert other.compile_seconds == 0.0

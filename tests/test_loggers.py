@@ -86,7 +86,12 @@ def test_mlflow_run_read_back_through_its_client(tracked):
     beta = [m.value for m in client.get_metric_history(run.info.run_id, "beta")]
     assert len(beta) == len(LIVE_STEPS) and beta == sorted(beta) and beta[0] < beta[-1] == pytest.approx(4.0)
     assert run.data.metrics["mig"] == pytest.approx(record["metrics"]["mig"])
-    assert run.data.metrics["kl_dim.0"] == pytest.approx(record["kl_per_dim"][0])
+    assert run.data.metrics["eval.kl.dim0"] == pytest.approx(record["kl_per_dim"][0])
+    # the KL per latent dimension over training, live at every --log-every step
+    dims = [client.get_metric_history(run.info.run_id, f"kl.dim{d}") for d in range(record["latent_dim"])]
+    assert all([m.step for m in h] == LIVE_STEPS for h in dims)
+    kl = client.get_metric_history(run.info.run_id, "kl")
+    assert [sum(h[i].value for h in dims) for i in range(len(LIVE_STEPS))] == pytest.approx([m.value for m in kl], rel=1e-4)
     names = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "figures")}
     assert {"traversal.png", "reconstructions.png", "samples.png"} <= names
 
@@ -101,6 +106,8 @@ def test_tensorboard_events_read_back_with_its_reader(tracked):
     assert [e.step for e in events.Scalars("train/loss")] == LIVE_STEPS
     assert events.Scalars("train/loss")[-1].value == pytest.approx(record["final_loss"], rel=1e-6)
     assert [e.step for e in events.Scalars("train/beta")] == LIVE_STEPS
+    assert [e.step for e in events.Scalars("train/kl.dim0")] == LIVE_STEPS  # KL per dimension over training
+    assert events.Scalars("final/eval.kl.dim0")[0].value == pytest.approx(record["kl_per_dim"][0], rel=1e-6)
     assert events.Scalars("final/mig")[0].value == pytest.approx(record["metrics"]["mig"], rel=1e-6)
     (image,) = events.Images("traversal")
     assert image.step == 40 and image.width > 100 and image.height > 100

@@ -146,3 +146,28 @@ def test_hostile_names_escaped_in_the_new_sections(tmp_path: Path) -> None:
         assert "<script" not in text.lower() and "<i>" not in text
         assert "&lt;script&gt;alert(1)&lt;/script&gt;$x$ β=1 · config aaaa0000c0f1" in text  # a figure caption
     assert (out / "figures" / "configs" / CONFIG_A / "matrices.png").is_file()
+
+
+def test_kl_per_dimension_over_training_from_a_real_run(tmp_path: Path, cli) -> None:
+    """A trained run records its KL per latent dimension at each history point (signals
+    ``kl.dim<d>``, summing to the history's KL); the report's per-run figure data carries
+    those curves. (~6 s: a 30-step MLP run and a report.)"""
+    reg, out = tmp_path / "reg", tmp_path / "out"
+    res = cli("run", "--betas", "4", "--steps", "30", "--architecture", "mlp", "--batch-size", "16", "--latent-dim", "4",
+              "--eval-samples", "512", "--metrics", "mig", "--device", "cpu", "--threads", "1", "--registry", reg, "--json")
+    assert res.exit_code == 0, res.output
+    (rec,) = json.loads(res.stdout)
+    assert rec["status"] == "ok", rec["error"]
+    kl = {h["step"]: h["kl"] for h in rec["history"]}
+    by_step: dict[int, dict[int, float]] = {}
+    for s in rec["signals"]:
+        if s["name"].startswith("kl.dim"):
+            by_step.setdefault(s["step"], {})[int(s["name"][len("kl.dim"):])] = s["value"]
+    assert sorted(by_step) == sorted(kl) and all(sorted(v) == [0, 1, 2, 3] for v in by_step.values())
+    for step, values in by_step.items():
+        assert sum(values.values()) == pytest.approx(kl[step], rel=1e-5, abs=1e-6)
+    res = cli("report", "--out", out, "--registry", reg)
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "figures" / "runs" / rec["run_id"] / "matrices.json").read_text(encoding="utf-8"))
+    assert data["kl_per_dim"]["steps"] == sorted(kl)
+    assert data["kl_per_dim"]["over_training"] == [[by_step[s][d] for s in sorted(kl)] for d in range(4)]

@@ -28,10 +28,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from vaebench.plugins.backends import loop
+
 __all__ = ["KL_DIM_SIGNAL", "Correlation", "Explained", "explain_configs", "explain_run", "metric_correlation"]
 
 #: Signal names carrying the KL of one latent dimension: ``kl.dim0``, ``kl.dim1``, ...
-KL_DIM_SIGNAL = re.compile(r"kl\.dim(\d+)")
+#: (the training loop's :data:`~vaebench.plugins.backends.loop.KL_DIM_SIGNAL`)
+KL_DIM_SIGNAL = re.compile(re.escape(loop.KL_DIM_SIGNAL).replace(r"\{\}", r"(\d+)"))
 #: DCI variants, preferred first: the reference one, else the fast proxy.
 DCI_KEYS = ("dci", "dci_fast")
 

@@ -32,6 +32,11 @@ from vaebench.plugins.backends.base import (
 #: Loss history keeps at most this many points per run.
 HISTORY_POINTS = 200
 
+#: The training signal carrying latent dimension ``d``'s KL: ``kl.dim0``, ``kl.dim1``, ...
+#: (nats per image, the batch mean), recorded at each history point where the backend's
+#: :class:`Readout` has ``kl_per_dim``.
+KL_DIM_SIGNAL = "kl.dim{}"
+
 
 @dataclass
 class GroupStart:
@@ -92,7 +97,7 @@ class TrainedRecord:
     """The training record every backend's trained model carries (``base.TrainedModel``):
     ``history`` (per history point ``{"step", "loss", "recon", "kl", "capacity"}``),
     ``signals`` (per history point ``{"step": ..., name: value}``: the scheduled β, the TC
-    estimate, codebook perplexity, ...; written beside the checkpoint as ``signals.json``),
+    estimate, codebook perplexity, the KL per latent dimension ``kl.dim<d>``, ...; written beside the checkpoint as ``signals.json``),
     ``steps_done``, ``diverged``, ``train_seconds``, ``final_loss``, and ``training_state``:
     what continuing the run needs beyond its weights (the backend's; set by the loop).
     ``image_shape``: ``(H, W, C)`` of the images it was trained on (``config.json``)."""
@@ -159,14 +164,24 @@ def read_config(directory: str, backend: str, manager: Any = None) -> tuple[dict
 @dataclass
 class Readout:
     """The terms of the last step trained, on the host, one entry per member: ``loss``,
-    ``recon``, ``kl`` (nats per image), ``capacity`` (the target C, or ``None``) and the
-    model's training ``signals``."""
+    ``recon``, ``kl`` (nats per image), ``capacity`` (the target C, or ``None``), the
+    model's training ``signals`` and, for a model with a Gaussian posterior
+    (``gaussian_posterior``), ``kl_per_dim`` (each member's ``(D,)`` KL per latent
+    dimension, nats per image; recorded as the signals :data:`KL_DIM_SIGNAL`)."""
 
     loss: Sequence[float]
     recon: Sequence[float]
     kl: Sequence[float]
     capacity: Sequence[float | None]
     signals: Sequence[dict[str, float]]
+    kl_per_dim: Sequence[Sequence[float]] | None = None
+
+    def member_signals(self, i: int) -> dict[str, float]:
+        """Member ``i``'s signals with its KL per dimension (``kl.dim<d>``), as floats."""
+        out = {k: float(v) for k, v in (self.signals[i] or {}).items()}
+        if self.kl_per_dim is not None:
+            out.update({KL_DIM_SIGNAL.format(d): float(v) for d, v in enumerate(self.kl_per_dim[i])})
+        return out
 
 
 def fusable_steps(total: int, execution: ExecutionOptions, cap: int) -> int:
@@ -272,17 +287,18 @@ def train_loop(
                 run.steps_done = step
                 run.final_loss = values["loss"]
                 finite = all(math.isfinite(v) for v in values.values())
+                signals = terms.member_signals(i)
                 if not finite or step % history_every == 0 or last:
                     run.history.append({"step": step, **values, "capacity": terms.capacity[i]})
-                    if terms.signals[i]:
-                        run.signals.append({"step": step, **terms.signals[i]})
+                    if signals:
+                        run.signals.append({"step": step, **signals})
                 if not finite:
                     run.diverged = True
                     run.train_seconds = elapsed + begin.earlier[i]
                     steps.keep(i)
                     live.remove(i)
                 elif callbacks[i] is not None and (step % report_every == 0 or last):
-                    live_values = {**(terms.signals[i] or {}), **values,
+                    live_values = {**signals, **values,
                                    "images_per_second": (step - begin.step) * batch / elapsed}
                     if terms.capacity[i] is not None:
                         live_values["capacity"] = float(terms.capacity[i])

@@ -26,14 +26,15 @@ def run_params(spec: Any) -> dict[str, str]:
 def final_values(record: Mapping[str, Any]) -> dict[str, float]:
     """The record's numbers as ``name -> float`` (finite only): each metric key (``mig``,
     ``mig.gap.posX`` ...), ``final_loss``, ``train_seconds``, ``eval_seconds``,
-    ``images_per_second`` and ``kl_dim.<i>`` (the KL of latent dimension i, nats)."""
+    ``images_per_second`` and ``eval.kl.dim<i>`` (the KL of latent dimension i on the
+    evaluation images, nats; the live ``kl.dim<i>`` is the training batch's)."""
     out: dict[str, float] = {}
     for key, value in (record.get("metrics") or {}).items():
         out[str(key)] = value
     for key in ("final_loss", "train_seconds", "eval_seconds", "images_per_second"):
         out[key] = record.get(key)
     for i, value in enumerate(record.get("kl_per_dim") or ()):
-        out[f"kl_dim.{i}"] = value
+        out[f"eval.kl.dim{i}"] = value
     return {k: float(v) for k, v in out.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
 

@@ -48,7 +48,8 @@ def loss_and_grads(
 ) -> tuple[Any, Any, dict[str, Any]]:
     """``(gradients, updated non-parameter state, terms)`` of the model's ``loss_terms``
     for one batch (traceable; the training step's core, exposed for the equivalence
-    tests). ``terms``: ``loss``, ``recon``, ``kl``, ``capacity`` (or ``None``), ``signals``."""
+    tests). ``terms``: ``loss``, ``recon``, ``kl``, ``kl_per_dim`` ``(D,)``, ``capacity`` (or
+    ``None``), ``signals``."""
 
     def loss_fn(p: Any) -> tuple[jax.Array, tuple[dict[str, Any], Any]]:
         # NNX variables may be changed only at the trace level they were created at, and a
@@ -56,7 +57,7 @@ def loss_and_grads(
         model = nnx.merge(graphdef, p, jax.tree.map(lambda a: a, others))
         terms = model.loss_terms(x, step, key=key, factors=factors, eps=eps)
         _, _, new_others = nnx.split(model, nnx.Param, ...)
-        kept = {k: terms[k] for k in ("loss", "recon", "kl", "capacity", "signals")}
+        kept = {k: terms[k] for k in ("loss", "recon", "kl", "kl_per_dim", "capacity", "signals")}
         return terms["loss"], (kept, new_others)
 
     (_, (terms, new_others)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -103,6 +104,7 @@ class LoneSteps:
         self.params, self.others = jax.device_put((params, others), jax_device)
         self.opt_state = opt_state if opt_state is not None else optax.adam(spec.lr).init(self.params)
         self.conditional = bool(capability(trained.model, "needs_factors"))
+        self.gaussian = bool(capability(trained.model, "gaussian_posterior"))  # else no KL per dimension to record
         self.grid = device_grid(dataset, jax_device, execution.device_grid)
         self.key = jax.device_put(jax.random.key(spec.seed), jax_device)
         self.lr = np.float32(spec.lr)
@@ -129,7 +131,8 @@ class LoneSteps:
         t = self.terms
         return Readout([float(t["loss"])], [float(t["recon"])], [float(t["kl"])],
                        [None if t["capacity"] is None else float(t["capacity"])],
-                       [{k: float(v) for k, v in t["signals"].items()}])
+                       [{k: float(v) for k, v in t["signals"].items()}],
+                       [np.asarray(t["kl_per_dim"], dtype=np.float64).tolist()] if self.gaussian else None)
 
     def keep(self, i: int) -> None:
         """The loop stops with the run: its model gets the state as it is now."""

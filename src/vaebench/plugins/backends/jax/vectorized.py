@@ -72,21 +72,21 @@ def _group_step(
     ``params``, ``others``, ``opt_state``: pytrees of arrays with a leading member axis;
     ``x`` ``(M, B, H, W, C)`` in [0, 1]; ``keys`` ``(M,)`` PRNG keys (``key(seed)``);
     ``step`` int32 (1-based); ``lr`` float32. Returns the updated states and the terms:
-    ``loss``, ``recon``, ``kl`` ``(M,)`` (nats per image), ``capacity`` and ``signals``
+    ``loss``, ``recon``, ``kl`` ``(M,)`` (nats per image), ``kl_per_dim`` ``(M, D)``, ``capacity`` and ``signals``
     (per member: array scalar or ``None``, dict of array scalars).
     """
 
-    def forward(p: Any, o: Any, xi: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def forward(p: Any, o: Any, xi: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         model = nnx.merge(graphdef, p, o)
         eps = model.noise(jax.random.fold_in(key, step), xi.shape[0])
-        recon, kl, _ = model.terms(xi, eps)
-        return recon, kl
+        return model.terms(xi, eps)
 
     def total(p: Any) -> tuple[jax.Array, dict[str, Any]]:
-        recon, kl = jax.vmap(forward)(p, others, x, keys)
+        recon, kl, kl_per_dim = jax.vmap(forward)(p, others, x, keys)
         outs = [gaussian_objective(name, dict(hp), recon[i], kl[i], step) for i, (name, hp) in enumerate(objectives)]
         losses = jnp.stack([loss for loss, _, _ in outs])
-        terms = {"loss": losses, "recon": recon, "kl": kl, "capacity": tuple(c for _, c, _ in outs),
+        terms = {"loss": losses, "recon": recon, "kl": kl, "kl_per_dim": kl_per_dim,
+                 "capacity": tuple(c for _, c, _ in outs),
                  "signals": tuple(s for _, _, s in outs)}
         return losses.sum(), terms
 
@@ -200,7 +200,8 @@ class GroupSteps:
         table = np.asarray(jnp.stack([t["loss"], t["recon"], t["kl"]]), dtype=np.float64)
         return Readout(table[0].tolist(), table[1].tolist(), table[2].tolist(),
                        [None if c is None else float(c) for c in t["capacity"]],
-                       [{k: float(v) for k, v in s.items()} for s in t["signals"]])
+                       [{k: float(v) for k, v in s.items()} for s in t["signals"]],
+                       np.asarray(t["kl_per_dim"], dtype=np.float64).tolist())
 
     def keep(self, i: int) -> None:
         """Its model keeps its state as it is now (the group's later steps go on with NaNs)."""

@@ -93,6 +93,7 @@ class LoneSteps:
         self.optimizers, self.scaler, self.rng = optimizers, scaler, rng
         self.dataset, self.execution, self.first = dataset, execution, first
         self.conditional = bool(capability(self.model, "needs_factors"))
+        self.gaussian = bool(capability(self.model, "gaussian_posterior"))  # else no KL per dimension to record
         self.step_fn = step_fn  # the model's ``loss_terms``, or its compiled form
         self.grid = device_grid(dataset, self.device, execution.device_grid)
         self.terms: dict[str, Any] = {}
@@ -135,7 +136,8 @@ class LoneSteps:
         capacity = t["capacity"]
         return Readout([float(t["loss"].detach())], [float(t["recon"].detach())], [float(t["kl"].detach())],
                        [capacity if capacity is None else _scalar(capacity)],
-                       [{k: _scalar(v) for k, v in (t.get("signals") or {}).items()}])
+                       [{k: _scalar(v) for k, v in (t.get("signals") or {}).items()}],
+                       [t["kl_per_dim"].detach().float().cpu().tolist()] if self.gaussian else None)
 
     def keep(self, i: int) -> None:
         """The loop stops with the run: its weights stay as they are."""

@@ -121,14 +121,15 @@ class GroupSteps:
         self.scaler = torch.amp.GradScaler("cuda") if trained[0].amp == "fp16" else None
         self.grid = device_grid(dataset, device, execution.device_grid)
         self.batch, self.latent = spec.batch_size, spec.latent_dim
-        self.last: tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, list[Any]] | None = None
+        self.last: tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, list[Any], torch.Tensor] | None = None
         self.step_done = first_step - 1
 
     def run(self, step: int, count: int, live: Sequence[int]) -> None:
         for s in range(step, step + count):
             self.last = self.one(s, live)
 
-    def one(self, step: int, live: Sequence[int]) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, list[Any]]:
+    def one(self, step: int, live: Sequence[int]) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, list[Any],
+                                                           torch.Tensor]:
         device, amp, batch = self.device, self.trained[0].amp, self.batch
         x, _ = draw_batches(self.dataset, batch, self.rngs, device, grid=self.grid)  # (M, B, C, H, W)
         eps = torch.stack([torch.randn((batch, self.latent), generator=g, device=device) for g in self.generators])
@@ -160,14 +161,14 @@ class GroupSteps:
             total.backward()
             self.optimizer.step()
         self.step_done = step
-        return losses, recon, kl, capacities
+        return losses, recon, kl, capacities, kl_per_dim
 
     def read(self) -> Readout:
         assert self.last is not None
-        losses, recon, kl, capacities = self.last
+        losses, recon, kl, capacities, kl_per_dim = self.last
         table = torch.stack([torch.stack(losses), recon, kl]).detach().float().cpu().tolist()
         signals = [m.beta_signal(self.step_done) for m in self.models]  # what a lone run records (loss_terms)
-        return Readout(table[0], table[1], table[2], capacities, signals)
+        return Readout(table[0], table[1], table[2], capacities, signals, kl_per_dim.detach().float().cpu().tolist())
 
     def load(self, i: int, params: dict[str, torch.Tensor]) -> None:
         """Member ``i``'s model gets ``params`` (its slice of the stacked ones) and its buffers."""
