@@ -8,6 +8,7 @@ real run on SmallNORB ~7 s."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -273,13 +274,17 @@ def test_fetch_sha_mismatch_keeps_nothing(tmp_path, monkeypatch, serve, cli):
 
 
 def test_fetch_unpacks_a_tar_and_lists_it(tmp_path, monkeypatch, serve, cli):
-    """Cars3D's archive layout (data/cars/*.mat beside other folders): only data/cars is kept."""
+    """Cars3D's archive layout (data/cars/*.mat beside other folders): only data/cars is kept.
+    (The written archive is not the published one: the test pins its MD5 in place of disent's.)"""
     monkeypatch.setenv("VAEBENCH_DATA", str(tmp_path / "index"))
     write_cars(tmp_path / "build" / "data" / "cars")
     (tmp_path / "build" / "data" / "shapes48.mat").write_bytes(b"other")
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         tar.add(tmp_path / "build" / "data", arcname="data")
+    cars = SOURCES["cars3d"]
+    monkeypatch.setitem(SOURCES, "cars3d", dataclasses.replace(
+        cars, files=(dataclasses.replace(cars.files[0], md5=hashlib.md5(buf.getvalue()).hexdigest()),)))
     server = serve({"/nips2015-analogy-data.tar.gz": buf.getvalue()})
     result = cli("data", "fetch", "cars3d", "--url", server.url, "--to", tmp_path / "elsewhere")
     assert result.exit_code == 0, result.output
@@ -290,6 +295,19 @@ def test_fetch_unpacks_a_tar_and_lists_it(tmp_path, monkeypatch, serve, cli):
     rows = {r["name"]: r for r in listed["datasets"]}
     assert rows["cars3d"]["present"] and rows["cars3d"]["path"] == str(folder.resolve())
     assert rows["cars3d"]["bytes"] > 0 and not rows["smallnorb"]["present"] and rows["smallnorb"]["sha256_pinned"]
+    assert rows["cars3d"]["pinned"] == "md5" and rows["smallnorb"]["pinned"] == "sha256" and rows["mpi3d_toy"]["pinned"] is None
+
+
+def test_fetch_md5_mismatch_keeps_nothing(tmp_path, monkeypatch, serve, cli):
+    """Cars3D's archive is pinned to disent's published whole-file MD5: other bytes under its
+    name are refused with one line, exit 1, and removed."""
+    monkeypatch.setenv("VAEBENCH_DATA", str(tmp_path / "data"))
+    server = serve({"/nips2015-analogy-data.tar.gz": b"not the archive" * 100})
+    result = cli("data", "fetch", "cars3d", "--url", server.url)
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]  # beside the progress line
+    assert len(errors) == 1 and "md5" in errors[0] and SOURCES["cars3d"].files[0].md5 in errors[0], result.output
+    assert list((tmp_path / "data" / "cars").iterdir()) == [] and "cars3d" not in read_index()
 
 
 def test_fetch_verifies_a_pinned_gzip(tmp_path, monkeypatch, serve):

@@ -45,7 +45,7 @@ def fetch_command(
     url: Optional[str] = typer.Option(None, "--url", help="Base URL of a mirror: each file is fetched from URL/<its published file name> (also $VAEBENCH_DATA_URL_<NAME>)."),
     as_json: bool = typer.Option(False, "--json", help="Print what was done as JSON."),
 ) -> None:
-    """Download a dataset from its published URL, check its pinned sha256, unpack it and record
+    """Download a dataset from its published URL, check its pinned sha256 (or published MD5), unpack it and record
     where it is. An interrupted download resumes where it stopped on the next run."""
     from vaebench.plugins.datasets.catalog import SOURCES
     from vaebench.plugins.datasets.fetch import FetchError, fetch
@@ -56,7 +56,7 @@ def fetch_command(
         fail(f"--to {to} is a file, not a folder")
     source = SOURCES[name]
     if source.unpinned and not as_json:
-        err_console.print(f"note: {name}: {', '.join(source.unpinned)} has no pinned sha256 (none published); "
+        err_console.print(f"note: {name}: {', '.join(source.unpinned)} has no pinned checksum (none published); "
                           "the download is not verified", markup=False, highlight=False, soft_wrap=True)
     shown: set[str] = set()
 
@@ -93,16 +93,16 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.
         present = path.exists() and any(path.iterdir()) if path.is_dir() else path.exists()
         rows.append({"name": name, "present": bool(present), "path": str(path),
                      "bytes": tree_size(path) if present else None,
-                     "sha256_pinned": not source.unpinned, "licence": source.licence, "citation": source.citation})
+                     "sha256_pinned": source.pinned_with == "sha256", "pinned": source.pinned_with, "licence": source.licence, "citation": source.citation})
     if as_json:
         print_json({"data_root": str(data_root()), "datasets": rows})
         return
     table = Table(title=f"datasets (index: {escape(str(data_root() / 'index.json'))})")
-    for col in ("dataset", "present", "where", "size", "sha256"):
+    for col in ("dataset", "present", "where", "size", "checksum"):
         table.add_column(col)
     for r in rows:
         table.add_row(escape(r["name"]), "[green]yes[/]" if r["present"] else "[dim]no[/]", escape(r["path"]),
-                      _size(r["bytes"]), "pinned" if r["sha256_pinned"] else "[yellow]unpinned[/]")
+                      _size(r["bytes"]), f"{r['pinned']} pinned" if r["pinned"] else "[yellow]unpinned[/]")
     console.print(table)
     if os.environ.get("VAEBENCH_DATA") is None:
         console.print("[dim]set VAEBENCH_DATA to keep datasets elsewhere; `vaebench data fetch NAME` gets one[/]")

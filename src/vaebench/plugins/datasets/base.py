@@ -12,14 +12,16 @@ from typing import Any, Iterable, Protocol, runtime_checkable
 import numpy as np
 
 
-def hash_files(paths: "Iterable[str | os.PathLike[str]]", with_names: bool = False) -> Any:
-    """A sha256 (``hashlib`` object) of the files' bytes, streamed in 4 MiB blocks, in the
+def hash_files(paths: "Iterable[str | os.PathLike[str]]", with_names: bool = False,
+               algorithm: str = "sha256") -> Any:
+    """A sha256 (``hashlib`` object; ``algorithm``: another of :func:`hashlib.new`'s, e.g. a
+    download's published ``md5``) of the files' bytes, streamed in 4 MiB blocks, in the
     order given; ``with_names``: each file's name (and a NUL) before its bytes. The one
     way a file-backed dataset digests its files, and a download is checked."""
     import hashlib
     from pathlib import Path
 
-    h = hashlib.sha256()
+    h = hashlib.new(algorithm)
     for path in paths:
         if with_names:
             h.update(Path(path).name.encode() + b"\0")

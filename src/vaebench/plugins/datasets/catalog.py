@@ -15,8 +15,14 @@ fetched with ``--url https://storage.googleapis.com/disentanglement_dataset/Fina
 (the MPI3D loader knows both grids).
 SmallNORB's sha256 and sizes are TensorFlow Datasets' pinned checksums
 (``tensorflow_datasets/url_checksums/smallnorb.txt`` at
-tensorflow/datasets@333639b37af6c6fedf3610a4a2d42f1c6ef6f7d5). No sha256 could be sourced for
-MPI3D and Cars3D: those entries are unpinned (``sha256=None``) and ``data fetch`` says so.
+tensorflow/datasets@333639b37af6c6fedf3610a4a2d42f1c6ef6f7d5). No sha256 is published for
+Cars3D's archive; it is pinned to the MD5 of the whole file that disent publishes
+(``disent/dataset/data/_groundtruth__cars3d.py``, ``uri_hash["full"]``, at
+nmichlo/disent@1214041f83a9b4fb07c96603d367099706d2a16e): an integrity check against a
+broken or swapped download, not a cryptographic one. The MPI3D files on Hugging Face have no
+published checksum that could be read here (disent's MD5s are of the earlier Google Storage
+copies, whose ``mpi3d_real.npz`` the authors replaced as corrupted): those entries are
+unpinned and ``data fetch`` says so.
 
 The data directory is ``$VAEBENCH_DATA`` or ``~/.cache/vaebench/data``. It holds
 ``index.json`` (name -> where the data is, its size in bytes, when it was fetched), written by
@@ -56,6 +62,16 @@ class RemoteFile:
     size: int | None = None
     unpack: str = "none"
     keep: str | None = None
+    #: The published MD5 of the whole file, where no sha256 is published (checked instead).
+    md5: str | None = None
+
+    @property
+    def checksum(self) -> tuple[str, str] | None:
+        """``(algorithm, hex digest)`` a download is checked against: the sha256, else the
+        MD5; ``None``: unpinned."""
+        if self.sha256 is not None:
+            return "sha256", self.sha256
+        return ("md5", self.md5) if self.md5 is not None else None
 
 
 @dataclass(frozen=True)
@@ -72,8 +88,16 @@ class Source:
 
     @property
     def unpinned(self) -> list[str]:
-        """Names of the files with no pinned sha256."""
-        return [f.filename for f in self.files if f.sha256 is None]
+        """Names of the files with no pinned checksum (sha256 or MD5)."""
+        return [f.filename for f in self.files if f.checksum is None]
+
+    @property
+    def pinned_with(self) -> str | None:
+        """How the download is checked: ``"sha256"``, ``"md5"`` (some file only has an MD5),
+        or ``None`` when some file is unpinned."""
+        if self.unpinned:
+            return None
+        return "md5" if any(f.checksum[0] == "md5" for f in self.files) else "sha256"
 
 
 _MPI3D_HF = "https://huggingface.co/datasets/waleedgondal/mpi3d/resolve/main"
@@ -81,7 +105,7 @@ _NORB = "https://cs.nyu.edu/~ylclab/data/norb-v1.0-small"
 _MPI3D_CITE = ("Gondal et al. 2019, On the Transfer of Inductive Bias from Simulation to the Real World: "
                "a New Disentanglement Dataset, NeurIPS")
 _MPI3D_LICENCE = "CC BY 4.0 (rr-learning/disentanglement_dataset README)"
-_NO_SHA = "no published sha256 found: unpinned (the download is not verified)"
+_NO_SHA = "no published checksum found: unpinned (the download is not verified)"
 #: TensorFlow Datasets' checksums of the SmallNORB .gz files: (chunk, part) -> (size, sha256).
 _NORB_SUMS: dict[tuple[str, str], tuple[int, str]] = {
     ("5x01235x9x18x6x2x96x96-testing", "cat"): (347, "ecaf6d5bb8c3bc5eab9cf0258f6d2198dd474e016e374836fc097f2e5ff509ff"),
@@ -123,10 +147,11 @@ SOURCES: dict[str, Source] = {
     "cars3d": Source(
         "cars3d", "cars",
         (RemoteFile("http://www.scottreed.info/files/nips2015-analogy-data.tar.gz", "nips2015-analogy-data.tar.gz",
-                    unpack="tar", keep="data/cars"),),
+                    unpack="tar", keep="data/cars", md5="4e866a7919c1beedf53964e6f7a23686"),),
         "research use (no licence stated by the authors)",
         "Reed, Zhang, Zhang & Lee 2015, Deep Visual Analogy-Making, NeurIPS",
-        _NO_SHA),
+        "MD5 of the whole archive from nmichlo/disent@1214041 disent/dataset/data/_groundtruth__cars3d.py "
+        "(no sha256 published)"),
 }
 
 

@@ -3,8 +3,8 @@ check it, unpack it and record where it is.
 
 Each file is downloaded with urllib to ``<name>.part`` beside its destination; a ``.part``
 left by an interrupted download is resumed with an HTTP ``Range: bytes=N-`` request (a server
-that answers 200 instead of 206 restarts it from byte 0). The finished file's sha256 is
-checked against the pinned one (a mismatch removes the file and raises :class:`FetchError`,
+that answers 200 instead of 206 restarts it from byte 0). The finished file's checksum is
+checked against the pinned sha256 (the published MD5 where no sha256 is published; a mismatch removes the file and raises :class:`FetchError`,
 nothing kept), and its size where one is pinned. Then it is unpacked (``gunzip``, ``tar`` with
 the ``data`` extraction filter, ``zip``) and the archive removed; a file already present with
 its unpacked name is not downloaded again. Last, the index under the data root records the
@@ -45,7 +45,7 @@ class FetchError(RuntimeError):
 @dataclass
 class FetchResult:
     """What :func:`fetch` did: the dataset's folder, its size in bytes, files downloaded /
-    already present, and the files that had no pinned sha256 (not verified)."""
+    already present, and the files that had no pinned checksum (not verified)."""
 
     name: str
     path: Path
@@ -115,22 +115,20 @@ def _download(url: str, dest: Path, progress: Callable[[int, int | None], None] 
     part.replace(dest)
 
 
-def _sha256(path: Path) -> str:
-    return hash_files([path]).hexdigest()
-
-
 def _verify(remote: RemoteFile, path: Path, url: str) -> None:
-    """Size and sha256 of a finished download against the pinned ones; a mismatch removes it."""
+    """Size and checksum (sha256, else the published MD5) of a finished download against the
+    pinned ones; a mismatch removes it."""
     size = path.stat().st_size
     if remote.size is not None and size != remote.size:
         path.unlink()
         raise FetchError(f"{remote.filename} from {url}: {size} bytes, expected {remote.size}; removed it")
-    if remote.sha256 is not None:
-        got = _sha256(path)
-        if got != remote.sha256:
+    if remote.checksum is not None:
+        algorithm, want = remote.checksum
+        got = hash_files([path], algorithm=algorithm).hexdigest()
+        if got != want:
             path.unlink()
-            raise FetchError(f"{remote.filename} from {url}: sha256 {got} does not match the pinned "
-                             f"{remote.sha256}; removed it")
+            raise FetchError(f"{remote.filename} from {url}: {algorithm} {got} does not match the pinned "
+                             f"{want}; removed it")
 
 
 def _unpack(remote: RemoteFile, archive: Path, folder: Path) -> None:
