@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import json
 import math
 import os
 from pathlib import Path
@@ -423,3 +424,28 @@ def test_metric_keys_and_recorded_status(tmp_path: Path) -> None:
         assert [p.name for p, _ in skipped] == ["0badbad0.parquet"]
     finally:
         con.close()
+
+
+def test_a_file_url_registry_keeps_everything_under_its_folder(tmp_path: Path) -> None:
+    """``--registry file:///abs/reg`` is the folder /abs/reg for every command: the run's
+    artifacts land there (not under ``./file:``), and another directory's ``registry verify``
+    and ``samples`` find them (~10 s: a 20-step run in a fresh interpreter)."""
+    from conftest import run_vaebench
+
+    reg = tmp_path / "reg"
+    url = f"file://{reg}"
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir()
+    elsewhere.mkdir()
+    ran = run_vaebench("run", "--betas", "4", "--steps", "20", "--architecture", "mlp", "--batch-size", "16",
+                       "--eval-samples", "512", "--metrics", "kl", "--device", "cpu", "--threads", "1",
+                       "--registry", url, "--json", cwd=here)
+    assert ran.returncode == 0, ran.stderr
+    (record,) = json.loads(ran.stdout)
+    assert record["status"] == "ok" and (reg / "artifacts" / record["run_id"]).is_dir()
+    assert not any(here.iterdir()), list(here.iterdir())  # nothing under ./file:
+    verified = run_vaebench("registry", "verify", "--registry", url, cwd=elsewhere)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    sampled = run_vaebench("samples", record["run_id"], "--n", "4", "--registry", url, cwd=elsewhere)
+    assert sampled.returncode == 0, sampled.stderr
+    assert not any(elsewhere.iterdir())

@@ -175,7 +175,7 @@ def _artifacts_home(root: str | os.PathLike[str], run_id: str) -> Path:
     registry, the staging directory of a remote one (``staging.run_dir``)."""
     if location.is_remote(root):
         return staging.run_dir(root, run_id)
-    return Path(root) / "artifacts" / run_id
+    return location.local_path(root) / "artifacts" / run_id
 
 
 def partial_dir(root: str | os.PathLike[str], run_id: str) -> Path:
@@ -255,7 +255,7 @@ def artifact_path(root: str | os.PathLike[str], run_id: str, recorded: str | Non
         return None
     if location.is_remote(root):
         return _fetch_artifact(root, run_id, recorded)
-    base = Path(root)
+    base = location.local_path(root)
     home = (base / "artifacts" / run_id).resolve()
     given = PurePath(recorded)
     candidates = [] if given.is_absolute() else [base / given]
@@ -305,16 +305,16 @@ def remove_artifacts(root: str | os.PathLike[str], run_id: str, keep: Iterable[s
         if location.is_remote(root):
             staging.remove_run(root, run_id, only=attempt)
             return
-        shutil.rmtree(Path(root) / "artifacts" / run_id / attempt, ignore_errors=True)
+        shutil.rmtree(location.local_path(root) / "artifacts" / run_id / attempt, ignore_errors=True)
         try:
-            (Path(root) / "artifacts" / run_id).rmdir()
+            (location.local_path(root) / "artifacts" / run_id).rmdir()
         except OSError:
             pass
         return
     if location.is_remote(root):
         staging.remove_run(root, run_id, keep)
         return
-    home = Path(root) / "artifacts" / run_id
+    home = location.local_path(root) / "artifacts" / run_id
     if not _remove_entries(home, keep):
         return
     try:

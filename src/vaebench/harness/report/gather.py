@@ -103,7 +103,7 @@ def gather(
     base_sel = parse_selection(baseline) if baseline is not None else None
     parsed = tg.load_targets(targets, baseline=base_sel is not None) if targets is not None else None
     pack = load_pack(reference) if reference is not None else None  # ReferenceError: a ValueError, one line
-    root = registry if location.is_remote(registry) else Path(registry)
+    root = registry if location.is_remote(registry) else location.local_path(registry)
     try:
         location.require(root)
     except location.LocationError as exc:

@@ -48,4 +48,4 @@ def images(artifacts: Mapping[str, str]) -> dict[str, str]:
 
 def home(registry: str, name: str) -> Path:
     """``<registry>/<name>`` for a local registry, ``./<name>`` beside a remote one."""
-    return Path(name) if location.is_remote(registry) else Path(registry) / name
+    return Path(name) if location.is_remote(registry) else location.local_path(registry) / name
