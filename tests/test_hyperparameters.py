@@ -251,6 +251,12 @@ def test_plugin_hyperparameters_are_grid_axes_via_the_cli(plugin_manager, tmp_pa
     assert [p["extra_hyperparameters"] for p in planned] == [{"sigma": 0.1}, {"sigma": 0.3}]
     assert [p["run_id"] for p in _dry("--model", "sigma_vae", "--sigma", "0.1:0.3:2", "--registry", registry)] == \
         [p["run_id"] for p in planned]  # its own flag too, from the same declaration
+    # the config file too: a top-level key and the model's own table plan the same runs
+    (tmp_path / "top.toml").write_text('model = ["sigma_vae"]\nsigma = [0.1, 0.3]\n')
+    (tmp_path / "table.toml").write_text('model = ["sigma_vae"]\n[models.sigma_vae]\nsigma = [0.1, 0.3]\n')
+    for config in ("top.toml", "table.toml"):
+        assert [p["run_id"] for p in _dry("--config", tmp_path / config, "--registry", registry)] == \
+            [p["run_id"] for p in planned], config
     listed = json.loads(cli("list", "models", "--json").stdout)
     row = next(r for r in listed if r["name"] == "sigma_vae")
     assert row["hyperparameters"] == ["sigma", "tau"]
