@@ -125,6 +125,9 @@ def test_import_problems_imports_every_path():
                and "does not import" in p for p in problems)
     assert any("model 'needs_absent_framework'" in p and "no_such_factory" in p for p in problems)
     assert not any("'here'" in p for p in problems)
+    # the cheap part, without running any module: the path whose module is not there
+    assert m.unfound_paths() == {"paths": ["metric 'gone': compute 'vaebench_no_such_module_xyz:compute': "
+                                           "no module 'vaebench_no_such_module_xyz'"]}
 
 
 # ----------------------------------------------------------------- found item 4: a clash keeps the rest
@@ -246,8 +249,13 @@ def test_plugins_check_exits_1_on_any_problem(tmp_path, cli):
     assert rows["sloppy"]["status"] == "ok" and rows["sloppy"]["registered"]["models"] == ["own_model"]
     assert rows["sloppy"]["warnings"] == rows["builtin"]["warnings"] and len(rows["builtin"]["warnings"]) == 1
     assert rows["typo"]["status"] == "error" and "did you mean 'vaebench_register_metrics'" in rows["typo"]["error"]
+    # a path whose module is not there is shown without --check (no module run to find it)
+    assert rows["sloppy"]["unfound"] == ["metric 'ghost': compute 'vaebench_no_such_module_xyz:compute': "
+                                         "no module 'vaebench_no_such_module_xyz'"]
+    assert rows["builtin"]["unfound"] == []
     table = run_vaebench("plugins", env_extra=env)
     assert table.returncode == 0 and "clash" in table.stdout and "error" in table.stdout
+    assert "not found" in table.stdout and "vaebench plugins --check" in table.stderr
 
     proc = run_vaebench("plugins", "--check", "--json", env_extra=env)
     assert proc.returncode == 1, proc.stderr

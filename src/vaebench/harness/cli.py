@@ -717,9 +717,11 @@ def plugins(
     if ctx.invoked_subcommand is not None:
         return
     manager = _manager(warn=False)
+    unfound = manager.unfound_paths()
     rows = [
         {"name": p.name, "package": p.package, "version": p.version, "status": p.status, "error": p.error,
-         "registered": p.registered, "warnings": p.warnings}
+         "registered": p.registered, "warnings": p.warnings,
+         "unfound": unfound.get(p.name, []) if p.status == "ok" else []}
         for p in manager.plugins
     ]
     problems: list[str] = []
@@ -742,11 +744,15 @@ def plugins(
             status = {"ok": "[green]ok[/]", "disabled": f"[dim]disabled[/]: {escape(r['error'])}"}.get(
                 r["status"], f"[red]error[/]: {escape(r['error'])}")
             status += "".join(f"\n[yellow]clash[/]: {escape(w)}" for w in r["warnings"])
+            status += "".join(f"\n[red]not found[/]: {escape(w)}" for w in r["unfound"])
             reg = "; ".join(f"{k}: {', '.join(v)}" for k, v in r["registered"].items() if v) or "-"
             table.add_row(escape(r["name"]), escape(r["package"]), escape(r["version"]), status, escape(reg))
         console.print(table)
         for line in problems:
             err_console.print(f"problem: {line}", markup=False, highlight=False, soft_wrap=True)
+        if any(r["unfound"] for r in rows) and not check:
+            err_console.print("a path names a module that is not there; `vaebench plugins --check` imports every path",
+                              highlight=False)
         if check:
             err_console.print(f"{len(problems)} problem(s)" if problems else "no problems", highlight=False)
     if problems:

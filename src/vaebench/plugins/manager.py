@@ -296,6 +296,30 @@ class PluginManager:
         """The plugins that failed to load or register (not the disabled ones)."""
         return [p for p in self.plugins if p.status == "error"]
 
+    def unfound_paths(self) -> dict[str, list[str]]:
+        """Plugin name -> one line per import path whose module cannot be found, without running
+        any module (``importlib.util.find_spec``: only the path's parent packages are imported,
+        which registering the plugin mostly did already): the cheap part of
+        :meth:`import_problems` that plain ``vaebench plugins`` shows. A misspelt attribute or a
+        module that raises is found by :meth:`import_problems` only."""
+        import importlib.util
+
+        out: dict[str, list[str]] = {}
+        for kind, specs in self.specs.items():
+            for name, spec in sorted(specs.items()):
+                for where, path in spec.import_paths().items():
+                    module = path.split(":", 1)[0]
+                    try:
+                        found = importlib.util.find_spec(module) is not None
+                    except (ImportError, ValueError):  # a parent package missing, or an empty name
+                        found = False
+                    except Exception:  # noqa: BLE001 - a parent package that raises: import_problems says how
+                        continue
+                    if not found:
+                        out.setdefault(self.owner(kind, name), []).append(
+                            f"{kind[:-1]} {name!r}: {where} {path!r}: no module {module!r}")
+        return out
+
     def import_problems(self) -> tuple[list[str], list[str]]:
         """``(problems, notes)``: every import path of every registered spec actually imported.
         A path whose own package or attribute is missing, or that raises, is a problem; a path
