@@ -539,9 +539,13 @@ def check_dataset(spec: DatasetSpec, path: str | None = None, n: int = 16, seed:
         if drawn.shape != (n, len(sizes)):
             _fail(f"dataset {name!r}: sample_factors({n}, rng) must return (n, K) = {(n, len(sizes))}")
         rendered = np.asarray(data.observations(factors))
-        if rendered.shape != images.shape or not np.allclose(rendered, images):
+        if rendered.shape != images.shape or not (0.0 <= float(rendered.min()) <= float(rendered.max()) <= 1.0):
+            _fail(f"dataset {name!r}: observations(factors) must return images {images.shape} in [0, 1], "
+                  f"got {rendered.shape}")
+        if not getattr(data, "nuisance", ()) and not np.allclose(rendered, images):
             _fail(f"dataset {name!r}: has_sampler=True but observations(factors) does not render the images "
-                  f"sample() returned for those factors")
+                  f"sample() returned for those factors (declare nuisance = ('name', ...) if a variable that "
+                  f"is not a factor is drawn per observation)")
     digest = data.digest()
     if not isinstance(digest, str) or not digest or digest != data.digest():
         _fail(f"dataset {name!r}: digest() must return the same non-empty hex string each time, got {digest!r}")

@@ -127,6 +127,9 @@ class SmallNORB:
     name: str = "smallnorb"
     variant: str = "mat"
     factor_names: tuple[str, ...] = FACTOR_NAMES
+    #: Not a factor, drawn per observation: ``observations(f)`` need not give the image
+    #: ``sample()`` gave for ``f`` (the kit checks its shape and range only).
+    nuisance: tuple[str, ...] = ("instance",)
     image_shape: tuple[int, int, int] = (IMAGE_SIZE, IMAGE_SIZE, 1)
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
