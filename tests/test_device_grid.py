@@ -9,13 +9,8 @@ import pytest
 import torch
 
 from vaebench.plugins.runspec import RunSpec
-from vaebench.plugins.backends.base import (
-    DEVICE_GRID_MAX_BYTES,
-    DeviceGrids,
-    ExecutionOptions,
-    device_grid_wanted,
-    grid_bytes,
-)
+from vaebench.plugins.backends.base import ExecutionOptions
+from vaebench.plugins.backends.device_grid import DEVICE_GRID_MAX_BYTES, DeviceGrids, device_grid_wanted, grid_bytes
 from vaebench.plugins.backends.torch.backend import TorchBackend, device_grid, draw_batches
 from vaebench.plugins.datasets.dsprites import NpzDSprites, ProceduralDSprites
 
@@ -172,3 +167,20 @@ def jax_leaves(tree):
     import jax
 
     return jax.tree.leaves(tree)
+
+
+class NoUint8(Grey255):
+    """A grid dataset that says it has neither uint8 path (``None``: the contract's
+    "absent", ``contract.DatasetCapabilities``): batches come from ``sample``'s floats."""
+
+    sample_uint8 = None
+    grid_uint8 = None
+
+
+def test_a_dataset_declaring_its_uint8_paths_none_has_neither():
+    dataset = NoUint8()
+    assert grid_bytes(dataset) is None and not device_grid_wanted(dataset, True, True, None)
+    x, factors = draw_batches(dataset, 8, [np.random.default_rng(2)], "cpu", compact=True)
+    images, expected = Grey255().sample(8, np.random.default_rng(2))
+    np.testing.assert_array_equal(x[0].permute(0, 2, 3, 1).numpy(), images)
+    np.testing.assert_array_equal(factors[0], expected)

@@ -160,3 +160,12 @@ def test_the_graph_sees_function_level_imports(tmp_path: Path) -> None:
     graph = import_graph(tmp_path)
     assert graph["vaebench.b"] == {"vaebench.a"} and graph["vaebench.c"] == {"vaebench.a"}
     assert circles(graph) == [["vaebench.a", "vaebench.b"]]
+
+
+def test_the_periodic_checkpoint_folder_is_named_in_one_place() -> None:
+    """``"partial"`` (a run's periodic-checkpoint folder) is ``staging.PARTIAL``: no other
+    module spells the name out."""
+    wrong = [f"{name}:{node.lineno}" for name, path in modules().items() if name != "vaebench.registry.staging"
+             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+             if isinstance(node, ast.Constant) and node.value == "partial"]
+    assert not wrong, "the literal 'partial' outside registry/staging.py (use staging.PARTIAL): " + ", ".join(wrong)

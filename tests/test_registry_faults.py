@@ -263,6 +263,26 @@ def test_resume_says_which_points_it_trains_again_for_an_unreadable_record(tmp_p
     assert f"1 grid point(s) have an unreadable record and are trained again: {ids[1]}" in res.stderr
 
 
+def test_the_api_warns_which_points_it_trains_again_for_an_unreadable_record(tmp_path: Path) -> None:
+    """``api.run_grid(resume=True)`` says what ``vaebench run --resume`` says: the record file
+    it left out and the point it trains again (an ``UnreadableRecordWarning`` each)."""
+    from vaebench import api
+
+    small = dict(steps=5, batch_sizes=16, eval_samples=300, device="cpu", threads=1, architectures="mlp",
+                 strategy="sequential", metrics=["kl"])
+    registry = tmp_path / "reg"
+    ids = [s.run_id for s in api.plan_grid("beta_vae", betas=[1, 4], steps=5, batch_sizes=16, architectures="mlp")]
+    (registry / "runs").mkdir(parents=True)
+    write_record(registry, make_record(run_id=ids[0]))
+    (registry / "runs" / f"{ids[1]}.parquet").write_bytes(b"PAR1 cut short by a full disk")
+    with pytest.warns(api.UnreadableRecordWarning) as caught:
+        result = api.run_grid("beta_vae", betas=[1, 4], registry=str(registry), resume=True, **small)
+    lines = [str(w.message) for w in caught if issubclass(w.category, api.UnreadableRecordWarning)]
+    assert any(f"{ids[1]}.parquet" in line for line in lines), lines
+    assert f"1 grid point(s) have an unreadable record and are trained again: {ids[1]}" in lines
+    assert [r["run_id"] for r in result.records] == [ids[1]] and [s.run_id for s in result.skipped] == [ids[0]]
+
+
 def test_a_report_that_fails_half_way_leaves_no_output_folder(tmp_path: Path) -> None:
     """Writing the first figure fails (a real EFBIG): one line, exit 2, and neither the
     output folder nor its staging folder is left; an existing folder keeps its files."""

@@ -190,6 +190,51 @@ def _resolve_devices(backends: Sequence[str], device: str, manager: Any) -> None
             raise InputError(f"backend {b!r} not installed: {exc}" + (f" ({hint})" if hint else "")) from None
 
 
+class UnreadableRecordWarning(UserWarning):
+    """A record file of the registry could not be read: it is left out and, with resume,
+    its grid point is trained again (:func:`read_recorded`)."""
+
+
+@dataclass
+class RecordedGrid:
+    """What a registry holds for a planned grid (:func:`read_recorded`)."""
+
+    #: ``{run_id: status}`` of every valid record.
+    recorded: dict[str, str]
+    #: ``(path, reason)`` of each record file left out (unreadable, invalid).
+    unreadable: list[tuple[Path, str]]
+    #: Run ids of the grid's points whose record is unreadable: trained again with resume.
+    trained_again: list[str]
+    resume: bool = False
+
+    def warnings(self) -> list[str]:
+        """One line per file left out, and one naming the points trained again (resume)."""
+        lines = [f"skipped record file {path}: {reason}" for path, reason in self.unreadable]
+        if self.trained_again and self.resume:
+            lines.append(f"{len(self.trained_again)} grid point(s) have an unreadable record and are trained "
+                         f"again: {', '.join(self.trained_again)}")
+        return lines
+
+
+def read_recorded(specs: Sequence[Any], registry: str = DEFAULT_REGISTRY, *, resume: bool = False,
+                  warn: bool = True) -> RecordedGrid:
+    """The registry's records for the planned ``specs``; with ``warn``, each of
+    :meth:`RecordedGrid.warnings` as an :class:`UnreadableRecordWarning` (the CLI renders
+    them itself: ``warn=False``). Raises ``RegistryError`` / ``LocationError``."""
+    import warnings
+
+    from vaebench.registry.query import recorded_runs
+    from vaebench.registry.store import base_name
+
+    recorded, unreadable = recorded_runs(registry)
+    ids = {base_name(path).split(".", 1)[0] for path, _ in unreadable}
+    found = RecordedGrid(recorded, list(unreadable), [s.run_id for s in specs if s.run_id in ids], bool(resume))
+    if warn:
+        for line in found.warnings():
+            warnings.warn(line, UnreadableRecordWarning, stacklevel=2)
+    return found
+
+
 @dataclass
 class PreparedGrid:
     """A grid checked and ready to train (:func:`prepare_grid`): its specs, the options it
@@ -212,6 +257,8 @@ class PreparedGrid:
     #: ``--log-to NAME[:TARGET]`` entries (checked) and ``--log-every``.
     log_to: list[str] = field(default_factory=list)
     log_every: int | None = None
+    #: The registry's records as read for ``resume`` (:func:`read_recorded`); None without resume.
+    recorded: RecordedGrid | None = None
 
 
 def prepare_grid(
@@ -235,13 +282,16 @@ def prepare_grid(
     executor_options: dict[str, Any] | None = None,
     log_to: Sequence[str] | None = None,
     log_every: int | None = None,
+    recorded: RecordedGrid | None = None,
 ) -> PreparedGrid:
     """Every check ``vaebench run`` makes before anything trains or is written, for the
     planned ``specs``: options (:func:`check_run_options`, ``metric_options`` included), the
     weights the selected metrics need (``fid_weights`` / ``lpips_weights``: paths, default
     the environment and the cache), the loggers of ``log_to`` registered and installed
     (``loggers.check_log_to``), every dataset loaded (``runner.check_grid``), the registry writable
-    (stale temporary files of dead writers removed), each backend's device resolved.
+    (stale temporary files of dead writers removed), each backend's device resolved. With
+    ``resume``, the registry's records are read (:func:`read_recorded`, warning of each record
+    file that cannot be read and the points trained again for it) unless ``recorded`` is given.
 
     Raises a one-line ``ValueError`` (``InputError``, ``PlanError``, ``WeightsError``,
     ``DatasetError``, ``DeviceError``), ``UnknownSpecError`` or ``RegistryError``."""
@@ -270,8 +320,10 @@ def prepare_grid(
     removed = check_writable(registry)
     if not capability(built, "remote"):
         _resolve_devices([s.backend for s in specs], execution.device, manager)  # a cluster's: where it trains
+    if resume and recorded is None:
+        recorded = read_recorded(specs, registry, resume=True)
     return PreparedGrid(specs, manager, registry, execution, metrics, options, datasets, bool(resume), strategy,
-                        removed, executor, dict(executor_options or {}), loggers, log_every)
+                        removed, executor, dict(executor_options or {}), loggers, log_every, recorded)
 
 
 def run_prepared(prepared: PreparedGrid, *, reporter: Any = None, recorded: dict[str, str] | None = None) -> Any:
@@ -280,6 +332,8 @@ def run_prepared(prepared: PreparedGrid, *, reporter: Any = None, recorded: dict
     from vaebench.harness import runner
 
     p = prepared
+    if recorded is None and p.recorded is not None:
+        recorded = p.recorded.recorded
     return runner.run_grid(p.specs, p.manager, p.registry, p.execution, p.metrics, resume=p.resume, reporter=reporter,
                 strategy=p.strategy, metric_options=p.metric_options, recorded=recorded, datasets=p.datasets,
                 executor=p.executor, executor_options=p.executor_options, log_to=p.log_to, log_every=p.log_every)

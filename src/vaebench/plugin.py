@@ -37,7 +37,8 @@ callable::
 - A **metric**: ``compute(ctx: EvaluationContext) -> MetricResult | dict[str, float]``;
   raise :class:`MetricUnavailable` when it cannot be computed here.
 - A **dataset**: ``DatasetSpec.load(path=None) -> FactorDataset``; raise
-  :class:`DatasetError` with what to do when it cannot be loaded.
+  :class:`DatasetError` with what to do when it cannot be loaded. Its optional members
+  (``pixel_scale``, ``sample_uint8``, ``grid_uint8``) are :class:`DatasetCapabilities`'.
 - A **backend**: ``BackendSpec.backend`` names a class implementing :class:`Backend`,
   constructed with the plugin manager whose models it builds; it trains a
   :class:`RunSpec` under :class:`ExecutionOptions` into a :class:`TrainedModel`.
@@ -66,6 +67,7 @@ from vaebench.plugins.backends.base import DeviceInfo, ExecutionOptions, ResumeP
 from vaebench.plugins.contract import (
     Backend,
     BackendCapabilities,
+    DatasetCapabilities,
     Executor,
     ExecutorCapabilities,
     ExecutorResult,
@@ -108,7 +110,7 @@ __all__ = [
     # metrics
     "EvaluationContext", "MetricResult", "MetricUnavailable",
     # datasets
-    "FactorDataset", "DatasetError",
+    "FactorDataset", "DatasetCapabilities", "DatasetError",
     # models and backends
     "TorchModel", "JaxModel", "ModelCapabilities",
     "Backend", "VectorizedBackend", "BackendCapabilities", "TrainedModel",

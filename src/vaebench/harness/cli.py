@@ -279,7 +279,6 @@ def run(
     except (PlanError, UnknownSpecError, api.InputError) as exc:
         fail(str(exc))
 
-    from vaebench.registry.query import recorded_runs
     from vaebench.registry.schema import DONE_STATUSES
 
     from vaebench.registry.location import LocationError, check_location
@@ -288,10 +287,12 @@ def run(
     resume = bool(opts.get("resume") or False)
     try:
         check_location(opts["registry"])  # a remote registry reachable (its bucket exists)
-        recorded, unreadable = recorded_runs(opts["registry"])
+        found = api.read_recorded(specs, opts["registry"], resume=resume, warn=False)
     except (LocationError, RegistryError) as exc:
         fail(str(exc))
-    _warn_unreadable(unreadable, specs, resume)
+    recorded = found.recorded
+    for line in found.warnings():  # the files left out; with --resume, the points trained again
+        err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
     if dry_run:
         from vaebench.harness.study_size import LIST_HEAD, LIST_LIMIT, study_summary, summary_lines
 
@@ -332,6 +333,7 @@ def run(
             checkpoint_every=opts.get("checkpoint_every") or 0, fid_weights=opts.get("fid_weights"),
             lpips_weights=opts.get("lpips_weights"), manager=manager, executor=executor_name,
             executor_options=executor_options, log_to=_entries(opts.get("log_to")), log_every=opts.get("log_every"),
+            recorded=found,
         )
     except (DatasetError, RegistryError, UnknownSpecError, ValueError) as exc:
         fail(str(exc))
@@ -416,20 +418,6 @@ def _exit_for(records: list[dict[str, Any]], failed_elsewhere: bool = False) -> 
                           "error column: vaebench show RUN)", highlight=False)
     if failed or lost or unsaved or failed_elsewhere:
         raise typer.Exit(1)
-
-
-def _warn_unreadable(unreadable: list[tuple[Path, str]], specs: list[Any], resume: bool) -> None:
-    """Name the record files left out, and the grid points that are trained again because
-    their record cannot be read."""
-    for path, reason in unreadable:
-        err_console.print(f"[yellow]warning:[/] skipped record file {escape(f'{path}: {reason}')}", highlight=False)
-    from vaebench.registry.store import base_name
-
-    ids = {base_name(path).split(".", 1)[0] for path, _ in unreadable}
-    again = [s.run_id for s in specs if s.run_id in ids]
-    if again and resume:
-        err_console.print(f"[yellow]warning:[/] {len(again)} grid point(s) have an unreadable record and are "
-                          f"trained again: {', '.join(again)}", highlight=False)
 
 
 def _note_removed(removed: list[Path]) -> None:

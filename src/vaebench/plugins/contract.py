@@ -6,8 +6,9 @@ Each Protocol's optional part — capability flags and optional methods, each wi
 default — is a Protocol of its own (:class:`BackendCapabilities`,
 :class:`ModelCapabilities`, :class:`TorchModelCapabilities`,
 :class:`JaxModelCapabilities`, :class:`TrainedModelCapabilities`, :class:`ExecutorCapabilities`) that the full
-Protocol extends. An implementation declares any of them or none; the harness and the
-backends read one with :func:`capability`, the one place where a member an
+Protocol extends (:class:`DatasetCapabilities`: the optional part of ``datasets.base.FactorDataset``,
+kept apart from that runtime-checkable Protocol). An implementation declares any of them or none; the
+harness and the backends read one with :func:`capability`, the one place where a member an
 implementation left out becomes the default declared here.
 
 Why a reader rather than a base class that implementations inherit the defaults from: a
@@ -108,6 +109,30 @@ class VectorizedBackend(Backend, Protocol):
         """One trained model per spec (``resume`` / ``checkpoint_dirs`` only where
         :attr:`supports_group_resume`)."""
         ...
+
+
+# ----------------------------------------------------------------- datasets
+
+
+class DatasetCapabilities(Protocol):
+    """What a dataset (``datasets.base.FactorDataset``) may provide beyond the protocol
+    (what a GPU backend uses to move fewer bytes; defaults: the methods ``None``, absent)."""
+
+    #: What a uint8 pixel is worth as a float in [0, 1]: 1 for 0/1 pixels, 1/255 for 0..255
+    #: (``sample_uint8`` / ``grid_uint8`` images times this are ``sample``'s).
+    pixel_scale: float = 1.0
+    #: ``sample_uint8(n, rng) -> (images (n, H, W, C) uint8, factors (n, K) int64)``:
+    #: ``sample``'s draws before the float conversion, the same draws from ``rng``;
+    #: ``float32(images) * float32(pixel_scale)`` are ``sample``'s images bit for bit. A GPU
+    #: backend moves these (a quarter of the bytes) and converts them on the device.
+    #: ``None``: it moves ``sample``'s floats.
+    sample_uint8: Callable[[int, np.random.Generator], tuple[np.ndarray, np.ndarray]] | None = None
+    #: ``grid_uint8(start, stop) -> (stop - start, H, W, C) uint8``: images ``start .. stop - 1``
+    #: of the whole factor grid in flat row-major order (with ``grid_size``, the grid's
+    #: image count, and ``index_of(factors (N, K)) -> (N,) int64``). A GPU backend uploads
+    #: the grid once, chunk by chunk, and gathers each batch on the device
+    #: (``backends.device_grid``). ``None``: no grid (batches come from ``sample``).
+    grid_uint8: Callable[[int, int], np.ndarray] | None = None
 
 
 # ----------------------------------------------------------------- models
@@ -398,7 +423,7 @@ def _declared(*protocols: type) -> dict[str, Any]:
 #: Optional member name -> its default (a value, or a function bound to the object read).
 CAPABILITIES: dict[str, Any] = _declared(
     BackendCapabilities, ModelCapabilities, TorchModelCapabilities, JaxModelCapabilities, TrainedModelCapabilities,
-    ExecutorCapabilities,
+    ExecutorCapabilities, DatasetCapabilities,
 )
 
 _ABSENT = object()

@@ -29,7 +29,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from vaebench.registry import location
+from vaebench.registry import location, staging
 from vaebench.registry import ATTEMPTS
 from vaebench.registry.query import open_runs, to_arrow
 from vaebench.registry.scan import read_files, rows
@@ -124,7 +124,7 @@ def _copy_artifacts(root: str | os.PathLike[str], other: str | os.PathLike[str],
             continue
         for path in found:
             rel = path[len(prefix):].lstrip("/")
-            if not rel or rel.split("/", 1)[0] == "partial":
+            if not rel or rel.split("/", 1)[0] == staging.PARTIAL:
                 continue
             target = f"{dst_base}/artifacts/{run_id}/{rel}"
             if dst_fs.exists(target):

@@ -183,7 +183,7 @@ def partial_dir(root: str | os.PathLike[str], run_id: str) -> Path:
     (``--checkpoint-every``), removed once the run is recorded; not created here. For a
     remote registry the staging directory's (uploaded by ``staging.upload_partial``)."""
     _check_run_id(run_id)
-    return _artifacts_home(root, run_id) / "partial"
+    return _artifacts_home(root, run_id) / staging.PARTIAL
 
 
 def artifact_dir(root: str | os.PathLike[str], run_id: str, attempt: str | None = None) -> Path:
@@ -195,7 +195,7 @@ def artifact_dir(root: str | os.PathLike[str], run_id: str, attempt: str | None 
     _check_run_id(run_id)
     path = _artifacts_home(root, run_id)
     if location.is_remote(root) and path.is_dir():
-        _remove_entries(path, keep=("partial",))
+        _remove_entries(path, keep=(staging.PARTIAL,))
     if attempt is not None:
         path = path / _check_attempt(attempt)
     try:
@@ -293,7 +293,7 @@ def _fetch_artifact(root: str | os.PathLike[str], run_id: str, recorded: str) ->
     return None
 
 
-def remove_artifacts(root: str | os.PathLike[str], run_id: str, keep: Iterable[str] = ("partial",),
+def remove_artifacts(root: str | os.PathLike[str], run_id: str, keep: Iterable[str] = (staging.PARTIAL,),
                      attempt: str | None = None) -> None:
     """Remove what ``<root>/artifacts/<run_id>/`` holds except the entries named in ``keep``
     (default: the periodic checkpoint a later run picks up), and the directory itself

@@ -212,7 +212,7 @@ class FactorGridDataset:
         """Images ``start .. stop - 1`` of the whole grid in flat row-major order
         (:meth:`index_of`): ``(stop - start, H, W, C)`` uint8, as :meth:`observations_uint8`
         gives them. A GPU backend uploads the grid once, chunk by chunk, and gathers each
-        batch on the device (``backends.base.device_grid_wanted``)."""
+        batch on the device (``backends.device_grid.device_grid_wanted``)."""
         if not 0 <= start <= stop <= self.grid_size:
             raise DatasetError(f"grid range [{start}, {stop}) outside [0, {self.grid_size}]")
         return self.observations_uint8(self.factors_of(np.arange(start, stop, dtype=np.int64)))

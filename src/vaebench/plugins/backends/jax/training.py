@@ -18,9 +18,9 @@ from flax import nnx
 from vaebench.plugins.backends import allocator
 from vaebench.plugins.backends.base import (
     AMP_MODES, amp_choices,
-    DeviceError, DeviceGrids, DeviceInfo, TRAINING_STATE, ExecutionOptions, cpu_name, device_grid_wanted,
-    draw_grid_indices, grid_chunks, parse_device, save_training_meta
+    DeviceError, DeviceInfo, TRAINING_STATE, ExecutionOptions, cpu_name, parse_device, save_training_meta
 )
+from vaebench.plugins.backends.device_grid import DeviceGrids, device_grid_wanted, draw_grid_indices, grid_chunks
 from vaebench.plugins.backends.jax.nets import ConvTranspose2x
 from vaebench.plugins.backends.loop import TrainedRecord, write_config
 from vaebench.plugins.contract import capability
@@ -88,7 +88,7 @@ DEVICE_GRIDS = DeviceGrids(_upload_grid)
 
 
 def device_grid(dataset: Any, jax_device: Any, wanted: bool | None) -> jax.Array | None:
-    """``dataset``'s whole grid on ``jax_device`` (``base.device_grid_wanted``: by default on
+    """``dataset``'s whole grid on ``jax_device`` (``device_grid.device_grid_wanted``: by default on
     a GPU where it fits), uploaded once per process; ``None``: batches come from the host."""
     on_gpu = jax_device.platform != "cpu"
     memory = None
@@ -112,7 +112,7 @@ def gather_images(grid: jax.Array, index: jax.Array, scale: float) -> jax.Array:
 
 def pixel_scale(dataset: Any) -> float:
     """The dataset's ``pixel_scale`` (1 when it has none) as the float32 value batches use."""
-    return float(np.float32(getattr(dataset, "pixel_scale", 1.0)))
+    return float(np.float32(capability(dataset, "pixel_scale")))
 
 
 def device_batches(
@@ -131,13 +131,14 @@ def device_batches(
         index = jax.device_put(index.astype(np.int32) if stacked else index[0].astype(np.int32), jax_device)
         return gather_images(grid, index, pixel_scale(dataset)), factors
     on_gpu = jax_device.platform != "cpu"
-    compact = (on_gpu if compact is None else compact) and hasattr(dataset, "sample_uint8")
-    draws = [dataset.sample_uint8(n, rng) if compact else dataset.sample(n, rng) for rng in rngs]
+    sample_uint8 = capability(dataset, "sample_uint8")
+    compact = (on_gpu if compact is None else compact) and sample_uint8 is not None
+    draws = [sample_uint8(n, rng) if compact else dataset.sample(n, rng) for rng in rngs]
     images = np.stack([d[0] for d in draws]) if stacked else draws[0][0]
     if not compact:
         return jax.device_put(np.asarray(images, dtype=np.float32), jax_device), [d[1] for d in draws]
     x = jax.device_put(images, jax_device).astype(jnp.float32)
-    scale = np.float32(getattr(dataset, "pixel_scale", 1.0))
+    scale = np.float32(capability(dataset, "pixel_scale"))
     return (x * scale if scale != 1 else x), [d[1] for d in draws]
 
 

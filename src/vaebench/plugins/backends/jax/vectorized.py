@@ -49,9 +49,9 @@ from flax import nnx
 
 from vaebench.plugins.backends import interrupt
 from vaebench.plugins.backends.base import (
-    FUSED_STEPS, TRAINING_STATE, ExecutionOptions, ProgressCallback, ResumePoint, check_group, draw_grid_indices,
-    load_training_meta
+    FUSED_STEPS, TRAINING_STATE, ExecutionOptions, ProgressCallback, ResumePoint, check_group, load_training_meta
 )
+from vaebench.plugins.backends.device_grid import draw_grid_indices
 from vaebench.plugins.backends.jax.models import GaussianVAE, gaussian_objective
 from vaebench.plugins.backends.jax.training import (
     TrainedJaxModel, compile_cached, device_batches, device_grid, effective_amp, gather_images, load_flat_state,

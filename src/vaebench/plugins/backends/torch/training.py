@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 from vaebench.plugins.backends.base import (
-    DeviceGrids, DeviceInfo, TRAINING_STATE, cpu_name, device_grid_wanted, draw_grid_indices, grid_chunks,
-    load_training_meta, parse_device, save_training_meta
+    DeviceInfo, TRAINING_STATE, cpu_name, load_training_meta, parse_device, save_training_meta
 )
+from vaebench.plugins.backends.device_grid import DeviceGrids, device_grid_wanted, draw_grid_indices, grid_chunks
 from vaebench.plugins.backends.loop import TrainedRecord, write_config
 from vaebench.plugins.contract import capability
 
@@ -84,7 +84,7 @@ DEVICE_GRIDS = DeviceGrids(_upload_grid)
 
 
 def device_grid(dataset: Any, device: str, wanted: bool | None) -> torch.Tensor | None:
-    """``dataset``'s whole grid on ``device`` (``base.device_grid_wanted``: by default on a
+    """``dataset``'s whole grid on ``device`` (``device_grid.device_grid_wanted``: by default on a
     GPU where it fits), uploaded once per process; ``None``: batches are drawn on the host."""
     if device != "cpu":
         device = resolve_device(device).device  # one name per device ("cuda" -> "cuda:0"): one upload
@@ -118,19 +118,20 @@ def draw_batches(
         # read as channels-last), so that the same kernels run and the records are equal.
         x = grid.index_select(0, flat).view(len(rngs), n, *grid.shape[1:]).permute(0, 1, 4, 2, 3)
         x = x.contiguous().float()
-        scale = np.float32(getattr(dataset, "pixel_scale", 1.0))
+        scale = np.float32(capability(dataset, "pixel_scale"))
         if scale != 1:
             x.mul_(torch.tensor(scale, device=x.device))
         return x, factors
-    compact = (device != "cpu" if compact is None else compact) and hasattr(dataset, "sample_uint8")
-    draws = [dataset.sample_uint8(n, rng) if compact else dataset.sample(n, rng) for rng in rngs]
+    sample_uint8 = capability(dataset, "sample_uint8")
+    compact = (device != "cpu" if compact is None else compact) and sample_uint8 is not None
+    draws = [sample_uint8(n, rng) if compact else dataset.sample(n, rng) for rng in rngs]
     images = draws[0][0][None] if len(draws) == 1 else np.stack([d[0] for d in draws])
     x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 1, 4, 2, 3)))
     if device != "cpu":
         x = _host_to_device(x, device)
     if compact:
         x = x.float()
-        scale = np.float32(getattr(dataset, "pixel_scale", 1.0))
+        scale = np.float32(capability(dataset, "pixel_scale"))
         if scale != 1:
             x.mul_(torch.tensor(scale, device=x.device))
     return x, [d[1] for d in draws]
