@@ -542,7 +542,9 @@ def check_dataset(spec: DatasetSpec, path: str | None = None, n: int = 16, seed:
         if rendered.shape != images.shape or not (0.0 <= float(rendered.min()) <= float(rendered.max()) <= 1.0):
             _fail(f"dataset {name!r}: observations(factors) must return images {images.shape} in [0, 1], "
                   f"got {rendered.shape}")
-        if not getattr(data, "nuisance", ()) and not np.allclose(rendered, images):
+        from vaebench.plugins.contract import capability
+
+        if not capability(data, "nuisance") and not np.allclose(rendered, images):
             _fail(f"dataset {name!r}: has_sampler=True but observations(factors) does not render the images "
                   f"sample() returned for those factors (declare nuisance = ('name', ...) if a variable that "
                   f"is not a factor is drawn per observation)")

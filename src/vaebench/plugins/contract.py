@@ -133,6 +133,11 @@ class DatasetCapabilities(Protocol):
     #: the grid once, chunk by chunk, and gathers each batch on the device
     #: (``backends.device_grid``). ``None``: no grid (batches come from ``sample``).
     grid_uint8: Callable[[int, int], np.ndarray] | None = None
+    #: Variables that change the image but are not factors, drawn per observation
+    #: (SmallNORB's ``("instance",)``): then ``observations(f)`` renders *an* image of the
+    #: factors ``f``, not necessarily the one ``sample()`` gave. ``()``: the factors
+    #: determine the image.
+    nuisance: tuple[str, ...] = ()
 
 
 # ----------------------------------------------------------------- models

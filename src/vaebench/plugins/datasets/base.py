@@ -47,10 +47,6 @@ class FactorDataset(Protocol):
     factor_sizes: tuple[int, ...]
     #: ``(H, W, C)``.
     image_shape: tuple[int, int, int]
-    # Optional: ``nuisance`` (tuple of names, default ``()``): variables that are not factors
-    # but change the image, drawn per observation (SmallNORB's ``instance``); with any,
-    # ``observations(f)`` renders *an* image of factors ``f``, not necessarily the one
-    # ``sample()`` gave.
 
     def digest(self) -> str:
         """A short hex digest identifying the exact data (pixels + factor grid)."""
