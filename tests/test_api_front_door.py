@@ -160,3 +160,141 @@ def test_prepare_grid_names_a_missing_backend_with_its_install_hint(tmp_path):
     assert str(info.value) == ("backend 'absentfw' not installed: No module named 'vaebench_no_such_framework' "
                                "(pip install absentfw)")
     assert not list((tmp_path / "reg").rglob("*.parquet"))
+
+
+# ------------------------------------------------ results and figure commands: one API call each
+def _as_printed(data):
+    """``data`` as ``vaebench ... --json`` prints it (harness.output.print_json), read back."""
+    from vaebench.harness.output import json_safe
+
+    return json.loads(json.dumps(json_safe(data), default=str, allow_nan=False))
+
+
+def _same_error(call, cli, *args):
+    """``call()`` raises a one-line ValueError / RegistryError, and ``vaebench *args`` exits 2
+    printing that line; returns the message."""
+    from vaebench.registry.store import RegistryError
+
+    with pytest.raises((ValueError, RegistryError)) as info:
+        call()
+    text = str(info.value)
+    assert text and "\n" not in text
+    res = cli(*args)
+    assert res.exit_code == 2 and res.stderr.strip() == f"error: {text}", res.stderr
+    return text
+
+
+def test_show_reads_and_checks_as_the_cli_does(parent, cli, tmp_path):
+    registry, record = parent
+    text = _same_error(lambda: api.show("zzzz", str(registry)), cli, "show", "zzzz", "--registry", registry)
+    assert text == "invalid run id 'zzzz': expected hex characters"
+    missing = tmp_path / "nope"
+    assert "does not exist" in _same_error(lambda: api.show(record["run_id"], str(missing)), cli,
+                                           "show", record["run_id"], "--registry", missing)
+    assert not missing.exists()
+    shown = api.show(record["run_id"][:8], str(registry), with_attempts=True)
+    assert shown["run_id"] == record["run_id"] and [a["shown"] for a in shown["attempts"]] == [True]
+    res = cli("show", record["run_id"][:8], "--registry", registry, "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout) == _as_printed(shown)
+    assert "attempts" not in api.show(record["run_id"][:8], str(registry))
+
+
+def test_query_checks_and_returns_what_the_cli_prints(parent, cli, tmp_path):
+    registry, record = parent
+    assert "SELECT" in _same_error(lambda: api.query("DELETE FROM runs", str(registry)), cli,
+                                   "query", "DELETE FROM runs", "--registry", registry)
+    assert _same_error(lambda: api.query("SELECT 1", str(registry), timeout=-1.0), cli,
+                       "query", "SELECT 1", "--timeout", "-1", "--registry", registry).startswith("--timeout: ")
+    assert _same_error(lambda: api.query("SELECT 1", str(registry), memory_limit="lots"), cli,
+                       "query", "SELECT 1", "--memory-limit", "lots", "--registry", registry).startswith("--memory-limit: ")
+    assert "does not exist" in _same_error(lambda: api.query("SELECT 1", str(tmp_path / "nope")), cli,
+                                           "query", "SELECT 1", "--registry", tmp_path / "nope")
+    sql = "SELECT run_id, model, beta, metrics['kl'] AS kl FROM runs ORDER BY run_id"
+    result = api.query(sql, str(registry))
+    assert result.skipped == [] and record["run_id"] in result.table.column("run_id").to_pylist()
+    res = cli("query", sql, "--registry", registry, "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout) == _as_printed(result.table.to_pylist(maps_as_pydicts="lossy"))
+
+
+def test_compare_checks_and_returns_what_the_cli_prints(parent, cli, tmp_path):
+    registry, record = parent
+    assert _same_error(lambda: api.compare("beta", "beta=4", registry=str(registry)), cli,
+                       "compare", "beta", "beta=4", "--registry", registry).startswith("A: ")
+    assert _same_error(lambda: api.compare("beta=4", "=4", registry=str(registry)), cli,
+                       "compare", "beta=4", "=4", "--registry", registry).startswith("B: ")
+    assert "does not exist" in _same_error(lambda: api.compare("beta=4", "beta=4", registry=str(tmp_path / "nope")),
+                                           cli, "compare", "beta=4", "beta=4", "--registry", tmp_path / "nope")
+    assert "matches no runs" in _same_error(lambda: api.compare("beta=4", "beta=99", ["kl"], str(registry)), cli,
+                                            "compare", "beta=4", "beta=99", "--metrics", "kl", "--registry", registry)
+    result = api.compare(record["run_id"][:8], "beta=4", ["kl"], str(registry))
+    assert result.warnings == [] and result.comparison["a"]["run_ids"] == [record["run_id"]]
+    res = cli("compare", record["run_id"][:8], "beta=4", "--metrics", "kl", "--registry", registry, "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout) == _as_printed(result.comparison)
+
+
+def test_check_checks_and_returns_the_verdicts_the_cli_prints(parent, cli, tmp_path):
+    registry, record = parent
+    targets = tmp_path / "targets.toml"
+    targets.write_text('[[target]]\nname = "mig"\nselect = { model = "beta_vae" }\nmetric = "mig"\nmin_runs = 1\n'
+                       'threshold = 0.0\n')  # mig is not recorded: the verdict is an error, exit 1
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[target]\n")
+    _same_error(lambda: api.check(bad, registry=str(registry)), cli, "check", "--targets", bad, "--registry", registry)
+    assert _same_error(lambda: api.check(targets, "=1", registry=str(registry)), cli,
+                       "check", "--targets", targets, "--runs", "=1", "--registry", registry).startswith("--runs: ")
+    assert _same_error(lambda: api.check(targets, registry=str(registry), attempts="some"), cli,
+                       "check", "--targets", targets, "--attempts", "some", "--registry", registry).startswith("--attempts: ")
+    assert "does not exist" in _same_error(lambda: api.check(targets, registry=str(tmp_path / "nope")), cli,
+                                           "check", "--targets", targets, "--registry", tmp_path / "nope")
+    checked = api.check(targets, registry=str(registry))
+    assert [r.name for r in checked.results] == ["mig"] and checked.exit_code() == 1 and checked.left_out == []
+    res = cli("check", "--targets", targets, "--registry", registry, "--json")
+    assert res.exit_code == checked.exit_code() and json.loads(res.stdout) == _as_printed([r.to_dict() for r in checked.results])
+
+
+def test_report_checks_its_selections_as_the_cli_does(parent, cli, tmp_path):
+    registry, record = parent
+    out = tmp_path / "rep"
+    assert _same_error(lambda: api.report("beta", out=out, registry=str(registry)), cli,
+                       "report", "beta", "--out", out, "--registry", registry).startswith("SELECTION: ")
+    assert _same_error(lambda: api.report(None, out=out, registry=str(registry), baseline="=1"), cli,
+                       "report", "--baseline", "=1", "--out", out, "--registry", registry).startswith("--baseline: ")
+    _same_error(lambda: api.report("model=nosuch", out=out, registry=str(registry)), cli,
+                "report", "model=nosuch", "--out", out, "--registry", registry)
+    assert not out.exists()
+    written = api.report("model=beta_vae", out=tmp_path / "a", registry=str(registry))
+    res = cli("report", "model=beta_vae", "--out", tmp_path / "b", "--registry", registry, "--json")
+    printed = json.loads(res.stdout)
+    assert res.exit_code == 0 and written["runs"] == printed["runs"] and written["runs"]["ok"] >= 1
+    assert [Path(f).name for f in written["figures"]] == [Path(f).name for f in printed["figures"]]
+    assert Path(written["html"]).is_file() and written["notes"] == printed["notes"]
+
+
+def test_traverse_and_samples_check_and_write_as_the_cli_does(parent, cli, tmp_path):
+    registry, record = parent
+    run = record["run_id"][:8]
+    dim = record["latent_dim"]
+    assert _same_error(lambda: api.traverse(run, dims=[dim], registry=str(registry)), cli,
+                       "traverse", run, "--dims", str(dim), "--registry", registry) == \
+        f"--dims: {dim} is not a latent dimension (0..{dim - 1})"
+    _same_error(lambda: api.samples("zzzz", registry=str(registry)), cli, "samples", "zzzz", "--registry", registry)
+    for bad in ({"value_range": (1.0, -1.0)}, {"steps": 1}, {"base": -1}, {"base": "posterior"}):
+        with pytest.raises(api.InputError):
+            api.traverse(run, registry=str(registry), **bad)
+    with pytest.raises(api.InputError, match=r"^--n: "):
+        api.samples(run, n=0, registry=str(registry))
+    # a run recorded without its checkpoint
+    from vaebench.registry.store import write_record
+
+    lone = tmp_path / "lone"
+    write_record(str(lone), {**record, "artifacts": {}})
+    assert "has no checkpoint" in _same_error(lambda: api.samples(run, registry=str(lone)), cli,
+                                              "samples", run, "--registry", lone)
+    # a good call writes what the command writes
+    made = api.traverse(run, dims=[0], steps=3, base="prior", out=tmp_path / "api", registry=str(registry))
+    res = cli("traverse", run, "--dims", "0", "--steps", "3", "--base", "prior", "--out", tmp_path / "cli",
+              "--registry", registry)
+    assert res.exit_code == 0 and made and all(Path(p).is_file() for p in made.values())
+    assert sorted(p.name for p in (tmp_path / "api").iterdir()) == sorted(p.name for p in (tmp_path / "cli").iterdir())
+    drawn = api.samples(run, n=4, out=tmp_path / "s", registry=str(registry))
+    assert [Path(p).parent for p in drawn.values()] == [tmp_path / "s"] and all(Path(p).is_file() for p in drawn.values())

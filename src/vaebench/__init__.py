@@ -21,12 +21,15 @@ from vaebench.version import __version__
 
 hookimpl = pluggy.HookimplMarker("vaebench")
 
-__all__ = ["__version__", "hookimpl", "run_grid", "continue_run", "leaderboard", "show", "plan_grid",
-           "evaluate_latents", "report"]
+#: The API functions the package re-exports lazily (``vaebench.api`` holds them all).
+API_NAMES = ("run_grid", "continue_run", "leaderboard", "show", "plan_grid", "evaluate_latents", "report", "query",
+             "compare", "check", "traverse", "samples")
+
+__all__ = ["__version__", "hookimpl", *API_NAMES]
 
 
 def __getattr__(name: str) -> Any:  # lazy: keep `import vaebench` cheap
-    if name in ("run_grid", "continue_run", "leaderboard", "show", "plan_grid", "evaluate_latents", "report"):
+    if name in API_NAMES:
         from vaebench import api
 
         return getattr(api, name)

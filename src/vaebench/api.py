@@ -613,11 +613,194 @@ def leaderboard(
     return leaderboard_result(registry, metric, by, dataset, model).table
 
 
-def show(run: str, registry: str = DEFAULT_REGISTRY) -> dict[str, Any]:
-    """One record as a dict (``run`` is a run id or a unique prefix of one)."""
-    from vaebench.registry import store
+def show(run: str, registry: str = DEFAULT_REGISTRY, *, with_attempts: bool = False) -> dict[str, Any]:
+    """One record as a dict: ``run`` is a run id or a unique prefix of one (its latest finished
+    attempt, ``registry.store.latest``), or ``RUN.ATTEMPT`` for one attempt. With
+    ``with_attempts``, the record carries ``"attempts"``: one row per attempt of the run,
+    oldest first (``attempt``, ``status``, ``finished_at``, ``git_revision``, ``vaebench``,
+    ``shown``: the attempt returned), what ``vaebench show --json`` prints.
 
-    return store.read_record(registry, run)
+    Raises ``LocationError`` (a ``ValueError``, one line) when the registry does not exist,
+    ``registry.store.RegistryError`` (one line) for a bad, unknown or ambiguous ``run`` or an
+    unreadable record file."""
+    from vaebench.registry import location
+    from vaebench.registry.store import latest, read_attempts
+
+    location.require(registry)
+    attempts = read_attempts(registry, run)
+    record = latest(attempts)
+    if not with_attempts:
+        return record
+    summary = [{"attempt": r.get("attempt"), "status": r.get("status"), "finished_at": r.get("finished_at"),
+                "git_revision": (r.get("environment") or {}).get("git_revision"),
+                "vaebench": (r.get("provenance") or {}).get("vaebench"), "shown": r is record} for r in attempts]
+    return record | {"attempts": summary}
+
+
+@dataclass
+class QueryResult:
+    """What :func:`query` read: ``table`` (a ``pyarrow.Table``, one row per result row) and
+    ``skipped``: the record files left out, ``(path, reason)``."""
+
+    table: Any
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def query(sql: str, registry: str = DEFAULT_REGISTRY, *, timeout: float | None = None,
+          memory_limit: str | int | None = None) -> QueryResult:
+    """Run one read-only SELECT (DuckDB) over the table ``runs`` (one row per run, each run's
+    latest finished attempt, every record column) on a locked connection that cannot read,
+    write or attach files. ``timeout``: seconds (default ``registry.readonly.DEFAULT_TIMEOUT``,
+    60); ``memory_limit``: bytes or a size such as ``"512MB"`` (default 2GB).
+
+    Raises ``ValueError`` (one line): not a single SELECT, a bad ``--timeout`` /
+    ``--memory-limit``, a missing registry (``LocationError``), a query that fails or runs past
+    a limit (``QueryLimitError``, naming the option that raises it);
+    ``registry.store.RegistryError`` when the registry cannot be read. Ctrl-C while the query
+    runs raises ``KeyboardInterrupt``."""
+    from vaebench.registry import location, readonly
+
+    limits = {"timeout": readonly.DEFAULT_TIMEOUT if timeout is None else timeout,
+              "memory_limit": readonly.DEFAULT_MEMORY_LIMIT if memory_limit is None else memory_limit}
+    readonly.check_select(sql)
+    for option, check, value in (("--timeout", readonly.check_timeout, limits["timeout"]),
+                                 ("--memory-limit", readonly.parse_size, limits["memory_limit"])):
+        try:
+            check(value)
+        except ValueError as exc:
+            raise InputError(f"{option}: {exc}") from None
+    location.require(registry)
+    try:
+        table, skipped = readonly.run_select(registry, sql, **limits)
+    except readonly.QueryLimitError as exc:
+        raise InputError(f"{exc} (raise it with {'--timeout' if exc.limit == 'timeout' else '--memory-limit'})") from None
+    return QueryResult(table, list(skipped))
+
+
+def _selection(text: Any, option: str) -> Any:
+    """``text`` (``"model=beta_vae,beta=4"``, run id prefixes, a dict, ``None``) as a
+    ``registry.selection.Selection``; ``InputError`` ``"option: ..."`` when it cannot be parsed."""
+    from vaebench.registry.selection import parse_selection
+
+    try:
+        return parse_selection(text)
+    except ValueError as exc:
+        raise InputError(f"{option}: {exc}") from None
+
+
+def _open_results(registry: str, attempts: str, warnings: list[str], left_out: list[tuple[Path, str]]) -> Any:
+    """The registry's locked read-only connection (``runs``: each run's latest finished
+    attempt, or every attempt); the record files left out are appended to ``left_out`` and,
+    as one-line warnings, to ``warnings``, as are temporary files of writers that died.
+    Raises ``LocationError`` (missing registry) or ``RegistryError``."""
+    from vaebench.registry import location
+    from vaebench.registry.readonly import open_readonly
+    from vaebench.registry.store import stale_temporaries
+
+    location.require(registry)
+    con, skipped = open_readonly(registry, attempts=attempts)
+    warnings += [f"skipped record file {path}: {reason}" for path, reason in skipped]
+    left_out += skipped
+    stale = stale_temporaries(registry)
+    if stale:
+        warnings.append(f"{len(stale)} temporary record file(s) of writers that died in {registry}/runs "
+                        "(the next `vaebench run` removes them)")
+    return con
+
+
+@dataclass
+class CompareResult:
+    """What :func:`compare` found: ``comparison`` (``harness.compare.compare``'s dict, what
+    ``vaebench compare --json`` prints) and ``warnings``: one-line notes on the registry
+    (record files left out, temporary files of dead writers), in the order they arose."""
+
+    comparison: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+def compare(a: Any, b: Any, metrics: Sequence[str] | None = None, registry: str = DEFAULT_REGISTRY) -> CompareResult:
+    """Compare runs ``a`` with runs ``b`` (each a selection: ``"model=beta_vae,beta=4"``, run
+    ids / unique prefixes, or a dict): config side by side, per metric the means over each
+    side's ok runs (in the metric's units), ``delta`` = B − A, ``better`` by the metric's
+    direction, and the seeds a two-sample t-test needs. ``metrics``: keys to show (default all).
+
+    Raises ``InputError`` (``"A: ..."`` / ``"B: ..."``) for a selection that cannot be parsed,
+    ``LocationError`` for a missing registry, ``ValueError`` (one line) for a selection that
+    matches nothing or an unknown metric key, ``RegistryError`` for an unreadable registry."""
+    from vaebench.harness import compare as comparison
+
+    sel_a = _selection(a, "A")
+    sel_b = _selection(b, "B")
+    warnings: list[str] = []
+    con = _open_results(registry, "latest", warnings, [])
+    try:
+        return CompareResult(comparison.compare(con, sel_a, sel_b, list(metrics) if metrics else None), warnings)
+    finally:
+        con.close()
+
+
+@dataclass
+class CheckResult:
+    """What :func:`check` found: ``results`` (one ``harness.targets.TargetResult`` per target,
+    in file order), ``left_out`` (record files of either registry that could not be read,
+    ``(path, reason)``), ``warnings`` (one-line notes on the registries, in order), ``runs``:
+    the selection of the current runs (a ``registry.selection.Selection``)."""
+
+    results: list[Any]
+    left_out: list[tuple[Path, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    runs: Any = None
+
+    def exit_code(self, allow_unreadable: bool = False) -> int:
+        """``vaebench check``'s exit status: 0 when every target passes, 1 when one fails or
+        cannot be evaluated, or a record file was left out (unless ``allow_unreadable``)."""
+        from vaebench.harness.targets import exit_code
+
+        code = exit_code(self.results)
+        return max(code, 1) if self.left_out and not allow_unreadable else code
+
+
+def check(
+    targets: str | Path,
+    runs: Any = None,
+    baseline: Any = None,
+    *,
+    baseline_registry: str | None = None,
+    registry: str = DEFAULT_REGISTRY,
+    attempts: str = "latest",
+) -> CheckResult:
+    """Check the runs against the ``[[target]]`` tables of the TOML file ``targets``
+    (``vaebench check --help``): ``runs`` (a selection, ANDed with each target's select) are
+    the current runs, ``baseline`` (a selection) and/or ``baseline_registry`` the baseline
+    runs of ``max_regression``; ``attempts``: ``latest`` | ``all``.
+
+    Raises a one-line ``ValueError``: a selection that cannot be parsed (``InputError``,
+    ``"--runs: ..."`` / ``"--baseline: ..."``), a bad targets file (``TargetsError``), an unknown
+    ``attempts``, a missing registry (``LocationError``), an unknown metric or select key;
+    ``RegistryError`` for an unreadable registry. A failed target is not an error: see
+    :meth:`CheckResult.exit_code`."""
+    from vaebench.harness import targets as tg
+    from vaebench.registry.selection import Selection
+
+    current = _selection(runs, "--runs")
+    base = _selection(baseline, "--baseline") if baseline is not None else None
+    if base is None and baseline_registry is not None:
+        base = Selection()
+    parsed = tg.load_targets(targets, baseline=base is not None)
+    if attempts not in ATTEMPTS:
+        raise InputError(f"--attempts: choose from {', '.join(ATTEMPTS)}, not {attempts!r}")
+    warnings: list[str] = []
+    left_out: list[tuple[Path, str]] = []
+    con = _open_results(registry, attempts, warnings, left_out)
+    base_con = None
+    try:
+        if baseline_registry is not None:
+            base_con = _open_results(baseline_registry, attempts, warnings, left_out)
+        return CheckResult(tg.check_targets(con, parsed, current, base, base_con), left_out, warnings, current)
+    finally:
+        con.close()
+        if base_con is not None:
+            base_con.close()
 
 
 def find_grid(selection: str | None = None, registry: str = DEFAULT_REGISTRY) -> Any:
@@ -676,24 +859,151 @@ def cancel(selection: str | None = None, registry: str = DEFAULT_REGISTRY, *, ma
         raise InputError(str(exc)) from None
 
 
-def report(
-    selection: str | dict[str, Any] | None = None,
-    out: str = "vaebench-report",
+def report_result(
+    selection: Any = None,
+    out: str | Path = "vaebench-report",
     registry: str = DEFAULT_REGISTRY,
-    targets: str | None = None,
-    baseline: str | dict[str, Any] | None = None,
+    targets: str | Path | None = None,
+    baseline: Any = None,
     metric: str | None = None,
+    reference: str | None = None,
+) -> Any:
+    """:func:`report` as a ``harness.report.ReportResult`` (``.html``, ``.markdown``,
+    ``.figures``, ``.counts``, ``.targets``: ``TargetResult``s, ``.notes``, ``.skipped``: the
+    record files left out). Raises what :func:`report` raises."""
+    from vaebench.harness.report import write_report
+
+    sel = _selection(selection, "SELECTION")
+    base = _selection(baseline, "--baseline") if baseline is not None else None
+    return write_report(registry, out, sel, targets, base, metric, reference)
+
+
+def report(
+    selection: Any = None,
+    out: str | Path = "vaebench-report",
+    registry: str = DEFAULT_REGISTRY,
+    targets: str | Path | None = None,
+    baseline: Any = None,
+    metric: str | None = None,
+    reference: str | None = None,
 ) -> dict[str, Any]:
     """Write ``out/index.html``, ``out/report.md`` and ``out/figures/`` for the selected runs
     (``"model=beta_vae,beta=4"``, a dict, or None for every run); see ``vaebench report``.
+    ``reference``: a reference pack to set the leaderboard's means against.
 
-    Returns what was written (paths, run counts, target verdicts, notes). Raises
-    ``ValueError`` (one line) when no run is selected or a targets file is bad,
-    ``registry.store.RegistryError`` when the registry cannot be read.
+    Returns what was written (paths, run counts, target verdicts, notes: ``vaebench report
+    --json``). Raises ``ValueError`` (one line) when a selection cannot be parsed
+    (``"SELECTION: ..."``, ``"--baseline: ..."``), no run is selected, ``out`` is not a
+    directory or a targets file is bad, ``registry.store.RegistryError`` when the registry
+    cannot be read.
     """
-    from vaebench.harness.report import write_report
+    return report_result(selection, out, registry, targets, baseline, metric, reference).to_dict()
 
-    return write_report(registry, out, selection, targets, baseline, metric).to_dict()
+
+def load_run(run: str, registry: str = DEFAULT_REGISTRY) -> tuple[dict[str, Any], Any]:
+    """The record of run ``run`` (id or unique prefix) and its trained model loaded from the
+    checkpoint in the registry (a backend's ``TrainedModel``: ``encode(images) -> (means,
+    logvars)``, ``decode(codes) -> images``). The record's ``artifacts["checkpoint"]`` is set
+    to the local path of the checkpoint found.
+
+    Raises ``LocationError`` (missing registry), ``RegistryError`` (bad or unknown run id),
+    ``InputError`` (one line) when the run has no checkpoint or it cannot be loaded."""
+    from vaebench.plugins.backends import load_trained
+    from vaebench.registry import location
+    from vaebench.registry.store import artifact_path, read_record
+
+    location.require(registry)
+    record = read_record(registry, run)
+    recorded = (record.get("artifacts") or {}).get("checkpoint")
+    checkpoint = artifact_path(registry, record["run_id"], recorded)
+    if checkpoint is None:
+        where = location.join(location.display(registry), "artifacts", record["run_id"])
+        raise InputError(f"run {record['run_id']} has no checkpoint in {where} "
+                         f"({recorded or 'not recorded'}); it was {record['status']}")
+    record["artifacts"]["checkpoint"] = str(checkpoint)  # found in the registry: what traverse/samples write beside
+    try:
+        return record, load_trained(record["backend"], str(checkpoint.parent))
+    except Exception as exc:  # noqa: BLE001 - a checkpoint from elsewhere may be anything
+        raise InputError(f"cannot load the checkpoint of run {record['run_id']}: {exc}") from None
+
+
+#: The largest held-out observation index a traversal may start from.
+MAX_BASE_INDEX = 100_000
+
+
+def traverse(
+    run: str,
+    *,
+    dims: Sequence[int] | None = None,
+    value_range: tuple[float, float] = (-3.0, 3.0),
+    steps: int = 10,
+    base: int | str = 0,
+    out: str | Path | None = None,
+    registry: str = DEFAULT_REGISTRY,
+    manager: Any = None,
+) -> dict[str, str]:
+    """Write run ``run``'s latent traversal (PNG + GIF) from its saved checkpoint: each latent
+    dimension of ``dims`` (default: all, sorted by KL) swept over ``value_range`` (LOW < HIGH,
+    in latent units around the base code) in ``steps`` images per row (≥ 2). ``base``: the
+    index of the held-out observation whose code is the base (0..100000; 0-9 are the inputs
+    of the run's reconstructions.png), or ``"prior"`` for the zero code. ``out``: a directory
+    (default: the run's artifact directory). Returns ``{kind: path written}``.
+
+    Raises :func:`load_run`'s errors, and ``InputError`` (one line) for a dimension that is
+    not one of the run's, a bad ``value_range``, ``steps`` or ``base``."""
+    import json
+
+    import numpy as np
+
+    from vaebench.harness.evaluation import held_out
+    from vaebench.harness.figures import factor_labels, write_traversal
+    from vaebench.plugins.manager import plugin_manager
+
+    low, high = (float(v) for v in value_range)
+    if not low < high:
+        raise InputError(f"--range: expected LOW < HIGH, got {low:g},{high:g}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+        raise InputError(f"--steps: expected a whole number ≥ 2 of images per row, got {steps!r}")
+    if base != "prior" and (isinstance(base, bool) or not isinstance(base, int) or not 0 <= base <= MAX_BASE_INDEX):
+        raise InputError(f"--base: {base!r} is neither a held-out observation index (0..{MAX_BASE_INDEX}) nor 'prior'")
+    record, model = load_run(run, registry)
+    kl = record.get("kl_per_dim") or []
+    chosen = list(dims) if dims else None
+    bad = [d for d in chosen or [] if not 0 <= d < len(kl)]
+    if bad:
+        raise InputError(f"--dims: {bad[0]} is not a latent dimension (0..{len(kl) - 1})")
+    manager = plugin_manager(manager)
+    dataset = manager.dataset(record["dataset"]).loader()(path=json.loads(record["spec_json"]).get("dataset_path"))
+    if base == "prior":
+        code, where = np.zeros(int(record["latent_dim"]), dtype=np.float32), "the prior's mean"
+    else:
+        images, _ = held_out(dataset, base + 1)
+        code, where = model.encode(images[base:])[0], f"held-out #{base}"
+    params = json.loads(record.get("metric_params") or "{}")
+    factor_of_dim = factor_labels(params.get("mig"), dataset.factor_names)
+    directory = str(out) if out else str(Path(record["artifacts"]["checkpoint"]).parent)
+    title = f"run {record['run_id'][:10]}" + ("" if base == 0 else f", base {where}")
+    return write_traversal(model, code, kl, directory, dims=chosen, value_range=(low, high),
+                           steps=steps, factor_of_dim=factor_of_dim, title=title)
+
+
+#: The most prior samples one :func:`samples` call decodes.
+MAX_SAMPLES = 1024
+
+
+def samples(run: str, *, n: int = 64, seed: int = 0, out: str | Path | None = None,
+            registry: str = DEFAULT_REGISTRY) -> dict[str, str]:
+    """Decode ``n`` (1..1024) codes drawn from the prior N(0, I) (``seed``) with run ``run``'s
+    saved checkpoint into a PNG grid in ``out`` (default: the run's artifact directory).
+    Returns ``{kind: path written}``. Raises :func:`load_run`'s errors, and ``InputError``
+    for a bad ``n``."""
+    from vaebench.harness.figures import write_samples
+
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_SAMPLES:
+        raise InputError(f"--n: expected a whole number of samples in 1..{MAX_SAMPLES}, got {n!r}")
+    record, model = load_run(run, registry)
+    directory = str(out) if out else str(Path(record["artifacts"]["checkpoint"]).parent)
+    return write_samples(model, int(record["latent_dim"]), directory, n=n, seed=seed)
 
 
 def metric_direction(key: str) -> str:

@@ -572,28 +572,6 @@ def evaluate_latents(
 
 
 # ---------------------------------------------------------------- traverse / samples
-def _trained_from_record(run_id: str, registry: str):
-    from vaebench.plugins.backends import load_trained
-    from vaebench.registry import location
-    from vaebench.registry.store import RegistryError, artifact_path, read_record
-
-    try:
-        location.require(registry)
-        record = read_record(registry, run_id)
-    except (RegistryError, location.LocationError) as exc:
-        fail(str(exc))
-    recorded = (record.get("artifacts") or {}).get("checkpoint")
-    checkpoint = artifact_path(registry, record["run_id"], recorded)
-    if checkpoint is None:
-        fail(f"run {record['run_id']} has no checkpoint in {location.join(location.display(registry), 'artifacts', record['run_id'])} "
-             f"({recorded or 'not recorded'}); it was {record['status']}")
-    record["artifacts"]["checkpoint"] = str(checkpoint)  # found in the registry: what traverse/samples write beside
-    try:
-        return record, load_trained(record["backend"], str(checkpoint.parent))
-    except Exception as exc:  # noqa: BLE001 - a checkpoint from elsewhere may be anything
-        fail(f"cannot load the checkpoint of run {record['run_id']}: {exc}")
-
-
 def _float_pair(text: str, option: str) -> tuple[float, float]:
     from vaebench.harness.plan import PlanError, parse_list
 
@@ -621,38 +599,22 @@ def traverse(
     registry: str = typer.Option(DEFAULT_REGISTRY, "--registry", help=REGISTRY_HELP),
 ) -> None:
     """Regenerate a run's latent traversal (PNG + GIF) from its saved checkpoint."""
-    import numpy as np
-
-    from vaebench.harness.figures import factor_labels, write_traversal
     from vaebench.harness.plan import PlanError, parse_list
-    from vaebench.harness.evaluation import held_out
+    from vaebench.registry.store import RegistryError
 
     low_high = _float_pair(value_range, "--range")
-    base_index = None if base == "prior" else _base_index(base)
-    record, model = _trained_from_record(run_id, registry)
-    kl = record.get("kl_per_dim") or []
+    base_index: int | str = "prior" if base == "prior" else _base_index(base)
     chosen = None
     if dims:
         try:
             chosen = parse_list(dims, "--dims", int)
         except PlanError as exc:
             fail(str(exc))
-        bad = [d for d in chosen if not 0 <= d < len(kl)]
-        if bad:
-            fail(f"--dims: {bad[0]} is not a latent dimension (0..{len(kl) - 1})")
-    manager = _manager()
-    dataset = manager.dataset(record["dataset"]).loader()(path=json.loads(record["spec_json"]).get("dataset_path"))
-    if base_index is None:
-        code, where = np.zeros(int(record["latent_dim"]), dtype=np.float32), "the prior's mean"
-    else:
-        images, _ = held_out(dataset, base_index + 1)
-        code, where = model.encode(images[base_index:])[0], f"held-out #{base_index}"
-    params = json.loads(record.get("metric_params") or "{}")
-    factor_of_dim = factor_labels(params.get("mig"), dataset.factor_names)
-    directory = str(out) if out else str(Path(record["artifacts"]["checkpoint"]).parent)
-    title = f"run {record['run_id'][:10]}" + ("" if base_index == 0 else f", base {where}")
-    paths = write_traversal(model, code, kl, directory, dims=chosen, value_range=low_high,
-                            steps=steps, factor_of_dim=factor_of_dim, title=title)
+    try:
+        paths = api.traverse(run_id, dims=chosen, value_range=low_high, steps=steps, base=base_index, out=out,
+                             registry=registry, manager=_manager())
+    except (RegistryError, ValueError) as exc:
+        fail(str(exc))
     for path in paths.values():
         console.print(path)
 
@@ -662,8 +624,8 @@ def _base_index(text: str) -> int:
         index = int(text)
     except ValueError:
         index = -1
-    if not 0 <= index <= 100_000:
-        fail(f"--base: {text!r} is neither a held-out observation index (0..100000) nor 'prior'")
+    if not 0 <= index <= api.MAX_BASE_INDEX:
+        fail(f"--base: {text!r} is neither a held-out observation index (0..{api.MAX_BASE_INDEX}) nor 'prior'")
     return index
 
 
@@ -676,11 +638,13 @@ def samples(
     registry: str = typer.Option(DEFAULT_REGISTRY, "--registry", help=REGISTRY_HELP),
 ) -> None:
     """Decode samples from the prior of a run's saved checkpoint into a PNG grid."""
-    from vaebench.harness.figures import write_samples
+    from vaebench.registry.store import RegistryError
 
-    record, model = _trained_from_record(run_id, registry)
-    directory = str(out) if out else str(Path(record["artifacts"]["checkpoint"]).parent)
-    for path in write_samples(model, int(record["latent_dim"]), directory, n=n, seed=seed).values():
+    try:
+        paths = api.samples(run_id, n=n, seed=seed, out=out, registry=registry)
+    except (RegistryError, ValueError) as exc:
+        fail(str(exc))
+    for path in paths.values():
         console.print(path)
 
 

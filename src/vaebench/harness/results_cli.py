@@ -16,7 +16,6 @@ import typer
 from rich.markup import escape
 
 from vaebench import api
-from vaebench.registry import ATTEMPTS
 from vaebench.harness.output import (
     ARROWS,
     DIRECTION_TEXT,
@@ -45,49 +44,14 @@ SELECTION_HELP = (
 )
 
 
-def _need_registry(registry: str) -> None:
-    from vaebench.registry.location import LocationError, require
-
-    try:
-        require(registry)
-    except LocationError as exc:
-        fail(str(exc))
-
-
 def _warn_skipped(skipped: list[tuple[Path, str]]) -> None:
     for path, reason in skipped:
         err_console.print(f"[yellow]warning:[/] skipped record file {escape(f'{path}: {reason}')}", highlight=False)
 
 
-def _open(registry: str, skipped: list[tuple[Path, str]] | None = None, attempts: str = "latest"):
-    """The registry's locked read-only connection (``runs``: each run's latest finished attempt,
-    or every attempt); files left out are warned about (and appended to ``skipped`` when
-    given), as are temporary files of writers that died."""
-    from vaebench.registry.readonly import open_readonly
-    from vaebench.registry.store import RegistryError, stale_temporaries
-
-    _need_registry(registry)
-    try:
-        con, left_out = open_readonly(registry, attempts=attempts)
-    except RegistryError as exc:
-        fail(str(exc))
-    _warn_skipped(left_out)
-    if skipped is not None:
-        skipped += left_out
-    stale = stale_temporaries(registry)
-    if stale:
-        err_console.print(f"[yellow]warning:[/] {len(stale)} temporary record file(s) of writers that died in "
-                          f"{escape(registry)}/runs (the next `vaebench run` removes them)", highlight=False)
-    return con
-
-
-def _selection(text: Optional[str], option: str):
-    from vaebench.registry.selection import Selection
-
-    try:
-        return Selection.parse(text)
-    except ValueError as exc:
-        fail(f"{option}: {exc}")
+def _warn(warnings: list[str]) -> None:
+    for line in warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
 
 
 # ---------------------------------------------------------------- leaderboard
@@ -177,17 +141,13 @@ def show(
     """
     from rich.table import Table
 
-    from vaebench.registry.store import RegistryError, latest, read_attempts
+    from vaebench.registry.store import RegistryError
 
-    _need_registry(registry)
     try:
-        attempts = read_attempts(registry, run_id)
-    except RegistryError as exc:
+        record = api.show(run_id, registry, with_attempts=True)
+    except (RegistryError, ValueError) as exc:
         fail(str(exc))
-    record = latest(attempts)
-    summary = [{"attempt": r.get("attempt"), "status": r.get("status"), "finished_at": r.get("finished_at"),
-                "git_revision": (r.get("environment") or {}).get("git_revision"),
-                "vaebench": (r.get("provenance") or {}).get("vaebench"), "shown": r is record} for r in attempts]
+    summary = record.pop("attempts")
     if as_json:
         print_json(record | {"attempts": summary})
         return
@@ -252,31 +212,16 @@ def query(
     --timeout or needs more than --memory-limit is stopped (exit 2), as is one
     interrupted by Ctrl-C (exit 130).
     """
-    from vaebench.registry import readonly
     from vaebench.registry.store import RegistryError
 
-    limits = {"timeout": readonly.DEFAULT_TIMEOUT if timeout is None else timeout,
-              "memory_limit": readonly.DEFAULT_MEMORY_LIMIT if memory_limit is None else memory_limit}
     try:
-        readonly.check_select(sql)
-    except ValueError as exc:
-        fail(str(exc))
-    for option, check, value in (("--timeout", readonly.check_timeout, limits["timeout"]),
-                                 ("--memory-limit", readonly.parse_size, limits["memory_limit"])):
-        try:
-            check(value)
-        except ValueError as exc:
-            fail(f"{option}: {exc}")
-    _need_registry(registry)
-    try:
-        table, skipped = readonly.run_select(registry, sql, **limits)
-    except readonly.QueryLimitError as exc:
-        fail(f"{exc} (raise it with {'--timeout' if exc.limit == 'timeout' else '--memory-limit'})")
+        result = api.query(sql, registry, timeout=timeout, memory_limit=memory_limit)
     except (ValueError, RegistryError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         fail("query interrupted (Ctrl-C); nothing was printed", 130)
-    _warn_skipped(skipped)
+    _warn_skipped(result.skipped)
+    table = result.table
     rows = table.to_pylist(maps_as_pydicts="lossy")
     if as_json:
         print_json(rows)
@@ -316,17 +261,14 @@ def compare(
     of each side (n shown); the delta B − A is green when B is better by the
     metric's declared direction, red when worse, plain for direction "none".
     """
-    from vaebench.harness import compare as comparison
+    from vaebench.registry.store import RegistryError
 
-    sel_a = _selection(a, "A")
-    sel_b = _selection(b, "B")
-    con = _open(registry)
     try:
-        result = comparison.compare(con, sel_a, sel_b, names(metrics) if metrics else None)
-    except ValueError as exc:
+        compared = api.compare(a, b, names(metrics) if metrics else None, registry)
+    except (ValueError, RegistryError) as exc:
         fail(str(exc))
-    finally:
-        con.close()
+    _warn(compared.warnings)
+    result = compared.comparison
     if as_json:
         print_json(result)
         return
@@ -400,39 +342,23 @@ def check(
     Exit 2: usage errors (bad TOML, unknown metric or select key).
     """
     from vaebench.harness import targets as tg
+    from vaebench.registry.store import RegistryError
 
-    from vaebench.registry.selection import Selection
-
-    current = _selection(runs, "--runs")
-    base = _selection(baseline, "--baseline") if baseline is not None else None
-    if base is None and baseline_registry is not None:
-        base = Selection()
     try:
-        parsed = tg.load_targets(targets, baseline=base is not None)
-    except tg.TargetsError as exc:
+        checked = api.check(targets, runs, baseline, baseline_registry=baseline_registry, registry=registry,
+                            attempts=attempts)
+    except (ValueError, RegistryError) as exc:
         fail(str(exc))
-    if attempts not in ATTEMPTS:
-        fail(f"--attempts: choose from {', '.join(ATTEMPTS)}, not {attempts!r}")
-    left_out: list[tuple[Path, str]] = []
-    con = _open(registry, left_out, attempts)
-    base_con = _open(baseline_registry, left_out, attempts) if baseline_registry is not None else None
-    try:
-        results = tg.check_targets(con, parsed, current, base, base_con)
-    except ValueError as exc:
-        fail(str(exc))
-    finally:
-        con.close()
-        if base_con is not None:
-            base_con.close()
-    code = tg.exit_code(results)
-    if left_out and not allow_unreadable:
-        code = max(code, 1)
+    _warn(checked.warnings)
+    results, left_out = checked.results, checked.left_out
+    code = checked.exit_code(allow_unreadable)
     if as_json:
         print_json([r.to_dict() for r in results])
         _say_left_out(left_out, allow_unreadable)
         raise typer.Exit(code)
     from rich.table import Table
 
+    current = checked.runs
     table = Table(title=escape(f"targets: {targets.name}" + (f"  (runs: {current})" if not current.empty else "")))
     for col, justify in (("target", "left"), ("metric", "left"), ("value", "right"),
                          ("threshold / baseline", "right"), ("verdict", "left"), ("n runs", "right"), ("detail", "left")):
@@ -489,15 +415,11 @@ def report(
     `vaebench check` to gate CI). Exit 2: no run selected, a bad targets file
     or selection, an unusable --out.
     """
-    from vaebench.harness import report as rp
-    from vaebench.harness.targets import TargetsError
     from vaebench.registry.store import RegistryError
 
-    sel = _selection(selection, "SELECTION")
-    base = _selection(baseline, "--baseline") if baseline is not None else None
     try:
-        result = rp.write_report(registry, out, sel, targets, base, metric, reference)
-    except (TargetsError, RegistryError, ValueError) as exc:
+        result = api.report_result(selection, out, registry, targets, baseline, metric, reference)
+    except (RegistryError, ValueError) as exc:
         fail(str(exc))
     _warn_skipped(result.skipped)
     if as_json:
