@@ -298,3 +298,22 @@ def test_traverse_and_samples_check_and_write_as_the_cli_does(parent, cli, tmp_p
     assert sorted(p.name for p in (tmp_path / "api").iterdir()) == sorted(p.name for p in (tmp_path / "cli").iterdir())
     drawn = api.samples(run, n=4, out=tmp_path / "s", registry=str(registry))
     assert [Path(p).parent for p in drawn.values()] == [tmp_path / "s"] and all(Path(p).is_file() for p in drawn.values())
+
+
+def test_dry_run_returns_what_the_cli_prints(parent, cli):
+    """``api.dry_run`` is ``run --dry-run``: the study's size and each point's fate against
+    the registry (the recorded point: a new attempt, or skipped with resume)."""
+    registry, record = parent
+    specs = api.plan_grid("beta_vae", betas=[4.0, 8.0], steps=20, batch_sizes=16, architectures="mlp")
+    planned = api.dry_run(specs, str(registry), device="cpu")
+    by_id = {r["run_id"]: r for r in planned.runs}
+    assert planned.summary["runs"] == 2 and set(by_id) == {s.run_id for s in specs}
+    assert by_id[record["run_id"]]["recorded"] == "ok" and by_id[record["run_id"]]["fate"] == "new attempt"
+    other = next(r for r in planned.runs if r["run_id"] != record["run_id"])
+    assert other["recorded"] is None and other["fate"] is None and other["picked_up_at"] is None
+    resumed = api.dry_run(specs, str(registry), device="cpu", resume=True)
+    assert {r["run_id"]: r["fate"] for r in resumed.runs}[record["run_id"]] == "skipped"
+    res = cli("run", "--betas", "4,8", "--steps", "20", "--batch-size", "16", "--architecture", "mlp", "--device", "cpu",
+              "--registry", registry, "--dry-run", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout) == {"summary": json.loads(json.dumps(planned.summary)), "runs": planned.runs}

@@ -23,7 +23,7 @@ hookimpl = pluggy.HookimplMarker("vaebench")
 
 #: The API functions the package re-exports lazily (``vaebench.api`` holds them all).
 API_NAMES = ("run_grid", "continue_run", "leaderboard", "show", "plan_grid", "evaluate_latents", "report", "query",
-             "compare", "check", "traverse", "samples")
+             "compare", "check", "traverse", "samples", "dry_run")
 
 __all__ = ["__version__", "hookimpl", *API_NAMES]
 

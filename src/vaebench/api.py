@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -233,6 +235,44 @@ def read_recorded(specs: Sequence[Any], registry: str = DEFAULT_REGISTRY, *, res
         for line in found.warnings():
             warnings.warn(line, UnreadableRecordWarning, stacklevel=2)
     return found
+
+
+@dataclass
+class DryRun:
+    """What ``run --dry-run`` shows (:func:`dry_run`): the study's ``summary`` (size and
+    estimated time, ``harness.study_size.study_summary``) and per planned point its spec,
+    recorded status and fate."""
+
+    summary: dict[str, Any]
+    #: Per point: ``run_id``, the spec's fields, ``recorded`` (its status or ``None``),
+    #: ``fate`` (``None``: trained; ``"skipped"``, ``"retried"`` or ``"new attempt"``
+    #: beside a recorded one) and ``picked_up_at`` (the step of a periodic checkpoint
+    #: it goes on from, or ``None``).
+    runs: list[dict[str, Any]]
+
+
+def dry_run(specs: Sequence[Any], registry: str = DEFAULT_REGISTRY, *, device: str = "auto", resume: bool = False,
+            recorded: dict[str, str] | None = None, manager: Any = None) -> DryRun:
+    """What running ``specs`` would do, without training: the study's size and estimate
+    (probing this machine's throughput when the registry has none of it) and each point's
+    fate against the registry (``recorded``: :func:`read_recorded`'s, else read here).
+    Raises ``RegistryError`` / ``LocationError``."""
+    from vaebench.harness.resumption import pick_up
+    from vaebench.harness.study_size import study_summary
+    from vaebench.registry.schema import DONE_STATUSES
+
+    if recorded is None:
+        recorded = read_recorded(specs, registry, resume=resume, warn=False).recorded
+    summary = study_summary(specs, registry, str(device), manager)
+    runs = []
+    for s in specs:
+        status = recorded.get(s.run_id)
+        done = status in DONE_STATUSES
+        fate = None if status is None else ("skipped" if resume and done else "retried" if resume else "new attempt")
+        point = None if (resume and done) else pick_up(registry, s.run_id)
+        runs.append({"run_id": s.run_id, **json.loads(s.to_json()), "recorded": status, "fate": fate,
+                     "picked_up_at": None if point is None else point.step})
+    return DryRun(summary, runs)
 
 
 @dataclass

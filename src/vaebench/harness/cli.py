@@ -294,31 +294,26 @@ def run(
     for line in found.warnings():  # the files left out; with --resume, the points trained again
         err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
     if dry_run:
-        from vaebench.harness.study_size import LIST_HEAD, LIST_LIMIT, study_summary, summary_lines
+        from vaebench.harness.study_size import LIST_HEAD, LIST_LIMIT, summary_lines
 
         try:
-            summary = study_summary(specs, opts["registry"], str(opts["device"]), manager)
+            planned = api.dry_run(specs, opts["registry"], device=str(opts["device"]), resume=resume,
+                                  recorded=recorded, manager=manager)
         except (LocationError, RegistryError) as exc:
             fail(str(exc))
         if as_json:
-            _print_json({"summary": summary, "runs": [
-                {"run_id": s.run_id, **json.loads(s.to_json()), "recorded": recorded.get(s.run_id)} for s in specs]})
+            _print_json({"summary": planned.summary, "runs": planned.runs})
         else:
-            from vaebench.harness.resumption import pick_up
-
-            shown = specs if len(specs) <= LIST_LIMIT else specs[:LIST_HEAD]
-            for s in shown:
-                status = recorded.get(s.run_id)
-                fate = "" if status is None else f"  (recorded: {status}, " + (
-                    "skipped" if resume and status in DONE_STATUSES else "retried" if resume else "a new attempt beside it"
-                ) + ")"
-                point = pick_up(opts["registry"], s.run_id)
-                if point is not None and not (resume and status in DONE_STATUSES):
-                    fate += f"  (interrupted at step {point.step}: picked up from there)"
+            fates = {"skipped": "skipped", "retried": "retried", "new attempt": "a new attempt beside it"}
+            shown = planned.runs if len(specs) <= LIST_LIMIT else planned.runs[:LIST_HEAD]
+            for s, r in zip(specs, shown):
+                fate = "" if r["recorded"] is None else f"  (recorded: {r['recorded']}, {fates[r['fate']]})"
+                if r["picked_up_at"] is not None:
+                    fate += f"  (interrupted at step {r['picked_up_at']}: picked up from there)"
                 console.print(f"{s.run_id}  {s.label()}  steps={s.steps} latent_dim={s.latent_dim}{fate}")
             if len(shown) < len(specs):
                 console.print(f"... and {len(specs) - len(shown)} more run(s) (--json lists every one)", highlight=False)
-            for line in summary_lines(summary):
+            for line in summary_lines(planned.summary):
                 console.print(line, highlight=False, markup=False, soft_wrap=True)
         return
 
