@@ -187,6 +187,18 @@ def test_a_phantom_record_is_skipped_and_report_still_works(tmp_path: Path, cli)
     assert "6 runs: 6 ok" in res.stdout and (out / "index.html").is_file()
 
 
+def test_a_compare_that_fails_still_says_which_record_files_were_left_out(tmp_path: Path, cli) -> None:
+    """A selection that matches nothing may be explained by a record file left out: the
+    warning comes before the one-line error (the API adds it to the error as a note)."""
+    _grid(tmp_path)
+    phantom = tmp_path / "runs" / "00000000dead.parquet"
+    pq.write_table(pa.table({"x": [1]}), phantom)
+    res = cli("compare", "beta=99", "beta=4", "--registry", tmp_path)
+    assert res.exit_code == 2
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert "00000000dead.parquet" in lines[0] and "warning" in lines[0] and lines[-1].startswith("error:"), lines
+
+
 def test_a_record_with_text_where_a_number_belongs_is_skipped(tmp_path: Path, cli) -> None:
     _grid(tmp_path)
     schema = RECORD_SCHEMA.set(RECORD_SCHEMA.get_field_index("beta"), pa.field("beta", pa.string()))

@@ -10,11 +10,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from vaebench.registry import ATTEMPTS, DEFAULT_REGISTRY
 
@@ -748,6 +748,19 @@ def _open_results(registry: str, attempts: str, warnings: list[str], left_out: l
     return con
 
 
+@contextlib.contextmanager
+def _noting(warnings: list[str]) -> Iterator[None]:
+    """On an error inside, the registry's ``warnings`` gathered so far are added to it as
+    notes (``exc.__notes__``: a record file left out often explains why a selection matched
+    nothing); the CLI prints them before the error line."""
+    try:
+        yield
+    except Exception as exc:
+        for line in warnings:
+            exc.add_note(line)
+        raise
+
+
 @dataclass
 class CompareResult:
     """What :func:`compare` found: ``comparison`` (``harness.compare.compare``'s dict, what
@@ -774,7 +787,8 @@ def compare(a: Any, b: Any, metrics: Sequence[str] | None = None, registry: str 
     warnings: list[str] = []
     con = _open_results(registry, "latest", warnings, [])
     try:
-        return CompareResult(comparison.compare(con, sel_a, sel_b, list(metrics) if metrics else None), warnings)
+        with _noting(warnings):
+            return CompareResult(comparison.compare(con, sel_a, sel_b, list(metrics) if metrics else None), warnings)
     finally:
         con.close()
 
@@ -834,9 +848,10 @@ def check(
     con = _open_results(registry, attempts, warnings, left_out)
     base_con = None
     try:
-        if baseline_registry is not None:
-            base_con = _open_results(baseline_registry, attempts, warnings, left_out)
-        return CheckResult(tg.check_targets(con, parsed, current, base, base_con), left_out, warnings, current)
+        with _noting(warnings):
+            if baseline_registry is not None:
+                base_con = _open_results(baseline_registry, attempts, warnings, left_out)
+            return CheckResult(tg.check_targets(con, parsed, current, base, base_con), left_out, warnings, current)
     finally:
         con.close()
         if base_con is not None:

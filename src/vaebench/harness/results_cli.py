@@ -266,6 +266,7 @@ def compare(
     try:
         compared = api.compare(a, b, names(metrics) if metrics else None, registry)
     except (ValueError, RegistryError) as exc:
+        _warn(getattr(exc, "__notes__", []))  # the registry's warnings, before the error
         fail(str(exc))
     _warn(compared.warnings)
     result = compared.comparison
@@ -348,6 +349,7 @@ def check(
         checked = api.check(targets, runs, baseline, baseline_registry=baseline_registry, registry=registry,
                             attempts=attempts)
     except (ValueError, RegistryError) as exc:
+        _warn(getattr(exc, "__notes__", []))  # the registry's warnings, before the error
         fail(str(exc))
     _warn(checked.warnings)
     results, left_out = checked.results, checked.left_out
