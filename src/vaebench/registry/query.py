@@ -310,7 +310,7 @@ def open_runs(
             return con, [(urls.get(str(path), path), why) for path, why in skipped]
         try:
             con, skipped = _open_runs_once(root, files, validate, attempts)
-        except RegistryError:
+        except (RegistryError, duckdb.Error):  # duckdb: a file removed after its check, before the view read it
             if tries_left == 0 or all(_exists(path) for path in files):
                 raise
             _forget_listing(root)
