@@ -7,7 +7,8 @@ Costs (2 shared CPU cores): the three trackers' grid (one mlp run, 40 steps, MIG
 observations, all three loggers at once; W&B's offline service start is most of it)
 ~11-17 s, shared by the three read-back tests; the failing-logger grid (two seeds) ~5 s;
 the bad MLflow store through the CLI (a fresh interpreter, two seeds) ~10 s; the refusals
-~1.5 s; the continuation ~4 s; the task round trip < 0.1 s. About 35 s in all.
+~1.5 s; the continuation ~4 s; the task round trip < 0.1 s; four processes opening one new
+MLflow store at once ~6 s. About 40 s in all.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import glob
 import json
 import os
 import struct
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -209,6 +213,38 @@ def test_an_mlflow_store_that_cannot_be_written_warns_once(tmp_path):
     assert len(warnings) == 1 and warnings[0].startswith("warning: logger mlflow failed ("), proc.stderr
     records = [store.read_record(str(registry), p.name.removesuffix(".parquet")) for p in (registry / "runs").iterdir()]
     assert sorted(r["status"] for r in records) == ["ok", "ok"]
+
+
+OPEN_STORE = """
+import os, sys, time
+from vaebench.plugins.contract import LoggerContext
+from vaebench.plugins.loggers.mlflow_logger import MlflowLogger
+go = sys.argv[2]
+open(f"{go}.{os.getpid()}", "w").close()
+while not os.path.exists(go):
+    time.sleep(0.005)
+try:
+    MlflowLogger(LoggerContext(target=None, grid_id="g", registry=sys.argv[1]))
+    print("ok")
+except Exception as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+def test_tasks_opening_one_new_mlflow_store_at_once_all_log(tmp_path):
+    """A grid's tasks (Slurm array tasks, Ray workers) each open the registry's MLflow store;
+    on a new store, MLflow's table migrations failed when two ran at once ("duplicate column
+    name"), which dropped a task's MLflow run (1 of 4 in a real Slurm grid)."""
+    pytest.importorskip("mlflow")
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN_STORE, str(tmp_path / "reg"), str(go)],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for _ in range(4)]
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("go.*"))) < 4 and time.monotonic() < deadline:  # all imported: start together
+        time.sleep(0.05)
+    go.touch()
+    said = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert said == ["ok"] * 4, said
 
 
 def test_unknown_logger_exits_2_before_anything_trains(tmp_path):

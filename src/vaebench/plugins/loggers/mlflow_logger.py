@@ -10,14 +10,21 @@ tags ``run_id`` / ``config_id`` / ``grid_id`` (``mlflow.search_runs(filter_strin
 '…'")`` finds the vaebench record) and ``status``, live metrics (``loss``, ``recon``, ``kl``,
 ``capacity``, ``beta``, ...) at their steps, the record's final metrics
 (``common.final_values``) at the last step, the images as artifacts under ``figures/``.
+
+A SQLite store is opened under an exclusive lock on ``<db>.lock`` (:func:`store_lock`): the
+grid's tasks (Slurm array tasks, Ray workers) each open the store, and MLflow creates a new
+database's tables by migrations that fail when two processes run them at once ("duplicate
+column name"), which used to drop a task's MLflow run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import mlflow  # noqa: F401 - the extra is checked when the grid is
 from mlflow.entities import Metric, Param, RunTag
@@ -39,6 +46,22 @@ def tracking_uri(registry: str) -> tuple[str, str | None]:
     return f"sqlite:///{db}", home(registry, "mlartifacts").resolve().as_uri()
 
 
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``<db>.lock`` beside a ``sqlite:///<db>`` store while
+    the block runs (its tables are created, its experiment looked up or made); nothing for
+    another store (a tracking server serialises its own writes)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    with open(f"{uri.removeprefix('sqlite:///')}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class MlflowLogger:
     """The :class:`~vaebench.plugins.contract.Logger` of MLflow (see the module)."""
 
@@ -46,16 +69,17 @@ class MlflowLogger:
         for chatty in ("mlflow.store.db.utils", "alembic"):  # the store's table creation, once per database
             logging.getLogger(chatty).setLevel(logging.WARNING)
         uri, artifacts = tracking_uri(context.registry)
-        self.client = MlflowClient(tracking_uri=uri)
         name = context.target or f"vaebench {context.grid_id}"
-        found = self.client.get_experiment_by_name(name)
-        if found is None:
-            try:
-                found = self.client.get_experiment(self.client.create_experiment(name, artifact_location=artifacts))
-            except Exception:  # another task of the grid created it meanwhile (remote executors)
-                found = self.client.get_experiment_by_name(name)
-                if found is None:
-                    raise
+        with store_lock(uri):
+            self.client = MlflowClient(tracking_uri=uri)
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                try:
+                    found = self.client.get_experiment(self.client.create_experiment(name, artifact_location=artifacts))
+                except Exception:  # another task of the grid created it meanwhile (a tracking server)
+                    found = self.client.get_experiment_by_name(name)
+                    if found is None:
+                        raise
         self.experiment = found.experiment_id
         self.runs: dict[str, str] = {}
 
