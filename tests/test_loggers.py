@@ -199,6 +199,75 @@ def test_a_failing_logger_warns_once_and_the_runs_are_recorded(tmp_path, capfd):
                         "not logging to it for the rest of this grid"]
 
 
+class Steps:
+    """A real logger that keeps the steps it was sent, per run."""
+
+    sent: dict[str, list[int]] = {}
+
+    def __init__(self, context):
+        Steps.sent = {}
+
+    def start_run(self, spec, context):
+        Steps.sent[spec.run_id] = []
+
+    def log(self, run_id, step, values):
+        Steps.sent[run_id].append(step)
+
+    def end_run(self, record, artifacts):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_a_runs_last_step_is_logged_live_when_off_the_interval(tmp_path):
+    """35 steps, reports every 10 (and at the last step), values every 20: sent at 10, 30 and
+    the last report, 35 (the run's end was left out when off the interval)."""
+    manager = plugin_manager(SpecsPlugin(loggers=[LoggerSpec(name="steps", description="keeps steps", logger=Steps)]))
+    result = api.run_grid("beta_vae", registry=str(tmp_path / "reg"), log_to=["steps"], log_every=20,
+                          manager=manager, **{**TINY, "metrics": ["kl"], "steps": 35})
+    (record,) = result.records
+    assert Steps.sent == {record["run_id"]: [10, 30, 35]}
+
+
+def test_mlflow_keeps_the_held_out_kl_apart_from_the_training_kl(tmp_path):
+    """The record's ``kl`` metric (held-out set) shares its name with the live training KL: it
+    goes under ``final.kl``, so the ``kl`` series is the training batch's alone."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    registry = tmp_path / "reg"
+    result = api.run_grid("beta_vae", registry=str(registry), log_to=["mlflow"], log_every=10,
+                          **{**TINY, "metrics": ["kl"], "steps": 20})
+    (record,) = result.records
+    client = MlflowClient(tracking_uri=f"sqlite:///{registry / 'mlflow.db'}")
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                filter_string=f"tags.run_id = '{record['run_id']}'")
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "kl")] == [10, 20]
+    assert run.data.metrics["final.kl"] == pytest.approx(record["metrics"]["kl"])
+    assert run.data.metrics["final.images_per_second"] == pytest.approx(record["images_per_second"])
+    assert "final.kl.dim0" not in run.data.metrics and "eval.kl.dim0" in run.data.metrics
+
+
+def test_an_mlflow_server_that_is_down_warns_once_without_holding_the_grid(tmp_path, monkeypatch, capfd):
+    """A tracking URI nobody listens on: the logger fails at once (one warning), the run is
+    recorded ok, and the grid's end is not held by MLflow's retries (2 min before)."""
+    pytest.importorskip("mlflow")
+    import socket
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    started = time.monotonic()
+    result = api.run_grid("beta_vae", registry=str(tmp_path / "reg"), log_to=["mlflow"],
+                          **{**TINY, "metrics": ["kl"], "steps": 20})
+    assert time.monotonic() - started < 60  # a hang bound, not a speed claim
+    assert [r["status"] for r in result.records] == ["ok"]
+    warnings = [line for line in capfd.readouterr().err.splitlines() if "logger mlflow" in line]
+    assert warnings == [f"warning: logger mlflow failed (ConnectionError: the MLflow server at 127.0.0.1:{port} did not "
+                        "answer within 5 s (ConnectionRefusedError)); not logging to it for the rest of this grid"]
+
+
 def test_an_mlflow_store_that_cannot_be_written_warns_once(tmp_path):
     pytest.importorskip("mlflow")
     blocker = tmp_path / "a_file"

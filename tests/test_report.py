@@ -336,3 +336,15 @@ def test_page_renders_in_headless_chromium(report: tuple[Path, dict[str, Any]], 
         assert len(rgb.getcolors(1 << 24)) > 1000  # text, tables and figures, not a blank page
         # the figures' line colour shows only if the figure files loaded (about 4,300 px at this size)
         assert tab10_blue(rgb) > 2000
+
+
+def test_every_markdown_block_escapes_its_text() -> None:
+    """Each text-bearing block kind of report.md escapes HTML (a metric category from a plugin
+    becomes an h3 heading: it was written raw)."""
+    from vaebench.harness.report.render import Block, Cell, Header, to_markdown
+
+    hostile = "<img src=x onerror=alert(1)>"
+    page = [Block("section", hostile, anchor="s"), Block("note", hostile), Block("para", hostile),
+            Block("h3", hostile), Block("table", headers=[hostile], rows=[[Cell(hostile)]])]
+    text = to_markdown(Header(hostile, hostile, hostile, hostile, hostile, "now"), page)
+    assert "<img" not in text and text.count("&lt;img src=x onerror=alert(1)&gt;") == 11, text

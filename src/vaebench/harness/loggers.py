@@ -97,6 +97,7 @@ class LoggingReporter:
         self._loggers: list[tuple[str, Any, LoggerContext]] | None = None
         self._started: set[str] = set()
         self._last: dict[str, int] = {}
+        self._unsent: dict[str, tuple[int, dict[str, float]]] = {}  # a run's latest report not sent yet
         self._queue: queue.Queue[tuple[str, tuple[Any, ...]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._drain, name="vaebench-loggers", daemon=True)
         self._thread.start()
@@ -107,14 +108,20 @@ class LoggingReporter:
         self.inner.start_run(spec, index, total)
         self._started.add(spec.run_id)
         self._last.pop(spec.run_id, None)
+        self._unsent.pop(spec.run_id, None)
         self._queue.put(("start_run", (spec,)))
 
     def progress(self, run_id: str, step: int, values: dict[str, float]) -> None:
         self.inner.progress(run_id, step, values)
         last = self._last.get(run_id)
-        if run_id in self._started and (last is None or step - last >= self.every):
+        if run_id not in self._started:
+            return
+        if last is None or step - last >= self.every:
             self._last[run_id] = step
+            self._unsent.pop(run_id, None)
             self._queue.put(("log", (run_id, int(step), dict(values))))
+        else:
+            self._unsent[run_id] = (int(step), dict(values))
 
     def phase(self, run_id: str, text: str) -> None:
         self.inner.phase(run_id, text)
@@ -123,6 +130,9 @@ class LoggingReporter:
         self.inner.end_run(record)
         if record.get("run_id") in self._started:
             self._started.discard(record["run_id"])
+            unsent = self._unsent.pop(record["run_id"], None)
+            if unsent is not None:  # the run's last report, off the interval: sent too
+                self._queue.put(("log", (record["run_id"], *unsent)))
             self._queue.put(("end_run", (dict(record),)))
 
     def skipped(self, spec: RunSpec, status: str) -> None:

@@ -409,7 +409,10 @@ def report(
     quality metrics against β, log axis, mean ± std over seeds, one line per
     model), the capacity curves of capacity runs (KL vs the target C), the
     leaderboard with tiers, target verdicts (with --targets), every run's
-    status with diverged and failed runs listed, and each run's traversal grid.
+    status with diverged and failed runs listed, each run's traversal grid, and
+    what the metrics see: per run and per config the MI matrix behind MIG, DCI's
+    importance matrix, the per-factor MIG gaps and the KL per latent dimension over
+    training, plus the Spearman correlation between metrics across the runs.
     It is self-contained: figures are files under DIR/figures/, linked
     relatively; no scripts, no network. Copy DIR anywhere.
 

@@ -399,7 +399,7 @@ def to_markdown(head: Header, page: Sequence[Block]) -> str:
         elif b.kind == "para":
             lines.append(f"{md(b.text)}\n")
         elif b.kind == "h3":
-            lines.append(f"### {b.text}\n")
+            lines.append(f"### {md(b.text)}\n")
         elif b.kind == "table":
             lines.append("| " + " | ".join(md(h) for h in b.headers) + " |")
             lines.append("|" + "|".join(":--" if i in b.left else "--:" for i in range(len(b.headers))) + "|")
