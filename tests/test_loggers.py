@@ -8,7 +8,8 @@ observations, all three loggers at once; W&B's offline service start is most of 
 ~11-17 s, shared by the three read-back tests; the failing-logger grid (two seeds) ~5 s;
 the bad MLflow store through the CLI (a fresh interpreter, two seeds) ~10 s; the refusals
 ~1.5 s; the continuation ~4 s; the task round trip < 0.1 s; four processes opening one new
-MLflow store at once ~6 s. About 40 s in all.
+MLflow store at once ~6 s; the off-interval last step ~3 s; MLflow's final.kl ~4 s; an MLflow
+server that is down ~5 s. About 55 s in all.
 """
 
 from __future__ import annotations
