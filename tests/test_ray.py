@@ -2,7 +2,8 @@
 driver: ``vaebench run --executor ray`` in a fresh interpreter). Skipped where Ray is not
 installed (``pip install 'vaebench[ray]'``). Costs on 2 shared cores: the 4-point grid
 ~29 s (a local grid for comparison included), the killed worker and ``--resume`` ~41 s,
-SIGTERM to the driver ~9 s, bad options < 1 s, Ray made unimportable ~3 s."""
+``status`` and ``cancel`` of a running grid from other processes ~15 s, bad options and an
+unreachable address < 2 s, Ray made unimportable ~3 s."""
 
 from __future__ import annotations
 
@@ -130,7 +131,11 @@ def test_bad_ray_options_are_one_line_and_exit_2(cli, tmp_path, flag, value, say
     assert not (ray_processes() - before)
 
 
-def test_sigterm_to_the_driver_cancels_the_ray_tasks_and_stops_the_cluster(tmp_path):
+def test_status_sees_a_running_ray_grid_and_cancel_stops_its_driver(tmp_path):
+    """From another process while the grid trains: ``status`` shows its points (from the
+    manifest written at submission; before, only once the whole grid had ended) with none
+    called lost, and ``cancel`` stops the driver (SIGTERM, as its Ctrl-C), which cancels its
+    tasks and stops the cluster it started; then ``status`` records each unfinished point."""
     registry = tmp_path / "reg"
     before = ray_processes()
     code = "import sys; from vaebench.harness.cli import main; sys.argv[0] = 'vaebench'; main()"
@@ -140,7 +145,12 @@ def test_sigterm_to_the_driver_cancels_the_ray_tasks_and_stops_the_cluster(tmp_p
         wait_until(lambda: bool(claims.claims_of(str(registry))) or driver.poll() is not None, 240,
                    "a Ray worker to claim a point")
         workers = {c.pid for c in claims.claims_of(str(registry))}
-        driver.send_signal(signal.SIGTERM)
+        during = run_vaebench("status", "--registry", str(registry), "--json")
+        assert during.returncode == 0, during.stderr
+        states = [p["state"] for p in json.loads(during.stdout)["points"]]
+        assert len(states) == 4 and "training" in states and "lost" not in states, during.stdout
+        cancelled = run_vaebench("cancel", "--registry", str(registry))
+        assert cancelled.returncode == 0, cancelled.stderr
         out, err = driver.communicate(timeout=120)
     finally:
         if driver.poll() is None:
@@ -150,6 +160,31 @@ def test_sigterm_to_the_driver_cancels_the_ray_tasks_and_stops_the_cluster(tmp_p
     wait_until(lambda: not (ray_processes() - before), 60, "the Ray cluster's processes to exit")
     assert not any(a["status"] == "ok" for p in (registry / "runs").glob("*.parquet")
                    for a in attempts(registry, p.name.split(".")[0]))
+    after = run_vaebench("status", "--registry", str(registry), "--json")
+    points = json.loads(after.stdout)["points"]
+    assert [p["state"] for p in points] == ["recorded"] * 4, after.stdout
+    assert all(p["status"] == "failed" for p in points), after.stdout
+
+
+def test_an_unreachable_ray_address_is_one_line_and_exit_2(tmp_path):
+    """``ray.init`` retries an address nobody answers at for minutes; the grid stops at once."""
+    import socket
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = run_vaebench(*GRID, "--steps", "30", "--registry", str(tmp_path / "reg"), "--executor", "ray",
+                          "--ray-address", f"127.0.0.1:{port}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: --executor ray: --ray-address 127.0.0.1:{port}: no Ray cluster answers there "
+        "(ConnectionRefusedError: Connection refused)"]
+    assert not (tmp_path / "reg").exists()
+
+
+def test_detach_is_refused_by_an_executor_whose_tasks_stop_with_it(cli, tmp_path):
+    result = cli(*GRID, "--steps", "30", "--registry", str(tmp_path / "reg"), "--executor", "ray", "--detach")
+    assert result.exit_code == 2 and "--detach: the ray executor's tasks stop with this command" in result.output
+    assert not (tmp_path / "reg").exists()
 
 
 def test_without_ray_the_executor_says_what_to_install(tmp_path):

@@ -891,7 +891,9 @@ def status(selection: str | None = None, registry: str = DEFAULT_REGISTRY, *, ma
 def cancel(selection: str | None = None, registry: str = DEFAULT_REGISTRY, *, manager: Any = None) -> tuple[Any, list[str]]:
     """Cancel the tasks of the grid ``selection`` names that may still train (a point not
     recorded, queued or training); returns the grid's ``GridManifest`` and the job ids
-    cancelled. Raises ``InputError`` when no grid is found or its executor cannot cancel."""
+    cancelled. A grid whose tasks die with their driver (``ray``) is cancelled by stopping
+    that driver (SIGTERM, as its Ctrl-C; on this host only). Raises ``InputError`` when no
+    grid is found, its executor cannot cancel, or its driver runs on another host."""
     from vaebench.harness import watch
     from vaebench.plugins.manager import plugin_manager
 
@@ -899,6 +901,13 @@ def cancel(selection: str | None = None, registry: str = DEFAULT_REGISTRY, *, ma
     manifest = find_grid(selection, registry)
     from vaebench.plugins.manager import UnknownSpecError
 
+    if manifest.driver:  # tasks that die with their driver (ray): stopping it cancels them
+        tasks = watch.cancellable(watch.grid_state(registry, manifest, manager))
+        try:
+            stopped = watch.stop_driver(manifest)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        return manifest, [t.job for t in tasks] if stopped else []
     try:
         executor = watch.build_executor(manifest, manager)
     except (ValueError, UnknownSpecError) as exc:

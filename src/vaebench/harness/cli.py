@@ -273,9 +273,13 @@ def run(
         )
         metric_names = _names(opts["metrics"]) if opts.get("metrics") else None
         metric_options = _metric_options(opts.get("metric_options"), opts.get("metric_option"))
-        api.check_run_options(specs, metrics=metric_names, amp=opts["amp"], strategy=opts["strategy"],
-                              checkpoint_every=opts.get("checkpoint_every") or 0, metric_options=metric_options,
-                              manager=manager, executor=executor_name, executor_options=executor_options)
+        built = api.check_run_options(specs, metrics=metric_names, amp=opts["amp"], strategy=opts["strategy"],
+                                      checkpoint_every=opts.get("checkpoint_every") or 0,
+                                      metric_options=metric_options, manager=manager, executor=executor_name,
+                                      executor_options=executor_options)
+        if detach and not getattr(built, "detaches", False):
+            raise api.InputError(f"--detach: the {executor_name} executor's tasks stop with this command, so it "
+                                 "cannot return before they end (an executor that submits and detaches can: slurm)")
     except (PlanError, UnknownSpecError, api.InputError) as exc:
         fail(str(exc))
 

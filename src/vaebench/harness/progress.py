@@ -8,6 +8,7 @@ every :data:`PLAIN_LINE_SECONDS` while it trains — a two-hour run's log shows 
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, Callable, Sequence
 
@@ -20,6 +21,15 @@ from vaebench.plugins.runspec import RunSpec
 
 PLAIN_LINE_SECONDS = 300.0
 """Longest gap between two plain progress lines of one run (non-terminal consoles)."""
+
+
+def record_label(record: dict[str, Any]) -> str:
+    """The label of the spec ``record`` holds (``spec_json``; a run another process started,
+    e.g. a cluster task), else its run id."""
+    try:
+        return RunSpec.from_dict(json.loads(record["spec_json"])).label()
+    except (KeyError, TypeError, ValueError):
+        return str(record.get("run_id", ""))
 
 
 class RichReporter:
@@ -121,7 +131,7 @@ class RichReporter:
         self._numbers.pop(run_id, None)
         status = record["status"]
         colour = {"ok": "green", "diverged": "yellow", "failed": "red"}.get(status, "white")
-        label = spec.label() if spec else run_id
+        label = spec.label() if spec else record_label(record)
         metrics = record.get("metrics") or {}
         extra = "  ".join(f"{k} {metrics[k]:.3f}" for k in ("mig", "kl", "reconstruction") if k in metrics)
         ips = record.get("images_per_second")

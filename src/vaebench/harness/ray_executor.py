@@ -10,7 +10,10 @@ node must reach), claiming each point right before it trains.
 
 The driver waits (``detaches = False``): Ray tasks belong to the driver that submitted
 them and die with it; a grid that outlives its driver would need Ray's job submission API
-(a job with its own driver), which this executor does not use. As each task ends, its
+(a job with its own driver), which this executor does not use. Its tasks are handed to
+``GridJob.submitted`` once submitted: the grid's manifest names this process as their
+driver, so ``vaebench status`` elsewhere reads the grid from the registry while it runs, and
+``vaebench cancel`` stops the driver (``harness.watch.stop_driver``). As each task ends, its
 points' records are read back from the registry and shown. A task whose worker died
 (killed, out of memory, node lost) leaves each of its points without a record of this grid
 a ``failed`` record saying so (``--resume`` trains them again); ``--max-retries`` lets Ray
@@ -24,6 +27,7 @@ import dataclasses
 import logging
 import os
 import signal
+import socket
 from datetime import datetime
 from typing import Any, Mapping, Sequence
 
@@ -94,8 +98,10 @@ class RayExecutor:
     # ------------------------------------------------------------- the contract
 
     def check(self, specs: Sequence[RunSpec]) -> None:
-        """Options Ray would refuse, as one line (before anything is written)."""
+        """Options Ray would refuse, and a ``--ray-address`` nobody answers at, as one line
+        (before anything is written)."""
         check_options(self.num_cpus, self.num_gpus, self.per, self.max_retries)
+        probe_address(self.address)
 
     def run(self, specs: Sequence[RunSpec], job: GridJob) -> ExecutorResult:
         """Submit one Ray task per point (or group) of ``specs``, wait for all, and return
@@ -119,6 +125,8 @@ class RayExecutor:
                 refs[ref] = task
                 ids[ref] = ref.task_id().hex()
                 self.refs[ids[ref]] = ref
+            if job.submitted is not None:  # the manifest: status sees the grid while it runs
+                job.submitted([TaskRef(job=ids[ref], run_ids=task.run_ids, log=None) for ref, task in refs.items()])
             pending = list(refs)
             while pending:
                 done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
@@ -216,6 +224,25 @@ def check_options(num_cpus: float, num_gpus: float, per: str, max_retries: int) 
         raise ValueError(f"--per must be one of {', '.join(PER)}, got {per!r}")
     if max_retries < 0:
         raise ValueError(f"--max-retries must be >= 0, got {max_retries}")
+
+
+#: Seconds a ``--ray-address HOST:PORT`` has to accept a connection (``ray.init`` itself
+#: retries for minutes).
+PROBE_SECONDS = 5.0
+
+
+def probe_address(address: str, timeout: float = PROBE_SECONDS) -> None:
+    """A one-line ``ValueError`` when nothing accepts a TCP connection at ``address``'s
+    ``HOST:PORT`` (``ray://`` too) within ``timeout`` seconds; nothing for ``""``, ``auto``
+    and ``local`` (Ray finds or starts those itself, failing at once)."""
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if not colon or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ValueError(f"--ray-address {address}: no Ray cluster answers there "
+                         f"({type(exc).__name__}: {exc.strerror or exc})") from None
 
 
 def pending_run(spec: RunSpec, job: GridJob, strategy: str) -> PendingRun:

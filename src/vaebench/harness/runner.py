@@ -277,18 +277,26 @@ def run_grid(
                   log_to=tuple(log_to), log_every=int(log_every or 0))
     spec_of = manager.executor(executor)
     built = spec_of.build(executor_options)
+    detaches = bool(capability(built, "detaches"))
+
+    def write_manifest(tasks: Sequence[TaskRef]) -> None:
+        """The manifest ``status`` and ``cancel`` read; the process the tasks die with is
+        named for an executor that does not detach (``grids.driver_state``)."""
+        grids.write_manifest(registry, grids.GridManifest(
+            grid_id=result.grid_id, executor=executor, options=spec_of.check_options(executor_options),
+            submitted_at=started, tasks=list(tasks), specs={s.run_id: json.loads(s.to_json()) for s in todo},
+            driver="" if detaches else grids.this_process()))
+
+    job.submitted = write_manifest
     try:
         executed = built.run(todo, job)
     finally:
         claims.release_all()
         close_reporter(reporter)
     result.strategy, result.executor, result.jobs = executed.strategy, executor, list(executed.jobs)
-    result.tasks, result.detached = list(executed.tasks), bool(capability(built, "detaches")) and bool(executed.tasks)
-    if executed.tasks:  # a submitting executor: the manifest status and cancel read
-        grids.write_manifest(registry, grids.GridManifest(
-            grid_id=result.grid_id, executor=executor, options=spec_of.check_options(executor_options),
-            submitted_at=started, tasks=result.tasks,
-            specs={s.run_id: json.loads(s.to_json()) for s in todo}))
+    result.tasks, result.detached = list(executed.tasks), detaches and bool(executed.tasks)
+    if executed.tasks:  # a submitting executor: the manifest status and cancel read (again, whole)
+        write_manifest(result.tasks)
     records = executed.records
     result.held_elsewhere = list(claims.held_elsewhere)
     result.unclaimed = list(claims.unclaimed)

@@ -11,6 +11,11 @@ Each point of a grid's manifest (``registry.grids``) is in one of :data:`POINT_S
   :data:`LOST_TASK_STATES`) while the point has neither a record nor a live claim;
 - ``queued``: anything else (its task waits, or starts).
 
+A grid whose tasks die with their driver (``ray``; the manifest's ``driver``) is read from the
+registry alone while that driver may live (its executor's states are the driver's own); once
+the driver is gone (``grids.driver_state``), each point without a record or a live claim is
+``lost``.
+
 :func:`settle` writes each lost point's ``failed`` record, once: it takes the point's claim
 first (two watchers never both write it), looks for a record again, and records the
 scheduler's reason and the last lines of the task's log through ``pending.PendingRun.fail``,
@@ -20,6 +25,8 @@ the one way a run ends. Nothing here trains; the executor is built from the mani
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -30,7 +37,7 @@ from vaebench.harness.pending import PendingRun, SilentReporter, recorded_since
 from vaebench.plugins.backends.base import ExecutionOptions
 from vaebench.plugins.contract import TaskRef, TaskState, capability
 from vaebench.plugins.runspec import RunSpec
-from vaebench.registry import claims, store
+from vaebench.registry import claims, grids, store
 from vaebench.registry.grids import GridManifest
 
 #: A grid point's state in :func:`grid_state`.
@@ -165,9 +172,35 @@ def grid_state(registry: str, manifest: GridManifest, manager: Any, executor: An
             executor = build_executor(manifest, manager)
         except Exception as exc:  # noqa: BLE001 - e.g. the scheduler's package not installed here
             note = f"the {manifest.executor} executor cannot be built here ({one_line(exc)}): task states unknown"
-    states, why = task_states(executor, manifest.tasks)
+    driver = grids.driver_state(manifest)
+    if driver in ("alive", "elsewhere") and manifest.driver != grids.this_process():
+        states, why = {}, f"its tasks are held by the grid's driver ({driver_who(manifest)}): points read from the registry"
+    elif driver == "gone":
+        states, why = {t.job: TaskState("unknown", "the grid's driver ended") for t in manifest.tasks}, ""
+    else:
+        states, why = task_states(executor, manifest.tasks)
     return GridState(manifest, [point_state(registry, manifest, r, states) for r in manifest.run_ids],
                      scheduler_note=note or why)
+
+
+def driver_who(manifest: GridManifest) -> str:
+    """``host:pid`` of the process a grid's tasks die with (the manifest's ``driver``)."""
+    return ":".join(manifest.driver.split(":")[:2])
+
+
+def stop_driver(manifest: GridManifest) -> bool:
+    """Stop the process a grid's tasks die with (the manifest's ``driver``), as its own Ctrl-C
+    would: SIGTERM, on which it cancels its tasks and records what they finished. ``False``
+    when it is gone already; a one-line ``ValueError`` when it runs on another host."""
+    state = grids.driver_state(manifest)
+    if state == "elsewhere":
+        pid = manifest.driver.split(":")[1]
+        raise ValueError(f"grid {manifest.grid_id}'s tasks are held by its {manifest.executor} driver on "
+                         f"{driver_who(manifest)}: stop that process there (Ctrl-C, or kill -TERM {pid})")
+    if state != "alive":
+        return False
+    os.kill(int(manifest.driver.split(":")[1]), signal.SIGTERM)
+    return True
 
 
 def failure_text(point: PointState, tail: str) -> str:

@@ -322,6 +322,10 @@ class GridJob:
     log_to: Sequence[str] = ()
     #: ``--log-every``: steps between live values sent to the loggers.
     log_every: int = 0
+    #: An executor that submits calls ``submitted(tasks)`` (its :class:`TaskRef`\ s) as soon
+    #: as they are submitted, before it waits for them: the runner writes the grid's manifest
+    #: then, so ``vaebench status`` sees the grid while it runs. ``None``: nobody listens.
+    submitted: Callable[[Sequence[TaskRef]], None] | None = None
 
 
 @dataclass

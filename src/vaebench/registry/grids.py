@@ -11,7 +11,11 @@ Fields: ``grid_id`` (``YYYYMMDDTHHMMSSZ-xxxxxx``, as an attempt id), ``executor`
 8601, UTC), ``host``, ``run_ids`` (the grid's points submitted, in grid order) and
 ``tasks``: ``[{"job", "run_ids", "log"}]`` and ``specs``: each submitted point's spec as its
 canonical JSON object (``RunSpec.to_json``), by run id, so a watcher on any machine can
-write the ``failed`` record of a point whose task died (``harness.watch.settle``).
+write the ``failed`` record of a point whose task died (``harness.watch.settle``);
+``driver``: ``host:pid:start`` of the process the tasks die with, for an executor that does
+not detach (``ray``: its driver; ``""`` for ``slurm``), which :func:`driver_state` reads.
+It is written as soon as the tasks are submitted (``GridJob.submitted``), so a grid is seen
+while it runs, and again when the executor returns.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping, Sequence
 
-from vaebench.registry import location
+from vaebench.registry import location, store
 
 GRIDS = "grids"
 
@@ -52,6 +56,9 @@ class GridManifest:
     #: run id -> the point's spec as a JSON object (``RunSpec.to_json``); may lack points
     #: (a manifest written before it was kept)
     specs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: ``host:pid:start`` of the process the grid's tasks die with (:func:`this_process`), or
+    #: ``""`` where they outlive the submitting process
+    driver: str = ""
 
     @property
     def run_ids(self) -> list[str]:
@@ -65,7 +72,7 @@ class GridManifest:
             "grid_id": self.grid_id, "executor": self.executor, "options": self.options,
             "submitted_at": self.submitted_at.isoformat(), "host": self.host, "run_ids": self.run_ids,
             "tasks": [{"job": t.job, "run_ids": list(t.run_ids), "log": t.log} for t in self.tasks],
-            "specs": self.specs,
+            "specs": self.specs, "driver": self.driver,
         }, indent=1, sort_keys=True)
 
     @classmethod
@@ -75,7 +82,32 @@ class GridManifest:
                    submitted_at=datetime.fromisoformat(data["submitted_at"]), host=str(data.get("host") or ""),
                    tasks=[TaskRef(job=str(t["job"]), run_ids=[str(r) for r in t["run_ids"]], log=t.get("log"))
                           for t in data.get("tasks") or []],
-                   specs={str(k): dict(v) for k, v in (data.get("specs") or {}).items()})
+                   specs={str(k): dict(v) for k, v in (data.get("specs") or {}).items()},
+                   driver=str(data.get("driver") or ""))
+
+
+def this_process() -> str:
+    """``host:pid:start`` of this process (:func:`vaebench.registry.store.process_start`)."""
+    return f"{store.this_host()}:{os.getpid()}:{store.process_start(os.getpid())}"
+
+
+def driver_state(manifest: GridManifest) -> str:
+    """Whether the process ``manifest``'s tasks die with is still there: ``""`` (none named),
+    ``"alive"``, ``"gone"`` (on this host: no such process, or its pid is a later process's
+    now) or ``"elsewhere"`` (on another host: cannot be told from here)."""
+    if not manifest.driver:
+        return ""
+    host, _, rest = manifest.driver.partition(":")
+    pid_text, _, start = rest.partition(":")
+    if host != store.this_host():
+        return "elsewhere"
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return "gone"
+    if store.pid_dead(pid) or (start and store.process_start(pid) != start):
+        return "gone"
+    return "alive"
 
 
 def grids_dir(root: str | os.PathLike[str]) -> str:

@@ -377,6 +377,17 @@ def pid_dead(pid: int) -> bool:
         return False
 
 
+def process_start(pid: int) -> str:
+    """When process ``pid`` of this host started (clock ticks since boot, ``/proc/<pid>/stat``'s
+    22nd field) as text, so a pid taken again by a later process is told apart; ``""`` where
+    it cannot be read (no such process, no ``/proc``)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError, UnicodeDecodeError):
+        return ""
+
+
 
 
 def stale_temporaries(root: str | os.PathLike[str], max_age: float = STALE_AFTER_SECONDS) -> list[Path]:
