@@ -58,7 +58,8 @@ COMMAND_TIMEOUT = 60
 def incarnation(environ: Mapping[str, str]) -> dict[str, Any] | None:
     """Which run of which Slurm task ``environ`` (a job's environment) is:
     ``{"task": "ARRAYJOB_TASK", "restart": N}`` (``SLURM_ARRAY_JOB_ID`` and
-    ``SLURM_ARRAY_TASK_ID``, else ``SLURM_JOB_ID`` for a job that is no array; ``N``:
+    ``SLURM_ARRAY_TASK_ID``, else ``SLURM_JOB_ID`` for a job that is no array, as submitit
+    submits a one-task grid; ``N``:
     ``SLURM_RESTART_COUNT``, absent or 0 for the first run), or ``None`` outside Slurm."""
     array, index = environ.get("SLURM_ARRAY_JOB_ID"), environ.get("SLURM_ARRAY_TASK_ID")
     task = f"{array}_{index}" if array and index else environ.get("SLURM_JOB_ID")
