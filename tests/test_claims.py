@@ -274,3 +274,90 @@ def test_claims_on_object_storage(s3: str) -> None:
     assert taken is not None and taken.generation == 2 and not stale.renew()
     assert [c.generation for c in claims.claims_of(s3)] == [2]
     taken.release()
+
+
+# ------------------------------------------------------------------ a requeued Slurm task
+
+#: A host name that is not this one: the claim's pid cannot be checked from here.
+ELSEWHERE = "node-elsewhere-7"
+
+
+def _claim_from_elsewhere(root: Path, run_id: str = RID, task: str | None = None, restart: int | None = None) -> None:
+    """Leave ``run_id`` claimed live as a writer on another host leaves it when its node
+    dies: renewed just now, its pid not checkable here, ``task`` / ``restart`` as given
+    (none: a claim file written before incarnations were recorded)."""
+    assert store.this_host() != ELSEWHERE
+    claim = claims.acquire(root, run_id, writer=f"slurm job {task}" if task else "vaebench run")
+    assert claim is not None and claim.generation == 1
+    doc = json.loads(claim.document())
+    doc.update(host=ELSEWHERE, pid=4242, pids=[4242])
+    doc.pop("task", None)
+    doc.pop("restart", None)
+    if task is not None:
+        doc.update(task=task, restart=restart)
+    (root / "claims" / run_id / "1.json").write_text(json.dumps(doc))
+    info = claims.holder(root, run_id)
+    assert info.host == ELSEWHERE and info.live()
+
+
+def test_a_requeued_slurm_task_takes_over_its_earlier_incarnations_live_claim(tmp_path: Path) -> None:
+    _claim_from_elsewhere(tmp_path, task="77_1", restart=0)
+    assert claims.holder(tmp_path, RID).incarnation == claims.Incarnation("77_1", 0)
+    taken = claims.acquire(tmp_path, RID, writer="slurm job 77_1", incarnation=claims.Incarnation("77_1", 1))
+    assert taken is not None and taken.generation == 2 and _files(tmp_path) == ["2.json"]
+    info = claims.holder(tmp_path, RID)
+    assert info.host == store.this_host() and info.incarnation == claims.Incarnation("77_1", 1) and info.live()
+    # The new incarnation's claim is live to everyone, itself included.
+    assert claims.acquire(tmp_path, RID, incarnation=claims.Incarnation("77_1", 1)) is None
+    assert claims.acquire(tmp_path, RID) is None
+    taken.release()
+    assert claims.holder(tmp_path, RID) is None
+
+
+@pytest.mark.parametrize("held, taker", [
+    (("77_1", 0), ("77_2", 1)),  # another array task
+    (("77_1", 0), ("77_1", 0)),  # the same incarnation
+    (("77_1", 0), None),  # a plain writer (vaebench run)
+    (("77_1", 2), ("77_1", 1)),  # a later incarnation holds it
+    (None, ("77_1", 1)),  # a claim file without an incarnation (written by an older vaebench)
+], ids=["other-task", "same-restart", "plain-writer", "later-holder", "old-claim-file"])
+def test_a_live_claim_of_another_incarnation_is_not_taken_over(tmp_path: Path, held, taker) -> None:
+    task, restart = held or (None, None)
+    _claim_from_elsewhere(tmp_path, task=task, restart=restart)
+    assert claims.holder(tmp_path, RID).incarnation == (claims.Incarnation(*held) if held else None)
+    identity = claims.Incarnation(*taker) if taker else None
+    assert claims.acquire(tmp_path, RID, writer="test", incarnation=identity) is None
+    assert _files(tmp_path) == ["1.json"] and claims.holder(tmp_path, RID).host == ELSEWHERE
+
+
+def test_slurm_task_requeued_onto_another_node_trains_the_point_its_dead_run_claimed(tmp_path: Path,
+                                                                                      monkeypatch) -> None:
+    """End to end through the array task's callable: array task 77_1, restart 1, finds the
+    live claim its first run (restart 0) left on another node, takes it and records the point."""
+    from vaebench import api
+    from vaebench.harness.slurm_executor import SlurmTask
+    from vaebench.harness.tasks import PointsTask
+
+    (spec,) = api.plan_grid("beta_vae", architectures="mlp", steps=[20], batch_size=[16])
+    _claim_from_elsewhere(tmp_path, spec.run_id, task="77_1", restart=0)
+    task = PointsTask(specs=[spec], registry=str(tmp_path), metric_names=["kl"], writer="slurm job",
+                      execution={"device": "cpu", "threads": 1, "eval_samples": 512, "figures": False})
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    result = json.loads(SlurmTask()(task.to_json()))
+    assert [(r["run_id"], r["status"]) for r in result] == [(spec.run_id, "ok")]
+    assert store.read_record(str(tmp_path), f"{spec.run_id}.{result[0]['attempt']}")["status"] == "ok"
+    assert claims.holder(tmp_path, spec.run_id) is None  # released once recorded
+
+
+def test_a_slurm_runs_incarnation_is_read_from_its_environment() -> None:
+    from vaebench.harness.slurm_executor import incarnation
+
+    assert incarnation({}) is None
+    assert incarnation({"SLURM_JOB_ID": "80", "SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "1"}) == \
+        {"task": "77_1", "restart": 0}
+    assert incarnation({"SLURM_JOB_ID": "80", "SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "1",
+                        "SLURM_RESTART_COUNT": "2"}) == {"task": "77_1", "restart": 2}
+    assert incarnation({"SLURM_JOB_ID": "80", "SLURM_RESTART_COUNT": "1"}) == {"task": "80", "restart": 1}

@@ -83,13 +83,18 @@ class PointClaims:
     claim could not be taken because the registry cannot be reached (a lost connection:
     kept in :attr:`unclaimed` with the one-line reason, said; ``run`` exits 1 and
     ``--resume`` trains it later).
+
+    ``incarnation``: the scheduler task's run this process is (``claims.Incarnation``, e.g.
+    a requeued Slurm array task): a point an earlier run of the same task still holds is
+    taken over (that run died without releasing it).
     """
 
     def __init__(self, registry: str, reporter: Any, resume: bool, since: datetime | None = None,
-                 writer: str = "vaebench run") -> None:
+                 writer: str = "vaebench run", incarnation: claims.Incarnation | None = None) -> None:
         self.registry, self.reporter, self.resume = registry, reporter, resume
         self.since = since or _now()
         self.writer = writer
+        self.incarnation = incarnation
         self.held_elsewhere: list[tuple[RunSpec, str]] = []
         self.done_meanwhile: list[tuple[RunSpec, str]] = []
         self.unclaimed: list[tuple[RunSpec, str]] = []
@@ -98,7 +103,7 @@ class PointClaims:
     def take(self, spec: RunSpec) -> claims.Claim | None:
         """Claim ``spec``'s point for this process, or ``None`` (see the class)."""
         try:
-            claim = claims.acquire(self.registry, spec.run_id, writer=self.writer)
+            claim = claims.acquire(self.registry, spec.run_id, writer=self.writer, incarnation=self.incarnation)
         except Exception as exc:  # noqa: BLE001 - the store cannot be reached: not trained here
             debug_traceback(f"claim of {spec.run_id}")
             why = storage_reason(exc)

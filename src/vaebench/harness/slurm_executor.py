@@ -16,7 +16,12 @@ Preemption and time limits: submitit asks Slurm for ``--signal=USR2@signal_delay
 ``srun``, so the job step receives it); it calls :meth:`SlurmTask.checkpoint`, which
 releases this process's point claims and returns the same call, and submitit requeues the
 array task (``scontrol requeue``). The requeued task claims the point again and continues
-from its last periodic checkpoint: a point is trained once, never twice.
+from its last periodic checkpoint: a point is trained once, never twice. A task that died
+without releasing its claims (a node failure, ``kill -9``) and was requeued, perhaps onto
+another node, finds its earlier run's claim still live (up to the lease): each claim names
+the task's run (:func:`incarnation`: ``ARRAYJOB_TASK`` and ``SLURM_RESTART_COUNT``), and
+Slurm runs one run of a task at a time, so the requeued run takes over a claim of the same
+task with a lower restart count at once (``registry.claims.Incarnation``).
 
 Scheduler reads: :meth:`SlurmExecutor.states` (``squeue``; ``scontrol show job`` for tasks
 that left the queue; ``sacct`` where accounting is on), :meth:`~SlurmExecutor.cancel`
@@ -50,9 +55,27 @@ FAILED = {"FAILED", "OUT_OF_MEMORY", "NODE_FAIL", "TIMEOUT", "CANCELLED", "PREEM
 COMMAND_TIMEOUT = 60
 
 
+def incarnation(environ: Mapping[str, str]) -> dict[str, Any] | None:
+    """Which run of which Slurm task ``environ`` (a job's environment) is:
+    ``{"task": "ARRAYJOB_TASK", "restart": N}`` (``SLURM_ARRAY_JOB_ID`` and
+    ``SLURM_ARRAY_TASK_ID``, else ``SLURM_JOB_ID`` for a job that is no array, as submitit
+    submits a one-task grid; ``N``:
+    ``SLURM_RESTART_COUNT``, absent or 0 for the first run), or ``None`` outside Slurm."""
+    array, index = environ.get("SLURM_ARRAY_JOB_ID"), environ.get("SLURM_ARRAY_TASK_ID")
+    task = f"{array}_{index}" if array and index else environ.get("SLURM_JOB_ID")
+    if not task:
+        return None
+    try:
+        restart = int(environ.get("SLURM_RESTART_COUNT") or 0)
+    except ValueError:
+        restart = 0
+    return {"task": task, "restart": restart}
+
+
 class SlurmTask:
     """The callable each array task runs: ``SlurmTask()(payload_json)`` ->
-    ``run_task(payload_json)`` with the claims' writer set to ``slurm job ARRAY_TASK``.
+    ``run_task(payload_json)`` with the claims' writer set to ``slurm job ARRAY_TASK`` and
+    their incarnation to this run of the task (:func:`incarnation`).
     submitit sees :meth:`checkpoint` and so requeues the task on preemption / time limit."""
 
     def __call__(self, payload: str) -> str:
@@ -60,10 +83,11 @@ class SlurmTask:
 
         from vaebench.harness.tasks import run_task
 
-        job = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-        if all(job):
+        run = incarnation(os.environ)
+        if run is not None:
             data = json.loads(payload)
-            data["writer"] = f"slurm job {job[0]}_{job[1]}"
+            data["writer"] = f"slurm job {run['task']}"
+            data["incarnation"] = run
             payload = json.dumps(data, sort_keys=True)
         return run_task(payload)
 

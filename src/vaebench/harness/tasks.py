@@ -38,7 +38,9 @@ class PointsTask:
     the defaults) and ``metric_options``. ``resume``: ``--resume`` was given; ``since``: the
     grid's start (ISO 8601): a point another writer finished after it is not trained again
     (without ``resume``; with it, any finished point is not). ``writer``: who the points'
-    claims name (e.g. ``slurm job 4242_3``)."""
+    claims name (e.g. ``slurm job 4242_3``); ``incarnation``: which run of the scheduler's
+    task this is, ``{"task": "4242_3", "restart": 1}`` (``claims.Incarnation``; set where the
+    task runs, by a scheduler that runs one run of a task at a time), ``None`` for none."""
 
     specs: list[RunSpec]
     registry: str
@@ -50,6 +52,7 @@ class PointsTask:
     since: str | None = None
     grid_id: str = ""
     writer: str = "vaebench task"
+    incarnation: dict[str, Any] | None = None
     #: ``--log-to`` entries and ``--log-every``: the task logs its points itself.
     log_to: list[str] = field(default_factory=list)
     log_every: int = 0
@@ -107,6 +110,7 @@ def run_task(payload: str) -> str:
     from vaebench.harness.pending import PointClaims, dataset_loader
     from vaebench.harness.progress import RichReporter
     from vaebench.plugins.manager import get_manager
+    from vaebench.registry.claims import Incarnation
 
     task = PointsTask.from_json(payload)
     manager = get_manager()
@@ -114,7 +118,10 @@ def run_task(payload: str) -> str:
     reporter = RichReporter(Console(file=sys.stderr, force_terminal=False, width=160))
     reporter = logging_reporter(reporter, manager, task.log_to, task.registry, task.grid_id, task.log_every or None)
     since = datetime.fromisoformat(task.since) if task.since else None
-    claims = PointClaims(task.registry, reporter, task.resume, since=since, writer=task.writer)
+    run = task.incarnation
+    incarnation = Incarnation(str(run["task"]), int(run.get("restart") or 0)) if run else None
+    claims = PointClaims(task.registry, reporter, task.resume, since=since, writer=task.writer,
+                         incarnation=incarnation)
     job = GridJob(manager=manager, registry=task.registry, execution=execution, metric_names=task.metric_names,
                   metric_options=task.metric_options or None, strategy=task.strategy, resume=task.resume,
                   reporter=reporter, datasets=dataset_loader(manager), claims=claims, grid_id=task.grid_id, started_at=since)

@@ -7,11 +7,15 @@ Layout under the registry root (a local path or any fsspec URL, ``registry.locat
 A claim file holds JSON: ``host``, ``pid``, ``pids`` (every process of the writer that
 works on the point: the parent that holds the claim and, in the ``processes`` strategy,
 the worker training it), ``started`` and ``renewed`` (UTC, ISO 8601), ``lease_seconds``,
-``writer`` (what took it, e.g. ``vaebench run``). The *current* claim of a point is its
-highest generation; a point without a claim file is free.
+``writer`` (what took it, e.g. ``vaebench run``), and for a writer that is one run of a
+scheduler's task (:class:`Incarnation`) ``task`` and ``restart`` (e.g. ``"4242_3"``, ``1``);
+a file without them (an older vaebench's, any plain writer's) reads as no incarnation.
+The *current* claim of a point is its highest generation; a point without a claim file
+is free.
 
 - **Acquire** (:func:`acquire`): read the highest generation ``g`` (0 when there is none);
-  when it is held live by another writer, give up (``None``); otherwise create
+  when it is held live by another writer, give up (``None``), unless the caller's
+  incarnation supersedes it (below); otherwise create
   generation ``g + 1`` *exclusively*: locally the file is written whole under a temporary
   name and ``os.link``-ed onto its name (atomic, fails when the name exists, also on NFS);
   on object storage it is a conditional put (fsspec mode ``"xb"``, ``If-None-Match: *``).
@@ -34,6 +38,13 @@ highest generation; a point without a claim file is free.
   takes at once, and one on another host after the lease (default
   :data:`LEASE_SECONDS`). A claim file that cannot be read is stale once its file is
   older than the default lease.
+- **Superseded** (:meth:`Incarnation.supersedes`): a scheduler that runs at most one run
+  of a task at a time (Slurm requeues an array task as its next ``SLURM_RESTART_COUNT``)
+  makes a live claim written by the same task with a lower restart count a leftover of
+  an earlier run that died without releasing it (a node failure, ``kill -9``): the later
+  run, acquiring with its :class:`Incarnation`, takes it over at once, through the same
+  exclusive ``g + 1`` as a stale claim, wherever the earlier run's host was. Nobody else
+  sees such a claim as stale (verify and gc leave it to its lease).
 
 :func:`claims_of`, :func:`stale_claims` and :func:`remove_stale` serve ``vaebench registry
 verify`` and ``gc``. ``remove_stale`` takes each stale claim over and then releases it,
@@ -67,6 +78,7 @@ __all__ = [
     "Claim",
     "ClaimInfo",
     "ClaimKeeper",
+    "Incarnation",
     "acquire",
     "claims_dir",
     "claims_of",
@@ -83,11 +95,29 @@ LEASE_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
+class Incarnation:
+    """Which run of a scheduler's task a writer is: ``task`` names the task (Slurm's
+    ``ARRAYJOB_TASK``, e.g. ``"4242_3"``), ``restart`` counts the times it was requeued
+    (0 for its first run). Only for a scheduler that runs at most one run of a task at a
+    time: that is what makes an earlier run's claim a leftover."""
+
+    task: str
+    restart: int = 0
+
+    def supersedes(self, other: "Incarnation | None") -> bool:
+        """Whether ``other`` (a claim's incarnation) is an earlier run of the same task, so
+        its claim is a leftover this run may take over while it still looks live."""
+        return other is not None and other.task == self.task and other.restart < self.restart
+
+
+@dataclass(frozen=True)
 class ClaimInfo:
     """One claim file as read: the point, its generation and the JSON's fields.
 
     ``renewed`` is the last renewal (UTC, the later of the JSON's time and the file's
-    mtime where that is known); ``lease_seconds`` the lease it was taken with."""
+    mtime where that is known); ``lease_seconds`` the lease it was taken with;
+    ``incarnation`` the scheduler task's run that wrote it (``None``: a plain writer, or a
+    claim file without one)."""
 
     run_id: str
     generation: int
@@ -99,6 +129,7 @@ class ClaimInfo:
     lease_seconds: float
     writer: str
     location: str
+    incarnation: Incarnation | None = None
 
     @property
     def who(self) -> str:
@@ -200,10 +231,13 @@ def _read(root: str | os.PathLike[str], run_id: str, generation: int) -> ClaimIn
         lease = float(doc.get("lease_seconds", LEASE_SECONDS))
     except (TypeError, ValueError):
         lease = LEASE_SECONDS
+    task, restart = doc.get("task"), doc.get("restart")
+    incarnation = (Incarnation(task, restart) if isinstance(task, str) and isinstance(restart, int)
+                   and not isinstance(restart, bool) else None)
     return ClaimInfo(
         run_id=run_id, generation=generation, host=doc.get("host") if isinstance(doc.get("host"), str) else None,
         pid=pid, pids=pids, started=_parse_time(doc["started"]) if doc.get("started") else None, renewed=renewed,
-        lease_seconds=lease, writer=str(doc.get("writer") or ""), location=path,
+        lease_seconds=lease, writer=str(doc.get("writer") or ""), location=path, incarnation=incarnation,
     )
 
 
@@ -294,7 +328,8 @@ class Claim:
     """A claim this process holds on ``run_id`` (generation ``generation``).
 
     ``lost_to``: the claim that took it over (``None`` while it is held), set by
-    :meth:`renew`."""
+    :meth:`renew`. ``incarnation``: the scheduler task's run this process is, written into
+    the claim file (``task``, ``restart``) so that a later run may take it over."""
 
     root: str
     run_id: str
@@ -305,14 +340,18 @@ class Claim:
     pids: list[int] = field(default_factory=list)
     lost_to: ClaimInfo | None = None
     released: bool = False
+    incarnation: Incarnation | None = None
 
     def document(self) -> bytes:
         """The claim file's JSON, renewed now."""
-        return json.dumps({
+        doc: dict[str, Any] = {
             "run_id": self.run_id, "generation": self.generation, "host": store.this_host(), "pid": os.getpid(),
             "pids": [os.getpid(), *self.pids], "started": self.started.isoformat(), "renewed": _now().isoformat(),
             "lease_seconds": self.lease_seconds, "writer": self.writer,
-        }).encode()
+        }
+        if self.incarnation is not None:
+            doc.update(task=self.incarnation.task, restart=self.incarnation.restart)
+        return json.dumps(doc).encode()
 
     def renew(self, pids: list[int] | None = None) -> bool:
         """Renew the lease (and, given ``pids``, name the processes working on the point
@@ -357,20 +396,25 @@ class Claim:
 
 
 def acquire(root: str | os.PathLike[str], run_id: str, lease: float = LEASE_SECONDS,
-            writer: str = "vaebench") -> Claim | None:
+            writer: str = "vaebench", incarnation: Incarnation | None = None) -> Claim | None:
     """Claim ``run_id`` in the registry ``root`` for this process, for ``lease`` seconds
     past each renewal; ``None`` when another writer holds it live (:func:`holder` says
     who). Of writers acquiring the same point at once, exactly one gets it.
+
+    ``incarnation``: the scheduler task's run this process is (recorded in the claim); a
+    live claim of an earlier run of the same task (:meth:`Incarnation.supersedes`) is taken
+    over like a stale one.
 
     The claim is not renewed by itself: hand it to :data:`KEEPER` (``KEEPER.keep``)."""
     if not _RUN_ID_RE.fullmatch(str(run_id)):
         raise ValueError(f"invalid run_id {run_id!r}: expected 6-64 lowercase hex characters")
     while True:
         current = holder(root, run_id)
-        if current is not None and current.live():
+        if (current is not None and current.live()
+                and not (incarnation is not None and incarnation.supersedes(current.incarnation))):
             return None
         generation = (current.generation if current is not None else 0) + 1
-        claim = Claim(str(root), run_id, generation, float(lease), writer, _now())
+        claim = Claim(str(root), run_id, generation, float(lease), writer, _now(), incarnation=incarnation)
         if not _create(root, run_id, generation, claim.document()):
             continue  # another writer created it first: look again (it is live, unless it already died)
         present = _generations(root, run_id)
