@@ -903,6 +903,8 @@ def cancel(selection: str | None = None, registry: str = DEFAULT_REGISTRY, *, ma
 
     if manifest.driver:  # tasks that die with their driver (ray): stopping it cancels them
         tasks = watch.cancellable(watch.grid_state(registry, manifest, manager))
+        if not tasks:
+            return manifest, []
         try:
             stopped = watch.stop_driver(manifest)
         except ValueError as exc:

@@ -361,7 +361,11 @@ class ExecutorCapabilities(Protocol):
     """What an executor may declare (class attributes; defaults: neither)."""
 
     #: ``run`` returns once the runs are submitted, before they are recorded (a scheduler's
-    #: jobs); their records arrive in the registry later.
+    #: jobs); their records arrive in the registry later. An executor that submits tasks but
+    #: does not detach (``ray``) is taken to hold them: they end with the process that runs
+    #: it, which the grid's manifest names as its driver (``vaebench status`` reads its points
+    #: from the registry while it lives, ``vaebench cancel`` stops it, and once it is gone a
+    #: point with neither a record nor a live claim is lost).
     detaches: bool = False
     #: Runs train on other machines: the registry must be reachable from there and each
     #: worker loads its own datasets (``job.datasets`` is this process's).
