@@ -300,3 +300,16 @@ def test_two_watchers_settle_a_lost_point_once(tmp_path):
     assert settler["points"][0]["state"] == "recorded" and settler["points"][0]["status"] == "failed"
     # the other found it recorded already, or saw it lost while the first held its claim
     assert other["points"][0]["status"] == "failed" or "being recorded by" in other["points"][0]["reason"]
+
+
+def test_the_status_table_keeps_the_end_of_a_long_log_tail():
+    """A failed point's reason in the table: its cause and the END of the log tail (the
+    traceback's last line), not the tail's first lines cut at 160 characters."""
+    from vaebench.harness.watch import short_reason
+
+    reason = ("task failed: OUT_OF_MEMORY (job 7_1); log tail: "
+              + " | ".join(f"line {i} of the job's log" for i in range(30)) + " | RuntimeError: boom")
+    short = short_reason(reason)
+    assert len(short) == 160 and short.startswith("task failed: OUT_OF_MEMORY (job 7_1); log tail: ...")
+    assert short.endswith("| RuntimeError: boom")
+    assert short_reason("short") == "short"

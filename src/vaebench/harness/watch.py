@@ -283,6 +283,18 @@ def cancellable(state: GridState) -> list[TaskRef]:
     return [t for t in state.manifest.tasks if t.job in open_jobs]
 
 
+def short_reason(reason: str, width: int = 160) -> str:
+    """``reason`` in at most ``width`` characters for the table: a failure's cause and the
+    END of its log tail (where the traceback's last line is), the middle elided."""
+    if len(reason) <= width:
+        return reason
+    head, sep, tail = reason.partition("; log tail: ")
+    if sep and len(head) + len(sep) + 20 < width:
+        keep = width - len(head) - len(sep) - 3
+        return f"{head}{sep}...{tail[-keep:]}"
+    return reason[:width - 3] + "..."
+
+
 def state_table(state: GridState) -> Any:
     """A rich table of ``state``: run id, label, state, step/steps, job, reason."""
     from rich.markup import escape
@@ -299,7 +311,7 @@ def state_table(state: GridState) -> Any:
         shown = p.state if p.status is None else f"{p.state}: {p.status}"
         style = colour.get(p.status or "", "red" if p.state == "lost" else "")
         step = f"{'-' if p.step is None else p.step}/{'-' if p.steps is None else p.steps}"
-        reason = p.reason if len(p.reason) <= 160 else p.reason[:157] + "..."
+        reason = short_reason(p.reason)
         table.add_row(p.run_id, escape(p.label), f"[{style}]{shown}[/]" if style else shown, step,
                       escape(p.job or "-"), escape(reason))
     return table
