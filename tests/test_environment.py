@@ -96,6 +96,7 @@ def test_a_jax_run_records_jax_backend_and_devices():
 
     assert jax_run["jax_backend"] == jax.default_backend()
     assert jax_run["jax_devices"].split(";") == [d.device_kind for d in jax.devices()]
+    assert jax_run["jax_platform_version"] == jax.devices()[0].client.platform_version.strip()  # CUDA / cuDNN on a GPU
     assert "jax_backend" not in torch_run  # only a JAX run asks JAX for its devices
 
 

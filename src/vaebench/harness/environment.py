@@ -16,7 +16,9 @@ fills it with:
   for a CPU build), ``gpus`` (``;``-joined device names, only when the process has
   already initialised CUDA: never initialised just for this), ``torch_threads`` /
   ``torch_interop_threads``;
-- ``jax_backend`` / ``jax_devices`` for a JAX run;
+- ``jax_backend`` / ``jax_devices`` / ``jax_platform_version`` for a JAX run (the last: the
+  backend's own version string, e.g. the CUDA and cuDNN a GPU run's XLA plugin uses;
+  ``cpu`` on a CPU);
 - ``XLA_FLAGS``, ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``
   (:data:`THREAD_VARIABLES`) where they are set.
 
@@ -157,14 +159,19 @@ def torch_environment() -> dict[str, str]:
 
 
 def jax_environment() -> dict[str, str]:
-    """JAX's default backend and its devices (a JAX run has initialised them already)."""
+    """JAX's default backend, its devices and its platform version (a JAX run has initialised
+    them already)."""
     jax = sys.modules.get("jax")
     if jax is None:
         return {}
     try:
         devices = jax.devices()
-        return {"jax_backend": jax.default_backend(),
-                "jax_devices": ";".join(getattr(d, "device_kind", str(d)) for d in devices)}
+        env = {"jax_backend": jax.default_backend(),
+               "jax_devices": ";".join(getattr(d, "device_kind", str(d)) for d in devices)}
+        version = getattr(getattr(devices[0], "client", None), "platform_version", None) if devices else None
+        if version:
+            env["jax_platform_version"] = str(version).strip()
+        return env
     except Exception:  # noqa: BLE001 - a backend that fails to start is not this record's business
         return {}
 
