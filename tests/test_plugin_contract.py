@@ -82,6 +82,41 @@ def test_misspelt_hook_fails_the_plugin(manager):
     assert "never" not in manager.specs["metrics"]
 
 
+@pytest.mark.parametrize("attr, specname, says", [
+    ("register_metrics", None, "'register_metrics' is marked @hookimpl but 'register_metrics' is not a vaebench hook "
+                               "(did you mean 'vaebench_register_metrics'?)"),
+    ("vaebenchregister_metrics", None, "'vaebenchregister_metrics' is marked @hookimpl but 'vaebenchregister_metrics' "
+                                       "is not a vaebench hook (did you mean 'vaebench_register_metrics'?)"),
+    ("anything", "vaebench_register_metric", "'anything' is marked @hookimpl but 'vaebench_register_metric' is not a "
+                                             "vaebench hook (did you mean 'vaebench_register_metrics'?)"),
+])
+def test_a_marked_hook_that_names_no_hook_fails_the_plugin(manager, attr, specname, says):
+    """A function marked ``@hookimpl`` whose name (or ``specname``) is no vaebench hook was
+    ignored by pluggy while ``vaebench plugins`` said ok."""
+    def hook(register):
+        register(_metric("never"))
+
+    marked = vaebench.hookimpl(specname=specname)(hook) if specname else vaebench.hookimpl(hook)
+    info = manager.register_plugin(_module("prefixless", **{attr: marked}), "prefixless")
+    assert (info.status, info.error) == ("error", says)
+    assert "never" not in manager.specs["metrics"]
+
+
+@pytest.mark.parametrize("bad, says", [
+    (dict(tiers=("good", 0.3)), "metric 'm': tiers holds (label, bound) pairs best first"),
+    (dict(tiers=(("good", "high"),)), "metric 'm': tiers holds (label, bound) pairs best first"),
+    (dict(min_factors=0), "metric 'm': min_factors must be an int >= 1, got 0"),
+])
+def test_malformed_tiers_or_min_factors_fail_at_registration(manager, bad, says):
+    """Only the test kit checked these: ``tiers=("good", 0.3)`` passed ``plugins --check`` and
+    then crashed ``leaderboard`` with a traceback."""
+    info = manager.register_plugin(SpecsPlugin(metrics=[]), "placeholder")  # the manager is usable
+    with pytest.raises(ValueError, match=r"^" + says.replace("(", r"\(").replace(")", r"\)")):
+        _metric("m", **bad)
+    assert info.status == "ok"
+    assert _metric("m", tiers=[["good", 1]]).tiers == (("good", 1.0),)  # lists from a config are pairs too
+
+
 def test_hook_without_the_marker_fails_the_plugin(manager):
     class Unmarked:
         @vaebench.hookimpl

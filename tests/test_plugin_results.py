@@ -253,6 +253,10 @@ def test_reconstruction_is_never_ranked_across_likelihoods(mixed_registry, cli):
     assert "reconstruction is ranked within each likelihood (bernoulli, gaussian)" in res.stderr
     rows = strict_json(res.stdout)
     assert [r["likelihood"] for r in rows] == ["bernoulli", "gaussian"]
+    # one run per likelihood: no two rows to tell apart (it paired bernoulli with gaussian)
+    assert [r["seeds_needed"] for r in rows] == [None, None]
+    text = cli("leaderboard", "--metric", "reconstruction", "--registry", registry)
+    assert "seeds needed" not in text.stdout + text.stderr
     mig = strict_json(cli("leaderboard", "--metric", "kl", "--registry", registry, "--json").stdout)
     assert "likelihood" not in mig[0]  # other metrics rank as before
     cmp = strict_json(cli("compare", "model=beta_vae", "model=gauss_vae", "--registry", registry, "--json").stdout)

@@ -538,12 +538,12 @@ def leaderboard_result(
         result.table = result.table.take(pc.sort_indices(result.table, sort_keys=[("likelihood", "ascending")]))
         result.note = (f"{metric} is ranked within each likelihood ({', '.join(mixed)}): "
                        f"their negative log-likelihoods have different units")
-    _annotate(result, registry, metric, dataset, model, attempts, pack)
+    _annotate(result, registry, metric, dataset, model, attempts, pack, within=("likelihood",) if len(mixed) > 1 else ())
     return result
 
 
 def _annotate(result: Any, registry: str, metric: str, dataset: str | None, model: str | None,
-              attempts: str, pack: Any) -> None:
+              attempts: str, pack: Any, within: Sequence[str] = ()) -> None:
     """Fill ``result.annotations`` and ``result.seeds_needed`` (``harness.standings``)."""
     from vaebench.harness import standings
     from vaebench.registry import query
@@ -557,7 +557,7 @@ def _annotate(result: Any, registry: str, metric: str, dataset: str | None, mode
         con.close()
     rows = result.table.to_pylist()
     result.annotations = standings.annotate(rows, groups, cols, metric, pack)
-    result.seeds_needed = standings.top_two_seeds_needed(rows)
+    result.seeds_needed = standings.top_two_seeds_needed(rows, within)
 
 
 def run_grid(

@@ -88,7 +88,7 @@ def leaderboard(
             row["tier"] = tier(metric, row["mean"])
     from vaebench.harness.standings import CI_LABEL, describe_seeds_needed
 
-    pair = [i for i, r in enumerate(rows) if r["mean"] is not None][:2]
+    pair = (result.seeds_needed or {}).get("rows") or []
     for i, (row, extra) in enumerate(zip(rows, result.annotations)):
         row.update(extra)
         if as_json:  # the top two rows carry the seeds needed to tell them apart

@@ -61,14 +61,27 @@ def row_label(row: Mapping[str, Any]) -> str:
     return " ".join(parts) or str(row.get("config_id"))
 
 
-def top_two_seeds_needed(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """``seed_noise.seeds_needed`` for the first two rows with a mean (a leaderboard's top two):
-    ``{"a", "b" (row labels), "seeds" (per config, or None), "effect" (Cohen's d), "alpha",
-    "power", "why"}``; ``None`` when fewer than two rows have a mean."""
-    ranked = [r for r in rows if r.get("mean") is not None]
-    if len(ranked) < 2:
+def top_pair(rows: Sequence[Mapping[str, Any]], within: Sequence[str] = ()) -> tuple[int, int] | None:
+    """Indices of a leaderboard's top two rows with a mean, the second one sharing the first's
+    values of ``within`` (``("likelihood",)`` where a reconstruction metric is ranked per
+    likelihood: NLLs of different likelihoods are never compared); ``None`` when there is
+    no such pair."""
+    ranked = [i for i, r in enumerate(rows) if r.get("mean") is not None]
+    if not ranked:
         return None
-    a, b = ranked[0], ranked[1]
+    first = ranked[0]
+    same = [i for i in ranked[1:] if all(rows[i].get(k) == rows[first].get(k) for k in within)]
+    return (first, same[0]) if same else None
+
+
+def top_two_seeds_needed(rows: Sequence[Mapping[str, Any]], within: Sequence[str] = ()) -> dict[str, Any] | None:
+    """``seed_noise.seeds_needed`` for a leaderboard's top two (:func:`top_pair`):
+    ``{"a", "b" (row labels), "rows" (their indices), "seeds" (per config, or None), "effect"
+    (Cohen's d), "alpha", "power", "why"}``; ``None`` when there is no pair."""
+    pair = top_pair(rows, within)
+    if pair is None:
+        return None
+    a, b = rows[pair[0]], rows[pair[1]]
     est = seeds_needed(a["mean"], a.get("std"), b["mean"], b.get("std"))
     # Name each by what sets it apart from the other (model and dataset always).
     differ = [k for k in a if k not in STAT_COLUMNS and k != "config_id" and a.get(k) != b.get(k)]
@@ -76,7 +89,7 @@ def top_two_seeds_needed(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | 
     label_a, label_b = (row_label({k: r.get(k) for k in keep}) for r in (a, b))
     if label_a == label_b:
         label_a, label_b = row_label(a), row_label(b)
-    return {"a": label_a, "b": label_b, "seeds": est.seeds, "effect": est.effect,
+    return {"a": label_a, "b": label_b, "rows": list(pair), "seeds": est.seeds, "effect": est.effect,
             "alpha": est.alpha, "power": est.power, "why": est.why}
 
 

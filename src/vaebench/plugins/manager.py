@@ -366,13 +366,12 @@ def _is_builtin(ep: EntryPoint) -> bool:
 
 
 def hook_problem(plugin: object) -> str | None:
-    """A one-line reason when ``plugin`` (a module or object) has a function named ``vaebench_*``
-    that is not a hook (a misspelling: pluggy would ignore it) or a hook function without the
-    ``@hookimpl`` marker (ignored too); ``None`` when every such function is a marked hook."""
+    """A one-line reason when ``plugin`` (a module or object) has a function marked
+    ``@hookimpl`` whose name (or ``specname``) is not a vaebench hook, a function named
+    ``vaebench_*`` that is not a hook (a misspelling), or a hook function without the marker
+    (pluggy would ignore each of them); ``None`` when every such function is a marked hook."""
     hooks = sorted(_HOOKS.values())
     for attr in dir(plugin):
-        if not attr.startswith("vaebench_"):
-            continue
         try:
             value = inspect.getattr_static(plugin, attr)
         except AttributeError:
@@ -380,6 +379,15 @@ def hook_problem(plugin: object) -> str | None:
         if isinstance(value, (staticmethod, classmethod)):
             value = value.__func__
         if not inspect.isfunction(value):
+            continue
+        marked = getattr(value, "vaebench_impl", None)
+        named = isinstance(marked, dict) and (marked.get("specname") or not attr.startswith("vaebench_"))
+        if named and (marked.get("specname") or attr) not in hooks:  # pluggy would ignore it
+            name = marked.get("specname") or attr
+            close = difflib.get_close_matches(name, hooks, n=1) or difflib.get_close_matches(f"vaebench_{name}", hooks, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"the hooks are {', '.join(hooks)}"
+            return f"{attr!r} is marked @hookimpl but {name!r} is not a vaebench hook ({hint})"
+        if not attr.startswith("vaebench_"):
             continue
         if attr not in hooks:
             close = difflib.get_close_matches(attr, hooks, n=1)

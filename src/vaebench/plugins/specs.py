@@ -273,8 +273,9 @@ class MetricSpec:
     category: str = ""
 
     def __post_init__(self) -> None:
-        """A misspelt direction, an unknown need or category or a malformed import path is a
-        one-line ``ValueError`` here, so the plugin registering it fails (``vaebench plugins``)."""
+        """A misspelt direction, an unknown need or category, malformed tiers or min_factors or
+        a malformed import path is a one-line ``ValueError`` here, so the plugin registering it
+        fails (``vaebench plugins``)."""
         if self.direction not in DIRECTIONS:
             raise ValueError(f"metric {self.name!r}: direction {self.direction!r} is not one of {', '.join(DIRECTIONS)}")
         if isinstance(self.needs, str) or not all(isinstance(n, str) for n in self.needs):
@@ -290,6 +291,15 @@ class MetricSpec:
         elif self.category not in METRIC_CATEGORIES:
             raise ValueError(f"metric {self.name!r}: category {self.category!r} is not one of "
                              f"{', '.join(METRIC_CATEGORIES)}")
+        tiers = self.tiers
+        if isinstance(tiers, (str, bytes)) or not all(
+                isinstance(t, (tuple, list)) and len(t) == 2 and isinstance(t[0], str)
+                and isinstance(t[1], (int, float)) and not isinstance(t[1], bool) for t in tiers):
+            raise ValueError(f"metric {self.name!r}: tiers holds (label, bound) pairs best first, e.g. "
+                             f"(('excellent', 0.5), ('good', 0.3)), not {tiers!r}")
+        object.__setattr__(self, "tiers", tuple((str(t[0]), float(t[1])) for t in tiers))
+        if not isinstance(self.min_factors, int) or isinstance(self.min_factors, bool) or self.min_factors < 1:
+            raise ValueError(f"metric {self.name!r}: min_factors must be an int >= 1, got {self.min_factors!r}")
         _check_paths("metric", self.name, {"compute": self.compute,
                                            **({} if self.options is None else {"options": self.options})})
 
