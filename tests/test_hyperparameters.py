@@ -290,3 +290,40 @@ def test_a_plugin_cannot_declare_a_run_coordinate(monkeypatch):
         Hyperparameter("bad-name")
     with pytest.raises(ValueError, match="choices are for str"):
         Hyperparameter("x", float, choices=("a",))
+
+
+class _IntSigmaPlugin:
+    """Another package declaring ``sigma`` as an int >= 1, registered before sigma_vae's."""
+
+    @vaebench.hookimpl
+    def vaebench_register_models(self, register):
+        register(ModelSpec(name="int_sigma_vae", description="declares sigma as an int (test plugin)",
+                           backends={"torch": build_sigma_vae},
+                           hyperparameters=(Hyperparameter("sigma", int, 3, minimum=1),)))
+
+
+def test_two_plugins_declaring_one_name_differently_each_keep_their_own(monkeypatch, tmp_path):
+    """The first declaration used to parse every model's values: installing a package whose
+    ``sigma`` is an int made ``--sigma 0.05`` fail for sigma_vae (a float > 0)."""
+    m = PluginManager()
+    assert m.register_plugin(builtin, "builtin", package="vaebench", version=vaebench.__version__).status == "ok"
+    assert m.register_plugin(_IntSigmaPlugin(), "int-sigma", package="int-sigma-pkg").status == "ok"
+    assert m.register_plugin(_SigmaPlugin(), "sigma-plugin", package="sigma-pkg").status == "ok"
+    monkeypatch.setattr(manager_module, "_MANAGER", m)
+    planned = _dry("--model", "sigma_vae", "--sigma", "0.05,0.5", "--registry", tmp_path)
+    assert [p["extra_hyperparameters"] for p in planned] == [{"sigma": 0.05}, {"sigma": 0.5}]
+    assert [p["extra_hyperparameters"] for p in _dry("--model", "sigma_vae", "--hp", "sigma=0.05",
+                                                     "--registry", tmp_path)] == [{"sigma": 0.05}]
+    (tmp_path / "per.toml").write_text('model = ["sigma_vae", "int_sigma_vae"]\n[models.sigma_vae]\nsigma = [0.3]\n'
+                                       '[models.int_sigma_vae]\nsigma = [2]\n')
+    both = _dry("--config", tmp_path / "per.toml", "--registry", tmp_path)
+    assert sorted((p["model"], p["extra_hyperparameters"]["sigma"]) for p in both) == [
+        ("int_sigma_vae", 2), ("sigma_vae", 0.3)]
+    assert [p["extra_hyperparameters"] for p in _dry("--model", "int_sigma_vae", "--sigma", "2,4",
+                                                     "--registry", tmp_path)] == [{"sigma": 2}, {"sigma": 4}]
+    # each model's own declaration still checks its values
+    res = CliRunner().invoke(app, ["run", "--model", "int_sigma_vae", "--sigma", "0.5", "--dry-run",
+                                   "--registry", str(tmp_path)])
+    assert res.exit_code == 2 and "sigma (model int_sigma_vae): '0.5' is not an integer" in res.output, res.output
+    with pytest.raises(PlanError, match=r"sigma \(model sigma_vae\): -1 is out of range"):
+        api.plan_grid("sigma_vae", sigma=[-1], manager=m)

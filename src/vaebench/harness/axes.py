@@ -168,6 +168,10 @@ class AxisTable:
     spellings: dict[str, str] = field(default_factory=dict)
     reads: dict[str, dict[str, Hyperparameter]] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)
+    #: Names two models declare differently (type, bound or choices: two plugins' ``sigma``):
+    #: a list given for all models is split only (:meth:`parse`), then typed and checked by
+    #: each model's own declaration (``plan``), so one package never breaks another's axis.
+    loose: set[str] = field(default_factory=set)
 
     def name(self, spelling: str) -> str | None:
         """The axis ``spelling`` (``betas``, ``--capacity-steps``, ``sigma``) names, or ``None``."""
@@ -182,8 +186,24 @@ class AxisTable:
     def is_shared(self, name: str) -> bool:
         return name in {a.name for a in SHARED_AXES}
 
+    def parse(self, name: str, raw: Any, label: str) -> list[Any]:
+        """``raw`` (a string, list or value given for axis ``name``) as a list, typed and
+        checked by the axis's declaration; for a :attr:`loose` axis only split into items."""
+        if name in self.loose:
+            items = [t.strip() for t in raw.split(",")] if isinstance(raw, str) else list(raw) \
+                if isinstance(raw, (list, tuple)) else [raw]
+            if any(item == "" for item in items):
+                raise PlanError(f"{label}: empty value in {raw!r}")
+            return items
+        decl = self.axes[name]
+        return parse_list(raw, label, decl.type, decl)
+
     def add(self, decl: Hyperparameter) -> None:
-        if decl.name in self.axes:
+        first = self.axes.get(decl.name)
+        if first is not None:
+            if (first.type, first.minimum, first.inclusive, first.choices) != \
+                    (decl.type, decl.minimum, decl.inclusive, decl.choices):
+                self.loose.add(decl.name)
             return
         self.axes[decl.name] = decl
         for spelling in (decl.name, *decl.aliases):

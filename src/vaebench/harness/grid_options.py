@@ -66,12 +66,13 @@ def read_grid(
     axes: dict[str, list[Any]] = {}
     per_model: dict[str, dict[str, list[Any]]] = {}
 
-    def put(into: dict[str, list[Any]], spelling: str, raw: Any, label: str, unknown: str) -> None:
+    def put(into: dict[str, list[Any]], spelling: str, raw: Any, label: str, unknown: str,
+            model: str | None = None) -> None:
         name = table.name(spelling)
         if name is None:
             raise PlanError(unknown)
-        decl = table.axes[name]
-        into[name] = parse_list(raw, label, decl.type, decl)
+        own = table.reads.get(model, {}).get(name) if model is not None else None
+        into[name] = parse_list(raw, label, own.type, own) if own is not None else table.parse(name, raw, label)
 
     see = "see `vaebench list models`"
     for key, raw in config.items():
@@ -82,7 +83,7 @@ def read_grid(
         for key, raw in values.items():
             key = str(key).replace("-", "_")
             put(per_model.setdefault(str(model), {}), key, raw, f"models.{model}.{key}",
-                f"config: models.{model}: unknown hyperparameter {key!r} ({see})")
+                f"config: models.{model}: unknown hyperparameter {key!r} ({see})", model=str(model))
     given: dict[str, list[Any]] = {}  # the command line's top-level lists
     for key, raw in options.items():
         put(given, key, raw, "--" + key.replace("_", "-"), f"unknown option --{key}")
@@ -103,7 +104,7 @@ def read_grid(
             continue
         label = f"--hp {model}.{name}"
         put(per_model.setdefault(model, {}), name, raw, label,
-            f"{label}: no registered model declares a hyperparameter {name!r} ({see})")
+            f"{label}: no registered model declares a hyperparameter {name!r} ({see})", model=model)
     return axes, {model: lists for model, lists in per_model.items() if lists}
 
 

@@ -108,8 +108,7 @@ def _typed_axes(table: AxisTable, given: Mapping[str, Any], prefix: str) -> dict
             raise PlanError(f"unknown grid axis {prefix}{spelling!r} (known: {', '.join(sorted(table.axes))})")
         if name in out:
             raise PlanError(f"{prefix}{spelling}: axis {name!r} given twice")
-        decl = table.axes[name]
-        out[name] = parse_list(values, prefix + name, decl.type, decl)
+        out[name] = table.parse(name, values, prefix + name)
     return out
 
 
@@ -123,7 +122,8 @@ def _model_lists(model: str, reads: Mapping[str, Hyperparameter], lists: Mapping
             out[name] = values
         elif name in reads:
             decl = reads[name]
-            out[name] = parse_list(values, name, decl.type, decl) if decl is not table.axes[name] else values
+            retype = decl is not table.axes[name] or name in table.loose
+            out[name] = parse_list(values, f"{name} (model {model})", decl.type, decl) if retype else values
     rank = {n: i for i, n in enumerate(GRID_ORDER)}
     return dict(sorted(out.items(), key=lambda kv: rank.get(kv[0], len(rank))))
 
