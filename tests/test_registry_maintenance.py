@@ -235,6 +235,40 @@ def test_verify_gc_info(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1
 
 
+def test_an_attempt_folder_no_record_holds_is_orphaned_and_gc_removes_it(tmp_path: Path) -> None:
+    """A rerun killed before its record leaves ``artifacts/<run_id>/<attempt>/`` (100+ MB of
+    checkpoint) beside the run's recorded attempt: verify skipped any run with a record, so
+    neither verify nor gc ever saw it."""
+    root = tmp_path / "reg"
+    rec = make_record(attempt="20261101T000000Z-aaaaaa")
+    kept = root / "artifacts" / rec["run_id"] / rec["attempt"]
+    kept.mkdir(parents=True)
+    (kept / "model.safetensors").write_bytes(b"k")
+    rec["artifacts"] = {"checkpoint": f"artifacts/{rec['run_id']}/{rec['attempt']}/model.safetensors"}
+    store.write_record(root, rec)
+    killed = root / "artifacts" / rec["run_id"] / "20261102T000000Z-bbbbbb"
+    killed.mkdir()
+    (killed / "model.safetensors").write_bytes(b"o" * 100)
+    (killed / "training_state.safetensors").write_bytes(b"o")
+    partial = root / "artifacts" / rec["run_id"] / "partial"  # the run's periodic checkpoint: never an attempt
+    partial.mkdir()
+    (partial / "state.safetensors").write_bytes(b"p")
+    for f in (*killed.iterdir(), *partial.iterdir()):
+        os.utime(f, (0, 0))
+    report = maintenance.verify(root, min_age=60)
+    orphaned = [f for f in report.problems if f.kind == "orphaned_artifacts"]
+    assert [f.path for f in orphaned] == [str(killed)] and "2 file(s) of attempt 20261102T000000Z-bbbbbb" in orphaned[0].detail
+    assert report.orphan_attempts == [f"{rec['run_id']}/20261102T000000Z-bbbbbb"]
+    (killed / "figure.png").write_bytes(b"f")  # written just now: maybe a run finishing
+    assert "orphaned_artifacts" not in {f.kind for f in maintenance.verify(root, min_age=60).problems}
+    os.utime(killed / "figure.png", (0, 0))
+    cli = ["--registry", str(root)]
+    result = runner.invoke(app, ["registry", "gc", *cli, "--older-than", "60", "--json"])
+    assert result.exit_code == 0, result.output
+    assert not killed.exists() and (kept / "model.safetensors").exists() and (partial / "state.safetensors").exists()
+    assert maintenance.verify(root, min_age=0).ok
+
+
 # ----------------------------------------------------------------------------- merge, export
 
 
@@ -323,6 +357,22 @@ def test_remote_compact_verify_on_loopback_s3(tmp_path: Path, monkeypatch: pytes
         result = runner.invoke(app, ["registry", "verify", "--registry", root, "--json"])
         assert result.exit_code == 0, result.output
         assert json.loads(result.output)["records"] == n
+        # An attempt folder no record holds (a rerun killed before its record): found and removed.
+        fs = location.filesystem(root)[0]
+        rec = make_record(attempt="20261101T000000Z-aaaaaa")
+        held = f"lab/vaebench/artifacts/{rec['run_id']}/{rec['attempt']}/model.safetensors"
+        orphan = f"lab/vaebench/artifacts/{rec['run_id']}/20261102T000000Z-bbbbbb/model.safetensors"
+        rec["artifacts"] = {"checkpoint": held.removeprefix("lab/vaebench/")}
+        fs.pipe(held, b"k")
+        fs.pipe(orphan, b"o")
+        store.write_record(root, rec)
+        n += 1
+        fs.invalidate_cache()
+        report = maintenance.verify(root, min_age=0)
+        assert report.orphan_attempts == [f"{rec['run_id']}/20261102T000000Z-bbbbbb"], report.findings
+        maintenance.gc(root, report)
+        fs.invalidate_cache()
+        assert not fs.exists(orphan) and fs.exists(held)
         # A merge from the bucket into a local registry, and export from the bucket.
         assert sharing.merge(tmp_path / "local", root)["copied"] == n
         assert sharing.export_table(root).num_rows == n

@@ -7,7 +7,9 @@ problems (``verify`` exits 1)
     with rows that are no run), ``duplicate`` (one ``(run_id, attempt)`` held twice with
     *different* content), ``missing_artifact`` (a record's artifact that is not there),
     ``orphaned_artifacts`` (``artifacts/<run_id>/`` with files but no record of that run,
-    no live claim, and nothing written in it for ``min_age`` seconds),
+    or an attempt's folder ``artifacts/<run_id>/<attempt>/`` that no record of the run
+    holds or points to (a rerun killed before its record), each with no live claim on the
+    run and nothing written in it for ``min_age`` seconds),
     ``stale_temporary`` (a writer's temporary file whose writer died:
     ``store.stale_temporaries``) and ``stale_claim`` (``claims.ClaimInfo.stale``).
 notes (harmless)
@@ -28,6 +30,7 @@ notion of live and stale is the one used here, and ``gc`` ends a stale claim thr
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +42,7 @@ from vaebench.registry.scan import FileRead, content, file_size, read_files, rec
 from vaebench.registry.store import (
     STALE_AFTER_SECONDS,
     artifact_path,
+    is_attempt_id,
     is_compacted,
     remove_artifacts,
     run_files,
@@ -68,9 +72,10 @@ class Finding:
 
 @dataclass
 class VerifyReport:
-    """What :func:`verify` found. ``run_ids`` with a record; ``orphans`` and ``stale`` are
-    what :func:`gc` removes (run ids of orphaned artifact directories; temporary files and
-    stale claims)."""
+    """What :func:`verify` found. ``run_ids`` with a record; ``orphans``,
+    ``orphan_attempts`` and ``stale`` are what :func:`gc` removes (run ids of orphaned
+    artifact directories; ``run_id/attempt`` of orphaned attempt folders; temporary files
+    and stale claims)."""
 
     root: str
     files: int = 0
@@ -78,6 +83,8 @@ class VerifyReport:
     findings: list[Finding] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
+    #: ``<run_id>/<attempt>`` of orphaned attempt folders of runs that have a record
+    orphan_attempts: list[str] = field(default_factory=list)
 
     @property
     def problems(self) -> list[Finding]:
@@ -178,6 +185,7 @@ def verify(
     report.files = len(reads)
     copies: dict[tuple[str, Any], list[tuple[str, str]]] = {}
     run_ids: set[str] = set()
+    kept: dict[str, set[str]] = {}  # run id -> the attempt folders its records hold or point to
     for read in reads:
         if read.vanished:
             continue
@@ -193,6 +201,12 @@ def verify(
                 continue
             key = record_key(record)
             run_ids.add(key[0])
+            folders = kept.setdefault(key[0], set())
+            folders.add(str(key[1]))
+            for recorded in (record.get("artifacts") or {}).values():
+                parts = str(recorded or "").split("/")
+                if len(parts) > 3 and parts[:2] == ["artifacts", key[0]]:
+                    folders.add(parts[2])
             first = key not in copies
             copies.setdefault(key, []).append((str(read.path), content(record)))
             if first:
@@ -212,7 +226,7 @@ def verify(
         else:
             report.findings.append(Finding("duplicate", held[1][0], f"{_ref(key)} held {len(held)} times with "
                                            f"different content ({paths})"))
-    _check_artifacts(root, report, run_ids, min_age)
+    _check_artifacts(root, report, kept, min_age)
     for path in ([] if location.is_remote(root) else stale_temporaries(root)):
         report.findings.append(Finding("stale_temporary", str(path), "temporary file of a writer that died"))
         report.stale.append(str(path))
@@ -223,7 +237,7 @@ def _ref(key: tuple[str, Any]) -> str:
     return f"{key[0]}.{key[1]}" if key[1] else key[0]
 
 
-def _check_artifacts(root: str | os.PathLike[str], report: VerifyReport, run_ids: set[str], min_age: float
+def _check_artifacts(root: str | os.PathLike[str], report: VerifyReport, kept: dict[str, set[str]], min_age: float
 ) -> None:
     now = time.time()
     current = claims.claims_of(root)  # read once: split into stale and live
@@ -233,7 +247,8 @@ def _check_artifacts(root: str | os.PathLike[str], report: VerifyReport, run_ids
         report.stale.append(path)
     claimed = {info.run_id for info in current if not info.stale(now)}
     for run_id in _children(root, "artifacts"):
-        if run_id in run_ids:
+        if run_id in kept:
+            _check_attempt_folders(root, report, run_id, kept[run_id], run_id in claimed, now, min_age)
             continue
         where = location.join(root, "artifacts", run_id)
         files = _files_under(root, f"artifacts/{run_id}")
@@ -253,6 +268,29 @@ def _check_artifacts(root: str | os.PathLike[str], report: VerifyReport, run_ids
             report.orphans.append(run_id)
 
 
+def _check_attempt_folders(root: str | os.PathLike[str], report: VerifyReport, run_id: str, kept: set[str],
+                           claimed: bool, now: float, min_age: float) -> None:
+    """Findings for the attempt folders of a run that has a record: one no record holds or
+    points to is orphaned, unless a live claim holds the run or it was written lately."""
+    by_folder: dict[str, list[tuple[str, int, float]]] = {}
+    for rel, size, mtime in _files_under(root, f"artifacts/{run_id}"):
+        folder = rel.split("/", 1)[0]
+        if is_attempt_id(folder) and folder not in kept:
+            by_folder.setdefault(folder, []).append((rel, size, mtime))
+    for folder, files in sorted(by_folder.items()):
+        where = location.join(root, "artifacts", run_id, folder)
+        if claimed:
+            report.findings.append(Finding("claimed", where, "an attempt without a record yet; a live claim holds "
+                                           "the run (in training)"))
+        elif now - max(m for _, _, m in files) < min_age:
+            report.findings.append(Finding("recent", where, f"an attempt without a record, written in the last "
+                                           f"{min_age:g} s (maybe a run finishing now)"))
+        else:
+            report.findings.append(Finding("orphaned_artifacts", where, f"{len(files)} file(s) of attempt {folder} of "
+                                           f"run {run_id}, which no record holds, and no live claim"))
+            report.orphan_attempts.append(f"{run_id}/{folder}")
+
+
 # ------------------------------------------------------------------ gc
 
 
@@ -261,7 +299,8 @@ def gc(root: str | os.PathLike[str], report: VerifyReport, *, dry_run: bool = Fa
     temporary files and claims, and the files of orphaned artifact directories (a
     ``partial/`` checkpoint in one is kept: a later run resumes from it). Returns what was
     (with ``dry_run``: would be) removed, as paths or URLs."""
-    targets = [*report.stale, *(location.join(root, "artifacts", r) for r in report.orphans)]
+    targets = [*report.stale, *(location.join(root, "artifacts", r) for r in report.orphans),
+               *(location.join(root, "artifacts", *a.split("/")) for a in report.orphan_attempts)]
     if dry_run:
         return targets
     done = []
@@ -283,6 +322,13 @@ def gc(root: str | os.PathLike[str], report: VerifyReport, *, dry_run: bool = Fa
         else:
             remove_artifacts(root, run_id)
         done.append(location.join(root, "artifacts", run_id))
+    for attempt in report.orphan_attempts:
+        fs, base = location.filesystem(root)
+        for rel, _, _ in _files_under(root, f"artifacts/{attempt}"):
+            fs.rm_file(f"{base}/artifacts/{attempt}/{rel}")
+        if not location.is_remote(root):
+            shutil.rmtree(location.local_path(root) / "artifacts" / attempt, ignore_errors=True)  # the empty folders
+        done.append(location.join(root, "artifacts", *attempt.split("/")))
     return done
 
 

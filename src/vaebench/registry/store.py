@@ -205,6 +205,11 @@ def artifact_dir(root: str | os.PathLike[str], run_id: str, attempt: str | None 
     return path
 
 
+def is_attempt_id(text: Any) -> bool:
+    """Whether ``text`` is an attempt id (``YYYYMMDDTHHMMSSZ-xxxxxx``, :func:`new_attempt`)."""
+    return isinstance(text, str) and _ATTEMPT_RE.fullmatch(text) is not None
+
+
 def _check_attempt(attempt: Any) -> str:
     """Validate an attempt id (:func:`new_attempt`) and return it."""
     if not isinstance(attempt, str) or not _ATTEMPT_RE.fullmatch(attempt):
