@@ -290,3 +290,26 @@ def test_wrong_credentials_and_a_read_only_registry_stop_before_training(tmp_pat
     finally:
         server.kill()
         server.wait()
+
+
+def test_an_endpoint_that_never_answers_fails_in_bounded_time(tmp_path):
+    """A server that accepts connections and then never answers (a hung proxy, a stopped
+    process): the command fails with one line within the S3 limits (``location.S3_CONFIG``,
+    shortened here to 2 s and one attempt) instead of hanging; before, botocore's 60 s read
+    timeout was retried by botocore and again by s3fs, minutes per request."""
+    import time
+
+    with socket.socket() as listener:  # accepts (the kernel's backlog) and never reads or answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        shorter = ("from vaebench.registry import location; "
+                   "location.S3_CONFIG.update(read_timeout=2, retries={'max_attempts': 1, 'mode': 'standard'}); ")
+        started = time.monotonic()
+        result = vaebench("leaderboard", "--registry", "s3://lab/stalled", env=env_for(endpoint, tmp_path / "cache"),
+                          prefix=shorter)
+        elapsed = time.monotonic() - started
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "timeout" in lines[0].lower(), result.stderr
+    assert elapsed < 60, elapsed  # a hang bound, not a speed claim

@@ -83,13 +83,25 @@ def display(root: str | os.PathLike[str]) -> str:
     return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@", r"\1", text)
 
 
+#: botocore's limits on an S3 request (seconds; attempts in all), so a server that accepts a
+#: connection and then never answers fails the command instead of holding it for good
+#: (botocore's own read timeout is 60 s, retried; s3fs retries again on top). A 50 MB
+#: multipart chunk is sent before the read timeout starts.
+S3_CONFIG = {"connect_timeout": 10, "read_timeout": 30, "retries": {"max_attempts": 2, "mode": "standard"}}
+#: s3fs's own retries of a request that timed out (its default: 5, each after botocore's).
+S3_RETRIES = 1
+
+
 def _storage_options(protocol: str) -> dict[str, Any]:
     """Options for the filesystem of ``protocol`` taken from vaebench's environment
-    (credentials are left to the filesystem's own lookup)."""
+    (credentials are left to the filesystem's own lookup), with bounded waits for S3
+    (:data:`S3_CONFIG`)."""
     if protocol in ("s3", "s3a"):
+        options: dict[str, Any] = {"config_kwargs": dict(S3_CONFIG)}
         endpoint = os.environ.get(S3_ENDPOINT_ENV)
         if endpoint:
-            return {"client_kwargs": {"endpoint_url": endpoint}}
+            options["client_kwargs"] = {"endpoint_url": endpoint}
+        return options
     return {}
 
 
@@ -107,6 +119,8 @@ def _open(url: str, endpoint: str | None) -> tuple[Any, str]:
     except ValueError as exc:
         raise LocationError(f"registry {display(url)}: unknown URL scheme {protocol!r}") from exc
     fs = cls(**_storage_options(protocol))
+    if protocol in ("s3", "s3a") and hasattr(fs, "retries"):
+        fs.retries = S3_RETRIES  # s3fs's own retries (an attribute, not a constructor option)
     path = cls._strip_protocol(url).rstrip("/")
     return fs, path
 
