@@ -370,3 +370,19 @@ def test_debug_shows_the_traceback_of_a_failed_run_and_of_a_failed_metric(tmp_pa
     err = outputs["flag"]
     assert "failed in training" in err and "in build_model" in err and "RuntimeError: factory exploded" in err
     assert "metric exploding failed" in err and "in compute_metric" in err and "ZeroDivisionError" in err
+
+
+def test_a_metric_whose_compute_does_not_import_stops_run_before_training(monkeypatch, tmp_path, cli):
+    """A well-spelt path to a function that is not there (``json:dumpz``) passes registration
+    (nothing is imported then); ``run`` used to train, then record the metric as failed."""
+    m = PluginManager()
+    assert m.register_plugin(builtin, "builtin", package="vaebench", version=vaebench.__version__).status == "ok"
+    assert m.register_plugin(SpecsPlugin(metrics=[_metric("typo_metric", compute="json:dumpz")]), "typo",
+                             package="typo-pkg").status == "ok"
+    monkeypatch.setattr(manager_module, "_MANAGER", m)
+    res = cli("run", "--model", "beta_vae", "--architecture", "mlp", "--steps", "5", "--metrics", "kl,typo_metric",
+              "--registry", str(tmp_path / "reg"))
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: metric 'typo_metric': compute 'json:dumpz' does not import")
+    assert not (tmp_path / "reg").exists()

@@ -161,9 +161,16 @@ def check_run_options(
         for name in metrics:
             manager.metric(name)
     try:
-        check_metric_options(selected_metrics(specs, manager, metrics), metric_options)
+        selected = selected_metrics(specs, manager, metrics)
+        check_metric_options(selected, metric_options)
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    for name, mspec in selected.items():  # a compute path that does not import fails before training
+        try:
+            mspec.function()
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise InputError(f"metric {name!r}: compute {mspec.compute!r} does not import ({one_line(exc)}); "
+                             "`vaebench plugins --check` checks every plugin's paths") from None
     for arch in {s.architecture for s in specs}:
         if arch not in ("conv", "mlp"):
             raise PlanError(f"unknown architecture {arch!r} (available: conv, mlp)")
