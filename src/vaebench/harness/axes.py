@@ -70,12 +70,7 @@ def parse_list(
     of these. A numeric item may be a range (:func:`expand_range`). With ``axis`` (a
     declaration), values are also checked against its range or choices.
     """
-    if isinstance(text, str):
-        items: list[Any] = [t.strip() for t in text.split(",")]
-    elif isinstance(text, (list, tuple)):
-        items = list(text)
-    else:
-        items = [text]
+    items = split_items(text)
     what = {int: "an integer", float: "a number", str: "a name"}.get(kind, kind.__name__)
     out = []
     for item in items:
@@ -101,6 +96,14 @@ def parse_list(
     if axis is not None:
         check_values(option, axis, out)
     return out
+
+
+def split_items(text: str | Sequence[Any] | int | float) -> list[Any]:
+    """The items of a value list as given: a comma-separated string split (each stripped),
+    a list or tuple as it is, one value as a list of it."""
+    if isinstance(text, str):
+        return [t.strip() for t in text.split(",")]
+    return list(text) if isinstance(text, (list, tuple)) else [text]
 
 
 def expand_range(text: str, option: str, kind: type) -> list[Any]:
@@ -190,8 +193,7 @@ class AxisTable:
         """``raw`` (a string, list or value given for axis ``name``) as a list, typed and
         checked by the axis's declaration; for a :attr:`loose` axis only split into items."""
         if name in self.loose:
-            items = [t.strip() for t in raw.split(",")] if isinstance(raw, str) else list(raw) \
-                if isinstance(raw, (list, tuple)) else [raw]
+            items = split_items(raw)
             if any(item == "" for item in items):
                 raise PlanError(f"{label}: empty value in {raw!r}")
             return items

@@ -279,9 +279,15 @@ def run_grid(
     built = spec_of.build(executor_options)
     detaches = bool(capability(built, "detaches"))
 
+    written: list[TaskRef] = []
+
     def write_manifest(tasks: Sequence[TaskRef]) -> None:
-        """The manifest ``status`` and ``cancel`` read; the process the tasks die with is
-        named for an executor that does not detach (``grids.driver_state``)."""
+        """The manifest ``status`` and ``cancel`` read (once per set of tasks); the process
+        the tasks die with is named for an executor that does not detach
+        (``grids.driver_state``)."""
+        if list(tasks) == written:
+            return
+        written[:] = tasks
         grids.write_manifest(registry, grids.GridManifest(
             grid_id=result.grid_id, executor=executor, options=spec_of.check_options(executor_options),
             submitted_at=started, tasks=list(tasks), specs={s.run_id: json.loads(s.to_json()) for s in todo},
@@ -295,7 +301,7 @@ def run_grid(
         close_reporter(reporter)
     result.strategy, result.executor, result.jobs = executed.strategy, executor, list(executed.jobs)
     result.tasks, result.detached = list(executed.tasks), detaches and bool(executed.tasks)
-    if executed.tasks:  # a submitting executor: the manifest status and cancel read (again, whole)
+    if executed.tasks:  # a submitting executor: the manifest status and cancel read (unless written at submission)
         write_manifest(result.tasks)
     records = executed.records
     result.held_elsewhere = list(claims.held_elsewhere)

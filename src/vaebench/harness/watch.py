@@ -166,26 +166,20 @@ def grid_state(registry: str, manifest: GridManifest, manager: Any, executor: An
     """Each of ``manifest``'s points' state now (``executor``: the one built from the
     manifest, :func:`build_executor`; built here when ``None``; one that cannot be built
     here answers no task states, so nothing is lost)."""
-    note = ""
-    if executor is None:
-        try:
-            executor = build_executor(manifest, manager)
-        except Exception as exc:  # noqa: BLE001 - e.g. the scheduler's package not installed here
-            note = f"the {manifest.executor} executor cannot be built here ({one_line(exc)}): task states unknown"
-    driver = grids.driver_state(manifest)
+    note, driver = "", grids.driver_state(manifest)
     if driver in ("alive", "elsewhere") and manifest.driver != grids.this_process():
-        states, why = {}, f"its tasks are held by the grid's driver ({driver_who(manifest)}): points read from the registry"
+        states, why = {}, f"its tasks are held by the grid's driver ({grids.driver_who(manifest)}): points read from the registry"
     elif driver == "gone":
         states, why = {t.job: TaskState("unknown", "the grid's driver ended") for t in manifest.tasks}, ""
-    else:
+    else:  # the scheduler's own word (the executor built only here: its package may be slow to import)
+        if executor is None:
+            try:
+                executor = build_executor(manifest, manager)
+            except Exception as exc:  # noqa: BLE001 - e.g. the scheduler's package not installed here
+                note = f"the {manifest.executor} executor cannot be built here ({one_line(exc)}): task states unknown"
         states, why = task_states(executor, manifest.tasks)
     return GridState(manifest, [point_state(registry, manifest, r, states) for r in manifest.run_ids],
                      scheduler_note=note or why)
-
-
-def driver_who(manifest: GridManifest) -> str:
-    """``host:pid`` of the process a grid's tasks die with (the manifest's ``driver``)."""
-    return ":".join(manifest.driver.split(":")[:2])
 
 
 def stop_driver(manifest: GridManifest) -> bool:
@@ -193,13 +187,13 @@ def stop_driver(manifest: GridManifest) -> bool:
     would: SIGTERM, on which it cancels its tasks and records what they finished. ``False``
     when it is gone already; a one-line ``ValueError`` when it runs on another host."""
     state = grids.driver_state(manifest)
+    _, pid, _ = grids.driver_parts(manifest)
     if state == "elsewhere":
-        pid = manifest.driver.split(":")[1]
         raise ValueError(f"grid {manifest.grid_id}'s tasks are held by its {manifest.executor} driver on "
-                         f"{driver_who(manifest)}: stop that process there (Ctrl-C, or kill -TERM {pid})")
-    if state != "alive":
+                         f"{grids.driver_who(manifest)}: stop that process there (Ctrl-C, or kill -TERM {pid})")
+    if state != "alive" or pid is None:
         return False
-    os.kill(int(manifest.driver.split(":")[1]), signal.SIGTERM)
+    os.kill(pid, signal.SIGTERM)
     return True
 
 

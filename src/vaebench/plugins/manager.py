@@ -381,9 +381,9 @@ def hook_problem(plugin: object) -> str | None:
         if not inspect.isfunction(value):
             continue
         marked = getattr(value, "vaebench_impl", None)
-        named = isinstance(marked, dict) and (marked.get("specname") or not attr.startswith("vaebench_"))
-        if named and (marked.get("specname") or attr) not in hooks:  # pluggy would ignore it
-            name = marked.get("specname") or attr
+        name = (marked.get("specname") or attr) if isinstance(marked, dict) else attr
+        named = isinstance(marked, dict) and (name != attr or not attr.startswith("vaebench_"))
+        if named and name not in hooks:  # pluggy would ignore it
             close = difflib.get_close_matches(name, hooks, n=1) or difflib.get_close_matches(f"vaebench_{name}", hooks, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"the hooks are {', '.join(hooks)}"
             return f"{attr!r} is marked @hookimpl but {name!r} is not a vaebench hook ({hint})"

@@ -91,21 +91,30 @@ def this_process() -> str:
     return f"{store.this_host()}:{os.getpid()}:{store.process_start(os.getpid())}"
 
 
+def driver_parts(manifest: GridManifest) -> tuple[str, int | None, str]:
+    """``(host, pid, start)`` of the manifest's ``driver`` (:func:`this_process`'s form);
+    pid ``None`` where it is not a number."""
+    host, _, rest = manifest.driver.partition(":")
+    pid_text, _, start = rest.partition(":")
+    return host, int(pid_text) if pid_text.isdigit() else None, start
+
+
+def driver_who(manifest: GridManifest) -> str:
+    """``host:pid`` of the process a grid's tasks die with (the manifest's ``driver``)."""
+    host, pid, _ = driver_parts(manifest)
+    return f"{host}:{pid}"
+
+
 def driver_state(manifest: GridManifest) -> str:
     """Whether the process ``manifest``'s tasks die with is still there: ``""`` (none named),
     ``"alive"``, ``"gone"`` (on this host: no such process, or its pid is a later process's
     now) or ``"elsewhere"`` (on another host: cannot be told from here)."""
     if not manifest.driver:
         return ""
-    host, _, rest = manifest.driver.partition(":")
-    pid_text, _, start = rest.partition(":")
+    host, pid, start = driver_parts(manifest)
     if host != store.this_host():
         return "elsewhere"
-    try:
-        pid = int(pid_text)
-    except ValueError:
-        return "gone"
-    if store.pid_dead(pid) or (start and store.process_start(pid) != start):
+    if pid is None or store.pid_dead(pid) or (start and store.process_start(pid) != start):
         return "gone"
     return "alive"
 

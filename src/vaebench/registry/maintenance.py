@@ -30,7 +30,6 @@ notion of live and stale is the one used here, and ``gc`` ends a stale claim thr
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -106,21 +105,6 @@ def _claim_location(root: str | os.PathLike[str], path: str) -> str:
 
 
 # ------------------------------------------------------------------ listing helpers
-
-
-def _children(root: str | os.PathLike[str], sub: str) -> list[str]:
-    """Names of the entries of ``<root>/<sub>`` (``[]`` when there is none)."""
-    if location.is_remote(root):
-        fs, base = location.filesystem(root)
-        try:
-            return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(f"{base}/{sub}", detail=False))
-        except FileNotFoundError:
-            return []
-    directory = location.local_path(root) / sub
-    try:
-        return sorted(p.name for p in directory.iterdir())
-    except OSError:
-        return []
 
 
 def _files_under(root: str | os.PathLike[str], sub: str) -> list[tuple[str, int, float]]:
@@ -246,12 +230,16 @@ def _check_artifacts(root: str | os.PathLike[str], report: VerifyReport, kept: d
         report.findings.append(Finding("stale_claim", path, "claim past its lease (its worker stopped renewing it)"))
         report.stale.append(path)
     claimed = {info.run_id for info in current if not info.stale(now)}
-    for run_id in _children(root, "artifacts"):
+    by_run: dict[str, list[tuple[str, int, float]]] = {}  # one listing of artifacts/, by run
+    for rel, size, mtime in _files_under(root, "artifacts"):
+        run_id, _, inner = rel.partition("/")
+        if inner:
+            by_run.setdefault(run_id, []).append((inner, size, mtime))
+    for run_id, files in sorted(by_run.items()):
         if run_id in kept:
-            _check_attempt_folders(root, report, run_id, kept[run_id], run_id in claimed, now, min_age)
+            _check_attempt_folders(root, report, run_id, files, kept[run_id], run_id in claimed, now, min_age)
             continue
         where = location.join(root, "artifacts", run_id)
-        files = _files_under(root, f"artifacts/{run_id}")
         other = [f for f in files if not f[0].startswith("partial/")]
         if run_id in claimed:
             report.findings.append(Finding("claimed", where, "no record yet; a live claim holds the run (in training)"))
@@ -268,12 +256,14 @@ def _check_artifacts(root: str | os.PathLike[str], report: VerifyReport, kept: d
             report.orphans.append(run_id)
 
 
-def _check_attempt_folders(root: str | os.PathLike[str], report: VerifyReport, run_id: str, kept: set[str],
-                           claimed: bool, now: float, min_age: float) -> None:
-    """Findings for the attempt folders of a run that has a record: one no record holds or
-    points to is orphaned, unless a live claim holds the run or it was written lately."""
+def _check_attempt_folders(root: str | os.PathLike[str], report: VerifyReport, run_id: str,
+                           files: list[tuple[str, int, float]], kept: set[str], claimed: bool, now: float,
+                           min_age: float) -> None:
+    """Findings for the attempt folders of a run that has a record (``files``: its files,
+    relative to ``artifacts/<run_id>``): one no record holds or points to is orphaned,
+    unless a live claim holds the run or it was written lately."""
     by_folder: dict[str, list[tuple[str, int, float]]] = {}
-    for rel, size, mtime in _files_under(root, f"artifacts/{run_id}"):
+    for rel, size, mtime in files:
         folder = rel.split("/", 1)[0]
         if is_attempt_id(folder) and folder not in kept:
             by_folder.setdefault(folder, []).append((rel, size, mtime))
@@ -322,12 +312,9 @@ def gc(root: str | os.PathLike[str], report: VerifyReport, *, dry_run: bool = Fa
         else:
             remove_artifacts(root, run_id)
         done.append(location.join(root, "artifacts", run_id))
+    fs, base = location.filesystem(root)
     for attempt in report.orphan_attempts:
-        fs, base = location.filesystem(root)
-        for rel, _, _ in _files_under(root, f"artifacts/{attempt}"):
-            fs.rm_file(f"{base}/artifacts/{attempt}/{rel}")
-        if not location.is_remote(root):
-            shutil.rmtree(location.local_path(root) / "artifacts" / attempt, ignore_errors=True)  # the empty folders
+        fs.rm(f"{base}/artifacts/{attempt}", recursive=True)
         done.append(location.join(root, "artifacts", *attempt.split("/")))
     return done
 
